@@ -1,0 +1,263 @@
+import { z } from 'zod';
+import { identitySources } from '../identity/index.js';
+import { strategies } from '../rules/strategies/index.js';
+import { ListenAddress, Milliseconds, Name } from './primitives.js';
+
+/**
+ * The one schema of graygate's configuration: the source of its TypeScript types, of validation
+ * (files, store documents, API bodies) and of the reference in docs/config.md.
+ *
+ * The config has two parts:
+ * - settings, read once at start (listen address, store, timeouts against slow clients);
+ * - the routing document (upstreams, services with their releases, identity), which lives in the
+ *   store, is versioned, and is applied live whenever it changes.
+ * A config file holds both; with the embedded file store the routing document is read from the
+ * same file by default, so editing the file changes routing live.
+ */
+
+// ---------------------------------------------------------------------------------------------
+// Conditions and rules
+
+/** Builds an object schema where exactly one of the given keys must be present. */
+function exactlyOneOf<Shape extends z.ZodRawShape>(shape: Shape, what: string, keys = Object.keys(shape)) {
+  return z.strictObject(shape).superRefine((value, ctx) => {
+    const given = keys.filter((key) => (value as Record<string, unknown>)[key] !== undefined);
+    if (given.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          given.length === 0
+            ? `expected one ${what}: ${keys.join(', ')}`
+            : `expected exactly one ${what}, got ${given.join(' and ')}`,
+      });
+    }
+  });
+}
+
+type StrategyTable = typeof strategies;
+type StrategyShape = { [K in keyof StrategyTable]: z.ZodOptional<StrategyTable[K]['schema']> };
+const strategyShape = Object.fromEntries(
+  Object.entries(strategies).map(([kind, strategy]) => [kind, strategy.schema.optional()]),
+) as StrategyShape;
+
+type StrategyConfigs = { [K in keyof StrategyTable]?: z.output<StrategyTable[K]['schema']> };
+
+/** A condition: one strategy, or `all` / `any` / `not` of conditions. */
+export type Condition = StrategyConfigs & {
+  all?: Condition[];
+  any?: Condition[];
+  not?: Condition;
+};
+
+/** The keys of a condition: every strategy, plus all/any/not. Getters keep the recursion lazy. */
+function conditionShape() {
+  return {
+    ...strategyShape,
+    get all() {
+      return z.array(Condition).min(1).optional().meta({ description: 'Matches when every condition matches.' });
+    },
+    get any() {
+      return z.array(Condition).min(1).optional().meta({ description: 'Matches when at least one condition matches.' });
+    },
+    get not() {
+      return Condition.optional().meta({ description: 'Matches when the condition does not.' });
+    },
+  };
+}
+const conditionKeys = Object.keys(conditionShape());
+
+export const Condition: z.ZodType<Condition> = exactlyOneOf(conditionShape(), 'condition', conditionKeys).meta({
+  id: 'Condition',
+  description: 'One strategy, or all/any/not of conditions.',
+}) as unknown as z.ZodType<Condition>;
+
+export const RuleTarget = z.enum(['candidate', 'stable']);
+
+const ruleShape = {
+  name: Name.optional().meta({ description: 'Shown in logs, metrics and explain; defaults to "rule N".' }),
+  to: RuleTarget.default('candidate').meta({
+    description: 'Where a matching request goes. `stable` makes a deny rule: matching callers never reach the candidate.',
+  }),
+};
+
+/** A rule: a condition (one strategy key, or all/any/not) and where a match goes. */
+export const Rule = exactlyOneOf(
+  Object.defineProperties({ ...ruleShape }, Object.getOwnPropertyDescriptors(conditionShape())) as typeof ruleShape &
+    ReturnType<typeof conditionShape>,
+  'condition',
+  conditionKeys,
+).meta({ description: 'A condition and where a match goes. The first matching rule decides.' });
+export type Rule = z.output<typeof Rule>;
+
+// ---------------------------------------------------------------------------------------------
+// Routing document: upstreams, services, releases, identity
+
+const ServerUrl = z.string().superRefine((text, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `expected a server URL like http://127.0.0.1:8080, got ${JSON.stringify(text)}` });
+    return;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    ctx.addIssue({ code: 'custom', message: `expected an http:// or https:// URL, got ${JSON.stringify(text)}` });
+  } else if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash || url.username) {
+    ctx.addIssue({ code: 'custom', message: `a server is an origin (scheme, host, port) only, got ${JSON.stringify(text)}` });
+  }
+});
+
+export const Upstream = z
+  .strictObject({
+    servers: z.array(ServerUrl).min(1).meta({ description: 'Origins of the servers, e.g. http://10.0.0.5:8080. Requests are spread round robin.' }),
+    timeouts: z
+      .strictObject({
+        connectMs: Milliseconds.default(2_000).meta({ description: 'Time to open a connection to a server.' }),
+        responseHeadersMs: Milliseconds.default(30_000).meta({ description: 'Time from sending the request to the response headers.' }),
+        idleMs: Milliseconds.default(60_000).meta({ description: 'Longest silence while a response body streams.' }),
+      })
+      .prefault({})
+      .meta({ description: 'Upstream timeouts; a timeout answers 504.' }),
+    pool: z
+      .strictObject({
+        connections: z.number().int().min(1).max(10_000).default(128).meta({ description: 'Most connections kept per server.' }),
+        idleTimeoutMs: Milliseconds.default(4_000).meta({
+          description: "How long an idle pooled connection is kept; below Node's 5 s server keep-alive so graygate closes first.",
+        }),
+      })
+      .prefault({})
+      .meta({ description: 'Keep-alive connection pool per server.' }),
+    health: z
+      .strictObject({
+        ejectAfterFailures: z.number().int().min(1).default(1).meta({ description: 'Consecutive connect failures after which a server is ejected.' }),
+        ejectForMs: Milliseconds.default(10_000).meta({ description: 'How long an ejected server gets no requests.' }),
+      })
+      .prefault({})
+      .meta({ description: 'Passive health: servers that refuse connections are ejected for a while.' }),
+  })
+  .meta({ description: 'A named group of servers.' });
+export type Upstream = z.output<typeof Upstream>;
+
+export const ReleaseState = z.enum(['idle', 'canary', 'full']).meta({
+  description: '`idle`: everyone on stable. `canary`: the rules decide. `full`: everyone on the candidate.',
+});
+export type ReleaseState = z.output<typeof ReleaseState>;
+
+export const Release = z
+  .strictObject({
+    candidate: Name.meta({ description: 'Upstream that serves the candidate version.' }),
+    state: ReleaseState.default('canary'),
+    rules: z.array(Rule).default([]).meta({ description: 'Ordered rules; the first match decides; no match goes to stable.' }),
+  })
+  .meta({ description: 'The candidate version of a service and the rules that send requests to it.' });
+export type Release = z.output<typeof Release>;
+
+const HostPattern = z
+  .string()
+  .regex(/^(\*\.)?[A-Za-z0-9.-]+$/, { message: 'expected a host name, optionally starting with "*." (no port)' })
+  .transform((host) => host.toLowerCase());
+
+const PathPrefix = z.string().regex(/^\/[^?#\s]*$/, { message: 'expected a path starting with "/" (no query)' });
+
+export const Service = z
+  .strictObject({
+    name: Name,
+    match: z
+      .strictObject({
+        host: HostPattern.optional().meta({ description: 'Host the request names (exact, or *.example.com for subdomains). Any host when absent.' }),
+        pathPrefix: PathPrefix.default('/').meta({
+          description: 'Path prefix, matched on whole segments: /api matches /api and /api/x, not /apix.',
+        }),
+      })
+      .prefault({})
+      .meta({ description: 'Which requests this service takes. The most specific match wins: exact host, then wildcard, then any; then the longest prefix.' }),
+    stable: Name.meta({ description: 'Upstream that serves the stable version.' }),
+    release: Release.optional(),
+  })
+  .meta({ description: 'What a request matches and which upstream is its stable version.' });
+export type Service = z.output<typeof Service>;
+
+type IdentityTable = typeof identitySources;
+const identitySourceShape = Object.fromEntries(
+  Object.entries(identitySources).map(([kind, source]) => [kind, source.schema.optional()]),
+) as { [K in keyof IdentityTable]: z.ZodOptional<IdentityTable[K]['schema']> };
+
+export const IdentitySourceConfig = exactlyOneOf(identitySourceShape, 'identity source').meta({
+  description: 'One identity source, e.g. {header: {name: x-user-id}}.',
+});
+export type IdentitySourceConfig = z.output<typeof IdentitySourceConfig>;
+
+export const Identity = z
+  .strictObject({
+    sources: z.array(IdentitySourceConfig).default([]).meta({ description: 'Tried in order; the first that yields an id wins.' }),
+  })
+  .meta({ description: 'How the gateway learns who the caller is.' });
+export type Identity = z.output<typeof Identity>;
+
+/** The dynamic part: kept in the store, versioned, applied live. */
+export const RoutingDocument = z
+  .strictObject({
+    upstreams: z.record(Name, Upstream).meta({ description: 'Upstreams by name.' }),
+    services: z.array(Service).meta({ description: 'Services; each request goes to the one that matches it most specifically.' }),
+    identity: Identity.prefault({}),
+  })
+  .meta({ description: 'The routing document: applied live whenever it changes in the store.' });
+export type RoutingDocument = z.output<typeof RoutingDocument>;
+export const routingKeys = Object.keys(RoutingDocument.shape) as (keyof RoutingDocument)[];
+
+// ---------------------------------------------------------------------------------------------
+// Settings: read once at start
+
+export const FileStoreSettings = z
+  .strictObject({
+    kind: z.literal('file'),
+    path: z.string().min(1).optional().meta({ description: 'File holding the routing document. Default: the config file itself.' }),
+    historyDir: z.string().min(1).optional().meta({ description: 'Directory for the version history. Default: `<path>.history` beside the file.' }),
+    historyLimit: z.number().int().min(1).default(200).meta({ description: 'Versions kept in history; the oldest are removed.' }),
+    pollMs: Milliseconds.default(2_000).meta({ description: 'Backstop poll of the file, in case a change notification is missed.' }),
+  })
+  .meta({ description: 'The embedded store: one file, watched; history in a directory beside it.' });
+export type FileStoreSettings = z.output<typeof FileStoreSettings>;
+
+export const StoreSettings = z.discriminatedUnion('kind', [FileStoreSettings]).meta({ description: 'Where the routing document lives.' });
+export type StoreSettings = z.output<typeof StoreSettings>;
+
+export const ProxySettings = z
+  .strictObject({
+    clientHeadersTimeoutMs: Milliseconds.default(10_000).meta({ description: 'A client must send its request headers within this time (slowloris guard).' }),
+    clientRequestTimeoutMs: Milliseconds.default(300_000).meta({ description: 'A client must send its whole request within this time; 0 disables.' }),
+    keepAliveTimeoutMs: Milliseconds.default(5_000).meta({ description: 'How long an idle client connection is kept open.' }),
+    shutdownGraceMs: Milliseconds.default(30_000).meta({ description: 'On SIGTERM/SIGINT, in-flight requests get this long to finish.' }),
+    preserveHost: z.boolean().default(true).meta({ description: 'Send the client Host header upstream (false: the server origin host).' }),
+  })
+  .meta({ description: 'Behaviour of the proxy towards clients.' });
+export type ProxySettings = z.output<typeof ProxySettings>;
+
+const Cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, { message: 'expected an IP address or CIDR like 10.0.0.0/8' });
+
+export const Settings = z.strictObject({
+  listen: ListenAddress.prefault(8080).meta({ description: 'Where the proxy listens: host:port or a port (host defaults to 127.0.0.1).' }),
+  trustedProxies: z.array(Cidr).default([]).meta({
+    description: 'Peers (CIDRs) whose X-Forwarded-* headers are believed and appended to; from others they are replaced.',
+  }),
+  proxy: ProxySettings.prefault({}),
+  store: StoreSettings.default({ kind: 'file', historyLimit: 200, pollMs: 2_000 }),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({})
+    .meta({ description: 'Logging (JSON lines on stdout).' }),
+});
+export type Settings = z.output<typeof Settings>;
+
+/** A whole config file: settings, plus the routing document when the file store reads it. */
+export const ConfigFile = z
+  .strictObject({
+    ...Settings.shape,
+    upstreams: RoutingDocument.shape.upstreams.optional(),
+    services: RoutingDocument.shape.services.optional(),
+    identity: RoutingDocument.shape.identity.optional(),
+  })
+  .meta({ description: 'A graygate config file (YAML or JSON).' });
+export type ConfigFile = z.output<typeof ConfigFile>;

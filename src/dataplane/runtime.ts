@@ -1,0 +1,35 @@
+import type { Logger } from 'pino';
+import type { Settings } from '../config/schema.js';
+import type { RoutingSnapshot } from '../rules/snapshot.js';
+
+/**
+ * The seam between graygate and the runtime that serves HTTP. Only `dataplane/node/` (node:http
+ * + undici) and, later, `dataplane/bun/` (Bun.serve + fetch) implement it; everything above
+ * (config, rules, identity, store, control plane) is runtime-neutral and drives a DataPlane
+ * through this interface alone.
+ */
+export interface DataPlane {
+  /** Starts listening; resolves with the bound address (port 0 picks a free port). */
+  listen(): Promise<{ host: string; port: number }>;
+  /** Installs a new snapshot. Requests already routed finish on the one they started with. */
+  setSnapshot(snapshot: RoutingSnapshot): void;
+  /**
+   * Graceful stop: stop accepting, tell keep-alive clients `Connection: close`, close idle
+   * sockets, let in-flight requests finish for up to `graceMs`, then destroy what remains.
+   */
+  drain(graceMs: number): Promise<void>;
+  /** Open client connections and requests in flight, for drain reporting and tests. */
+  stats(): DataPlaneStats;
+}
+
+export interface DataPlaneStats {
+  readonly openConnections: number;
+  readonly inFlightRequests: number;
+}
+
+export interface DataPlaneOptions {
+  readonly settings: Settings;
+  readonly logger: Logger;
+}
+
+export type CreateDataPlane = (options: DataPlaneOptions) => DataPlane;

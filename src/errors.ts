@@ -1,0 +1,59 @@
+/**
+ * Every error code graygate can report, in one table. A code never changes meaning once
+ * released: callers and tests match on `code`, not on the message. `docs/errors.md` is
+ * generated from this table (see `src/config/reference.ts`).
+ */
+export const ErrorCodes = {
+  GG_CONFIG_INVALID: { status: 400, doc: 'The config document failed validation (shape or meaning); the message names each failing field.' },
+  GG_CONFIG_UNREADABLE: { status: 400, doc: 'The config file could not be read or parsed as YAML/JSON.' },
+  GG_VERSION_CONFLICT: { status: 409, doc: 'The write named a version that is no longer current; read again and retry.' },
+  GG_VERSION_UNKNOWN: { status: 404, doc: 'No stored version has that number.' },
+  GG_STORE_UNAVAILABLE: { status: 503, doc: 'The store could not be reached or did not answer in time.' },
+  GG_STORE_CORRUPT: { status: 500, doc: 'The store holds data graygate cannot read (a history entry or a value is malformed).' },
+  GG_NO_SERVICE: { status: 404, doc: 'No service matches the request host and path.' },
+  GG_BAD_REQUEST: { status: 400, doc: 'The request framing is ambiguous or malformed (e.g. Content-Length with Transfer-Encoding).' },
+  GG_UPSTREAM_CONNECT: { status: 502, doc: 'No server of the upstream accepted a connection.' },
+  GG_UPSTREAM_RESET: { status: 502, doc: 'The upstream closed the connection or sent an invalid response.' },
+  GG_UPSTREAM_TIMEOUT: { status: 504, doc: 'The upstream did not answer in time (connect, response headers, or idle body).' },
+  GG_UPSTREAM_UNAVAILABLE: { status: 503, doc: 'The upstream has no server that can take the request.' },
+  GG_SHUTTING_DOWN: { status: 503, doc: 'The gateway is draining for shutdown and takes no new requests.' },
+  GG_INTERNAL: { status: 500, doc: 'An unexpected error inside graygate; the log has the details.' },
+} as const satisfies Record<string, { status: number; doc: string }>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** The one error type graygate throws on purpose; `code` is stable, `message` is for people. */
+export class GraygateError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+
+  get status(): number {
+    return ErrorCodes[this.code].status;
+  }
+
+  /** The body clients get: never a stack trace. */
+  toJSON(): { error: { code: ErrorCode; message: string } } {
+    return { error: { code: this.code, message: this.message } };
+  }
+}
+
+/** A config document or value was refused; `issues` are `path: message` lines, one per problem. */
+export class ConfigError extends GraygateError {
+  constructor(
+    readonly issues: readonly string[],
+    options?: ErrorOptions & { code?: 'GG_CONFIG_INVALID' | 'GG_CONFIG_UNREADABLE'; source?: string },
+  ) {
+    const where = options?.source ? `${options.source}: ` : '';
+    super(options?.code ?? 'GG_CONFIG_INVALID', `${where}${issues.join('; ')}`, options);
+  }
+}
+
+export function isGraygateError(error: unknown): error is GraygateError {
+  return error instanceof GraygateError;
+}

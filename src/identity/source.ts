@@ -1,0 +1,39 @@
+import type { z } from 'zod';
+import type { RequestFacts } from '../rules/facts.js';
+import type { RequestInput } from '../rules/strategy.js';
+
+/**
+ * Finds the caller's id for one request. Synchronous when the answer is at hand (headers,
+ * cookies, a warm cache); returns a Promise only when it must wait (a store lookup on a cache
+ * miss), so the steady-state hot path has no await. `undefined` means "no identity from here".
+ */
+export type IdentityResolver = (facts: RequestFacts) => string | undefined | Promise<string | undefined>;
+
+/** What a source may use besides its config. Long-lived: it outlives config snapshots. */
+export interface IdentityContext {
+  /**
+   * Reads one key from the store with a deadline (token → user id). Rejects on timeout or
+   * store failure; the caller then treats the identity as unknown (the request goes to stable).
+   */
+  readKey?(key: string, deadlineMs: number): Promise<string | undefined>;
+}
+
+/** One way to learn who the caller is. Adding one: its file, one line in `identity/index.ts`, its test. */
+export interface IdentitySource<C> {
+  /** Config key; its file is the kebab-case form. */
+  readonly kind: string;
+  readonly schema: z.ZodType<C>;
+  /** Called on every config change; what can be prepared is prepared here. */
+  create(config: C, context: IdentityContext): IdentityResolver;
+  /** The request inputs it reads (for `Vary`). */
+  inputs(config: C): readonly RequestInput[];
+}
+
+export function defineIdentitySource<const K extends string, C>(
+  source: IdentitySource<C> & { kind: K },
+): IdentitySource<C> & { kind: K } {
+  return source;
+}
+
+/** Ids longer than this are treated as no identity: they are garbage or an attack, not a user. */
+export const MAX_USER_ID_LENGTH = 256;

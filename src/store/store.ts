@@ -1,0 +1,57 @@
+import type { RoutingDocument } from '../config/schema.js';
+
+/** Who changed the routing document, when and why. */
+export interface ChangeMeta {
+  /** Who made the change: an API token's name, `file` for a hand edit, `cli`, … */
+  readonly actor: string;
+  /** ISO 8601 time of the change. */
+  readonly time: string;
+  readonly reason: string;
+}
+
+/** One version of the routing document, as stored. */
+export interface StoredVersion {
+  /** Monotonically increasing, starting at 1. */
+  readonly version: number;
+  /** Validated and frozen. */
+  readonly document: RoutingDocument;
+  readonly meta: ChangeMeta;
+}
+
+export interface WriteRequest {
+  /** The version the writer read; a different current version refuses the write (GG_VERSION_CONFLICT). */
+  readonly expectedVersion: number;
+  readonly actor: string;
+  readonly reason: string;
+}
+
+/**
+ * Where the routing document and its history live. The store knows documents and versions, not
+ * routing. Every store runs the shared contract suite in test/store/contract.ts.
+ */
+export interface Store {
+  readonly kind: string;
+  /**
+   * The current version. Throws `ConfigError` when what is stored does not validate (nothing is
+   * recorded for it) and `GraygateError('GG_STORE_UNAVAILABLE')` when the store cannot be reached.
+   * A missing or empty document is an outage, never "no rules".
+   */
+  current(): Promise<StoredVersion>;
+  /**
+   * Compare-and-set: stores `document` (already validated by the caller) as version
+   * `expectedVersion + 1`, with history. Throws GG_VERSION_CONFLICT when `expectedVersion` is stale.
+   */
+  write(document: RoutingDocument, request: WriteRequest): Promise<StoredVersion>;
+  /** Versions kept in history, newest first. */
+  history(options?: { limit?: number }): Promise<StoredVersion[]>;
+  /** One version from history; throws GG_VERSION_UNKNOWN when it is not kept. */
+  version(version: number): Promise<StoredVersion>;
+  /**
+   * Calls `onChange` whenever the document may have changed (a notification, a poll, a
+   * reconnect). Duplicates are harmless: the listener rereads `current()` and applies only a
+   * newer version. Returns a function that stops watching.
+   */
+  watch(onChange: () => void): () => void;
+  /** Releases connections, watchers and timers. */
+  close(): Promise<void>;
+}
