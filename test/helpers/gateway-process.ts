@@ -1,0 +1,97 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+export const cliPath = path.join(root, 'dist/cli/main.js');
+
+export interface GatewayProcess {
+  /** `http://127.0.0.1:PORT` of the proxy listener. */
+  readonly url: string;
+  readonly port: number;
+  readonly pid: number;
+  readonly child: ChildProcess;
+  /** The config file the process was started with (edit it to change routing live). */
+  readonly configPath: string;
+  /** Everything the process wrote to stdout and stderr so far. */
+  output(): string;
+  /** Parsed JSON log lines so far. */
+  logs(): Record<string, unknown>[];
+  /** Peak resident set size of the process so far (VmHWM), in KiB. */
+  peakRssKb(): number;
+  /** Current resident set size (VmRSS), in KiB. */
+  rssKb(): number;
+  /** Sends `signal` and resolves with the exit code (or the signal name). */
+  stop(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+/**
+ * Runs the real gateway as a child process: `node dist/cli/main.js start --config <file>`.
+ * `config` is written as YAML into a fresh temp dir (with `listen` defaulting to port 0); the
+ * promise resolves once the process logs that it listens.
+ */
+export async function startGatewayProcess(options: {
+  config?: Record<string, unknown>;
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+  readyWithinMs?: number;
+}): Promise<GatewayProcess> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'graygate-proc-'));
+  const configPath = path.join(dir, 'graygate.yaml');
+  const args = options.args ?? [];
+  if (options.config) {
+    writeFileSync(configPath, stringify({ listen: '127.0.0.1:0', ...options.config }));
+  }
+  const child = spawn(process.execPath, [cliPath, 'start', ...(options.config ? ['--config', configPath] : []), ...args], {
+    cwd: dir,
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start within ${options.readyWithinMs ?? 10_000} ms:\n${output}`)), options.readyWithinMs ?? 10_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      // The start command logs one line with event "listening" and the bound port.
+      const portMatch = /"event":"listening"[^\n]*?"port":(\d+)/.exec(output);
+      if (portMatch) {
+        clearTimeout(timer);
+        resolve(Number(portMatch[1]));
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`gateway exited (${code}) before listening:\n${output}`));
+    });
+  });
+  const status = (field: string) => {
+    const text = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
+    return match ? Number(match[1]) : NaN;
+  };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    pid: child.pid!,
+    child,
+    configPath,
+    output: () => output,
+    logs: () =>
+      output
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    peakRssKb: () => status('VmHWM'),
+    rssKb: () => status('VmRSS'),
+    stop: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
