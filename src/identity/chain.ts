@@ -1,0 +1,112 @@
+import type { IdentitySourceConfig } from '../config/schema.js';
+import { canonicalNumericId, type RequestFacts } from '../rules/facts.js';
+import type { RequestInput } from '../rules/strategy.js';
+import { identitySources, type IdentitySourceKind } from './index.js';
+import type { IdentityContext, IdentityResolver } from './source.js';
+
+/** Called when a source throws or rejects; the chain then moves on to the next source. */
+export type IdentityErrorHandler = (kind: string, error: unknown) => void;
+
+export interface IdentityChainOptions {
+  readonly context?: IdentityContext;
+  readonly onError?: IdentityErrorHandler;
+}
+
+/** A compiled identity chain: resolves the caller's id, and says which request inputs it reads. */
+export interface IdentityChain {
+  /**
+   * Fills `facts.userId`, `numericUserId` and `identitySource` from the first source that yields
+   * an id. Synchronous when every source consulted answers synchronously; otherwise returns a
+   * Promise that never rejects (a failing source counts as no identity).
+   */
+  readonly resolve: (facts: RequestFacts) => void | Promise<void>;
+  /** Inputs of every source, for `Vary`. */
+  readonly inputs: readonly RequestInput[];
+  /** Source kinds in order, for logs and explain. */
+  readonly kinds: readonly string[];
+}
+
+/** The config key of a one-key source config (the schema guarantees exactly one). */
+function sourceKind(config: IdentitySourceConfig): IdentitySourceKind {
+  for (const key of Object.keys(config)) {
+    if ((config as Record<string, unknown>)[key] !== undefined) return key as IdentitySourceKind;
+  }
+  throw new Error('identity source config has no kind');
+}
+
+/** Builds the chain from `identity.sources`; the first source that yields an id wins. */
+export function buildIdentityChain(sources: readonly IdentitySourceConfig[], options: IdentityChainOptions = {}): IdentityChain {
+  const context = options.context ?? {};
+  const onError = options.onError;
+  const kinds: string[] = [];
+  const resolvers: IdentityResolver[] = [];
+  const inputs: RequestInput[] = [];
+  for (const config of sources) {
+    const kind = sourceKind(config);
+    const source = identitySources[kind] as { create(c: unknown, ctx: IdentityContext): IdentityResolver; inputs(c: unknown): readonly RequestInput[] };
+    const sourceConfig = (config as Record<string, unknown>)[kind];
+    kinds.push(kind);
+    resolvers.push(source.create(sourceConfig, context));
+    inputs.push(...source.inputs(sourceConfig));
+  }
+  const count = resolvers.length;
+
+  const report = (kind: string, error: unknown): void => {
+    if (!onError) return;
+    try {
+      onError(kind, error);
+    } catch {
+      // A failing error reporter must not turn a missing identity into a failed request.
+    }
+  };
+
+  const accept = (facts: RequestFacts, value: string, index: number): void => {
+    facts.userId = value;
+    facts.numericUserId = canonicalNumericId(value);
+    facts.identitySource = kinds[index];
+  };
+
+  // Walks sources from `start`. Stays synchronous until a source hands back a Promise; only that
+  // (rare: a store lookup on a cache miss) allocates continuations.
+  const walk = (facts: RequestFacts, start: number): void | Promise<void> => {
+    for (let i = start; i < count; i++) {
+      let answer: ReturnType<IdentityResolver>;
+      try {
+        answer = resolvers[i]!(facts);
+      } catch (error) {
+        report(kinds[i]!, error);
+        continue;
+      }
+      if (answer === undefined) continue;
+      if (typeof answer === 'string') {
+        if (answer.length === 0) continue;
+        accept(facts, answer, i);
+        return;
+      }
+      const index = i;
+      return Promise.resolve(answer).then(
+        (value) => {
+          if (typeof value === 'string' && value.length > 0) {
+            accept(facts, value, index);
+            return;
+          }
+          return walk(facts, index + 1);
+        },
+        (error: unknown) => {
+          report(kinds[index]!, error);
+          return walk(facts, index + 1);
+        },
+      );
+    }
+  };
+
+  const resolve = (facts: RequestFacts): void | Promise<void> => {
+    facts.userId = undefined;
+    facts.numericUserId = undefined;
+    facts.identitySource = undefined;
+    if (count === 0) return;
+    return walk(facts, 0);
+  };
+
+  return Object.freeze({ resolve, inputs: Object.freeze(inputs), kinds: Object.freeze(kinds) });
+}

@@ -1,0 +1,308 @@
+import type { Condition, RoutingDocument, Rule, Service } from '../config/schema.js';
+import { deepFreeze } from '../config/semantic.js';
+import { ConfigError } from '../errors.js';
+import { buildIdentityChain, type IdentityChain, type IdentityErrorHandler } from '../identity/chain.js';
+import type { IdentityContext } from '../identity/source.js';
+import type { RequestFacts } from './facts.js';
+import type { CompiledService, Decision, RoutingSnapshot, VersionName } from './snapshot.js';
+import { strategies, type StrategyKind } from './strategies/index.js';
+import type { CompileContext, Matcher, RequestInput } from './strategy.js';
+
+/** What compiling may use besides the document. Compiling itself does no I/O. */
+export interface CompileOptions {
+  /** Store values fetched for this snapshot (e.g. the seed's `Grayscale_Range`); none by default. */
+  storeValue?(key: string): string | undefined;
+  /** Long-lived services identity sources use (store lookups); none by default. */
+  identityContext?: IdentityContext;
+  /** Told when an identity source throws or rejects (the request then has no identity). */
+  onIdentityError?: IdentityErrorHandler;
+}
+
+/**
+ * The sticky-hash seed of a service's release: the service name itself. It does not include the
+ * config version or the candidate, so a caller keeps its bucket across rule edits and gateways,
+ * and raising a percentage only adds callers. Renaming the service re-buckets everyone.
+ */
+export function releaseSeedOf(serviceName: string): string {
+  return serviceName;
+}
+
+/** A compiled rule, kept for explain: its matcher, its decision and the inputs it reads. */
+export interface CompiledRule {
+  readonly index: number;
+  readonly matches: Matcher;
+  readonly decision: Decision;
+  readonly inputs: readonly RequestInput[];
+}
+
+const conditionCombinators = ['all', 'any', 'not'] as const;
+
+/** The one condition key of a condition or rule object (the schema guarantees exactly one). */
+export function conditionKey(condition: Condition | Rule): StrategyKind | 'all' | 'any' | 'not' {
+  const record = condition as Record<string, unknown>;
+  for (const key of conditionCombinators) if (record[key] !== undefined) return key;
+  for (const key of Object.keys(strategies) as StrategyKind[]) if (record[key] !== undefined) return key;
+  throw new ConfigError(['expected one condition']);
+}
+
+const never: Matcher = () => false;
+
+function allOf(matchers: Matcher[]): Matcher {
+  if (matchers.length === 1) return matchers[0]!;
+  if (matchers.length === 2) {
+    const [a, b] = matchers as [Matcher, Matcher];
+    return (facts) => a(facts) && b(facts);
+  }
+  const count = matchers.length;
+  return (facts) => {
+    for (let i = 0; i < count; i++) if (!matchers[i]!(facts)) return false;
+    return true;
+  };
+}
+
+function anyOf(matchers: Matcher[]): Matcher {
+  if (matchers.length === 0) return never;
+  if (matchers.length === 1) return matchers[0]!;
+  if (matchers.length === 2) {
+    const [a, b] = matchers as [Matcher, Matcher];
+    return (facts) => a(facts) || b(facts);
+  }
+  const count = matchers.length;
+  return (facts) => {
+    for (let i = 0; i < count; i++) if (matchers[i]!(facts)) return true;
+    return false;
+  };
+}
+
+/** Compiles a condition into one matcher, collecting the inputs it reads; issues carry `path`. */
+function compileCondition(condition: Condition | Rule, path: string, context: CompileContext, inputs: RequestInput[]): Matcher {
+  const key = conditionKey(condition);
+  const record = condition as Record<string, unknown>;
+  if (key === 'all' || key === 'any') {
+    const children = (record[key] as Condition[]).map((child, i) => compileCondition(child, `${path}.${key}[${i}]`, context, inputs));
+    return key === 'all' ? allOf(children) : anyOf(children);
+  }
+  if (key === 'not') {
+    const inner = compileCondition(record.not as Condition, `${path}.not`, context, inputs);
+    return (facts) => !inner(facts);
+  }
+  const strategy = strategies[key] as {
+    compile(config: unknown, context: CompileContext): Matcher;
+    inputs(config: unknown): readonly RequestInput[];
+  };
+  const config = record[key];
+  inputs.push(...strategy.inputs(config));
+  try {
+    return strategy.compile(config, context);
+  } catch (error) {
+    const where = `${path}.${key}`;
+    if (error instanceof ConfigError) {
+      throw new ConfigError(
+        error.issues.map((issue) => `${where}${issue.startsWith('.') || issue.startsWith('[') ? '' : ': '}${issue}`),
+        { cause: error },
+      );
+    }
+    throw new ConfigError([`${where}: ${(error as Error)?.message ?? String(error)}`], { cause: error });
+  }
+}
+
+function decision(service: string, version: VersionName, upstream: string, reason: string, dependsOnCaller: boolean): Decision {
+  return Object.freeze({ service, version, upstream, reason, dependsOnCaller });
+}
+
+/**
+ * The `Vary` value for rules reading `inputs`: header names as they are, cookies as `Cookie`,
+ * the identity as whatever the identity sources read. Query parameters need nothing (the URL is
+ * already the cache key). Client address and time cannot be named in Vary, so they give `*`
+ * (RFC 9110 §12.5.5: the response varies on something other than request headers).
+ */
+export function varyFor(inputs: readonly RequestInput[], identityInputs: readonly RequestInput[]): string | undefined {
+  const names = new Set<string>();
+  let star = false;
+  const add = (input: RequestInput, viaIdentity: boolean): void => {
+    switch (input.kind) {
+      case 'header':
+        names.add(input.name.toLowerCase());
+        break;
+      case 'cookie':
+        names.add('Cookie');
+        break;
+      case 'query':
+        break;
+      case 'identity':
+        if (!viaIdentity) for (const inner of identityInputs) add(inner, true);
+        break;
+      default:
+        star = true;
+    }
+  };
+  for (const input of inputs) add(input, false);
+  if (star) return '*';
+  return names.size === 0 ? undefined : [...names].sort().join(', ');
+}
+
+interface CompiledServiceWithRules extends CompiledService {
+  /** Compiled rules in order (empty unless the release is in canary), for explain. */
+  readonly rules: readonly CompiledRule[];
+}
+
+function compileService(service: Service, index: number, chain: IdentityChain, storeValue: (key: string) => string | undefined): CompiledServiceWithRules {
+  const name = service.name;
+  const release = service.release;
+  const state = release?.state ?? 'idle';
+  const candidate = release?.candidate;
+  const stableDecision = decision(name, 'stable', service.stable, 'idle', false);
+  const resolveIdentity = chain.resolve;
+  const base = { name, stable: service.stable, candidate, stableDecision, resolveIdentity };
+
+  if (!release || state === 'idle') {
+    const decide = (_facts: RequestFacts): Decision => stableDecision;
+    return Object.freeze({ ...base, needsIdentity: false, decide, vary: undefined, rules: Object.freeze([]) });
+  }
+  if (state === 'full') {
+    const full = decision(name, 'candidate', release.candidate, 'full', false);
+    const decide = (_facts: RequestFacts): Decision => full;
+    return Object.freeze({ ...base, needsIdentity: false, decide, vary: undefined, rules: Object.freeze([]) });
+  }
+
+  const context: CompileContext = Object.freeze({ storeValue, releaseSeed: releaseSeedOf(name) });
+  const dependsOnCaller = release.rules.length > 0;
+  const allInputs: RequestInput[] = [];
+  const compiled: CompiledRule[] = release.rules.map((rule, i) => {
+    const inputs: RequestInput[] = [];
+    const matches = compileCondition(rule, `services[${index}].release.rules[${i}]`, context, inputs);
+    const to = rule.to;
+    const upstream = to === 'candidate' ? release.candidate : service.stable;
+    allInputs.push(...inputs);
+    return Object.freeze({
+      index: i,
+      matches,
+      decision: decision(name, to, upstream, rule.name ?? `rule ${i + 1}`, true),
+      inputs: Object.freeze(inputs),
+    });
+  });
+  const noMatch = decision(name, 'stable', service.stable, 'no rule matched', dependsOnCaller);
+  const matchers = compiled.map((rule) => rule.matches);
+  const decisions = compiled.map((rule) => rule.decision);
+  const count = matchers.length;
+  const decide = (facts: RequestFacts): Decision => {
+    for (let i = 0; i < count; i++) if (matchers[i]!(facts)) return decisions[i]!;
+    return noMatch;
+  };
+  return Object.freeze({
+    ...base,
+    needsIdentity: allInputs.some((input) => input.kind === 'identity'),
+    decide,
+    vary: dependsOnCaller ? varyFor(allInputs, chain.inputs) : undefined,
+    rules: Object.freeze(compiled),
+  });
+}
+
+/** Services sharing one host pattern, by path prefix, longest first. */
+interface PrefixTable {
+  readonly prefixes: readonly string[];
+  readonly services: readonly CompiledService[];
+}
+
+/** `/api/` and `/api` name the same whole-segment prefix; the root stays `/`. */
+export function normalizePrefix(prefix: string): string {
+  let end = prefix.length;
+  while (end > 1 && prefix.charCodeAt(end - 1) === 47 /* / */) end--;
+  return end === prefix.length ? prefix : prefix.slice(0, end);
+}
+
+/** True when `path` starts with `prefix` on a whole segment boundary (`/api` takes `/api/x`, not `/apix`). */
+export function prefixMatches(prefix: string, path: string): boolean {
+  if (prefix.length === 1) return true; // the root `/` takes every path
+  if (!path.startsWith(prefix)) return false;
+  return path.length === prefix.length || path.charCodeAt(prefix.length) === 47 /* / */;
+}
+
+function buildPrefixTable(entries: { prefix: string; service: CompiledService }[]): PrefixTable {
+  const sorted = [...entries].sort((a, b) => b.prefix.length - a.prefix.length);
+  return { prefixes: sorted.map((e) => e.prefix), services: sorted.map((e) => e.service) };
+}
+
+function lookupPrefix(table: PrefixTable, path: string): CompiledService | undefined {
+  const prefixes = table.prefixes;
+  for (let i = 0; i < prefixes.length; i++) if (prefixMatches(prefixes[i]!, path)) return table.services[i];
+  return undefined;
+}
+
+/**
+ * Compiles a validated routing document into a frozen snapshot. Matching precedence: exact host,
+ * then wildcard hosts (longest suffix first), then services without a host; within a host tier
+ * the longest whole-segment path prefix wins, and a tier with no matching prefix falls through to
+ * the next. Throws `ConfigError` when a strategy refuses its config (paths name the rule).
+ */
+export function compileRouting(document: RoutingDocument, version: number, options: CompileOptions = {}): RoutingSnapshot {
+  deepFreeze(document);
+  const storeValue = options.storeValue ? (key: string) => options.storeValue!(key) : () => undefined;
+  const chain = buildIdentityChain(document.identity?.sources ?? [], {
+    ...(options.identityContext ? { context: options.identityContext } : {}),
+    ...(options.onIdentityError ? { onError: options.onIdentityError } : {}),
+  });
+
+  const issues: string[] = [];
+  const exact = new Map<string, { prefix: string; service: CompiledService }[]>();
+  const wildcard = new Map<string, { prefix: string; service: CompiledService }[]>();
+  const anyHost: { prefix: string; service: CompiledService }[] = [];
+  document.services.forEach((service, index) => {
+    let compiled: CompiledService;
+    try {
+      compiled = compileService(service, index, chain, storeValue);
+    } catch (error) {
+      if (error instanceof ConfigError) {
+        issues.push(...error.issues);
+        return;
+      }
+      throw error;
+    }
+    const prefix = normalizePrefix(service.match.pathPrefix);
+    const host = service.match.host;
+    const entry = { prefix, service: compiled };
+    if (host === undefined) anyHost.push(entry);
+    else if (host.startsWith('*.')) {
+      const suffix = host.slice(1); // keep the dot: `*.example.com` takes `a.example.com`, not `example.com`
+      (wildcard.get(suffix) ?? wildcard.set(suffix, []).get(suffix)!).push(entry);
+    } else (exact.get(host) ?? exact.set(host, []).get(host)!).push(entry);
+  });
+  if (issues.length > 0) throw new ConfigError(issues);
+
+  const exactTables = new Map<string, PrefixTable>();
+  for (const [host, entries] of exact) exactTables.set(host, buildPrefixTable(entries));
+  const wildcardSorted = [...wildcard.entries()].sort((a, b) => b[0].length - a[0].length);
+  const wildcardSuffixes = wildcardSorted.map(([suffix]) => suffix);
+  const wildcardTables = wildcardSorted.map(([, entries]) => buildPrefixTable(entries));
+  const anyTable = buildPrefixTable(anyHost);
+  const wildcardCount = wildcardSuffixes.length;
+
+  const matchService = (host: string, path: string): CompiledService | undefined => {
+    const exactTable = exactTables.get(host);
+    if (exactTable !== undefined) {
+      const found = lookupPrefix(exactTable, path);
+      if (found !== undefined) return found;
+    }
+    for (let i = 0; i < wildcardCount; i++) {
+      const suffix = wildcardSuffixes[i]!;
+      // Longer than the suffix, so `*.example.com` needs at least one label in front.
+      if (host.length > suffix.length && host.endsWith(suffix)) {
+        const found = lookupPrefix(wildcardTables[i]!, path);
+        if (found !== undefined) return found;
+      }
+    }
+    return lookupPrefix(anyTable, path);
+  };
+
+  return Object.freeze({
+    version,
+    document,
+    upstreams: document.upstreams,
+    matchService,
+  });
+}
+
+/** The compiled rules of a service from a snapshot made by `compileRouting` (for explain). */
+export function compiledRulesOf(service: CompiledService): readonly CompiledRule[] {
+  return (service as Partial<CompiledServiceWithRules>).rules ?? [];
+}
