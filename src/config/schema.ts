@@ -219,7 +219,42 @@ export const FileStoreSettings = z
   .meta({ description: 'The embedded store: one file, watched; history in a directory beside it.' });
 export type FileStoreSettings = z.output<typeof FileStoreSettings>;
 
-export const StoreSettings = z.discriminatedUnion('kind', [FileStoreSettings]).meta({ description: 'Where the routing document lives.' });
+export const RedisStoreSettings = z
+  .strictObject({
+    kind: z.literal('redis'),
+    url: z
+      .string()
+      .regex(/^(rediss?|redis\+sentinel|redis\+cluster):\/\/\S+$/, {
+        message:
+          'expected redis://[:password@]host:port[/db], rediss://… (TLS), redis+sentinel://host:port[,host:port]/masterName[/db] or redis+cluster://host:port[,host:port]',
+      })
+      .meta({
+        description:
+          'Where Redis is. `redis://[user:password@]host:port[/db]` standalone; `rediss://…` the same over TLS; ' +
+          '`redis+sentinel://[:password@]host:port[,host:port…]/masterName[/db]` via Sentinel (the password is the data nodes\'; ' +
+          'add `?sentinelPassword=…` for the sentinels); `redis+cluster://[:password@]host:port[,host:port…]` a Redis Cluster (seed nodes).',
+      }),
+    namespace: z
+      .string()
+      .regex(/^[A-Za-z0-9._:-]{1,64}$/, { message: 'expected 1-64 letters, digits, ".", "_", ":" or "-"' })
+      .default('graygate')
+      .meta({
+        description:
+          'Key prefix. Keys are `{namespace}:doc`, `{namespace}:version`, `{namespace}:history`, channel `{namespace}:changes`; the braces are a Cluster hash tag, so one document\'s keys live in one slot.',
+      }),
+    pollMs: Milliseconds.min(50).default(2_000).meta({ description: 'Backstop poll of the version key, in case a change notification is missed.' }),
+    historyLimit: z.number().int().min(1).default(200).meta({ description: 'Versions kept in history; the oldest are removed.' }),
+    commandTimeoutMs: Milliseconds.min(1).default(2_000).meta({
+      description: 'Deadline for reads and writes of the routing document; past it the store reports itself unavailable (routing stays as it is).',
+    }),
+    pingMs: Milliseconds.min(50).default(1_000).meta({
+      description: 'The change subscriber is pinged this often; no reply within the same time and it is reconnected (half-open sockets).',
+    }),
+  })
+  .meta({ description: 'Redis (standalone, Sentinel or Cluster): for fleets; changes reach every gateway by pub/sub, with a poll as backstop.' });
+export type RedisStoreSettings = z.output<typeof RedisStoreSettings>;
+
+export const StoreSettings = z.discriminatedUnion('kind', [FileStoreSettings, RedisStoreSettings]).meta({ description: 'Where the routing document lives.' });
 export type StoreSettings = z.output<typeof StoreSettings>;
 
 export const ProxySettings = z
