@@ -1,0 +1,153 @@
+import type { ErrorCode } from '../errors.js';
+
+/**
+ * Runtime-neutral balancing inside one version: round robin over an upstream's servers,
+ * passive health (eject a server that refuses connections), the retry decision, and the
+ * mapping of upstream failures to graygate error codes. The version is chosen first, by the
+ * rules; only then does this pick a server (LESSONS "pick the version first").
+ */
+
+/** Passive health of one server origin; shared by every snapshot that names the origin. */
+export class ServerHealth {
+  /** Connect failures in a row since the last success. */
+  consecutiveFailures = 0;
+  /** `Date.now()` before which the server gets no requests (0: not ejected). */
+  ejectedUntil = 0;
+
+  isAvailable(now: number): boolean {
+    return this.ejectedUntil <= now;
+  }
+
+  /** A connection was refused or timed out; ejects after `ejectAfterFailures` in a row. */
+  recordConnectFailure(now: number, policy: HealthPolicy): void {
+    this.consecutiveFailures++;
+    if (this.consecutiveFailures >= policy.ejectAfterFailures) {
+      this.ejectedUntil = now + policy.ejectForMs;
+      // A server back from ejection gets a fresh count: one more failure ejects it again only
+      // once the threshold is reached anew.
+      this.consecutiveFailures = 0;
+    }
+  }
+
+  recordSuccess(): void {
+    this.consecutiveFailures = 0;
+    this.ejectedUntil = 0;
+  }
+}
+
+export interface HealthPolicy {
+  readonly ejectAfterFailures: number;
+  readonly ejectForMs: number;
+}
+
+/** Round robin over servers that each carry a `ServerHealth`. */
+export class RoundRobin<S extends { readonly health: ServerHealth }> {
+  private cursor = 0;
+
+  constructor(
+    readonly servers: readonly S[],
+    readonly policy: HealthPolicy,
+  ) {}
+
+  /** True when at least one server is not ejected. */
+  hasAvailable(now: number): boolean {
+    for (let i = 0; i < this.servers.length; i++) if (this.servers[i]!.health.isAvailable(now)) return true;
+    return false;
+  }
+
+  /**
+   * The index of the next server to try, skipping ejected ones and those in `tried`; when only
+   * ejected servers remain it returns one of them anyway (trying beats failing without trying).
+   * -1 when every server was tried.
+   */
+  pick(now: number, tried?: ReadonlySet<number>): number {
+    const n = this.servers.length;
+    let fallback = -1;
+    let fallbackUntil = Infinity;
+    for (let k = 0; k < n; k++) {
+      const i = (this.cursor + k) % n;
+      if (tried !== undefined && tried.has(i)) continue;
+      const health = this.servers[i]!.health;
+      if (health.isAvailable(now)) {
+        this.cursor = (i + 1) % n;
+        return i;
+      }
+      // Of the ejected ones, the one that comes back soonest is the best bet.
+      if (health.ejectedUntil < fallbackUntil) {
+        fallback = i;
+        fallbackUntil = health.ejectedUntil;
+      }
+    }
+    if (fallback >= 0) this.cursor = (fallback + 1) % n;
+    return fallback;
+  }
+}
+
+/** RFC 9110 §9.2.2 idempotent methods: safe to send again when no byte reached a server. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/**
+ * Whether a request that could not connect may go to another server: only an idempotent
+ * method without a request body (a streamed body cannot be replayed).
+ */
+export function isRetryableRequest(method: string, hasBody: boolean): boolean {
+  return !hasBody && IDEMPOTENT.has(method);
+}
+
+/** How the proxy treats one upstream failure. */
+export interface UpstreamFailure {
+  readonly code: ErrorCode;
+  /** The server could not be connected to: counts against its health, and nothing was sent. */
+  readonly isConnectFailure: boolean;
+  /** Short text for the client and the log. */
+  readonly message: string;
+}
+
+const CONNECT_ERRORS: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ENETDOWN',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EADDRNOTAVAIL',
+]);
+
+/**
+ * Maps an error from the upstream client (undici codes, or Node socket codes) to a graygate
+ * error code: connect failures → 502 GG_UPSTREAM_CONNECT, timeouts → 504 GG_UPSTREAM_TIMEOUT,
+ * a closed or broken connection or an invalid response → 502 GG_UPSTREAM_RESET.
+ */
+export function classifyUpstreamError(error: unknown): UpstreamFailure {
+  const code = (error as { code?: unknown } | null)?.code;
+  const text = typeof code === 'string' ? code : '';
+  if (CONNECT_ERRORS.has(text)) return { code: 'GG_UPSTREAM_CONNECT', isConnectFailure: true, message: `could not connect to the upstream (${text})` };
+  switch (text) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'ETIMEDOUT':
+      return { code: 'GG_UPSTREAM_TIMEOUT', isConnectFailure: true, message: 'connecting to the upstream timed out' };
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return { code: 'GG_UPSTREAM_TIMEOUT', isConnectFailure: false, message: 'the upstream did not send response headers in time' };
+    case 'UND_ERR_BODY_TIMEOUT':
+      return { code: 'GG_UPSTREAM_TIMEOUT', isConnectFailure: false, message: 'the upstream response body stalled' };
+    case 'UND_ERR_CLOSED':
+    case 'UND_ERR_DESTROYED':
+      return { code: 'GG_UPSTREAM_UNAVAILABLE', isConnectFailure: false, message: 'the upstream connection pool is closed' };
+    case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
+      return { code: 'GG_BAD_REQUEST', isConnectFailure: false, message: 'the request body did not match its Content-Length' };
+    case 'UND_ERR_INVALID_ARG':
+    case 'UND_ERR_NOT_SUPPORTED':
+      return { code: 'GG_BAD_REQUEST', isConnectFailure: false, message: 'the request cannot be forwarded as sent' };
+    case 'UND_ERR_SOCKET':
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+    case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
+    case 'UND_ERR_INFO':
+      return { code: 'GG_UPSTREAM_RESET', isConnectFailure: false, message: 'the upstream closed the connection or sent an invalid response' };
+    default:
+      // llhttp parse errors (HPE_*) and anything unknown: the upstream broke the exchange.
+      return { code: 'GG_UPSTREAM_RESET', isConnectFailure: false, message: 'the upstream closed the connection or sent an invalid response' };
+  }
+}

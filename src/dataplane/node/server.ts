@@ -1,0 +1,298 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Settings } from '../../config/schema.js';
+import type { ErrorCode } from '../../errors.js';
+import { rateLimited } from '../../observe/log.js';
+import { compileCidrList } from '../../rules/cidr.js';
+import type { CompiledService, Decision, RoutingSnapshot } from '../../rules/snapshot.js';
+import { checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
+import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
+import { Exchange, writeErrorResponse, type ExchangeHost } from './exchange.js';
+import { NodeRequestFacts } from './facts.js';
+import { proxyUpgrade, writeRawError, type UpgradeHost } from './upgrade.js';
+import { PoolRegistry, type Generation, type UpstreamRuntime } from './upstream.js';
+
+const NEVER_TRUSTED = (): boolean => false;
+
+function isPromise(value: unknown): value is Promise<void> {
+  return value !== undefined && typeof (value as Promise<void>).then === 'function';
+}
+
+/**
+ * The node:http + undici data plane. Per request: one read of the current generation (snapshot
+ * + pools), facts over the IncomingMessage, match → identity → decide → forward. Everything
+ * that does not need node:http or undici lives in `dataplane/*.ts` for the Bun adapter to share.
+ */
+export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
+  readonly preserveHost: boolean;
+  private readonly server: http.Server;
+  private readonly registry: PoolRegistry;
+  private readonly settings: Settings;
+  private readonly logger: Logger;
+  private readonly isTrusted: (ip: string) => boolean;
+  private readonly logFault: ReturnType<typeof rateLimited>;
+  private readonly sockets = new Set<Socket>();
+  private readonly tunnels = new Map<Duplex, Duplex>();
+  private inFlight = 0;
+  private draining = false;
+  private drainPromise: Promise<void> | undefined;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(options: DataPlaneOptions) {
+    this.settings = options.settings;
+    this.logger = options.logger;
+    this.preserveHost = options.settings.proxy.preserveHost;
+    this.logFault = rateLimited(this.logger);
+    this.isTrusted = options.settings.trustedProxies.length > 0 ? compileCidrList(options.settings.trustedProxies) : NEVER_TRUSTED;
+    this.registry = new PoolRegistry((origin) => this.logger.debug({ origin }, 'closed the pool of a server no snapshot uses'));
+    const proxy = options.settings.proxy;
+    const requestTimeout = proxy.clientRequestTimeoutMs;
+    // Node refuses headersTimeout > requestTimeout; the request timeout covers the headers too.
+    const headersTimeout = requestTimeout > 0 ? Math.min(proxy.clientHeadersTimeoutMs, requestTimeout) : proxy.clientHeadersTimeoutMs;
+    this.server = http.createServer(
+      {
+        headersTimeout,
+        requestTimeout,
+        keepAliveTimeout: proxy.keepAliveTimeoutMs,
+        // Node checks these timeouts on an interval (30 s by default): keep it below the timeouts.
+        connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4) || 1_000)),
+        // Never the lenient parser: it is what request smuggling rides on.
+        insecureHTTPParser: false,
+        noDelay: true,
+      },
+      (req, res) => this.handleRequest(req, res),
+    );
+    this.server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
+    this.server.on('clientError', (error: Error & { code?: string }, socket: Duplex) => this.handleClientError(error, socket));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head));
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  async listen(): Promise<{ host: string; port: number }> {
+    const { host, port } = this.settings.listen;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (error: Error): void => reject(error);
+      this.server.once('error', onError);
+      this.server.listen(port, host, () => {
+        this.server.removeListener('error', onError);
+        resolve();
+      });
+    });
+    this.server.on('error', (error) => this.logger.error({ err: error }, 'proxy server error'));
+    const address = this.server.address() as AddressInfo;
+    return { host: address.address, port: address.port };
+  }
+
+  setSnapshot(snapshot: RoutingSnapshot): void {
+    this.registry.install(snapshot);
+  }
+
+  stats(): DataPlaneStats {
+    return { openConnections: this.sockets.size, inFlightRequests: this.inFlight };
+  }
+
+  fault(key: string, fields: object, message: string): void {
+    this.logFault(key, 'warn', fields, message);
+  }
+
+  // ---- requests --------------------------------------------------------------------------
+
+  private handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    const generation = this.registry.acquire();
+    this.inFlight++;
+    const socket = req.socket;
+    const peerIp = unwrapMappedIpv4(socket.remoteAddress ?? '');
+    const facts = new NodeRequestFacts(req, peerIp, this.isTrusted(peerIp), this.isTrusted);
+    const exchange = new Exchange(this, generation, req, res, facts);
+    if (this.draining) res.setHeader('connection', 'close');
+    const framing = checkRequestFraming(req.rawHeaders);
+    if (framing !== undefined) {
+      // Framing we cannot trust leaves the rest of the connection unreadable: answer and close.
+      writeErrorResponse(res, 'GG_BAD_REQUEST', `ambiguous request framing: ${framing}`, true);
+      req.resume();
+      return;
+    }
+    if (generation === undefined) {
+      exchange.respondError('GG_UPSTREAM_UNAVAILABLE', 'no routing is loaded yet');
+      return;
+    }
+    const service = generation.snapshot.matchService(facts.host, facts.path);
+    if (service === undefined) {
+      exchange.respondError('GG_NO_SERVICE', `no service matches host "${facts.host}" and path "${facts.path}"`);
+      return;
+    }
+    if (service.needsIdentity) {
+      const pending = service.resolveIdentity(facts);
+      if (isPromise(pending)) {
+        // Only a cache miss waits (one store lookup); the steady state stays synchronous.
+        pending.then(
+          () => this.decideAndForward(exchange, service),
+          () => this.decideAndForward(exchange, service),
+        );
+        return;
+      }
+    }
+    this.decideAndForward(exchange, service);
+  }
+
+  private decideAndForward(exchange: Exchange, service: CompiledService): void {
+    let decision: Decision;
+    try {
+      decision = service.decide(exchange.facts);
+    } catch (error) {
+      // decide() is pure and should not throw; if it does, stable is the safe answer.
+      this.fault('decide', { service: service.name, err: error }, 'deciding failed; routing to stable');
+      decision = service.stableDecision;
+    }
+    exchange.forward(service, decision, Date.now());
+  }
+
+  exchangeClosed(exchange: Exchange): void {
+    if (exchange.generation !== undefined) this.registry.release(exchange.generation);
+    this.inFlight--;
+    if (this.inFlight === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  private handleClientError(error: Error & { code?: string }, socket: Duplex): void {
+    if (error.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const code: ErrorCode = 'GG_BAD_REQUEST';
+    if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT' || error.code === 'HPE_HEADER_OVERFLOW') {
+      const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 408;
+      const text = status === 431 ? 'Request Header Fields Too Large' : 'Request Timeout';
+      const body = JSON.stringify({ error: { code, message: text.toLowerCase() } });
+      socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      return;
+    }
+    writeRawError(socket, code, `malformed request (${error.code ?? 'parse error'})`);
+  }
+
+  // ---- upgrades --------------------------------------------------------------------------
+
+  private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Before any I/O: a reset on either side must never become an uncaught 'error'.
+    socket.on('error', (error: Error & { code?: string }) => {
+      this.logger.debug({ code: error.code }, 'client socket error on an upgraded connection');
+      socket.destroy();
+    });
+    if (this.draining) {
+      writeRawError(socket, 'GG_SHUTTING_DOWN', 'the gateway is shutting down');
+      return;
+    }
+    const framing = checkRequestFraming(req.rawHeaders);
+    if (framing !== undefined) {
+      writeRawError(socket, 'GG_BAD_REQUEST', `ambiguous request framing: ${framing}`);
+      return;
+    }
+    // The generation is only needed to choose; the tunnel does not use the pools.
+    const generation = this.registry.acquire();
+    if (generation === undefined) {
+      writeRawError(socket, 'GG_UPSTREAM_UNAVAILABLE', 'no routing is loaded yet');
+      return;
+    }
+    const peerIp = unwrapMappedIpv4(req.socket.remoteAddress ?? '');
+    const facts = new NodeRequestFacts(req, peerIp, this.isTrusted(peerIp), this.isTrusted);
+    const service = generation.snapshot.matchService(facts.host, facts.path);
+    if (service === undefined) {
+      this.registry.release(generation);
+      writeRawError(socket, 'GG_NO_SERVICE', `no service matches host "${facts.host}" and path "${facts.path}"`);
+      return;
+    }
+    const proceed = (): void => {
+      let decision: Decision;
+      try {
+        decision = service.decide(facts);
+      } catch {
+        decision = service.stableDecision;
+      }
+      const chosen = this.chooseUpstream(generation, service, decision);
+      const stable = generation.upstreams.get(service.stableDecision.upstream);
+      this.registry.release(generation);
+      if (chosen === undefined) {
+        writeRawError(socket, 'GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined`);
+        return;
+      }
+      if (socket.destroyed) return;
+      proxyUpgrade(this, req, socket, head, facts, chosen, stable);
+    };
+    if (service.needsIdentity) {
+      const pending = service.resolveIdentity(facts);
+      if (isPromise(pending)) {
+        pending.then(proceed, proceed);
+        return;
+      }
+    }
+    proceed();
+  }
+
+  /** The decided upstream, or stable when the decision is a candidate with no server available. */
+  private chooseUpstream(generation: Generation, service: CompiledService, decision: Decision): UpstreamRuntime | undefined {
+    const upstream = generation.upstreams.get(decision.upstream);
+    if (decision.version === 'candidate' && (upstream === undefined || !upstream.balancer.hasAvailable(Date.now()))) {
+      return generation.upstreams.get(service.stableDecision.upstream);
+    }
+    return upstream;
+  }
+
+  tunnelOpened(client: Duplex, upstream: Duplex): void {
+    this.tunnels.set(client, upstream);
+  }
+
+  tunnelClosed(client: Duplex): void {
+    this.tunnels.delete(client);
+  }
+
+  // ---- shutdown --------------------------------------------------------------------------
+
+  drain(graceMs: number): Promise<void> {
+    this.drainPromise ??= this.runDrain(graceMs);
+    return this.drainPromise;
+  }
+
+  private async runDrain(graceMs: number): Promise<void> {
+    const deadline = Date.now() + Math.max(0, graceMs);
+    this.draining = true;
+    // Stop accepting. Responses from now on carry `Connection: close`; idle keep-alive sockets
+    // are closed now and swept again while in-flight requests finish (LESSONS: server.close()
+    // alone races keep-alive).
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    const sweep = setInterval(() => this.server.closeIdleConnections(), 100);
+    sweep.unref();
+    if (this.inFlight > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.idleWaiters.push(resolve)),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    clearInterval(sweep);
+    if (this.inFlight > 0) this.logger.warn({ inFlight: this.inFlight }, 'shutdown grace ended with requests in flight; closing them');
+    // Tunnels (WebSockets) have no natural end: they are closed once HTTP requests are done.
+    for (const [client, upstream] of this.tunnels) {
+      client.destroy();
+      upstream.destroy();
+    }
+    this.server.closeAllConnections();
+    for (const socket of this.sockets) socket.destroy();
+    await closed;
+    await this.registry.close(Math.max(0, deadline - Date.now()));
+  }
+}

@@ -1,0 +1,180 @@
+import http, { type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { ErrorCodes, type ErrorCode } from '../../errors.js';
+import { classifyUpstreamError, isRetryableRequest } from '../balancer.js';
+import { buildUpstreamRequestHeaders, connectionTokens, HOP_BY_HOP } from '../headers.js';
+import type { NodeRequestFacts } from './facts.js';
+import type { ServerEntry, UpstreamRuntime } from './upstream.js';
+
+/** What the upgrade path needs from the data plane. */
+export interface UpgradeHost {
+  readonly preserveHost: boolean;
+  fault(key: string, fields: object, message: string): void;
+  /** A tunnel is open (both sockets piped) / closed, for drain and stats. */
+  tunnelOpened(client: Duplex, upstream: Duplex): void;
+  tunnelClosed(client: Duplex, upstream: Duplex): void;
+}
+
+/** Writes a complete error response on a raw client socket and closes it. */
+export function writeRawError(socket: Duplex, code: ErrorCode, message: string): void {
+  if (socket.destroyed || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = ErrorCodes[code].status;
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * Response head lines (`name: value\r\n`…) from raw headers, without hop-by-hop ones; `keep`
+ * names hop-by-hop headers to pass anyway (Connection and Upgrade on a 101).
+ */
+function headLines(rawHeaders: readonly string[], keep: ReadonlySet<string> | undefined): string {
+  const named = connectionTokens(headerValue(rawHeaders, 'connection'));
+  let text = '';
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const lower = rawHeaders[i]!.toLowerCase();
+    if ((HOP_BY_HOP.has(lower) || named?.has(lower)) && !keep?.has(lower)) continue;
+    text += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
+  }
+  return text;
+}
+
+function headerValue(rawHeaders: readonly string[], lower: string): string | undefined {
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === lower) return rawHeaders[i + 1];
+  return undefined;
+}
+
+const KEEP_ON_SWITCH: ReadonlySet<string> = new Set(['connection', 'upgrade']);
+
+/**
+ * Connects an HTTP Upgrade (WebSocket or other) to a server of `upstream` and pipes the two
+ * sockets. Error and close handlers are on both sockets before any byte is written (LESSONS
+ * "WebSocket breakage"); a non-101 reply is passed to the client and the connection closed; a
+ * connect failure tries the next server, and a candidate that cannot connect falls back to
+ * `stable`.
+ */
+export function proxyUpgrade(
+  host: UpgradeHost,
+  req: IncomingMessage,
+  client: Duplex,
+  head: Buffer,
+  facts: NodeRequestFacts,
+  upstream: UpstreamRuntime,
+  stable: UpstreamRuntime | undefined,
+): void {
+  let current = upstream;
+  let tried: Set<number> | undefined;
+  let upstreamRequest: http.ClientRequest | undefined;
+  let finished = false;
+  const onClientGone = (): void => {
+    if (!finished) upstreamRequest?.destroy();
+  };
+  client.once('close', onClientGone);
+
+  const attempt = (): void => {
+    const now = Date.now();
+    const index = current.balancer.pick(now, tried);
+    if (index < 0) {
+      finished = true;
+      writeRawError(client, 'GG_UPSTREAM_CONNECT', `no server of upstream "${current.name}" accepted a connection`);
+      return;
+    }
+    const server = current.balancer.servers[index]!;
+    connect(server, index);
+  };
+
+  const connect = (server: ServerEntry, index: number): void => {
+    const raw = buildUpstreamRequestHeaders(req.rawHeaders, facts, {
+      preserveHost: host.preserveHost,
+      originHost: server.hostHeader,
+      bodyUntouched: true,
+    });
+    raw.push('connection', 'upgrade', 'upgrade', req.headers.upgrade ?? 'websocket');
+    const timeouts = current.config.timeouts;
+    const request = http.request({
+      host: server.hostname,
+      port: server.port,
+      method: req.method,
+      path: req.url,
+      headers: raw as unknown as http.OutgoingHttpHeaders,
+      setHost: false,
+      agent: false,
+      timeout: timeouts.connectMs + timeouts.responseHeadersMs,
+    });
+    upstreamRequest = request;
+    let answered = false;
+    request.on('timeout', () => {
+      const error = Object.assign(new Error('upstream upgrade timed out'), { code: 'UND_ERR_HEADERS_TIMEOUT' });
+      request.destroy(error);
+    });
+    request.on('error', (error: Error & { code?: string }) => {
+      if (answered || finished) return;
+      answered = true;
+      if (client.destroyed) return;
+      const failure = classifyUpstreamError(error);
+      if (failure.isConnectFailure) {
+        server.health.recordConnectFailure(Date.now(), current.balancer.policy);
+        if (isRetryableRequest(req.method ?? 'GET', false)) {
+          (tried ??= new Set()).add(index);
+          host.fault(`upstream-connect:${current.name}`, { upstream: current.name, server: server.origin }, `${failure.message}; trying another server`);
+          if (tried.size < current.balancer.servers.length) return attempt();
+          if (stable !== undefined && current !== stable) {
+            current = stable;
+            tried = undefined;
+            return attempt();
+          }
+        }
+      }
+      finished = true;
+      host.fault(`upgrade:${failure.code}`, { upstream: current.name, cause: error.code ?? error.message }, failure.message);
+      writeRawError(client, failure.code, `${failure.message} (upstream "${current.name}")`);
+    });
+    request.on('response', (response) => {
+      // The server declined to switch: pass its answer on, then close (the client's socket is
+      // not in a state to carry another request).
+      answered = true;
+      finished = true;
+      server.health.recordSuccess();
+      response.on('error', () => client.destroy());
+      client.write(
+        `HTTP/1.1 ${response.statusCode} ${response.statusMessage ?? ''}\r\n${headLines(response.rawHeaders, undefined)}connection: close\r\n\r\n`,
+      );
+      // Transfer-Encoding was dropped with the other hop-by-hop headers and Node de-chunks the
+      // body, so a body without Content-Length is delimited by the close that follows it.
+      response.pipe(client);
+    });
+    request.on('upgrade', (response, upstreamSocket: Duplex, upstreamHead: Buffer) => {
+      answered = true;
+      finished = true;
+      server.health.recordSuccess();
+      client.removeListener('close', onClientGone);
+      upstreamSocket.on('error', () => client.destroy());
+      const closeBoth = (): void => {
+        upstreamSocket.destroy();
+        client.destroy();
+      };
+      upstreamSocket.once('close', closeBoth);
+      client.once('close', closeBoth);
+      if (client.destroyed) {
+        upstreamSocket.destroy();
+        return;
+      }
+      host.tunnelOpened(client, upstreamSocket);
+      client.once('close', () => host.tunnelClosed(client, upstreamSocket));
+      (upstreamSocket as { setTimeout?: (ms: number) => void }).setTimeout?.(0);
+      client.write(`HTTP/1.1 101 ${response.statusMessage || 'Switching Protocols'}\r\n${headLines(response.rawHeaders, KEEP_ON_SWITCH)}\r\n`);
+      if (upstreamHead.length > 0) client.write(upstreamHead);
+      if (head.length > 0) upstreamSocket.write(head);
+      upstreamSocket.pipe(client);
+      client.pipe(upstreamSocket);
+    });
+    request.end();
+  };
+
+  attempt();
+}
