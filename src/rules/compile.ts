@@ -1,5 +1,5 @@
 import type { Condition, RoutingDocument, Rule, Service } from '../config/schema.js';
-import { deepFreeze } from '../config/semantic.js';
+import { deepFreeze, normalizePathPrefix } from '../config/semantic.js';
 import { ConfigError } from '../errors.js';
 import { buildIdentityChain, type IdentityChain, type IdentityErrorHandler } from '../identity/chain.js';
 import type { IdentityContext } from '../identity/source.js';
@@ -204,13 +204,6 @@ interface PrefixTable {
   readonly services: readonly CompiledService[];
 }
 
-/** `/api/` and `/api` name the same whole-segment prefix; the root stays `/`. */
-export function normalizePrefix(prefix: string): string {
-  let end = prefix.length;
-  while (end > 1 && prefix.charCodeAt(end - 1) === 47 /* / */) end--;
-  return end === prefix.length ? prefix : prefix.slice(0, end);
-}
-
 /** True when `path` starts with `prefix` on a whole segment boundary (`/api` takes `/api/x`, not `/apix`). */
 export function prefixMatches(prefix: string, path: string): boolean {
   if (prefix.length === 1) return true; // the root `/` takes every path
@@ -258,7 +251,7 @@ export function compileRouting(document: RoutingDocument, version: number, optio
       }
       throw error;
     }
-    const prefix = normalizePrefix(service.match.pathPrefix);
+    const prefix = normalizePathPrefix(service.match.pathPrefix);
     const host = service.match.host;
     const entry = { prefix, service: compiled };
     if (host === undefined) anyHost.push(entry);
