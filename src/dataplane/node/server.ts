@@ -34,6 +34,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   private readonly isTrusted: (ip: string) => boolean;
   private readonly logFault: ReturnType<typeof rateLimited>;
   private readonly sockets = new Set<Socket>();
+  /** Connections that sent ambiguous framing: whatever else arrives on them is dropped. */
+  private readonly poisoned = new WeakSet<Socket>();
   private readonly tunnels = new Map<Duplex, Duplex>();
   private inFlight = 0;
   private draining = false;
@@ -113,9 +115,16 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     const facts = new NodeRequestFacts(req, peerIp, this.isTrusted(peerIp), this.isTrusted);
     const exchange = new Exchange(this, generation, req, res, facts);
     if (this.draining) res.setHeader('connection', 'close');
+    if (this.poisoned.has(socket)) {
+      // Node hands us requests pipelined behind a refused one; after ambiguous framing their
+      // boundaries are exactly what cannot be trusted, so none of them is forwarded.
+      res.destroy();
+      return;
+    }
     const framing = checkRequestFraming(req.rawHeaders);
     if (framing !== undefined) {
       // Framing we cannot trust leaves the rest of the connection unreadable: answer and close.
+      this.poisoned.add(socket);
       writeErrorResponse(res, 'GG_BAD_REQUEST', `ambiguous request framing: ${framing}`, true);
       req.resume();
       return;
