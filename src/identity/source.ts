@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import type { Logger } from '../observe/log.js';
 import type { RequestFacts } from '../rules/facts.js';
 import type { RequestInput } from '../rules/strategy.js';
 
@@ -16,6 +17,8 @@ export interface IdentityContext {
    * store failure; the caller then treats the identity as unknown (the request goes to stable).
    */
   readKey?(key: string, deadlineMs: number): Promise<string | undefined>;
+  /** Where sources log faults they swallow (garbage values, failed lookups), at a bounded rate. */
+  logger?: Logger;
 }
 
 /** One way to learn who the caller is. Adding one: its file, one line in `identity/index.ts`, its test. */
