@@ -1,0 +1,74 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { lastAtOrBelow, uidRange } from '../../../src/rules/strategies/uid-range.js';
+import { makeFacts } from '../../helpers/facts.js';
+import { strategyContract } from './contract.js';
+
+strategyContract(uidRange, {
+  valid: [{ from: 1, to: 5000 }, { ranges: [{ from: 1, to: 10 }, { from: 100, to: 200 }] }, { from: -5, to: -5 }],
+  invalid: [
+    { config: { from: '5k', to: 10 }, path: '.from' },
+    { config: { from: 1.5, to: 10 }, path: '.from' },
+    { config: { from: 10, to: 1 }, path: '.to' },
+    { config: { from: 1 }, path: '.to' },
+    { config: {}, path: '' },
+    { config: { from: 1, to: 2, ranges: [{ from: 3, to: 4 }] }, path: '' },
+    { config: { ranges: [{ from: 1, to: 10 }, { from: 5, to: 20 }] }, path: '.ranges[1]' },
+    { config: { ranges: [{ from: 1, to: 'x' }] }, path: '.ranges[0].to' },
+    { config: { ranges: [] }, path: '.ranges' },
+    { config: { from: 1, to: 2, extra: true }, path: '.extra' },
+  ],
+  factsThatMatch: [
+    { config: { from: 1, to: 5000 }, facts: { userId: '1' } },
+    { config: { from: 1, to: 5000 }, facts: { userId: '5000' } },
+    { config: { ranges: [{ from: 1, to: 10 }, { from: 100, to: 200 }] }, facts: { userId: '150' } },
+  ],
+  factsThatDoNotMatch: [
+    { config: { from: 1, to: 5000 }, facts: { userId: '5001' } },
+    { config: { from: 1, to: 5000 }, facts: { userId: '0' } },
+    // Non-canonical forms never alias a number in range.
+    { config: { from: 1, to: 5000 }, facts: { userId: '007' } },
+    { config: { from: 1, to: 5000 }, facts: { userId: '7.0' } },
+    { config: { ranges: [{ from: 1, to: 10 }, { from: 100, to: 200 }] }, facts: { userId: '50' } },
+  ],
+  factsWithoutInput: [{}, { userId: 'alice' }, { headers: { 'x-user-id': '5' } }],
+});
+
+describe('uidRange lookup', () => {
+  // Disjoint sorted ranges from a sorted list of distinct cut points.
+  const rangesArb = fc
+    .uniqueArray(fc.integer({ min: -1_000_000, max: 1_000_000 }), { minLength: 2, maxLength: 4000 })
+    .map((points) => {
+      points.sort((a, b) => a - b);
+      const ranges: { from: number; to: number }[] = [];
+      for (let i = 0; i + 1 < points.length; i += 2) ranges.push({ from: points[i]!, to: points[i + 1]! });
+      return ranges;
+    });
+
+  it('binary search over thousands of ranges equals a linear scan', () => {
+    fc.assert(
+      fc.property(rangesArb, fc.array(fc.integer({ min: -1_100_000, max: 1_100_000 }), { minLength: 1, maxLength: 200 }), fc.boolean(), (ranges, ids, shuffle) => {
+        const given = shuffle ? [...ranges].reverse() : ranges;
+        const matcher = uidRange.compile({ ranges: given }, { storeValue: () => undefined, releaseSeed: 's' });
+        // Probe the edges too: every bound and its neighbours.
+        const probes = [...ids, ...ranges.flatMap((r) => [r.from - 1, r.from, r.to, r.to + 1])];
+        for (const id of probes) {
+          const linear = ranges.some((r) => r.from <= id && id <= r.to);
+          expect(matcher(makeFacts({ userId: String(id) }))).toBe(linear);
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('lastAtOrBelow finds the last element at or below the value', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer(), { maxLength: 300 }), fc.integer(), (values, probe) => {
+        const sorted = Float64Array.from(values.sort((a, b) => a - b));
+        let expected = -1;
+        for (let i = 0; i < sorted.length; i++) if (sorted[i]! <= probe) expected = i;
+        expect(lastAtOrBelow(sorted, probe)).toBe(expected);
+      }),
+    );
+  });
+});
