@@ -1,0 +1,213 @@
+import type { RoutingDocument } from '../config/schema.js';
+import { ConfigError, GraygateError, type ErrorCode } from '../errors.js';
+import { rateLimited, type Logger } from '../observe/log.js';
+import type { RoutingSnapshot } from '../rules/snapshot.js';
+import type { Store, StoredVersion } from '../store/store.js';
+
+export interface ConfigSyncOptions {
+  readonly store: Store;
+  /** Validated document → frozen snapshot; throws ConfigError on a semantic problem. */
+  readonly compile: (document: RoutingDocument, version: number) => RoutingSnapshot;
+  /** Swaps the served snapshot (one reference); called only with a newer version. */
+  readonly apply: (snapshot: RoutingSnapshot) => void;
+  readonly logger: Logger;
+  /** A snapshot to serve until the store answers (e.g. a last good one kept on disk); then start() does not throw. */
+  readonly initial?: RoutingSnapshot;
+  /** Store outages are logged at most once per this window (default 10 s); every one is counted. */
+  readonly outageLogIntervalMs?: number;
+}
+
+/** Why the last read did not apply anything. Cleared by the next read that succeeds. */
+export interface SyncFailure {
+  /** `refused`: the document (or its compile) failed; `outage`: the store did not answer. */
+  readonly kind: 'refused' | 'outage';
+  readonly code: ErrorCode;
+  readonly message: string;
+  /** `path: message` lines, when the document was refused. */
+  readonly issues: readonly string[];
+  /** The version that was refused, when the store named one. */
+  readonly version: number | undefined;
+  /** ISO 8601. */
+  readonly time: string;
+}
+
+export interface ConfigSyncStats {
+  /** Version of the snapshot being served; undefined before the first one. */
+  readonly version: number | undefined;
+  /** Snapshots applied. */
+  readonly applied: number;
+  /** Distinct refusals: the same bad document read again is counted (and logged) once. */
+  readonly refused: number;
+  /** Reads that failed because the store did not answer (each one counted). */
+  readonly storeErrors: number;
+  readonly lastError: SyncFailure | undefined;
+}
+
+/**
+ * Keeps the served snapshot in step with the store: reads `current()` on start and on every
+ * watch notification, compiles and applies only a newer version. Reads are serialized and
+ * coalesced (one in flight, at most one queued), so a burst of notifications costs at most two
+ * reads. An invalid document is refused, logged once per distinct error with its issues and
+ * counted; a store outage is logged at a bounded rate. Either way the last good snapshot stays
+ * (fail static).
+ */
+export class ConfigSync {
+  private current: RoutingSnapshot | undefined;
+  private running: Promise<void> | undefined;
+  private queued: Promise<void> | undefined;
+  private unwatch: (() => void) | undefined;
+  private stopped = false;
+  private applied = 0;
+  private refused = 0;
+  private storeErrors = 0;
+  private lastError: SyncFailure | undefined;
+  /** The last read's failure as thrown, so start() can rethrow it. */
+  private lastCause: unknown;
+  /** Message of the last refusal logged, so a document refused again is not logged again. */
+  private lastRefusalKey: string | undefined;
+  private readonly logOutage: ReturnType<typeof rateLimited>;
+
+  constructor(private readonly options: ConfigSyncOptions) {
+    this.current = options.initial;
+    this.logOutage = rateLimited(options.logger, options.outageLogIntervalMs ?? 10_000, 1);
+  }
+
+  /**
+   * Starts watching and reads the current version once. Resolves with the served snapshot;
+   * throws the read's error when it failed and there is no snapshot to serve (the caller decides
+   * whether to give up). Call once.
+   */
+  async start(): Promise<RoutingSnapshot> {
+    if (this.unwatch || this.stopped) throw new GraygateError('GG_INTERNAL', 'ConfigSync.start() called twice or after stop()');
+    // Watch first, so a change made while the first read runs is not missed (it queues a reread).
+    this.unwatch = this.options.store.watch(() => void this.refresh());
+    await this.refresh();
+    if (!this.current) {
+      this.stop();
+      throw this.lastCause;
+    }
+    return this.current;
+  }
+
+  /**
+   * Rereads the store and applies a newer version. Resolves once a read that began after this
+   * call has finished; never rejects (failures land in `stats().lastError`).
+   */
+  refresh(): Promise<void> {
+    if (this.queued) return this.queued;
+    if (!this.running) return this.startRead();
+    // A read is in flight but may have begun before the change being announced: queue one more
+    // after it. Everyone who arrives meanwhile shares that queued read.
+    const next = () => {
+      this.queued = undefined;
+      return this.startRead();
+    };
+    this.queued = this.running.then(next, next);
+    return this.queued;
+  }
+
+  private startRead(): Promise<void> {
+    const run: Promise<void> = this.readOnce().finally(() => {
+      if (this.running === run) this.running = undefined;
+    });
+    this.running = run;
+    return run;
+  }
+
+  /** Stops watching; a read in flight finishes but applies nothing. */
+  stop(): void {
+    this.stopped = true;
+    this.unwatch?.();
+    this.unwatch = undefined;
+  }
+
+  /** The snapshot being served, if any. */
+  get snapshot(): RoutingSnapshot | undefined {
+    return this.current;
+  }
+
+  /** Version of the snapshot being served. */
+  get version(): number | undefined {
+    return this.current?.version;
+  }
+
+  stats(): ConfigSyncStats {
+    return { version: this.current?.version, applied: this.applied, refused: this.refused, storeErrors: this.storeErrors, lastError: this.lastError };
+  }
+
+  private async readOnce(): Promise<void> {
+    let stored: StoredVersion;
+    try {
+      stored = await this.options.store.current();
+    } catch (error) {
+      if (isRefusal(error)) this.refuse(error, undefined);
+      else this.outage(error);
+      return;
+    }
+    if (this.stopped) return;
+    if (this.lastError?.kind === 'outage') this.options.logger.info({ storeErrors: this.storeErrors }, 'store answered again');
+    const served = this.current?.version;
+    if (served !== undefined && stored.version <= served) {
+      // Duplicate notifications and polls land here. An older version means the store's history
+      // went backwards (restored from a backup, history removed): serving it would be a silent
+      // rollback, so keep what is served and say so.
+      if (stored.version < served) {
+        this.logOutage('store-version-regressed', 'warn', { stored: stored.version, served }, `the store says version ${stored.version}, older than the version ${served} being served; keeping ${served}`);
+      }
+      this.recovered();
+      return;
+    }
+    let snapshot: RoutingSnapshot;
+    try {
+      snapshot = this.options.compile(stored.document, stored.version);
+      if (this.stopped) return;
+      this.options.apply(snapshot);
+    } catch (error) {
+      this.refuse(error, stored.version);
+      return;
+    }
+    this.current = snapshot;
+    this.applied++;
+    this.recovered();
+    this.options.logger.info({ version: stored.version, previous: served, actor: stored.meta.actor, reason: stored.meta.reason }, `applied routing version ${stored.version}`);
+  }
+
+  private refuse(error: unknown, version: number | undefined): void {
+    this.lastCause = error;
+    const code: ErrorCode = error instanceof GraygateError ? error.code : 'GG_INTERNAL';
+    const message = error instanceof Error ? error.message : String(error);
+    const issues = error instanceof ConfigError ? error.issues : [message];
+    this.lastError = { kind: 'refused', code, message, issues, version, time: new Date().toISOString() };
+    const key = `${version ?? ''}|${message}`;
+    if (key === this.lastRefusalKey) return;
+    this.lastRefusalKey = key;
+    this.refused++;
+    const served = this.current?.version;
+    this.options.logger.warn(
+      { code, issues, refusedVersion: version, servedVersion: served, ...(error instanceof GraygateError ? {} : { err: error }) },
+      `routing document refused; ${served === undefined ? 'nothing is served yet' : `still serving version ${served}`}: ${message}`,
+    );
+  }
+
+  private outage(error: unknown): void {
+    this.lastCause = error;
+    this.storeErrors++;
+    const code: ErrorCode = error instanceof GraygateError ? error.code : 'GG_STORE_UNAVAILABLE';
+    const message = error instanceof Error ? error.message : String(error);
+    this.lastError = { kind: 'outage', code, message, issues: [], version: undefined, time: new Date().toISOString() };
+    const served = this.current?.version;
+    this.logOutage('store-outage', 'warn', { code, err: error, servedVersion: served }, `store read failed; routing unchanged${served === undefined ? '' : ` (serving version ${served})`}: ${message}`);
+  }
+
+  /** The store serves what is served: an outage or refusal is over (a later identical refusal is news again). */
+  private recovered(): void {
+    this.lastError = undefined;
+    this.lastCause = undefined;
+    this.lastRefusalKey = undefined;
+  }
+}
+
+/** A document that cannot be served (as opposed to a store that cannot be reached). */
+function isRefusal(error: unknown): boolean {
+  return error instanceof ConfigError || (error instanceof GraygateError && error.code === 'GG_STORE_CORRUPT');
+}
