@@ -1,10 +1,12 @@
 import { cookieIdentity } from './cookie.js';
 import { headerIdentity } from './header.js';
+import { tokenLookupIdentity } from './token-lookup.js';
 
 /** Every identity source, by config key; the schema, the chain and the docs are built from it. */
 export const identitySources = {
   header: headerIdentity,
   cookie: cookieIdentity,
+  tokenLookup: tokenLookupIdentity,
 } as const;
 
 export type IdentitySourceKind = keyof typeof identitySources;

@@ -1,0 +1,441 @@
+import { Cluster, Command, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { RedisStoreSettings, RoutingDocument } from '../../config/schema.js';
+import { ConfigError, GraygateError } from '../../errors.js';
+import { silentLogger, type Logger } from '../../observe/log.js';
+import type { ChangeMeta, Store, StoredVersion, WriteRequest } from '../store.js';
+import { parseRedisUrl, type RedisTarget } from './url.js';
+
+/** Validates a raw routing document; throws ConfigError naming each failing field. */
+export type RoutingValidator = (raw: unknown, source: string) => RoutingDocument;
+
+export interface RedisStoreOptions {
+  /** Schema and semantic checks (config/load.ts `parseRoutingDocument`). */
+  readonly validate: RoutingValidator;
+  readonly logger?: Logger;
+}
+
+type Client = Redis | Cluster;
+
+/** The keys of one routing document. The `{namespace}` hash tag puts them all in one Cluster slot. */
+export interface RedisStoreKeys {
+  /** JSON `{version, meta, document}` of the current version. */
+  readonly doc: string;
+  /** The current version number alone: what the poll reads. */
+  readonly version: string;
+  /** Sorted set: score = version, member = the same JSON as `doc` for that version. */
+  readonly history: string;
+  /** Pub/sub channel: each write publishes its new version number. */
+  readonly channel: string;
+}
+
+/** The keys and channel used for `namespace`. */
+export function redisStoreKeys(namespace: string): RedisStoreKeys {
+  const tag = `{${namespace}}`;
+  return { doc: `${tag}:doc`, version: `${tag}:version`, history: `${tag}:history`, channel: `${tag}:changes` };
+}
+
+/**
+ * Compare-and-set in one script, so the check, the write, the history entry, the trim and the
+ * notification are atomic (all keys share one hash tag, so this also runs in Cluster).
+ * KEYS: version, doc, history. ARGV: expected version, new version, entry JSON, history limit,
+ * channel. Returns {1, new version} or {0, current version}.
+ */
+const CAS_SCRIPT = `
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current == nil then return redis.error_reply('GG_STORE_CORRUPT version key holds a non-number') end
+if current ~= tonumber(ARGV[1]) then return {0, current} end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[4]) + 1))
+redis.call('PUBLISH', ARGV[5], ARGV[2])
+return {1, tonumber(ARGV[2])}
+`;
+
+/** Creates a Redis store (connections open at once, in the background); throws ConfigError on a bad URL. */
+export function createRedisStore(settings: RedisStoreSettings, options: RedisStoreOptions): RedisStore {
+  return new RedisStore(settings, options);
+}
+
+function unavailable(what: string, target: string, error: unknown): GraygateError {
+  if (error instanceof GraygateError) return error;
+  const message = (error as Error)?.message ?? String(error);
+  return new GraygateError('GG_STORE_UNAVAILABLE', `redis store (${target}): ${what} failed: ${message}`, { cause: error });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
+}
+
+/**
+ * The routing document in Redis (standalone, Sentinel or Cluster), for fleets. Three connections:
+ * `control` for document reads and writes (no offline queue: a command either goes out now or
+ * fails at once; each has a deadline), `lookup` for identity lookups (the same, with a per-call
+ * deadline), and a subscriber for change notifications (pinged; resubscribes and reports a
+ * change after every reconnect), plus a poll of the version key as the backstop.
+ */
+export class RedisStore implements Store {
+  readonly kind = 'redis';
+  readonly keys: RedisStoreKeys;
+  readonly target: RedisTarget;
+  private readonly control: Client;
+  private readonly lookup: Client;
+  private readonly validate: RoutingValidator;
+  private readonly logger: Logger;
+  private readonly listeners = new Set<() => void>();
+  private subscriber: Client | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private pingTimer: NodeJS.Timeout | undefined;
+  private pingInFlight = false;
+  /** Version the last poll saw; `undefined` after a failed poll, so the next success reports a change. */
+  private polledVersion: number | undefined;
+  private isReachable = true;
+  private isClosed = false;
+
+  constructor(
+    private readonly settings: RedisStoreSettings,
+    options: RedisStoreOptions,
+  ) {
+    this.target = parseRedisUrl(settings.url);
+    this.keys = redisStoreKeys(settings.namespace);
+    this.validate = options.validate;
+    this.logger = options.logger ?? silentLogger();
+    this.control = this.connect('control', { commandTimeout: settings.commandTimeoutMs });
+    // Identity lookups pass their own deadline per call (readKey); this one bounds what is left.
+    this.lookup = this.connect('lookup', { commandTimeout: Math.max(settings.commandTimeoutMs, 1_000) });
+    // A reconnect of the control connection may follow an outage in which changes were missed.
+    this.control.on('ready', () => this.notify());
+  }
+
+  /** A client for one role. Error listeners are attached at creation (an unhandled 'error' ends the process). */
+  private connect(role: string, overrides: Partial<RedisOptions>, subscriber = false): Client {
+    const base: RedisOptions = {
+      connectionName: `graygate-${role}`,
+      // Fail fast instead of queueing while disconnected (LESSONS: commands queued forever).
+      enableOfflineQueue: subscriber,
+      maxRetriesPerRequest: 1,
+      autoResendUnfulfilledCommands: false,
+      autoResubscribe: false, // resubscribed by hand on 'ready', then a change is reported
+      connectTimeout: Math.max(this.settings.commandTimeoutMs, 1_000),
+      disconnectTimeout: this.settings.pingMs,
+      retryStrategy: (times) => Math.min(times * 50, 1_000),
+      // After a failover the old master answers READONLY: reconnect to find the new one.
+      reconnectOnError: (error) => (error.message.includes('READONLY') ? 1 : false),
+      ...overrides,
+    };
+    const target = this.target;
+    let client: Client;
+    if (target.topology === 'standalone') {
+      client = new Redis(target.url, base);
+    } else if (target.topology === 'sentinel') {
+      client = new Redis({
+        ...base,
+        sentinels: target.sentinels.map((s) => ({ host: s.host, port: s.port })),
+        name: target.masterName,
+        username: target.username,
+        password: target.password,
+        sentinelPassword: target.sentinelPassword,
+        db: target.db,
+        sentinelRetryStrategy: (times) => Math.min(times * 50, 1_000),
+        // Sentinel failovers: ask the sentinels again when the node we reach is not the master.
+        failoverDetector: true,
+      });
+    } else {
+      const clusterOptions: ClusterOptions = {
+        enableOfflineQueue: subscriber,
+        clusterRetryStrategy: (times) => Math.min(100 + times * 50, 1_000),
+        slotsRefreshTimeout: Math.max(this.settings.commandTimeoutMs, 1_000),
+        redisOptions: { ...base, username: target.username, password: target.password },
+      };
+      client = new Cluster(
+        target.nodes.map((n) => ({ host: n.host, port: n.port })),
+        clusterOptions,
+      );
+    }
+    client.on('error', (error: Error) => {
+      this.logger.debug({ role, err: error.message, store: target.display }, 'redis connection error');
+    });
+    return client;
+  }
+
+  /** Resolves once `client` is ready; GG_STORE_UNAVAILABLE when it is not within the deadline. */
+  private whenReady(client: Client, what: string): Promise<void> {
+    if (client.status === 'ready') return Promise.resolve();
+    if (this.isClosed) return Promise.reject(unavailable(what, this.target.display, new Error('the store is closed')));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        client.off('ready', onReady);
+        reject(unavailable(what, this.target.display, new Error(`not connected within ${this.settings.commandTimeoutMs} ms (status ${client.status})`)));
+      }, this.settings.commandTimeoutMs);
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      client.once('ready', onReady);
+    });
+  }
+
+  /** Runs one control-path operation: waits for the connection (bounded), maps failures to GG_STORE_UNAVAILABLE. */
+  private async run<T>(what: string, operation: (client: Client) => Promise<T>): Promise<T> {
+    await this.whenReady(this.control, what);
+    try {
+      return await operation(this.control);
+    } catch (error) {
+      throw unavailable(what, this.target.display, error);
+    }
+  }
+
+  /** Parses one stored entry (`{version, meta, document}` JSON) and validates its document. */
+  private parseEntry(text: string, where: string): StoredVersion {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (error) {
+      throw new ConfigError([`${where}: not JSON (${(error as Error).message}); the last good version stays in force`], { cause: error });
+    }
+    const entry = raw as { version?: unknown; meta?: Partial<ChangeMeta>; document?: unknown } | null;
+    const meta = entry?.meta;
+    if (
+      entry === null ||
+      typeof entry !== 'object' ||
+      !Number.isSafeInteger(entry.version) ||
+      (entry.version as number) < 1 ||
+      typeof meta !== 'object' ||
+      meta === null ||
+      typeof meta.actor !== 'string' ||
+      typeof meta.time !== 'string' ||
+      typeof meta.reason !== 'string'
+    ) {
+      throw new GraygateError('GG_STORE_CORRUPT', `${where}: expected {"version", "meta": {actor, time, reason}, "document"}; rewrite it through graygate`);
+    }
+    const document = this.validate(entry.document, where);
+    return deepFreeze({
+      version: entry.version as number,
+      document,
+      meta: { actor: meta.actor, time: meta.time, reason: meta.reason },
+    });
+  }
+
+  /** The current version. ConfigError when it does not validate; GG_STORE_EMPTY when none is stored; GG_STORE_UNAVAILABLE when unreachable. */
+  async current(): Promise<StoredVersion> {
+    const text = await this.run('reading the routing document', (client) => client.get(this.keys.doc));
+    if (text === null || text === '') {
+      throw new GraygateError(
+        'GG_STORE_EMPTY',
+        `redis store (${this.target.display}) holds no routing document under ${this.keys.doc}; ` +
+          'seed it by writing version 1 (e.g. start graygate once with --config <file> to import that file, or PUT the document through the admin API with expectedVersion 0)',
+      );
+    }
+    return this.parseEntry(text, `redis ${this.keys.doc}`);
+  }
+
+  /** Compare-and-set write as version expectedVersion + 1, with history and a notification; GG_VERSION_CONFLICT when stale. */
+  async write(document: RoutingDocument, request: WriteRequest): Promise<StoredVersion> {
+    if (!Number.isSafeInteger(request.expectedVersion) || request.expectedVersion < 0) {
+      throw new ConfigError([`expectedVersion: expected a non-negative integer, got ${JSON.stringify(request.expectedVersion)}`]);
+    }
+    // Validated again so what is stored is exactly what every reader will accept.
+    const validated = this.validate(document, `write by ${request.actor}`);
+    const version = request.expectedVersion + 1;
+    const stored: StoredVersion = {
+      version,
+      meta: { actor: request.actor, time: new Date().toISOString(), reason: request.reason },
+      document: validated,
+    };
+    const entry = JSON.stringify(stored);
+    const keys = this.keys;
+    const reply = await this.run('writing the routing document', (client) =>
+      client.eval(CAS_SCRIPT, 3, keys.version, keys.doc, keys.history, String(request.expectedVersion), String(version), entry, String(this.settings.historyLimit), keys.channel),
+    ).catch((error: GraygateError) => {
+      if ((error.cause as Error | undefined)?.message?.includes('GG_STORE_CORRUPT')) {
+        throw new GraygateError('GG_STORE_CORRUPT', `redis ${keys.version} holds something other than a version number; fix or delete it`, { cause: error });
+      }
+      throw error;
+    });
+    const [ok, current] = reply as [number, number];
+    if (ok !== 1) {
+      throw new GraygateError(
+        'GG_VERSION_CONFLICT',
+        `the write named version ${request.expectedVersion}, but the current version is ${current}; read it again and retry`,
+      );
+    }
+    return deepFreeze(stored);
+  }
+
+  /** Versions kept in history, newest first; each validated (ConfigError / GG_STORE_CORRUPT on bad entries). */
+  async history(options: { limit?: number } = {}): Promise<StoredVersion[]> {
+    const limit = options.limit ?? this.settings.historyLimit;
+    if (limit <= 0) return [];
+    const members = await this.run('reading history', (client) => client.zrevrange(this.keys.history, 0, limit - 1));
+    return members.map((member) => this.parseEntry(member, `redis ${this.keys.history}`));
+  }
+
+  /** One version from history; GG_VERSION_UNKNOWN when it is not kept. */
+  async version(version: number): Promise<StoredVersion> {
+    const members = Number.isSafeInteger(version)
+      ? await this.run('reading history', (client) => client.zrangebyscore(this.keys.history, version, version))
+      : [];
+    const member = members[0];
+    if (member === undefined) {
+      throw new GraygateError('GG_VERSION_UNKNOWN', `version ${version} is not in the history kept in redis (${this.keys.history})`);
+    }
+    return this.parseEntry(member, `redis ${this.keys.history} version ${version}`);
+  }
+
+  /**
+   * Reads one plain key (token → user id) with a hard deadline: no offline queue, so while
+   * Redis is unreachable this rejects at once; otherwise it rejects after `deadlineMs`.
+   */
+  readKey(key: string, deadlineMs: number): Promise<string | undefined> {
+    const lookup = this.lookup;
+    if (lookup.status !== 'ready') {
+      return Promise.reject(new GraygateError('GG_STORE_UNAVAILABLE', `redis store (${this.target.display}) is not connected (status ${lookup.status})`));
+    }
+    // A Command with its own timer: the deadline is per call, not per connection.
+    const command = new Command('get', [key], { replyEncoding: 'utf8' });
+    command.setTimeout(deadlineMs);
+    lookup.sendCommand(command);
+    return (command.promise as Promise<string | null>).then(nullToUndefined);
+  }
+
+  /** Calls `onChange` on a notification, when the poll sees a new version, and after every (re)connect. */
+  watch(onChange: () => void): () => void {
+    if (this.isClosed) throw new GraygateError('GG_STORE_UNAVAILABLE', 'the redis store is closed');
+    this.listeners.add(onChange);
+    if (this.listeners.size === 1) this.startWatching();
+    return () => {
+      this.listeners.delete(onChange);
+      if (this.listeners.size === 0) this.stopWatching();
+    };
+  }
+
+  /** True while the last poll (or command) reached Redis. */
+  get reachable(): boolean {
+    return this.isReachable;
+  }
+
+  private notify(): void {
+    for (const listener of this.listeners) {
+      try {
+        listener();
+      } catch (error) {
+        this.logger.error({ err: error }, 'a store change listener threw');
+      }
+    }
+  }
+
+  private startWatching(): void {
+    const subscriber = this.connect('subscriber', { commandTimeout: this.settings.pingMs }, true);
+    this.subscriber = subscriber;
+    subscriber.on('ready', () => {
+      // Subscribe first, then report: a change written between the two is then either in the
+      // reread the listener does, or in a message that arrives after it.
+      subscriber.subscribe(this.keys.channel).then(
+        () => {
+          this.logger.debug({ store: this.target.display }, 'redis subscriber (re)subscribed');
+          this.notify();
+        },
+        (error: Error) => {
+          this.logger.warn({ err: error.message, store: this.target.display }, 'redis subscribe failed; reconnecting the subscriber');
+          if (this.subscriber === subscriber) subscriber.disconnect(true);
+        },
+      );
+    });
+    subscriber.on('message', (channel: string) => {
+      if (channel === this.keys.channel) this.notify();
+    });
+    // Cluster pub/sub runs on a connection ioredis picks internally; a PING through the Cluster
+    // object would test another socket, so there the poll is the backstop alone.
+    if (subscriber instanceof Redis) {
+      this.pingTimer = setInterval(() => this.pingSubscriber(subscriber), this.settings.pingMs);
+      this.pingTimer.unref();
+    }
+    this.pollTimer = setInterval(() => void this.poll(), this.settings.pollMs);
+    this.pollTimer.unref();
+  }
+
+  /** LESSONS "Half-open subscriber sockets": no PONG by the deadline → drop the socket and reconnect. */
+  private pingSubscriber(subscriber: Redis): void {
+    if (this.pingInFlight || subscriber.status !== 'ready') return;
+    this.pingInFlight = true;
+    subscriber.ping().then(
+      () => {
+        this.pingInFlight = false;
+      },
+      (error: Error) => {
+        this.pingInFlight = false;
+        if (this.subscriber !== subscriber) return;
+        this.logger.warn({ err: error.message, store: this.target.display }, 'redis subscriber did not answer PING in time; reconnecting it');
+        // Destroy rather than end: a half-open peer would never finish a graceful close.
+        (subscriber as unknown as { stream?: { destroy(): void } }).stream?.destroy();
+      },
+    );
+  }
+
+  private async poll(): Promise<void> {
+    if (this.control.status !== 'ready') {
+      this.markReachable(false, new Error(`connection status ${this.control.status}`));
+      return;
+    }
+    let text: string | null;
+    try {
+      text = await this.control.get(this.keys.version);
+    } catch (error) {
+      this.markReachable(false, error);
+      return;
+    }
+    this.markReachable(true);
+    const version = text === null ? 0 : Number(text);
+    if (version !== this.polledVersion) {
+      if (this.polledVersion !== undefined && version < this.polledVersion) {
+        this.logger.warn({ from: this.polledVersion, to: version, store: this.target.display }, 'the stored version went backwards (did Redis lose its data?)');
+      }
+      const first = this.polledVersion === undefined;
+      this.polledVersion = version;
+      // The first poll only learns the baseline; the subscriber's 'ready' already reported.
+      if (!first) this.notify();
+    }
+  }
+
+  private markReachable(reachable: boolean, error?: unknown): void {
+    if (reachable === this.isReachable) return;
+    this.isReachable = reachable;
+    if (reachable) {
+      this.logger.info({ store: this.target.display }, 'redis store reachable again; resyncing');
+      this.polledVersion = undefined;
+      this.notify();
+    } else {
+      this.logger.warn({ store: this.target.display, err: (error as Error)?.message }, 'redis store unreachable; routing stays on the last good version');
+    }
+  }
+
+  private stopWatching(): void {
+    clearInterval(this.pollTimer);
+    clearInterval(this.pingTimer);
+    this.pollTimer = undefined;
+    this.pingTimer = undefined;
+    this.pingInFlight = false;
+    this.polledVersion = undefined;
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    subscriber?.disconnect();
+  }
+
+  /** Stops watching and closes every connection at once (never waits on an unreachable server). */
+  async close(): Promise<void> {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.listeners.clear();
+    this.stopWatching();
+    this.control.disconnect();
+    this.lookup.disconnect();
+  }
+}
+
+function nullToUndefined(value: string | null): string | undefined {
+  return value === null ? undefined : value;
+}
