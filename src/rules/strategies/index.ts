@@ -1,4 +1,11 @@
+import { cidr } from './cidr.js';
+import { cookie } from './cookie.js';
 import { header } from './header.js';
+import { percentage } from './percentage.js';
+import { query } from './query.js';
+import { timeWindow } from './time-window.js';
+import { uidList } from './uid-list.js';
+import { uidModulo } from './uid-modulo.js';
 import { uidRange } from './uid-range.js';
 
 /**
@@ -8,6 +15,13 @@ import { uidRange } from './uid-range.js';
 export const strategies = {
   uidRange,
   header,
+  uidList,
+  uidModulo,
+  percentage,
+  cookie,
+  query,
+  cidr,
+  timeWindow,
 } as const;
 
 export type StrategyKind = keyof typeof strategies;

@@ -1,0 +1,51 @@
+import { describe, expect, it } from 'vitest';
+import { formatIssues } from '../../../src/config/issues.js';
+import { RoutingDocument } from '../../../src/config/schema.js';
+import { cidr } from '../../../src/rules/strategies/cidr.js';
+import type { Matcher } from '../../../src/rules/strategy.js';
+import { makeFacts } from '../../helpers/facts.js';
+
+function documentWith(rule: unknown): unknown {
+  return {
+    upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
+    services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [rule] } }],
+  };
+}
+
+function issuesOf(config: unknown): string[] {
+  const result = RoutingDocument.safeParse(documentWith({ cidr: config }), { reportInput: true });
+  return result.success ? [] : formatIssues(result.error);
+}
+
+function compile(config: unknown): Matcher {
+  const parsed = RoutingDocument.parse(documentWith({ cidr: config })).services[0]!.release!.rules[0]!.cidr!;
+  return cidr.compile(parsed, { storeValue: () => undefined, releaseSeed: 'checkout' });
+}
+
+describe('cidr strategy', () => {
+  it('refuses bad CIDRs with the path of the entry', () => {
+    const at = 'services[0].release.rules[0].cidr';
+    expect(issuesOf({ cidrs: [] })).toEqual([`${at}.cidrs: give at least one CIDR`]);
+    expect(issuesOf({ cidrs: ['10.0.0.0/8', '10.0.0.0/33'] })).toEqual([
+      `${at}.cidrs[1]: expected a CIDR like 10.0.0.0/8 or 2001:db8::/32, got "10.0.0.0/33": an IPv4 prefix is at most /32`,
+    ]);
+    expect(issuesOf({ cidrs: ['10.1.0.0/8'] })).toEqual([
+      `${at}.cidrs[0]: "10.1.0.0/8" has bits set after the /8 prefix; write the network address 10.0.0.0/8`,
+    ]);
+    expect(issuesOf({ cidrs: ['2001:db8::/129'] })[0]).toMatch(/^services\[0\]\.release\.rules\[0\]\.cidr\.cidrs\[0\]: .*at most \/128/);
+    expect(issuesOf({ cidrs: ['office'] })[0]).toMatch(/^services\[0\]\.release\.rules\[0\]\.cidr\.cidrs\[0\]: expected a CIDR/);
+  });
+
+  it('matches the client IP against IPv4 and IPv6 networks', () => {
+    const match = compile({ cidrs: ['10.0.0.0/8', '192.168.1.7', '2001:db8::/32'] });
+    const truth: [string, boolean][] = [
+      ['10.2.3.4', true], ['::ffff:10.2.3.4', true], ['192.168.1.7', true], ['192.168.1.8', false],
+      ['2001:db8:1::5', true], ['2001:db9::1', false], ['11.0.0.1', false], ['', false], ['not-an-ip', false],
+    ];
+    for (const [clientIp, expected] of truth) expect(match(makeFacts({ clientIp })), clientIp).toBe(expected);
+  });
+
+  it('reads the client IP', () => {
+    expect(cidr.inputs({ cidrs: ['10.0.0.0/8'] })).toEqual([{ kind: 'clientIp' }]);
+  });
+});

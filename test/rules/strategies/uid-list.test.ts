@@ -1,0 +1,72 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { formatIssues } from '../../../src/config/issues.js';
+import { RoutingDocument } from '../../../src/config/schema.js';
+import { uidList } from '../../../src/rules/strategies/uid-list.js';
+import type { Matcher } from '../../../src/rules/strategy.js';
+import { makeFacts } from '../../helpers/facts.js';
+
+function documentWith(rule: unknown): unknown {
+  return {
+    upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
+    services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [rule] } }],
+  };
+}
+
+function issuesOf(config: unknown): string[] {
+  const result = RoutingDocument.safeParse(documentWith({ uidList: config }), { reportInput: true });
+  return result.success ? [] : formatIssues(result.error);
+}
+
+function compile(config: unknown): Matcher {
+  const parsed = RoutingDocument.parse(documentWith({ uidList: config })).services[0]!.release!.rules[0]!.uidList!;
+  return uidList.compile(parsed, { storeValue: () => undefined, releaseSeed: 'checkout' });
+}
+
+describe('uidList', () => {
+  it('refuses bad lists with the path of the id', () => {
+    const at = 'services[0].release.rules[0].uidList';
+    expect(issuesOf({ ids: [] })).toEqual([`${at}.ids: give at least one id`]);
+    expect(issuesOf({ ids: ['a', ''] })).toEqual([`${at}.ids[1]: an id cannot be empty`]);
+    expect(issuesOf({ ids: [1, 2.5] })).toEqual([`${at}.ids[1]: expected an id (a string or an integer), got 2.5`]);
+    expect(issuesOf({ ids: ['x'.repeat(257)] })).toEqual([`${at}.ids[0]: an id is at most 256 characters`]);
+    expect(issuesOf({ ids: [1], users: [2] })[0]).toMatch(/^services\[0\]\.release\.rules\[0\]\.uidList(\.users)?: .*users/);
+  });
+
+  it('matches ids in canonical form: numbers as decimal, strings exactly', () => {
+    const match = compile({ ids: [7, '42', 'alice', -3] });
+    const truth: [string | undefined, boolean][] = [
+      ['7', true], ['42', true], ['alice', true], ['-3', true],
+      ['007', false], ['7.0', false], ['Alice', false], ['alice ', false], ['8', false], [undefined, false],
+    ];
+    for (const [userId, expected] of truth) expect(match(makeFacts(userId === undefined ? {} : { userId })), String(userId)).toBe(expected);
+  });
+
+  it('agrees with a naive includes over random lists and ids (property)', () => {
+    const id = fc.oneof(fc.string({ minLength: 1, maxLength: 8 }), fc.integer({ min: -1000, max: 1000 }));
+    fc.assert(
+      fc.property(fc.array(id, { minLength: 1, maxLength: 30 }), fc.array(fc.oneof(id.map(String), fc.string({ maxLength: 8 })), { maxLength: 30 }), (ids, probes) => {
+        const match = compile({ ids });
+        const listed = ids.map(String);
+        for (const probe of [...probes, ...listed]) {
+          const facts = makeFacts({ userId: probe });
+          expect(match(facts), probe).toBe(probe.length > 0 && listed.includes(probe));
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('handles 100k ids: built once, looked up in constant time', () => {
+    const ids = Array.from({ length: 100_000 }, (_, i) => (i % 2 === 0 ? i * 3 : `user-${i}`));
+    const match = compile({ ids });
+    expect(match(makeFacts({ userId: '299994' }))).toBe(true);
+    expect(match(makeFacts({ userId: 'user-99999' }))).toBe(true);
+    expect(match(makeFacts({ userId: '299995' }))).toBe(false);
+    expect(match(makeFacts({ userId: 'user-100000' }))).toBe(false);
+  });
+
+  it('reads the identity', () => {
+    expect(uidList.inputs({ ids: ['a'] })).toEqual([{ kind: 'identity' }]);
+  });
+});
