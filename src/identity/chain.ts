@@ -1,4 +1,5 @@
 import type { IdentitySourceConfig } from '../config/schema.js';
+import { ConfigError } from '../errors.js';
 import { canonicalNumericId, type RequestFacts } from '../rules/facts.js';
 import type { RequestInput } from '../rules/strategy.js';
 import { identitySources, type IdentitySourceKind } from './index.js';
@@ -34,21 +35,31 @@ function sourceKind(config: IdentitySourceConfig): IdentitySourceKind {
   throw new Error('identity source config has no kind');
 }
 
-/** Builds the chain from `identity.sources`; the first source that yields an id wins. */
+/** Builds the chain from `identity.sources`; the first source that yields an id wins. Throws `ConfigError` when a source cannot be created. */
 export function buildIdentityChain(sources: readonly IdentitySourceConfig[], options: IdentityChainOptions = {}): IdentityChain {
   const context = options.context ?? {};
   const onError = options.onError;
   const kinds: string[] = [];
   const resolvers: IdentityResolver[] = [];
   const inputs: RequestInput[] = [];
-  for (const config of sources) {
+  const issues: string[] = [];
+  sources.forEach((config, index) => {
     const kind = sourceKind(config);
     const source = identitySources[kind] as { create(c: unknown, ctx: IdentityContext): IdentityResolver; inputs(c: unknown): readonly RequestInput[] };
     const sourceConfig = (config as Record<string, unknown>)[kind];
+    try {
+      resolvers.push(source.create(sourceConfig, context));
+    } catch (error) {
+      // A source that cannot work here (e.g. a store lookup without a store) refuses the document.
+      const where = `identity.sources[${index}].${kind}`;
+      const found = error instanceof ConfigError ? error.issues : [(error as Error)?.message ?? String(error)];
+      for (const issue of found) issues.push(`${where}: ${issue.replace(/^identity\.sources: /, '')}`);
+      return;
+    }
     kinds.push(kind);
-    resolvers.push(source.create(sourceConfig, context));
     inputs.push(...source.inputs(sourceConfig));
-  }
+  });
+  if (issues.length > 0) throw new ConfigError(issues);
   const count = resolvers.length;
 
   const report = (kind: string, error: unknown): void => {
