@@ -29,7 +29,7 @@ export function formatPath(path: readonly PropertyKey[], prefix = ''): string {
 }
 
 /** Zod's own default messages start like this; they are replaced by ones that show the value. */
-const zodDefault = /^(Invalid input|Invalid option|Invalid string|Invalid key|Invalid element|Too small|Too big|Unrecognized key)/;
+const zodDefault = /^(Invalid input|Invalid option|Invalid string|Invalid key|Invalid discriminator|Invalid element|Too small|Too big|Unrecognized key)/;
 
 function sizeUnit(origin: string | undefined, count: number | bigint): string {
   const plural = Number(count) === 1 ? '' : 's';
@@ -92,10 +92,12 @@ function issueLines(issue: z.core.$ZodIssue, prefix: string, lines: string[], lo
         for (const sub of best) issueLines({ ...sub, path: [...issue.path, ...sub.path] } as z.core.$ZodIssue, prefix, lines, locate);
         return;
       }
-      const discriminator = (issue as { discriminator?: string }).discriminator;
+      const { discriminator, options } = issue as { discriminator?: string; options?: unknown[] };
       if (discriminator) {
+        // zod puts the discriminator in the path already.
         const value = (issue.input as Record<string, unknown> | undefined)?.[discriminator];
-        put(formatPath([discriminator], at), `unsupported value ${describeValue(value)}`);
+        const allowed = options?.length ? `expected ${options.map((o) => describeValue(o)).join(' or ')}, ` : '';
+        put(at, value === undefined ? `required${allowed ? ` (${allowed.slice(0, -2)})` : ''}` : `${allowed}got ${describeValue(value)}`);
         return;
       }
       put(at, custom ? issue.message : `no allowed form matches ${describeValue(issue.input)}`);
