@@ -1,0 +1,196 @@
+import { Writable } from 'node:stream';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisStoreSettings } from '../../src/config/schema.js';
+import { ConfigError } from '../../src/errors.js';
+import type { IdentityContext, IdentityResolver } from '../../src/identity/source.js';
+import { isCanonicalUserId, isWellFormedToken, tokenLookupIdentity } from '../../src/identity/token-lookup.js';
+import { createLogger } from '../../src/observe/log.js';
+import { createRedisStore, type RedisStore } from '../../src/store/redis/redis-store.js';
+import { eventually } from '../helpers/eventually.js';
+import { LiteralFacts } from '../helpers/facts.js';
+import { commandCounts, rawCommand, startRedis, type RedisServer } from '../helpers/redis.js';
+import { validateRouting } from '../store/validate.js';
+
+let redis: RedisServer;
+let store: RedisStore;
+const logLines: string[] = [];
+let context: IdentityContext;
+let prefixes = 0;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  store = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: redis.url }), { validate: validateRouting });
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      logLines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      callback();
+    },
+  });
+  context = { readKey: (key, deadlineMs) => store.readKey(key, deadlineMs), logger: createLogger({ level: 'warn', destination }) };
+  await eventually(async () => expect(await store.readKey('ping-probe', 500)).toBeUndefined());
+});
+afterAll(async () => {
+  await store?.close();
+  await redis?.stop();
+});
+
+/** A resolver whose keys live under a prefix of its own (`T<n>_{token}`), so tests never share cache entries. */
+function resolverFor(config: Record<string, unknown> = {}, ctx: IdentityContext = context): { resolve: IdentityResolver; key: (token: string) => string } {
+  const prefix = `T${++prefixes}_`;
+  const parsed = tokenLookupIdentity.schema.parse({ keyTemplate: `${prefix}{token}`, ...config });
+  return { resolve: tokenLookupIdentity.create(parsed, ctx), key: (token) => `${prefix}${token}` };
+}
+
+const request = (token?: string) => new LiteralFacts({ headers: token === undefined ? {} : { TOKEN: token } });
+const gets = async () => (await commandCounts(redis.client)).get ?? 0;
+
+describe('tokenLookup identity', () => {
+  it('defaults: header TOKEN, key TOKEN_{token}, 5 s cache, 1 s negative, 50 ms deadline', () => {
+    expect(tokenLookupIdentity.schema.parse({})).toEqual({
+      header: 'token',
+      keyTemplate: 'TOKEN_{token}',
+      cacheTtlMs: 5_000,
+      negativeTtlMs: 1_000,
+      cacheMax: 100_000,
+      deadlineMs: 50,
+      maxTokenLength: 256,
+    });
+    const bad = tokenLookupIdentity.schema.safeParse({ keyTemplate: 'TOKEN_', deadlineMs: 0 });
+    expect(bad.error?.issues.map((issue) => issue.path.join('.'))).toEqual(expect.arrayContaining(['keyTemplate', 'deadlineMs']));
+  });
+
+  it("the seed's scheme: TOKEN header → TOKEN_<token> → user id; the second request answers from the cache with no store call", async () => {
+    await redis.client.set('TOKEN_HGdsakGDKSFGkgcshalGF', '1234');
+    const resolve = tokenLookupIdentity.create(tokenLookupIdentity.schema.parse({}), context);
+    expect(await resolve(request('HGdsakGDKSFGkgcshalGF'))).toBe('1234');
+    const before = await gets();
+    for (let i = 0; i < 100; i++) expect(resolve(request('HGdsakGDKSFGkgcshalGF'))).toBe('1234'); // synchronous: no Promise
+    expect(await gets()).toBe(before);
+    expect(resolve(request())).toBeUndefined();
+  });
+
+  it('an unknown token is undefined and cached as unknown for negativeTtlMs', async () => {
+    const { resolve, key } = resolverFor({ negativeTtlMs: 300 });
+    expect(await resolve(request('nobody'))).toBeUndefined();
+    const before = await gets();
+    expect(resolve(request('nobody'))).toBeUndefined(); // synchronous, from the negative cache
+    expect(await gets()).toBe(before);
+    await redis.client.set(key('nobody'), '77');
+    expect(resolve(request('nobody'))).toBeUndefined(); // still negatively cached
+    await eventually(async () => expect(await resolve(request('nobody'))).toBe('77'), { withinMs: 3_000 });
+  });
+
+  it('a found id is cached for cacheTtlMs, then looked up again', async () => {
+    const { resolve, key } = resolverFor({ cacheTtlMs: 300 });
+    await redis.client.set(key('alice'), '1');
+    expect(await resolve(request('alice'))).toBe('1');
+    await redis.client.set(key('alice'), '2');
+    expect(resolve(request('alice'))).toBe('1');
+    await eventually(async () => expect(await resolve(request('alice'))).toBe('2'), { withinMs: 3_000 });
+  });
+
+  it('single flight: 200 concurrent misses of one token make one GET', async () => {
+    const { resolve, key } = resolverFor();
+    await redis.client.set(key('crowd'), '4242');
+    const before = await gets();
+    const answers = await Promise.all(Array.from({ length: 200 }, () => resolve(request('crowd'))));
+    expect(new Set(answers)).toEqual(new Set(['4242']));
+    expect((await gets()) - before).toBe(1);
+  });
+
+  it('a paused store: the request gets undefined (stable) at the deadline, not later', async () => {
+    const { resolve, key } = resolverFor({ deadlineMs: 40 });
+    await redis.client.set(key('slow'), '5');
+    await rawCommand(redis.port, 'CLIENT PAUSE 500 ALL');
+    const start = performance.now();
+    expect(await resolve(request('slow'))).toBeUndefined();
+    const elapsed = performance.now() - start;
+    expect(elapsed).toBeLessThan(300);
+    // A timeout is not cached as unknown: once the server answers, the id is found.
+    await eventually(async () => expect(await resolve(request('slow'))).toBe('5'), { withinMs: 3_000 });
+    expect(logLines.some((line) => line.includes('token lookup failed or timed out'))).toBe(true);
+  });
+
+  it('garbage under a token key is undefined and logged at a bounded rate, never thrown; the token is not logged', async () => {
+    const { resolve, key } = resolverFor();
+    const garbage = ['007', 'a b', 'x'.repeat(257), '12\u0001', '', 'tab\there', 'ünïcode'];
+    const linesBefore = logLines.length;
+    for (const [i, value] of garbage.entries()) {
+      await redis.client.set(key(`secret-token-${i}`), value);
+      expect(await resolve(request(`secret-token-${i}`))).toBeUndefined();
+    }
+    for (let i = 0; i < 20; i++) {
+      await redis.client.set(key(`more-garbage-${i}`), ' 1');
+      expect(await resolve(request(`more-garbage-${i}`))).toBeUndefined();
+    }
+    const lines = logLines.slice(linesBefore).filter((line) => line.includes('not a user id'));
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.length).toBeLessThanOrEqual(5);
+    expect(lines.join('\n')).not.toContain('secret-token');
+  });
+
+  it('oversized and malformed tokens are refused before any store call', async () => {
+    const { resolve } = resolverFor({ maxTokenLength: 64 });
+    const before = await gets();
+    for (const token of ['a'.repeat(65), 'has space', 'brace{tag}', 'semi;colon', 'naïve', '', 'new\nline', 'x'.repeat(100_000)]) {
+      expect(resolve(request(token))).toBeUndefined(); // synchronous
+    }
+    expect(await gets()).toBe(before);
+  });
+
+  it('the cache outlives config snapshots: a new resolver on the same context answers from it', async () => {
+    const prefix = `T${++prefixes}_`;
+    const config = tokenLookupIdentity.schema.parse({ keyTemplate: `${prefix}{token}` });
+    await redis.client.set(`${prefix}carol`, '9');
+    const first = tokenLookupIdentity.create(config, context);
+    expect(await first(request('carol'))).toBe('9');
+    const before = await gets();
+    const second = tokenLookupIdentity.create({ ...config, header: 'token', deadlineMs: 80 }, context);
+    expect(second(request('carol'))).toBe('9');
+    expect(await gets()).toBe(before);
+  });
+
+  it('with Redis unreachable a miss is undefined at once', async () => {
+    const down = await startRedis();
+    const downStore = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: down.url }), { validate: validateRouting });
+    try {
+      await eventually(async () => expect(await downStore.readKey('x', 200)).toBeUndefined());
+      await down.kill();
+      const resolve = tokenLookupIdentity.create(tokenLookupIdentity.schema.parse({}), { readKey: (k, d) => downStore.readKey(k, d) });
+      const start = performance.now();
+      expect(await resolve(request('anyone'))).toBeUndefined();
+      expect(performance.now() - start).toBeLessThan(40);
+    } finally {
+      await downStore.close();
+      await down.stop();
+    }
+  });
+
+  it('needs a store that can look keys up', () => {
+    expect(() => tokenLookupIdentity.create(tokenLookupIdentity.schema.parse({}), {})).toThrow(ConfigError);
+  });
+
+  it('property: any header value is either refused synchronously or well formed; the check matches its definition', () => {
+    const { resolve } = resolverFor({ maxTokenLength: 32 });
+    const reference = /^[A-Za-z0-9\-._~+/=]{1,32}$/;
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 40 }), fc.stringMatching(/^[A-Za-z0-9\-._~+/=]{0,40}$/)), (token) => {
+        expect(isWellFormedToken(token, 32)).toBe(reference.test(token));
+        if (!reference.test(token)) expect(resolve(request(token))).toBeUndefined();
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('property: a stored value is accepted only as printable ASCII without spaces, and digits only in canonical form', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 300 }), fc.stringMatching(/^-?\d{1,20}$/), fc.nat().map(String)), (value) => {
+        const printable = /^[\x21-\x7e]{1,256}$/.test(value);
+        const leadingZero = /^0\d+$/.test(value);
+        expect(isCanonicalUserId(value)).toBe(printable && !leadingZero);
+      }),
+      { numRuns: 1_000 },
+    );
+  });
+});
