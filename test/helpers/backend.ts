@@ -40,6 +40,12 @@ export async function startBackend(
       res.end(body);
     });
   });
+  // Upgraded sockets leave the server's bookkeeping (closeAllConnections misses them): track all.
+  const sockets = new Set<import('node:net').Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   return {
@@ -51,6 +57,7 @@ export async function startBackend(
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
+        for (const socket of sockets) socket.destroy();
         server.close(() => resolve());
       }),
   };

@@ -153,13 +153,17 @@ export function proxyUpgrade(
       finished = true;
       server.health.recordSuccess();
       client.removeListener('close', onClientGone);
-      upstreamSocket.on('error', () => client.destroy());
-      const closeBoth = (): void => {
-        upstreamSocket.destroy();
-        client.destroy();
-      };
-      upstreamSocket.once('close', closeBoth);
-      client.once('close', closeBoth);
+      upstreamSocket.on('error', () => upstreamSocket.destroy());
+      // A tunnel ends when either side is done. Server sockets allow half-open connections, so
+      // a FIN alone would leave the pair open forever: the side that ended is closed, and the
+      // other is ended once its pending bytes are flushed, then destroyed.
+      client.once('end', () => client.end());
+      upstreamSocket.once('close', () => {
+        if (!client.destroyed) client.end(() => client.destroy());
+      });
+      client.once('close', () => {
+        if (!upstreamSocket.destroyed) upstreamSocket.end(() => upstreamSocket.destroy());
+      });
       if (client.destroyed) {
         upstreamSocket.destroy();
         return;
