@@ -1,0 +1,97 @@
+import http from 'node:http';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startBackend, type Backend } from '../helpers/backend.js';
+import { eventually } from '../helpers/eventually.js';
+import { canaryDocument, send, startPlane } from './harness.js';
+
+let backend: Backend;
+const held: http.ServerResponse[] = [];
+
+beforeAll(async () => {
+  backend = await startBackend('stable', (req, res) => {
+    if (req.url === '/hold') {
+      req.resume();
+      held.push(res);
+      return true;
+    }
+    return false;
+  });
+});
+
+afterAll(async () => {
+  for (const res of held) res.destroy();
+  await backend?.close();
+});
+
+function connectRefused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'ECONNREFUSED'));
+  });
+}
+
+describe('drain', () => {
+  it('lets in-flight requests finish, refuses new connections and closes idle keep-alive sockets', async () => {
+    const gateway = await startPlane(canaryDocument([backend.url], [backend.url]));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      // An idle keep-alive connection.
+      const idleSocketClosed = new Promise<void>((resolve, reject) => {
+        const req = http.get(`${gateway.url}/warm`, { agent }, (res) => {
+          res.resume();
+          res.on('end', () => undefined);
+        });
+        req.on('socket', (socket) => socket.once('close', () => resolve()));
+        req.on('error', reject);
+      });
+      // A request in flight.
+      const heldBefore = held.length;
+      const inFlight = send(gateway.url, { path: '/hold' });
+      await eventually(() => expect(held.length).toBe(heldBefore + 1));
+      expect(gateway.plane.stats()).toEqual({ openConnections: 2, inFlightRequests: 1 });
+
+      const started = Date.now();
+      const drained = gateway.plane.drain(10_000);
+      await idleSocketClosed;
+      // Closed by the drain, not by the 5 s keep-alive timeout.
+      expect(Date.now() - started).toBeLessThan(1_000);
+      await eventually(async () => expect(await connectRefused(gateway.port)).toBe(true));
+
+      // The in-flight request completes, told to close its connection.
+      held[heldBefore]!.writeHead(200, { 'content-length': '4' });
+      held[heldBefore]!.end('done');
+      const reply = await inFlight;
+      expect(reply.status).toBe(200);
+      expect(reply.body.toString()).toBe('done');
+      expect(reply.headers.connection).toBe('close');
+      await drained;
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(gateway.plane.stats()).toEqual({ openConnections: 0, inFlightRequests: 0 });
+    } finally {
+      agent.destroy();
+      await gateway.close();
+    }
+  });
+
+  it('destroys what is still open at the grace cap', async () => {
+    const gateway = await startPlane(canaryDocument([backend.url], [backend.url]));
+    const heldBefore = held.length;
+    const outcome = send(gateway.url, { path: '/hold' }).then(
+      () => 'answered',
+      () => 'cut',
+    );
+    await eventually(() => expect(held.length).toBe(heldBefore + 1));
+    const started = Date.now();
+    await gateway.plane.drain(300);
+    const took = Date.now() - started;
+    expect(took).toBeGreaterThanOrEqual(250);
+    expect(took).toBeLessThan(3_000);
+    expect(await outcome).toBe('cut');
+    expect(gateway.plane.stats().openConnections).toBe(0);
+  });
+});
