@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BUCKETS, bucketOf, deriveSeed } from '../hash.js';
+import type { RequestFacts } from '../facts.js';
 import { defineStrategy } from '../strategy.js';
 
 /**
@@ -24,7 +25,7 @@ const PercentageConfig = z
       .optional()
       .meta({ description: 'Re-buckets callers independently of other percentage rules of the same release (e.g. a second experiment).' }),
   })
-  .meta({ description: 'A sticky share of identified callers, by a hash of their id. 0 is nobody, 100 is everyone (with or without an id).' });
+  .meta({ description: 'A sticky share of identified callers, by a hash of their id. 0 is nobody, 100 is every caller with an id; callers without one never match.' });
 
 export type PercentageConfig = z.infer<typeof PercentageConfig>;
 
@@ -34,18 +35,20 @@ export function cutOf(percent: number): number {
 }
 
 const nobody = () => false;
-const everyone = () => true;
+// 100 % needs no hash, but still an identity: an unknown caller is never sent to the candidate
+// (anonymous callers get an id cookie first when the release asks for it).
+const everyoneIdentified = (facts: RequestFacts) => facts.userId !== undefined && facts.userId.length > 0;
 
 /** Sticky percentage: the seed and the cut are fixed at compile, so a caller's answer never drifts. */
 export const percentage = defineStrategy({
   kind: 'percentage',
   schema: PercentageConfig,
-  inputs: (config) => (config.percent === 0 || config.percent === 100 ? [] : [{ kind: 'identity' }]),
+  inputs: (config) => (config.percent === 0 ? [] : [{ kind: 'identity' }]),
   compile(config, context) {
     const cut = cutOf(config.percent);
-    // 0 % is nobody and 100 % everyone, identity or not: no hash is needed to decide.
+    // 0 % is nobody and 100 % every identified caller: no hash is needed to decide.
     if (cut <= 0) return nobody;
-    if (cut >= BUCKETS) return everyone;
+    if (cut >= BUCKETS) return everyoneIdentified;
     const seed = deriveSeed(context.releaseSeed, config.salt);
     return (facts) => {
       const key = facts.userId;

@@ -4,6 +4,22 @@ import { RoutingDocument } from '../../../src/config/schema.js';
 import { cidr } from '../../../src/rules/strategies/cidr.js';
 import type { Matcher } from '../../../src/rules/strategy.js';
 import { makeFacts } from '../../helpers/facts.js';
+import { strategyContract } from './contract.js';
+
+strategyContract(cidr, {
+  valid: [{ cidrs: ['10.0.0.0/8'] }, { cidrs: ['2001:db8::/32', '192.168.0.0/16', '203.0.113.7'] }],
+  invalid: [
+    { config: { cidrs: [] }, path: '.cidrs' },
+    { config: { cidrs: ['10.0.0.0/8', '10.0.0.0/33'] }, path: '.cidrs[1]' },
+    { config: { cidrs: ['10.1.0.0/8'] }, path: '.cidrs[0]' },
+    { config: { cidrs: ['office'] }, path: '.cidrs[0]' },
+    { config: { cidrs: '10.0.0.0/8' }, path: '.cidrs' },
+  ],
+  factsThatMatch: [{ config: { cidrs: ['10.0.0.0/8'] }, facts: { clientIp: '10.9.9.9' } }, { config: { cidrs: ['10.0.0.0/8'] }, facts: { clientIp: '::ffff:10.9.9.9' } }],
+  factsThatDoNotMatch: [{ config: { cidrs: ['10.0.0.0/8'] }, facts: { clientIp: '11.0.0.1' } }],
+  // No usable client IP: what a data plane without a peer address would give.
+  factsWithoutInput: [{ clientIp: '' }, { clientIp: 'unknown' }, { clientIp: '[::1]' }],
+});
 
 function documentWith(rule: unknown): unknown {
   return {

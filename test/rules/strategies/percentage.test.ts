@@ -6,6 +6,30 @@ import { BUCKETS, bucketOf, deriveSeed } from '../../../src/rules/hash.js';
 import { percentage } from '../../../src/rules/strategies/percentage.js';
 import type { Matcher } from '../../../src/rules/strategy.js';
 import { makeFacts } from '../../helpers/facts.js';
+import { strategyContract } from './contract.js';
+
+strategyContract(percentage, {
+  valid: [{ percent: 0 }, { percent: 0.01 }, { percent: 12.34 }, { percent: 50, salt: 'exp-2' }, { percent: 100 }],
+  invalid: [
+    { config: { percent: 12.345 }, path: '.percent' },
+    { config: { percent: 101 }, path: '.percent' },
+    { config: { percent: -0.01 }, path: '.percent' },
+    { config: { percent: '5' }, path: '.percent' },
+    { config: {}, path: '.percent' },
+    { config: { percent: 5, salt: '' }, path: '.salt' },
+    { config: { percent: 5, seed: 3 }, path: '.seed' },
+  ],
+  factsThatMatch: [
+    { config: { percent: 100 }, facts: { userId: 'anyone' } },
+    // Golden: id "42" is bucket 1560 of release "svc" (the contract's release seed).
+    { config: { percent: 15.61 }, facts: { userId: '42' } },
+  ],
+  factsThatDoNotMatch: [
+    { config: { percent: 0 }, facts: { userId: '42' } },
+    { config: { percent: 15.6 }, facts: { userId: '42' } },
+  ],
+  factsWithoutInput: [{}, { headers: { 'x-user-id': '42' } }, { clientIp: '10.0.0.1' }],
+});
 
 function documentWith(rule: unknown): unknown {
   return {
@@ -47,21 +71,24 @@ describe('percentage config', () => {
 });
 
 describe('percentage matcher', () => {
-  it('0 % is nobody and 100 % is everyone, with or without an id', () => {
+  it('0 % is nobody and 100 % is every caller with an id', () => {
     const none = compile({ percent: 0 });
     const all = compile({ percent: 100 });
-    for (const facts of [asUser('1'), asUser('alice'), makeFacts()]) {
+    for (const facts of [asUser('1'), asUser('alice'), asUser('😀')]) {
       expect(none(facts)).toBe(false);
       expect(all(facts)).toBe(true);
     }
+    expect(all(makeFacts())).toBe(false);
   });
 
   it('gives no answer for callers without an id, and never hashes an empty id', () => {
     const half = compile({ percent: 99.99 });
     expect(half(makeFacts())).toBe(false);
-    const empty = makeFacts();
-    empty.userId = '';
-    expect(half(empty)).toBe(false);
+    for (const percent of [99.99, 100]) {
+      const empty = makeFacts();
+      empty.userId = '';
+      expect(compile({ percent })(empty)).toBe(false);
+    }
   });
 
   it('cuts at the golden bucket: id "42" is bucket 5473 of release "checkout"', () => {
@@ -124,6 +151,6 @@ describe('percentage matcher', () => {
   it('declares identity as its input, and none when it needs no id', () => {
     expect(percentage.inputs({ percent: 5 })).toEqual([{ kind: 'identity' }]);
     expect(percentage.inputs({ percent: 0 })).toEqual([]);
-    expect(percentage.inputs({ percent: 100 })).toEqual([]);
+    expect(percentage.inputs({ percent: 100 })).toEqual([{ kind: 'identity' }]);
   });
 });

@@ -4,6 +4,29 @@ import { RoutingDocument } from '../../../src/config/schema.js';
 import { query } from '../../../src/rules/strategies/query.js';
 import type { Matcher } from '../../../src/rules/strategy.js';
 import { makeFacts } from '../../helpers/facts.js';
+import { strategyContract } from './contract.js';
+
+strategyContract(query, {
+  valid: [
+    { name: 'beta', present: true },
+    { name: 'beta', equals: 'on' },
+    { name: 'beta', oneOf: ['a', 'b'] },
+    { name: 'beta', prefix: 'ios-' },
+    { name: 'beta', regex: '^v[23]$' },
+  ],
+  invalid: [
+    { config: { name: 'beta' }, path: '' },
+    { config: { name: 'beta', equals: 'a', prefix: 'b' }, path: '' },
+    { config: { name: '', present: true }, path: '.name' },
+    { config: { name: 'beta', prefix: '' }, path: '.prefix' },
+    { config: { name: 'beta', regex: '(' }, path: '.regex' },
+    { config: { name: 'beta', oneOf: [] }, path: '.oneOf' },
+    { config: { name: 'beta', present: true, suffix: 'x' }, path: '.suffix' },
+  ],
+  factsThatMatch: [{ config: { name: 'beta', prefix: 'ios-' }, facts: { query: { beta: 'ios-7' } } }],
+  factsThatDoNotMatch: [{ config: { name: 'beta', prefix: 'ios-' }, facts: { query: { beta: 'android-7' } } }],
+  factsWithoutInput: [{}, { headers: { beta: 'ios-7' } }, { query: { other: 'on' } }],
+});
 
 function documentWith(rule: unknown): unknown {
   return {

@@ -4,6 +4,23 @@ import { RoutingDocument } from '../../../src/config/schema.js';
 import { timeWindow } from '../../../src/rules/strategies/time-window.js';
 import type { Matcher } from '../../../src/rules/strategy.js';
 import { makeFacts } from '../../helpers/facts.js';
+import { strategyContract } from './contract.js';
+
+strategyContract(timeWindow, {
+  // The clock is never a missing input, so the contract's "false without its input" check can
+  // only be met by windows the real clock is outside of: one over, one not begun.
+  valid: [{ to: '2001-01-01T00:00:00Z' }, { from: '2999-01-01T00:00:00Z' }, { from: '2000-01-01T00:00:00Z', to: '2001-01-01T00:00:00+02:00' }],
+  invalid: [
+    { config: {}, path: '' },
+    { config: { from: '2026-12-01' }, path: '.from' },
+    { config: { to: 'tomorrow' }, path: '.to' },
+    { config: { from: '2026-12-02T00:00:00Z', to: '2026-12-01T00:00:00Z' }, path: '.to' },
+    { config: { from: '2026-12-01T00:00:00Z', until: '2026-12-02T00:00:00Z' }, path: '.until' },
+  ],
+  factsThatMatch: [{ config: { from: '2000-01-01T00:00:00Z' }, facts: {} }],
+  factsThatDoNotMatch: [{ config: { from: '2000-01-01T00:00:00Z', to: '2001-01-01T00:00:00Z' }, facts: {} }],
+  factsWithoutInput: [{}, { headers: { date: 'Tue, 01 Dec 2026 09:00:00 GMT' } }],
+});
 
 function documentWith(rule: unknown): unknown {
   return {

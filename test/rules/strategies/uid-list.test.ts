@@ -5,6 +5,22 @@ import { RoutingDocument } from '../../../src/config/schema.js';
 import { uidList } from '../../../src/rules/strategies/uid-list.js';
 import type { Matcher } from '../../../src/rules/strategy.js';
 import { makeFacts } from '../../helpers/facts.js';
+import { strategyContract } from './contract.js';
+
+strategyContract(uidList, {
+  valid: [{ ids: [1, 2, 3] }, { ids: ['alice', 7, '007'] }],
+  invalid: [
+    { config: { ids: [] }, path: '.ids' },
+    { config: { ids: ['a', ''] }, path: '.ids[1]' },
+    { config: { ids: [1, 2.5] }, path: '.ids[1]' },
+    { config: { ids: [true] }, path: '.ids[0]' },
+    { config: {}, path: '.ids' },
+    { config: { ids: [1], extra: 1 }, path: '.extra' },
+  ],
+  factsThatMatch: [{ config: { ids: ['alice', 7] }, facts: { userId: '7' } }, { config: { ids: ['alice', 7] }, facts: { userId: 'alice' } }],
+  factsThatDoNotMatch: [{ config: { ids: ['alice', 7] }, facts: { userId: '007' } }],
+  factsWithoutInput: [{}, { headers: { 'x-user-id': '7' } }],
+});
 
 function documentWith(rule: unknown): unknown {
   return {

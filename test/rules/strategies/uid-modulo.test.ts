@@ -5,6 +5,23 @@ import { RoutingDocument } from '../../../src/config/schema.js';
 import { uidModulo } from '../../../src/rules/strategies/uid-modulo.js';
 import type { Matcher } from '../../../src/rules/strategy.js';
 import { makeFacts } from '../../helpers/facts.js';
+import { strategyContract } from './contract.js';
+
+strategyContract(uidModulo, {
+  valid: [{ modulo: 100, remainders: [0, 1, 2] }, { modulo: 2, remainders: [1] }, { modulo: 1_000_000, remainders: [999_999] }],
+  invalid: [
+    { config: { modulo: 1, remainders: [0] }, path: '.modulo' },
+    { config: { modulo: '10', remainders: [0] }, path: '.modulo' },
+    { config: { modulo: 10, remainders: [] }, path: '.remainders' },
+    { config: { modulo: 10, remainders: [3, 10] }, path: '.remainders[1]' },
+    { config: { modulo: 10, remainders: [3, 3] }, path: '.remainders[1]' },
+    { config: { modulo: 10, remainders: [0.5] }, path: '.remainders[0]' },
+    { config: { remainders: [1] }, path: '.modulo' },
+  ],
+  factsThatMatch: [{ config: { modulo: 100, remainders: [0, 1, 2] }, facts: { userId: '1201' } }],
+  factsThatDoNotMatch: [{ config: { modulo: 100, remainders: [0, 1, 2] }, facts: { userId: '1203' } }],
+  factsWithoutInput: [{}, { userId: 'alice' }, { userId: '0101' }],
+});
 
 function documentWith(rule: unknown): unknown {
   return {
