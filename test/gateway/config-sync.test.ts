@@ -1,0 +1,278 @@
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { parseRoutingDocument } from '../../src/config/load.js';
+import { FileStoreSettings, type RoutingDocument } from '../../src/config/schema.js';
+import { ConfigError } from '../../src/errors.js';
+import { ConfigSync } from '../../src/gateway/config-sync.js';
+import { createLogger } from '../../src/observe/log.js';
+import { compileRouting } from '../../src/rules/compile.js';
+import type { RoutingSnapshot } from '../../src/rules/snapshot.js';
+import { createFileStore, type FileStore } from '../../src/store/file/file-store.js';
+import type { Store } from '../../src/store/store.js';
+import { eventually } from '../helpers/eventually.js';
+import { contractDocument } from '../store/contract.js';
+
+const opened: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  while (opened.length > 0) await opened.pop()!();
+});
+
+interface LogLine {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** A real file store on a temp config file, a ConfigSync on it, the snapshots it applied and its log. */
+async function setup(options: { document?: RoutingDocument | string; pollMs?: number; store?: (store: FileStore) => Store; initial?: RoutingSnapshot } = {}) {
+  const dir = await mkdtemp(join(tmpdir(), 'gg-config-sync-'));
+  opened.push(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, 'graygate.yaml');
+  const document = options.document ?? contractDocument(0);
+  await writeFile(path, typeof document === 'string' ? document : yamlConfig(document));
+  const fileStore = createFileStore(FileStoreSettings.parse({ kind: 'file', pollMs: options.pollMs ?? 0 }), { configPath: path, validate: parseRoutingDocument });
+  opened.push(() => fileStore.close());
+  const lines: LogLine[] = [];
+  const logger = createLogger({
+    level: 'debug',
+    destination: new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line) as LogLine);
+        callback();
+      },
+    }),
+  });
+  const applied: RoutingSnapshot[] = [];
+  const sync = new ConfigSync({
+    store: options.store ? options.store(fileStore) : fileStore,
+    // The real compiler, plus one refusal the tests can trigger: a service named "refused-by-compile".
+    compile: (doc, version) => {
+      if (doc.services.some((s) => s.name === 'refused-by-compile')) throw new ConfigError(['services[0].name: refused by the compiler under test']);
+      return compileRouting(doc, version);
+    },
+    apply: (snapshot) => applied.push(snapshot),
+    logger,
+    ...(options.initial ? { initial: options.initial } : {}),
+  });
+  opened.push(() => sync.stop());
+  return { sync, store: fileStore, path, dir, applied, lines };
+}
+
+function yamlConfig(document: RoutingDocument): string {
+  return `listen: 127.0.0.1:9090 # settings stay\n${stringify(document)}`;
+}
+
+async function renameReplace(path: string, text: string): Promise<void> {
+  const temp = `${path}.edit-${Math.random().toString(36).slice(2)}`;
+  await writeFile(temp, text);
+  await rename(temp, path);
+}
+
+const named = (n: number, name: string): RoutingDocument => {
+  const doc = structuredClone(contractDocument(n));
+  (doc.services[0] as { name: string }).name = name;
+  return doc;
+};
+
+describe('ConfigSync', () => {
+  it('start() reads, compiles and applies the current version', async () => {
+    const { sync, applied } = await setup();
+    const snapshot = await sync.start();
+    expect(snapshot.version).toBe(1);
+    expect(applied).toEqual([snapshot]);
+    expect(sync.version).toBe(1);
+    expect(snapshot.matchService('shop.example.com', '/')?.name).toBe('shop');
+    expect(sync.stats()).toMatchObject({ version: 1, applied: 1, refused: 0, storeErrors: 0, lastError: undefined });
+  });
+
+  it('applies a newer version when the file is edited (watch), and ignores rereads of the same one', async () => {
+    const { sync, path, applied } = await setup();
+    await sync.start();
+    await renameReplace(path, yamlConfig(contractDocument(1)));
+    await eventually(() => expect(sync.version).toBe(2), { withinMs: 3_000 });
+    expect(applied.at(-1)?.document).toEqual(contractDocument(1));
+    await Promise.all([sync.refresh(), sync.refresh()]);
+    await sync.refresh();
+    expect(applied.map((s) => s.version)).toEqual([1, 2]);
+    expect(sync.stats().applied).toBe(2);
+  });
+
+  it('applies writes made through the store', async () => {
+    const { sync, store, applied } = await setup();
+    await sync.start();
+    await store.write(contractDocument(4), { expectedVersion: 1, actor: 'api', reason: 'via API' });
+    await eventually(() => expect(sync.version).toBe(2), { withinMs: 3_000 });
+    expect(applied.at(-1)?.document).toEqual(contractDocument(4));
+  });
+
+  it('never goes back to an older version (history reset under it), and says so', async () => {
+    const { sync, store, path, applied, lines } = await setup();
+    await sync.start();
+    await store.write(contractDocument(1), { expectedVersion: 1, actor: 'api', reason: 'two' });
+    await store.write(contractDocument(2), { expectedVersion: 2, actor: 'api', reason: 'three' });
+    await sync.refresh();
+    expect(sync.version).toBe(3);
+    await rm(`${path}.history`, { recursive: true });
+    await renameReplace(path, yamlConfig(contractDocument(9)));
+    await sync.refresh();
+    expect((await store.current()).version).toBe(1);
+    expect(sync.version).toBe(3);
+    expect(applied.map((s) => s.version)).toEqual([1, 3]);
+    expect(lines.some((l) => l.msg.includes('older than the version 3 being served'))).toBe(true);
+  });
+
+  it('keeps the last good snapshot on an invalid edit, logs it once with the field, counts it, then applies a fix', async () => {
+    const { sync, path, applied, lines } = await setup();
+    const good = await sync.start();
+    await renameReplace(path, yamlConfig(contractDocument(0)).replace('http://127.0.0.1:10000', 'not-a-url'));
+    await sync.refresh();
+    await sync.refresh();
+    await sync.refresh();
+    expect(sync.snapshot).toBe(good);
+    const stats = sync.stats();
+    expect(stats).toMatchObject({ version: 1, applied: 1, refused: 1 });
+    expect(stats.lastError).toMatchObject({ kind: 'refused', code: 'GG_CONFIG_INVALID' });
+    expect(stats.lastError?.issues.join('\n')).toContain('upstreams.stable.servers[0]');
+    const refusals = lines.filter((l) => l.msg.startsWith('routing document refused'));
+    expect(refusals).toHaveLength(1);
+    expect(refusals[0]?.msg).toContain('still serving version 1');
+    expect(JSON.stringify(refusals[0]?.issues)).toContain('upstreams.stable.servers[0]');
+
+    await renameReplace(path, yamlConfig(contractDocument(3)));
+    await sync.refresh();
+    expect(sync.version).toBe(2);
+    expect(applied.map((s) => s.version)).toEqual([1, 2]);
+    expect(sync.stats().lastError).toBeUndefined();
+  });
+
+  it('refuses an emptied file or one without routing keys instead of applying "no services"', async () => {
+    const { sync, path } = await setup();
+    const good = await sync.start();
+    await writeFile(path, '');
+    await sync.refresh();
+    expect(sync.snapshot).toBe(good);
+    expect(sync.stats().lastError?.message).toContain('empty');
+    await writeFile(path, 'listen: 127.0.0.1:9090\n');
+    await sync.refresh();
+    expect(sync.snapshot).toBe(good);
+    expect(sync.stats().lastError?.message).toContain('upstreams, services, identity: missing');
+    expect(sync.stats()).toMatchObject({ version: 1, applied: 1, refused: 2 });
+    expect(good.matchService('shop.example.com', '/')?.name).toBe('shop');
+  });
+
+  it('counts a version the compiler refuses once, however often it is reread', async () => {
+    const { sync, store, lines } = await setup();
+    await sync.start();
+    await store.write(named(1, 'refused-by-compile'), { expectedVersion: 1, actor: 'api', reason: 'bad' });
+    for (let i = 0; i < 5; i++) await sync.refresh();
+    expect(sync.stats()).toMatchObject({ version: 1, refused: 1 });
+    expect(sync.stats().lastError).toMatchObject({ kind: 'refused', version: 2 });
+    expect(lines.filter((l) => l.msg.startsWith('routing document refused'))).toHaveLength(1);
+    await store.write(contractDocument(5), { expectedVersion: 2, actor: 'api', reason: 'fixed' });
+    await sync.refresh();
+    expect(sync.version).toBe(3);
+  });
+
+  it('coalesces a burst of refreshes: one read in flight, at most one queued', async () => {
+    let reads = 0;
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const { sync } = await setup({
+      store: (store) => ({
+        kind: store.kind,
+        current: async () => {
+          reads++;
+          maxInFlight = Math.max(maxInFlight, ++inFlight);
+          try {
+            return await store.current();
+          } finally {
+            inFlight--;
+          }
+        },
+        write: (d, r) => store.write(d, r),
+        history: (o) => store.history(o),
+        version: (v) => store.version(v),
+        watch: (f) => store.watch(f),
+        close: () => store.close(),
+      }),
+    });
+    await sync.start();
+    reads = 0;
+    await Promise.all(Array.from({ length: 100 }, () => sync.refresh()));
+    expect(reads).toBeLessThanOrEqual(2);
+    expect(reads).toBeGreaterThanOrEqual(1);
+    expect(maxInFlight).toBe(1);
+  });
+
+  it('ends on the final version after 100 rapid writes, with no error', async () => {
+    const { sync, store } = await setup();
+    await sync.start();
+    let version = 1;
+    for (let n = 1; n <= 100; n++) version = (await store.write(contractDocument(n), { expectedVersion: version, actor: 'api', reason: `burst ${n}` })).version;
+    await eventually(() => expect(sync.version).toBe(101), { withinMs: 5_000 });
+    expect(sync.snapshot?.document).toEqual(contractDocument(100));
+    expect(sync.stats()).toMatchObject({ refused: 0, storeErrors: 0, lastError: undefined });
+    expect(sync.stats().applied).toBeLessThanOrEqual(101);
+  });
+
+  it('ends on the final content after 100 rapid hand edits, with no error', async () => {
+    const { sync, path } = await setup({ pollMs: 100 });
+    await sync.start();
+    for (let n = 1; n <= 100; n++) await renameReplace(path, yamlConfig(contractDocument(n)));
+    await eventually(() => expect(sync.snapshot?.document).toEqual(contractDocument(100)), { withinMs: 5_000 });
+    expect(sync.stats()).toMatchObject({ refused: 0, storeErrors: 0, lastError: undefined });
+    expect(sync.version).toBeGreaterThanOrEqual(2);
+  });
+
+  it('survives a store outage: nothing changes, errors are counted, logged at a bounded rate, then it recovers', async () => {
+    const { sync, path, lines } = await setup();
+    const good = await sync.start();
+    await rm(path);
+    for (let i = 0; i < 20; i++) await sync.refresh();
+    expect(sync.snapshot).toBe(good);
+    expect(sync.stats()).toMatchObject({ version: 1, applied: 1, refused: 0, storeErrors: 20 });
+    expect(sync.stats().lastError).toMatchObject({ kind: 'outage', code: 'GG_STORE_UNAVAILABLE' });
+    expect(lines.filter((l) => l.msg.startsWith('store read failed')).length).toBe(1);
+
+    await writeFile(path, yamlConfig(contractDocument(6)));
+    await sync.refresh();
+    expect(sync.version).toBe(2);
+    expect(sync.stats().lastError).toBeUndefined();
+    expect(lines.some((l) => l.msg === 'store answered again')).toBe(true);
+  });
+
+  it('start() throws the first read error when there is nothing to serve, and stops watching', async () => {
+    const { sync } = await setup({ document: 'listen: 127.0.0.1:9090\nupstreams: {}\nservices: [{name: shop, stable: nowhere}]\n' });
+    const error = await sync.start().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).message).toContain('nowhere');
+    expect(sync.snapshot).toBeUndefined();
+  });
+
+  it('start() with an initial snapshot serves it when the first read fails', async () => {
+    const initial = compileRouting(contractDocument(7), 41);
+    const { sync, path } = await setup({ document: '', initial });
+    expect(await sync.start()).toBe(initial);
+    expect(sync.stats().lastError?.kind).toBe('refused');
+    await writeFile(path, yamlConfig(contractDocument(8)));
+    await sync.refresh();
+    // The store numbers from 1, below the initial 41: not applied (only newer versions are).
+    expect(sync.version).toBe(41);
+  });
+
+  it('applies nothing after stop()', async () => {
+    const { sync, store } = await setup();
+    await sync.start();
+    sync.stop();
+    await store.write(contractDocument(2), { expectedVersion: 1, actor: 'api', reason: 'after stop' });
+    await sync.refresh();
+    expect(sync.version).toBe(1);
+  });
+});
