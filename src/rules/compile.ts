@@ -295,6 +295,26 @@ export function compileRouting(document: RoutingDocument, version: number, optio
   });
 }
 
+/**
+ * Store keys the rules of a document read (strategy `storeKeys`, e.g. the seed's
+ * `Grayscale_Range`), so the gateway can fetch and watch them before compiling. Sorted, unique.
+ */
+export function storeKeysOf(document: RoutingDocument): string[] {
+  const keys = new Set<string>();
+  const visit = (condition: Condition | Rule): void => {
+    const key = conditionKey(condition);
+    const record = condition as Record<string, unknown>;
+    if (key === 'all' || key === 'any') for (const child of record[key] as Condition[]) visit(child);
+    else if (key === 'not') visit(record.not as Condition);
+    else {
+      const strategy = strategies[key] as { storeKeys?(config: unknown): readonly string[] };
+      for (const storeKey of strategy.storeKeys?.(record[key]) ?? []) keys.add(storeKey);
+    }
+  };
+  for (const service of document.services) for (const rule of service.release?.rules ?? []) visit(rule);
+  return [...keys].sort();
+}
+
 /** The compiled rules of a service from a snapshot made by `compileRouting` (for explain). */
 export function compiledRulesOf(service: CompiledService): readonly CompiledRule[] {
   return (service as Partial<CompiledServiceWithRules>).rules ?? [];

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseRoutingDocument } from '../../src/config/load.js';
-import { compiledRulesOf, compileRouting, prefixMatches, releaseSeedOf, varyFor } from '../../src/rules/compile.js';
+import { ConfigError } from '../../src/errors.js';
+import { compiledRulesOf, compileRouting, prefixMatches, releaseSeedOf, storeKeysOf, varyFor } from '../../src/rules/compile.js';
 import type { CompiledService } from '../../src/rules/snapshot.js';
 import { makeFacts } from '../helpers/facts.js';
 
@@ -228,5 +229,47 @@ describe('service matching', () => {
   it('answers undefined when nothing matches', () => {
     const document = parseRoutingDocument({ upstreams, services: [{ name: 'only', stable: 'v1', match: { host: 'a.com' } }] });
     expect(compileRouting(document, 1).matchService('b.com', '/')).toBeUndefined();
+  });
+});
+
+describe('compileRouting: identity', () => {
+  const raw = (sources: unknown[]) => ({
+    upstreams,
+    identity: { sources },
+    services: [{ name: 'shop', stable: 'v1', release: { candidate: 'v2', rules: [{ uidRange: { from: 1, to: 5000 } }] } }],
+  });
+
+  it('resolves the identity through the chain with the given context, then decides on it', async () => {
+    const reads: string[] = [];
+    const snapshot = compileRouting(parseRoutingDocument(raw([{ tokenLookup: {} }])), 1, {
+      identityContext: {
+        readKey: async (key) => {
+          reads.push(key);
+          return key === 'TOKEN_abc' ? '1234' : undefined;
+        },
+      },
+    });
+    const service = snapshot.matchService('h', '/')!;
+    expect(service.needsIdentity).toBe(true);
+    expect(service.vary).toBe('token');
+    const facts = makeFacts({ headers: { token: 'abc' } });
+    await service.resolveIdentity(facts);
+    expect(service.decide(facts)).toMatchObject({ version: 'candidate', reason: 'rule 1' });
+    expect(reads).toEqual(['TOKEN_abc']);
+  });
+
+  it('refuses, naming the source, an identity source that cannot work without a store', () => {
+    let error: unknown;
+    try {
+      compileRouting(parseRoutingDocument(raw([{ tokenLookup: {} }])), 1);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).issues[0]).toMatch(/^identity\.sources\[0\]\.tokenLookup: /);
+  });
+
+  it('lists no store keys for rules that read none', () => {
+    expect(storeKeysOf(parseRoutingDocument(raw([{ header: { name: 'x-user-id' } }])))).toEqual([]);
   });
 });
