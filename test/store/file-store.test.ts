@@ -149,6 +149,18 @@ describe('FileStore: the file is the truth', () => {
     expect((await store.history()).map((h) => h.version)).toEqual([1]);
   });
 
+  it('two stores on one file (two worker processes) record one hand edit as one version', async () => {
+    const { store, path } = await yamlStore();
+    const other = createFileStore(FileStoreSettings.parse({ kind: 'file', pollMs: 0 }), { configPath: path, validate: parseRoutingDocument });
+    opened.push(() => other.close());
+    expect((await other.current()).version).toBe(1);
+    await renameReplace(path, yamlConfig(contractDocument(2)));
+    const [a, b] = await Promise.all([store.current(), other.current()]);
+    expect(a.version).toBe(2);
+    expect(b.version).toBe(2);
+    expect((await store.history()).map((h) => h.version)).toEqual([2, 1]);
+  });
+
   it('needs a path: without a config file or store.path the constructor throws a ConfigError naming store.path', () => {
     expect(() => createFileStore(FileStoreSettings.parse({ kind: 'file' }), { validate: parseRoutingDocument })).toThrow(/store\.path/);
   });

@@ -13,8 +13,12 @@ import { watchFile, type FileWatch } from './watch-file.js';
 /** Validates a raw routing document; throws ConfigError naming each failing field. */
 export type RoutingValidator = (raw: unknown, source: string) => RoutingDocument;
 
+/** What the file store needs beyond its settings: where the config file is, and how to validate. */
 export interface FileStoreOptions {
-  /** The config file graygate started with: the default routing file, and the base of relative paths. */
+  /**
+   * The config file graygate started with (not the routing file): the default routing file, and
+   * the base that relative `store.path` and `store.historyDir` are resolved against.
+   */
   readonly configPath?: string;
   /** Schema and semantic checks (config/load.ts `parseRoutingDocument`). */
   readonly validate: RoutingValidator;
@@ -25,7 +29,7 @@ export interface FileStoreOptions {
   readonly debounceMs?: number;
 }
 
-/** What the routing file held at one read: a validated document, or why it is refused. */
+/** What the routing file held at one read that validated. */
 interface ParsedFile {
   readonly text: string;
   readonly document: RoutingDocument;

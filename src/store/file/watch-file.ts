@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { Logger } from '../../observe/log.js';
 
+/** What to watch and whom to tell; times in milliseconds. */
 export interface FileWatchOptions {
   readonly path: string;
   /** Events within this window after the first one are coalesced into one notification. */
@@ -15,6 +16,7 @@ export interface FileWatchOptions {
   readonly onChange: () => void;
 }
 
+/** A running watch of one file. */
 export interface FileWatch {
   /** Schedules a notification as if the file changed (after the store's own writes). */
   trigger(): void;
