@@ -1,3 +1,4 @@
+import http from 'node:http';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBackend, type Backend } from '../helpers/backend.js';
@@ -48,6 +49,17 @@ beforeAll(async () => {
         req.resume();
         res.writeEarlyHints({ link: '</style.css>; rel=preload' });
         res.end('after hints');
+        return true;
+      }
+      if (req.url === '/upstream-close') {
+        req.resume();
+        res.writeHead(200, { connection: 'close', 'content-length': '1' });
+        res.end('c');
+        return true;
+      }
+      if (req.url === '/port') {
+        req.resume();
+        res.end(String(req.socket.remotePort));
         return true;
       }
       if (req.url === '/vary') {
@@ -103,6 +115,28 @@ describe('routing', () => {
     }
   });
 
+  it('keeps upstream keep-alive connections across a rule change and closes pools no snapshot uses', async () => {
+    const other = await startBackend('other');
+    const live = await startPlane(canaryDocument([stable.url], [other.url]));
+    try {
+      const portBefore = (await send(live.url, { path: '/port' })).body.toString();
+      expect((await send(live.url, { path: '/x', headers: { 'x-canary': '1' } })).headers['x-backend']).toBe('other');
+      const connections = () => new Promise<number>((resolve) => other.server.getConnections((_e, n) => resolve(n)));
+      expect(await connections()).toBe(1);
+      // Same servers, other rules; the candidate upstream now points elsewhere.
+      live.setDocument({
+        upstreams: { stable: { servers: [stable.url] }, candidate: { servers: [candidate.url] } },
+        services: [{ name: 'web', stable: 'stable', release: { candidate: 'candidate', rules: [{ header: { name: 'x-beta', present: true } }] } }],
+      });
+      expect((await send(live.url, { path: '/port' })).body.toString()).toBe(portBefore);
+      // The pool of the server no snapshot names is closed, well before its idle timeout.
+      await eventually(async () => expect(await connections()).toBe(0), { withinMs: 2_000 });
+    } finally {
+      await live.close();
+      await other.close();
+    }
+  });
+
   it('applies a new snapshot to the next request', async () => {
     const live = await startPlane(canaryDocument([stable.url], [candidate.url]));
     try {
@@ -111,7 +145,10 @@ describe('routing', () => {
         upstreams: { stable: { servers: [stable.url] }, candidate: { servers: [candidate.url] } },
         services: [{ name: 'web', stable: 'stable', release: { candidate: 'candidate', state: 'full' } }],
       });
-      expect((await send(live.url)).headers['x-backend']).toBe('candidate');
+      const full = await send(live.url);
+      expect(full.headers['x-backend']).toBe('candidate');
+      // Everyone gets the candidate: nothing depended on the caller, so no Vary.
+      expect(full.headers.vary).toBeUndefined();
     } finally {
       await live.close();
     }
@@ -148,6 +185,36 @@ describe('hop-by-hop headers', () => {
     expect(reply.headers['x-secret']).toBeUndefined();
     expect(reply.headers['proxy-authenticate']).toBeUndefined();
     expect(reply.headers['keep-alive']).not.toBe('timeout=5');
+  });
+});
+
+describe('connections', () => {
+  it("keeps the client connection open when the upstream says Connection: close", async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const sockets = new Set<unknown>();
+      for (let i = 0; i < 3; i++) {
+        await new Promise<void>((resolve, reject) => {
+          const req = http.get(`${gateway.url}/upstream-close`, { agent }, (res) => {
+            expect(res.headers.connection).toBe('keep-alive');
+            res.resume();
+            res.on('end', () => resolve());
+          });
+          req.on('socket', (socket) => sockets.add(socket));
+          req.on('error', reject);
+        });
+      }
+      expect(sockets.size).toBe(1);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it('answers HEAD with the headers only', async () => {
+    const reply = await send(gateway.url, { method: 'HEAD', path: '/head' });
+    expect(reply.status).toBe(200);
+    expect(Number(reply.headers['content-length'])).toBeGreaterThan(0);
+    expect(reply.body.length).toBe(0);
   });
 });
 

@@ -75,6 +75,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   /** Forwards the request as `decision` says (after the service was matched and decided). */
   forward(service: CompiledService, decision: Decision, now: number): void {
+    // The client may have left while identity was being looked up: nothing to forward.
+    if (this.clientGone) return;
     this.service = service;
     this.decision = decision;
     const req = this.req;
