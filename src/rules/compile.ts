@@ -198,11 +198,21 @@ function compileService(service: Service, index: number, chain: IdentityChain, s
   });
 }
 
-/** Services sharing one host pattern, by path prefix, longest first. */
+/**
+ * Services sharing one host pattern. Few prefixes: a linear scan, longest first (cheapest for
+ * the common case). Many: a map by prefix, probed at the path's segment boundaries from the
+ * longest down, so the cost follows the path's depth instead of the number of services.
+ */
 interface PrefixTable {
   readonly prefixes: readonly string[];
   readonly services: readonly CompiledService[];
+  readonly byPrefix: ReadonlyMap<string, CompiledService> | undefined;
+  readonly longest: number;
+  readonly root: CompiledService | undefined;
 }
+
+/** Tables with more prefixes than this are looked up by segment boundary instead of scanned. */
+const LINEAR_SCAN_MAX = 4;
 
 /** True when `path` starts with `prefix` on a whole segment boundary (`/api` takes `/api/x`, not `/apix`). */
 export function prefixMatches(prefix: string, path: string): boolean {
@@ -213,13 +223,30 @@ export function prefixMatches(prefix: string, path: string): boolean {
 
 function buildPrefixTable(entries: { prefix: string; service: CompiledService }[]): PrefixTable {
   const sorted = [...entries].sort((a, b) => b.prefix.length - a.prefix.length);
-  return { prefixes: sorted.map((e) => e.prefix), services: sorted.map((e) => e.service) };
+  const prefixes = sorted.map((e) => e.prefix);
+  const services = sorted.map((e) => e.service);
+  const byPrefix = sorted.length > LINEAR_SCAN_MAX ? new Map(sorted.map((e) => [e.prefix, e.service])) : undefined;
+  return { prefixes, services, byPrefix, longest: prefixes[0]?.length ?? 0, root: byPrefix?.get('/') };
 }
 
 function lookupPrefix(table: PrefixTable, path: string): CompiledService | undefined {
-  const prefixes = table.prefixes;
-  for (let i = 0; i < prefixes.length; i++) if (prefixMatches(prefixes[i]!, path)) return table.services[i];
-  return undefined;
+  const byPrefix = table.byPrefix;
+  if (byPrefix === undefined) {
+    const prefixes = table.prefixes;
+    for (let i = 0; i < prefixes.length; i++) if (prefixMatches(prefixes[i]!, path)) return table.services[i];
+    return undefined;
+  }
+  const longest = table.longest;
+  if (path.length <= longest) {
+    const whole = byPrefix.get(path);
+    if (whole !== undefined) return whole;
+  }
+  // Each '/' at index i ends the candidate prefix path[0, i); no prefix is longer than `longest`.
+  for (let i = path.lastIndexOf('/', Math.min(path.length - 1, longest)); i > 0; i = path.lastIndexOf('/', i - 1)) {
+    const found = byPrefix.get(path.slice(0, i));
+    if (found !== undefined) return found;
+  }
+  return table.root;
 }
 
 /**

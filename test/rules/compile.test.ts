@@ -162,13 +162,14 @@ describe('service matching', () => {
   });
 
   const hostPatterns = [undefined, 'a.com', 'b.a.com', '*.a.com', '*.b.a.com', 'x.org', '*.org'] as const;
-  const prefixes = ['/', '/api', '/api/v1', '/apix', '/b', '/api/v1/'] as const;
+  const prefixes = ['/', '/api', '/api/v1', '/apix', '/b', '/api/v1/', '/b/c/d', '/api/v1/z', '/c'] as const;
   const hosts = ['a.com', 'b.a.com', 'c.b.a.com', 'q.a.com', 'x.org', 'y.x.org', 'org', 'other.net', ''];
-  const paths = ['/', '/api', '/api/', '/api/v1', '/api/v1/z', '/apix', '/apixy', '/b', '/b/c', '/bc', '/c'];
+  const paths = ['/', '/api', '/api/', '/api/v1', '/api/v1/z', '/api/v1/z/', '/api/v1/zz', '/apix', '/apixy', '/b', '/b/c', '/b/c/d/e', '/bc', '/c', '/c/', '//c', ''];
 
   const normalize = (prefix: string) => (prefix.length > 1 ? prefix.replace(/\/+$/, '') : prefix);
   const servicesArb = fc.uniqueArray(fc.tuple(fc.constantFrom(...hostPatterns), fc.constantFrom(...prefixes)), {
-    maxLength: 20,
+    maxLength: 40,
+    size: 'max',
     selector: ([host, prefix]) => `${host} ${normalize(prefix)}`,
   });
 
@@ -224,6 +225,14 @@ describe('service matching', () => {
     expect(snapshot.matchService('shop.example.com', '/static/a.css')?.name).toBe('wild');
     expect(snapshot.matchService('shop.example.com', '/')?.name).toBe('fallback');
     expect(snapshot.matchService('example.com', '/static/a.css')?.name).toBe('fallback');
+  });
+
+  it('finds the longest whole-segment prefix among many on one host', () => {
+    const prefixes = ['/', '/api', '/b', '/c', '/d', '/e/f', '/api/v1'];
+    const document = parseRoutingDocument({ upstreams, services: prefixes.map((pathPrefix, i) => ({ name: `s${i}`, stable: 'v1', match: { pathPrefix } })) });
+    const snapshot = compileRouting(document, 1);
+    const expected: Record<string, string> = { '/api/x': 's1', '/api': 's1', '/api/v1/x': 's6', '/api/v1x': 's1', '/e/f/g': 's5', '/e': 's0', '/apix': 's0', '/': 's0' };
+    for (const [path, name] of Object.entries(expected)) expect(snapshot.matchService('h', path)?.name, path).toBe(name);
   });
 
   it('answers undefined when nothing matches', () => {
