@@ -1,0 +1,32 @@
+import type { Command } from 'commander';
+import { loadConfigFile } from '../config/load.js';
+import { isGraygateError } from '../errors.js';
+import { ConfigError } from '../errors.js';
+
+/** `graygate validate FILE`: exit 0 and a summary when valid; exit 1 and every issue when not. */
+export function registerValidateCommand(program: Command): void {
+  program
+    .command('validate')
+    .description('Check a config file (schema and meaning) without starting anything; exits 1 and lists every issue when it is invalid.')
+    .argument('<file>', 'config file (YAML or JSON)')
+    .action(async (file: string) => {
+      try {
+        const config = await loadConfigFile(file);
+        const routing = config.routing;
+        const summary = routing
+          ? `${Object.keys(routing.upstreams).length} upstream(s), ${routing.services.length} service(s), ` +
+            `${routing.services.filter((service) => service.release).length} release(s)`
+          : 'settings only (the routing document lives in the store)';
+        process.stdout.write(`${file}: valid: ${summary}\n`);
+      } catch (error) {
+        if (error instanceof ConfigError) {
+          process.stderr.write(`${file}: invalid (${error.code}):\n${error.issues.map((issue) => `  - ${issue}`).join('\n')}\n`);
+        } else if (isGraygateError(error)) {
+          process.stderr.write(`${file}: ${error.code}: ${error.message}\n`);
+        } else {
+          process.stderr.write(`${file}: ${(error as Error).message}\n`);
+        }
+        process.exitCode = 1;
+      }
+    });
+}
