@@ -7,6 +7,7 @@ let healthy: Backend;
 let slow: Backend;
 let dead: string;
 const held: http.ServerResponse[] = [];
+let flakyCount = 0;
 
 beforeAll(async () => {
   healthy = await startBackend('healthy');
@@ -21,6 +22,15 @@ beforeAll(async () => {
       res.write('only a part');
       held.push(res);
       return true;
+    }
+    if (req.url?.startsWith('/flaky')) {
+      // Fails every other request the way a stale pooled socket does: closed before answering.
+      flakyCount++;
+      if (flakyCount % 2 === 1) {
+        req.socket.destroy();
+        return true;
+      }
+      return false;
     }
     if (req.url === '/reset') {
       req.socket.destroy();
@@ -95,6 +105,25 @@ describe('upstream failures', () => {
       const reply = await send(gateway.url, { path: '/reset' });
       expect(reply.status).toBe(502);
       expect(reply.json()).toMatchObject({ error: { code: 'GG_UPSTREAM_RESET' } });
+    } finally {
+      await gateway.close();
+    }
+  });
+});
+
+describe('a connection reset before the response', () => {
+  it('is retried once for a body-less idempotent request, never for a POST', async () => {
+    const gateway = await startPlane(canaryDocument([slow.url], [healthy.url]));
+    try {
+      flakyCount = 0;
+      const get = await send(gateway.url, { path: '/flaky-get' });
+      expect(get.status).toBe(200);
+      expect(flakyCount).toBe(2);
+      flakyCount = 0;
+      const post = await send(gateway.url, { method: 'POST', path: '/flaky-post', body: 'once' });
+      expect(post.status).toBe(502);
+      expect(post.json()).toMatchObject({ error: { code: 'GG_UPSTREAM_RESET' } });
+      expect(flakyCount).toBe(1);
     } finally {
       await gateway.close();
     }

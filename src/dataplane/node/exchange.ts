@@ -61,6 +61,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private tried: Set<number> | undefined = undefined;
   private hasBody = false;
   private chunkedResponse = false;
+  private resetRetried = false;
 
   constructor(
     private readonly host: ExchangeHost,
@@ -187,6 +188,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
       const now = Date.now();
       upstream.balancer.servers[this.serverIndex]!.health.recordConnectFailure(now, upstream.balancer.policy);
       if (this.retryAfterConnectFailure(now, failure)) return;
+    }
+    // LESSONS "Stale pooled sockets": a pooled connection the server closed just as we reused
+    // it fails before any response byte. A body-less idempotent request is sent once more.
+    if (failure.code === 'GG_UPSTREAM_RESET' && !this.responseStarted && !this.resetRetried && upstream !== undefined && isRetryableRequest(this.req.method ?? 'GET', this.hasBody)) {
+      this.resetRetried = true;
+      this.attempt(Date.now());
+      return;
     }
     this.fail(failure, error);
   }

@@ -108,6 +108,17 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   // ---- requests --------------------------------------------------------------------------
 
   private handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    try {
+      this.routeRequest(req, res);
+    } catch (error) {
+      // A bug must cost one request, never the process and every connection on it.
+      this.logFault('internal', 'error', { err: error, url: req.url }, 'unexpected error while routing a request');
+      if (!res.headersSent) writeErrorResponse(res, 'GG_INTERNAL', 'unexpected error in the gateway', true);
+      else res.destroy();
+    }
+  }
+
+  private routeRequest(req: IncomingMessage, res: ServerResponse): void {
     const generation = this.registry.acquire();
     this.inFlight++;
     const socket = req.socket;
@@ -161,7 +172,12 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       this.fault('decide', { service: service.name, err: error }, 'deciding failed; routing to stable');
       decision = service.stableDecision;
     }
-    exchange.forward(service, decision, Date.now());
+    try {
+      exchange.forward(service, decision, Date.now());
+    } catch (error) {
+      this.logFault('internal', 'error', { err: error, service: service.name }, 'unexpected error while forwarding a request');
+      exchange.respondError('GG_INTERNAL', 'unexpected error in the gateway');
+    }
   }
 
   exchangeClosed(exchange: Exchange): void {
