@@ -316,3 +316,23 @@ describe('request smuggling guard', () => {
     expect(stable.seen.slice(before).some((r) => r.url === '/smuggle' || r.url === '/admin')).toBe(false);
   });
 });
+
+describe('slow and malformed clients', () => {
+  it('answers 408 to a client that does not finish its headers in time (slowloris guard)', async () => {
+    const plane = await startPlane(canaryDocument([stable.url], [candidate.url]), { proxy: { clientHeadersTimeoutMs: 300 } });
+    try {
+      const started = Date.now();
+      const reply = await rawExchange(plane.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ', 5_000);
+      expect(reply).toMatch(/^HTTP\/1\.1 408 /);
+      expect(Date.now() - started).toBeLessThan(3_000);
+    } finally {
+      await plane.close();
+    }
+  });
+
+  it('answers 400 GG_BAD_REQUEST to a request line it cannot parse', async () => {
+    const reply = await rawExchange(gateway.port, 'GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n');
+    expect(reply).toMatch(/^HTTP\/1\.1 400 /);
+    expect(reply).toContain('GG_BAD_REQUEST');
+  });
+});
