@@ -116,12 +116,15 @@ describe('ConfigSync', () => {
     await store.write(contractDocument(2), { expectedVersion: 2, actor: 'api', reason: 'three' });
     await sync.refresh();
     expect(sync.version).toBe(3);
-    await rm(`${path}.history`, { recursive: true });
+    // Renamed away in one step, so a watch-triggered read sees the whole history or none of it.
+    await rename(`${path}.history`, `${path}.history-old`);
     await renameReplace(path, yamlConfig(contractDocument(9)));
     await sync.refresh();
-    expect((await store.current()).version).toBe(1);
+    expect((await store.current()).version).toBeLessThan(3);
     expect(sync.version).toBe(3);
-    expect(applied.map((s) => s.version)).toEqual([1, 3]);
+    // A watch-triggered read may have applied version 2 on the way; nothing after 3 was applied.
+    expect(applied.at(-1)?.version).toBe(3);
+    expect(applied.every((s, i) => i === 0 || s.version > applied[i - 1]!.version)).toBe(true);
     expect(lines.some((l) => l.msg.includes('older than the version 3 being served'))).toBe(true);
   });
 
@@ -234,7 +237,10 @@ describe('ConfigSync', () => {
     await rm(path);
     for (let i = 0; i < 20; i++) await sync.refresh();
     expect(sync.snapshot).toBe(good);
-    expect(sync.stats()).toMatchObject({ version: 1, applied: 1, refused: 0, storeErrors: 20 });
+    // 20 refreshes, plus perhaps one the watcher started when the file went away.
+    expect(sync.stats()).toMatchObject({ version: 1, applied: 1, refused: 0 });
+    expect(sync.stats().storeErrors).toBeGreaterThanOrEqual(20);
+    expect(sync.stats().storeErrors).toBeLessThanOrEqual(21);
     expect(sync.stats().lastError).toMatchObject({ kind: 'outage', code: 'GG_STORE_UNAVAILABLE' });
     expect(lines.filter((l) => l.msg.startsWith('store read failed')).length).toBe(1);
 
