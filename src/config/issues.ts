@@ -56,10 +56,12 @@ function issueLines(issue: z.core.$ZodIssue, prefix: string, lines: string[], lo
       return;
     case 'invalid_type':
       if (issue.input === undefined) put(at, 'required');
-      else put(at, custom ? issue.message : `expected ${issue.expected}, got ${describeValue(issue.input)}`);
+      else put(at, custom ? issue.message : `expected ${issue.expected === 'int' ? 'integer' : issue.expected}, got ${describeValue(issue.input)}`);
       return;
     case 'invalid_value':
-      put(at, custom ? issue.message : `expected ${issue.values.map((v) => describeValue(v)).join(' or ')}, got ${describeValue(issue.input)}`);
+      if (custom) put(at, issue.message);
+      else if (issue.values.length === 1) put(at, `expected ${describeValue(issue.values[0])}, got ${describeValue(issue.input)}`);
+      else put(at, `expected one of ${issue.values.map((v) => describeValue(v)).join(', ')}, got ${describeValue(issue.input)}`);
       return;
     case 'too_small': {
       if (custom) return put(at, issue.message);
@@ -76,7 +78,9 @@ function issueLines(issue: z.core.$ZodIssue, prefix: string, lines: string[], lo
       return;
     }
     case 'invalid_format':
-      put(at, custom ? issue.message : `expected ${issue.format} format, got ${describeValue(issue.input)}`);
+      // Custom pattern messages say what is expected; add what was given unless they already do.
+      if (!custom) put(at, `expected ${issue.format} format, got ${describeValue(issue.input)}`);
+      else put(at, issue.message.includes('got ') ? issue.message : `${issue.message}, got ${describeValue(issue.input)}`);
       return;
     case 'invalid_key': {
       const inner: string[] = [];
