@@ -42,6 +42,7 @@ function pushByte(byte: number): void {
   }
 }
 
+/** Ends a hash; returns it as int32 (a Smi): returning the uint32 would box values >= 2^31. */
 function finish(length: number): number {
   if (blockShift !== 0) {
     // Tail: the last 1-3 bytes, little endian, mixed without the h rotation.
@@ -56,7 +57,7 @@ function finish(length: number): number {
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
-  return h >>> 0;
+  return h;
 }
 
 /** MurmurHash3_x86_32 of `bytes` with a 32-bit `seed`; an unsigned 32-bit integer. */
@@ -65,11 +66,19 @@ export function murmur3x86_32(bytes: Uint8Array, seed: number): number {
   block = 0;
   blockShift = 0;
   for (let i = 0; i < bytes.length; i++) pushByte(bytes[i]!);
-  return finish(bytes.length);
+  return finish(bytes.length) >>> 0;
 }
 
-/** MurmurHash3_x86_32 of the UTF-8 encoding of `text` with a 32-bit `seed`; allocates nothing. */
+/** MurmurHash3_x86_32 of the UTF-8 encoding of `text` with a 32-bit `seed`, as an unsigned 32-bit integer. */
 export function murmur3Utf8(text: string, seed: number): number {
+  return murmur3Utf8Int32(text, seed) >>> 0;
+}
+
+/**
+ * The same hash as a signed int32 (same 32 bits). The hot path uses this form: V8 keeps int32
+ * values unboxed, while a uint32 >= 2^31 returned from a call is a heap-allocated number.
+ */
+function murmur3Utf8Int32(text: string, seed: number): number {
   h = seed | 0;
   block = 0;
   blockShift = 0;
@@ -116,7 +125,8 @@ export const BUCKETS = 10_000;
 
 /** The bucket (0..9999) of a non-empty key under `seed`: `murmur3Utf8(key, seed) % 10000`. */
 export function bucketOf(key: string, seed: number): number {
-  return murmur3Utf8(key, seed) % BUCKETS;
+  // `>>> 0` and `%` in one function: optimized code keeps the uint32 in a register.
+  return (murmur3Utf8Int32(key, seed) >>> 0) % BUCKETS;
 }
 
 /**
