@@ -113,8 +113,9 @@ function decision(service: string, version: VersionName, upstream: string, reaso
 /**
  * The `Vary` value for rules reading `inputs`: header names as they are, cookies as `Cookie`,
  * the identity as whatever the identity sources read. Query parameters need nothing (the URL is
- * already the cache key). Client address and time cannot be named in Vary, so they give `*`
- * (RFC 9110 §12.5.5: the response varies on something other than request headers).
+ * already the cache key) and neither does time (it is the same for every caller). The client
+ * address cannot be named in Vary, so it gives `*` (RFC 9110 §12.5.5: the response varies on
+ * something other than request headers).
  */
 export function varyFor(inputs: readonly RequestInput[], identityInputs: readonly RequestInput[]): string | undefined {
   const names = new Set<string>();
@@ -127,7 +128,8 @@ export function varyFor(inputs: readonly RequestInput[], identityInputs: readonl
       case 'cookie':
         names.add('Cookie');
         break;
-      case 'query':
+      case 'query': // the URL is already part of every cache key
+      case 'time': // the same for every caller at a given moment: nothing about the caller to vary on
         break;
       case 'identity':
         if (!viaIdentity) for (const inner of identityInputs) add(inner, true);

@@ -145,11 +145,11 @@ describe('compileRouting: frozen snapshot', () => {
 });
 
 describe('Vary', () => {
-  it('names headers, folds cookies into Cookie, ignores query, and gives * for inputs Vary cannot name', () => {
+  it('names headers, folds cookies into Cookie, ignores query and time, and gives * for the client address', () => {
     expect(varyFor([{ kind: 'header', name: 'x-a' }, { kind: 'cookie', name: 'c' }, { kind: 'query', name: 'q' }], [])).toBe('Cookie, x-a');
     expect(varyFor([{ kind: 'identity' }], [{ kind: 'cookie', name: 'sid' }, { kind: 'header', name: 'x-user-id' }])).toBe('Cookie, x-user-id');
     expect(varyFor([{ kind: 'clientIp' }, { kind: 'header', name: 'x' }], [])).toBe('*');
-    expect(varyFor([{ kind: 'query', name: 'q' }], [])).toBeUndefined();
+    expect(varyFor([{ kind: 'query', name: 'q' }, { kind: 'time' }], [])).toBeUndefined();
   });
 });
 
