@@ -159,6 +159,16 @@ export class RedisStore implements Store {
     client.on('error', (error: Error) => {
       this.logger.debug({ role, err: error.message, store: target.display }, 'redis connection error');
     });
+    // ioredis gives up for good in a few races (a disconnect while a Sentinel reconnect is under
+    // way ends the client); a store that is not closed must never stop reconnecting.
+    client.on('end', () => {
+      if (this.isClosed || (subscriber && this.subscriber !== client)) return;
+      this.logger.warn({ role, store: target.display }, 'redis connection ended; reconnecting');
+      const timer = setTimeout(() => {
+        if (!this.isClosed && client.status === 'end') client.connect().catch(() => {});
+      }, 200);
+      timer.unref();
+    });
     return client;
   }
 
@@ -248,6 +258,7 @@ export class RedisStore implements Store {
     };
     const entry = JSON.stringify(stored);
     const keys = this.keys;
+    if (this.target.topology === 'sentinel') await this.confirmSentinelMaster();
     const reply = await this.run('writing the routing document', (client) =>
       client.eval(CAS_SCRIPT, 3, keys.version, keys.doc, keys.history, String(request.expectedVersion), String(version), entry, String(this.settings.historyLimit), keys.channel),
     ).catch((error: GraygateError) => {
@@ -264,6 +275,56 @@ export class RedisStore implements Store {
       );
     }
     return deepFreeze(stored);
+  }
+
+  /**
+   * Sentinel failover window: a sentinel names the promoted replica before the old master is
+   * demoted and before ioredis hears +switch-master, and a write to the old master in that window
+   * is silently lost when it resyncs. So before each write, ask a sentinel who the master is; if
+   * it is not the node we are connected to, reconnect (ioredis asks the sentinels again) first.
+   */
+  private async confirmSentinelMaster(): Promise<void> {
+    if (this.target.topology !== 'sentinel') return;
+    const master = await this.askSentinelForMaster();
+    const connected = (this.control as Redis).stream as { remoteAddress?: string; remotePort?: number } | undefined;
+    if (master === undefined) return; // no sentinel answered: ioredis' own view stands
+    if (connected?.remoteAddress === master.host && connected.remotePort === master.port) return;
+    this.logger.warn({ master: `${master.host}:${master.port}`, connected: `${connected?.remoteAddress}:${connected?.remotePort}` }, 'sentinel names another master; reconnecting before the write');
+    // Only a ready connection is dropped: one that is already reconnecting is finding the master.
+    if (this.control.status === 'ready') this.control.disconnect(true);
+    await this.whenReady(this.control, 'reconnecting to the new master');
+    const now = (this.control as Redis).stream as { remoteAddress?: string; remotePort?: number } | undefined;
+    if (now?.remoteAddress !== master.host || now?.remotePort !== master.port) {
+      throw new GraygateError('GG_STORE_UNAVAILABLE', `redis store (${this.target.display}): a failover is under way (sentinel names ${master.host}:${master.port}); retry the write`);
+    }
+  }
+
+  /** The master's address as the first sentinel that answers reports it; undefined when none does. */
+  private async askSentinelForMaster(): Promise<{ host: string; port: number } | undefined> {
+    if (this.target.topology !== 'sentinel') return undefined;
+    for (const address of this.target.sentinels) {
+      const client = new Redis({
+        host: address.host,
+        port: address.port,
+        password: this.target.sentinelPassword,
+        lazyConnect: true,
+        enableOfflineQueue: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+        connectTimeout: this.settings.commandTimeoutMs,
+        commandTimeout: this.settings.commandTimeoutMs,
+      });
+      client.on('error', () => {}); // a sentinel that does not answer: try the next
+      try {
+        const reply = (await client.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', this.target.masterName)) as [string, string] | null;
+        if (reply) return { host: reply[0], port: Number(reply[1]) };
+      } catch {
+        // next sentinel
+      } finally {
+        client.disconnect();
+      }
+    }
+    return undefined;
   }
 
   /** Versions kept in history, newest first; each validated (ConfigError / GG_STORE_CORRUPT on bad entries). */
@@ -299,7 +360,9 @@ export class RedisStore implements Store {
     const command = new Command('get', [key], { replyEncoding: 'utf8' });
     command.setTimeout(deadlineMs);
     lookup.sendCommand(command);
-    return (command.promise as Promise<string | null>).then(nullToUndefined);
+    return (command.promise as Promise<string | null>).then(nullToUndefined, (error: Error) => {
+      throw new GraygateError('GG_STORE_UNAVAILABLE', `redis store (${this.target.display}): lookup got no answer within ${deadlineMs} ms (${error.message})`, { cause: error });
+    });
   }
 
   /** Calls `onChange` on a notification, when the poll sees a new version, and after every (re)connect. */
