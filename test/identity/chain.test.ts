@@ -91,6 +91,23 @@ describe('identity chain', () => {
     expect([facts.userId, facts.numericUserId, facts.identitySource]).toEqual([undefined, undefined, undefined]);
   });
 
+  it('a source that throws is reported and skipped; the next source answers', () => {
+    const errors: [string, unknown][] = [];
+    const context: IdentityContext = {
+      readKey: () => {
+        throw new Error('client closed');
+      },
+    };
+    const chain = buildIdentityChain(sources([{ tokenLookup: {} }, { header: { name: 'x-user-id' } }]), {
+      context,
+      onError: (kind, error) => errors.push([kind, error]),
+    });
+    const facts = makeFacts({ headers: { token: 'abc', 'x-user-id': '7' } });
+    expect(chain.resolve(facts)).toBeUndefined();
+    expect([facts.userId, facts.identitySource]).toEqual(['7', 'header']);
+    expect(errors.map(([kind]) => kind)).toEqual(['tokenLookup']);
+  });
+
   it('refuses, with its path, a source that cannot work in this context', () => {
     let error: unknown;
     try {
