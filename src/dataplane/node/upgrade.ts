@@ -1,4 +1,6 @@
 import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
+import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import { classifyUpstreamError, isRetryableRequest } from '../balancer.js';
@@ -96,8 +98,10 @@ export function proxyUpgrade(
     });
     raw.push('connection', 'upgrade', 'upgrade', req.headers.upgrade ?? 'websocket');
     const timeouts = current.config.timeouts;
-    const request = http.request({
+    const request = (server.isTls ? https : http).request({
       host: server.hostname,
+      // SNI takes host names only (RFC 6066 §3).
+      servername: server.isTls && isIP(server.hostname) === 0 ? server.hostname : undefined,
       port: server.port,
       method: req.method,
       path: req.url,

@@ -11,6 +11,7 @@ export interface ServerEntry {
   readonly hostHeader: string;
   readonly hostname: string;
   readonly port: number;
+  readonly isTls: boolean;
   readonly pool: Pool;
   readonly health: ServerHealth;
 }
@@ -84,7 +85,7 @@ export class PoolRegistry {
         }
         const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
         const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-        return { origin, hostHeader: url.host, hostname, port, pool: record.pool, health };
+        return { origin, hostHeader: url.host, hostname, port, isTls: url.protocol === 'https:', pool: record.pool, health };
       });
       upstreams.set(name, { name, config, balancer: new RoundRobin(servers, config.health) });
     }
