@@ -59,7 +59,7 @@ describe('cookie', () => {
     const at = 'services[0].release.rules[0].cookie';
     expect(issuesOf({ name: 'beta' })).toEqual([`${at}: give one of present, equals, oneOf, prefix, regex`]);
     expect(issuesOf({ name: 'beta', equals: 'a', prefix: 'b' })).toEqual([`${at}: give only one of equals, prefix`]);
-    expect(issuesOf({ name: 'a b', present: true })).toEqual([`${at}.name: expected a cookie name (letters, digits and token characters)`]);
+    expect(issuesOf({ name: 'a b', present: true })).toEqual([`${at}.name: expected a cookie name (letters, digits and token characters), got "a b"`]);
     expect(issuesOf({ name: 'beta', prefix: '' })).toEqual([`${at}.prefix: expected at least 1 character`]);
     expect(issuesOf({ name: 'beta', regex: '(' })[0]).toMatch(/^services\[0\]\.release\.rules\[0\]\.cookie\.regex: invalid regular expression/);
     expect(issuesOf({ name: 'beta', oneOf: [] })[0]).toMatch(/^services\[0\]\.release\.rules\[0\]\.cookie\.oneOf: /);

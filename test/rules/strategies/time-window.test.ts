@@ -52,8 +52,10 @@ describe('timeWindow', () => {
   it('refuses bad windows with the path of the field', () => {
     const where = 'services[0].release.rules[0].timeWindow';
     expect(issuesOf({})).toEqual([`${where}: give from, to, or both`]);
-    expect(issuesOf({ from: '2026-12-01' })).toEqual([`${where}.from: expected an ISO 8601 timestamp with a zone, like 2026-12-01T09:00:00Z`]);
-    expect(issuesOf({ to: '2026-12-01T09:00:00' })).toEqual([`${where}.to: expected an ISO 8601 timestamp with a zone, like 2026-12-01T09:00:00Z`]);
+    expect(issuesOf({ from: '2026-12-01' })).toEqual([`${where}.from: expected an ISO 8601 timestamp with a zone, like 2026-12-01T09:00:00Z, got "2026-12-01"`]);
+    expect(issuesOf({ to: '2026-12-01T09:00:00' })).toEqual([
+      `${where}.to: expected an ISO 8601 timestamp with a zone, like 2026-12-01T09:00:00Z, got "2026-12-01T09:00:00"`,
+    ]);
     expect(issuesOf({ from: '2026-12-01T10:00:00Z', to: '2026-12-01T11:00:00+01:00' })).toEqual([
       `${where}.to: window is empty: to (2026-12-01T11:00:00+01:00) is not after from (2026-12-01T10:00:00Z)`,
     ]);
