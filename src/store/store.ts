@@ -52,6 +52,22 @@ export interface Store {
    * newer version. Returns a function that stops watching.
    */
   watch(onChange: () => void): () => void;
+  /**
+   * Optional (stores that hold plain keys, e.g. Redis): reads one key outside the routing
+   * document, such as `TOKEN_<token>`, with a hard deadline and no queueing while disconnected.
+   * Rejects GG_STORE_UNAVAILABLE on timeout or outage; `undefined` when the key is absent.
+   */
+  readKey?(key: string, deadlineMs: number): Promise<string | undefined>;
+  /**
+   * Optional: the values of plain keys the rules read (e.g. the seed's `Grayscale_Range`), for
+   * compiling a snapshot; absent keys map to `undefined`. Rejects GG_STORE_UNAVAILABLE.
+   */
+  readKeys?(keys: readonly string[]): Promise<ReadonlyMap<string, string | undefined>>;
+  /**
+   * Optional: calls `onChange` when one of `keys` may have changed (a keyspace notification, a
+   * poll that saw a new value, a reconnect). Returns a function that stops watching.
+   */
+  watchKeys?(keys: readonly string[], onChange: () => void): () => void;
   /** Releases connections, watchers and timers. */
   close(): Promise<void>;
 }

@@ -263,3 +263,64 @@ describe('redis store: readKey', () => {
     await eventually(async () => expect(await store!.readKey('TOKEN_readkey', 200)).toBe('1234'), { withinMs: 3_000 });
   });
 });
+
+describe('redis store: plain keys the rules read (Grayscale_Range)', () => {
+  /** Resolves once the server has run at least one more GET than now (a watcher took its baseline). */
+  async function afterNextGet(server: RedisServer, start: () => void): Promise<void> {
+    const gets = (await commandCounts(server.client)).get ?? 0;
+    start();
+    await eventually(async () => expect((await commandCounts(server.client)).get ?? 0).toBeGreaterThan(gets), { withinMs: 2_000 });
+  }
+
+  it('readKeys returns each value, undefined when absent', async () => {
+    const [store] = fleet(1);
+    await redis.client.set('Grayscale_Range_read', '{"idStart":1,"idEnd":5000}');
+    const values = await store!.readKeys(['Grayscale_Range_read', 'absent_key']);
+    expect([...values]).toEqual([
+      ['Grayscale_Range_read', '{"idStart":1,"idEnd":5000}'],
+      ['absent_key', undefined],
+    ]);
+  });
+
+  it('without keyspace notifications, a SET in redis-cli is picked up by the poll', async () => {
+    const [store] = fleet(1, { pollMs: 200 });
+    await redis.client.set('Grayscale_Range_poll', '{"idStart":1,"idEnd":5000}');
+    let heard = 0;
+    let stop = () => {};
+    await afterNextGet(redis, () => {
+      stop = store!.watchKeys(['Grayscale_Range_poll'], () => heard++);
+    });
+    try {
+      await redis.client.set('Grayscale_Range_poll', '{"idStart":1,"idEnd":100}');
+      await eventually(() => expect(heard).toBe(1), { withinMs: 2_000 });
+      await redis.client.del('Grayscale_Range_poll');
+      await eventually(() => expect(heard).toBe(2), { withinMs: 2_000 });
+    } finally {
+      stop();
+    }
+  });
+
+  it('with keyspace notifications on, a SET is picked up at once (poll once a minute)', async () => {
+    const server = await startRedis({ args: ['--notify-keyspace-events', 'K$g'] });
+    const store = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: server.url, pollMs: 60_000 }), { validate: validateRouting });
+    let stop = () => {};
+    try {
+      await server.client.set('Grayscale_Range', '{"idStart":1,"idEnd":5000}');
+      let heard = 0;
+      await afterNextGet(server, () => {
+        stop = store.watchKeys(['Grayscale_Range'], () => heard++);
+      });
+      // Wait until the keyspace channel is subscribed, then change the key.
+      await eventually(async () => expect(await server.client.pubsub('NUMSUB', '__keyspace@0__:Grayscale_Range')).toEqual(['__keyspace@0__:Grayscale_Range', 1]));
+      const start = performance.now();
+      await server.client.set('Grayscale_Range', '{"idStart":1,"idEnd":100}');
+      await eventually(() => expect(heard).toBe(1), { withinMs: 2_000, everyMs: 1 });
+      console.log(`keyspace notification → onChange: ${(performance.now() - start).toFixed(2)} ms`);
+      expect((await store.readKeys(['Grayscale_Range'])).get('Grayscale_Range')).toBe('{"idStart":1,"idEnd":100}');
+    } finally {
+      stop();
+      await store.close();
+      await server.stop();
+    }
+  });
+});

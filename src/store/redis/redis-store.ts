@@ -95,6 +95,9 @@ export class RedisStore implements Store {
   private polledVersion: number | undefined;
   private isReachable = true;
   private isClosed = false;
+  /** Subscribers of watchKeys, closed with the store. */
+  private readonly keySubscribers = new Set<Client>();
+  private keyspaceDescribed = false;
 
   constructor(
     private readonly settings: RedisStoreSettings,
@@ -162,7 +165,7 @@ export class RedisStore implements Store {
     // ioredis gives up for good in a few races (a disconnect while a Sentinel reconnect is under
     // way ends the client); a store that is not closed must never stop reconnecting.
     client.on('end', () => {
-      if (this.isClosed || (subscriber && this.subscriber !== client)) return;
+      if (this.isClosed || (subscriber && this.subscriber !== client && !this.keySubscribers.has(client))) return;
       this.logger.warn({ role, store: target.display }, 'redis connection ended; reconnecting');
       const timer = setTimeout(() => {
         if (!this.isClosed && client.status === 'end') client.connect().catch(() => {});
@@ -365,6 +368,109 @@ export class RedisStore implements Store {
     });
   }
 
+  /** Values of plain keys (e.g. `Grayscale_Range`) for compiling a snapshot; GG_STORE_UNAVAILABLE when unreachable. */
+  async readKeys(keys: readonly string[]): Promise<ReadonlyMap<string, string | undefined>> {
+    // One GET per key rather than MGET: in a Cluster the keys may live in different slots.
+    const values = await this.run('reading keys', (client) => Promise.all(keys.map((key) => client.get(key))));
+    return new Map(keys.map((key, i) => [key, nullToUndefined(values[i] ?? null)]));
+  }
+
+  /**
+   * Calls `onChange` when one of `keys` may have changed: at once by keyspace notification when
+   * the server sends them (`notify-keyspace-events` with K and $ or A; not in Cluster, where they
+   * stay on the node that holds the key), and by a poll of the values every pollMs otherwise.
+   * Also after a reconnect or an outage, since a change may have been missed.
+   */
+  watchKeys(keys: readonly string[], onChange: () => void): () => void {
+    if (this.isClosed) throw new GraygateError('GG_STORE_UNAVAILABLE', 'the redis store is closed');
+    const watched = [...keys];
+    let last: (string | null)[] | undefined;
+    let stopped = false;
+    let checking = false;
+    let again = false;
+    /** The first read only learns the values; later differences (or a read after a failure) report. */
+    let hasBaseline = false;
+    const report = () => {
+      try {
+        onChange();
+      } catch (error) {
+        this.logger.error({ err: error }, 'a store key listener threw');
+      }
+    };
+    // Reads every key; reports when any value differs from the last read (or after a failed one).
+    const check = async (): Promise<void> => {
+      if (checking) {
+        again = true;
+        return;
+      }
+      checking = true;
+      try {
+        do {
+          again = false;
+          let values: (string | null)[];
+          try {
+            await this.whenReady(this.control, 'reading watched keys');
+            values = await Promise.all(watched.map((key) => this.control.get(key)));
+          } catch {
+            last = undefined; // unknown now: the next successful read reports
+            return;
+          }
+          if (stopped) return;
+          const changed = last === undefined || values.some((value, i) => value !== last![i]);
+          const isBaseline = !hasBaseline;
+          hasBaseline = true;
+          last = values;
+          if (changed && !isBaseline) report();
+        } while (again && !stopped);
+      } finally {
+        checking = false;
+      }
+    };
+    void check();
+    const timer = setInterval(() => void check(), this.settings.pollMs);
+    timer.unref();
+
+    let subscriber: Client | undefined;
+    const db = this.target.topology === 'sentinel' ? this.target.db : this.target.topology === 'standalone' ? Number(new URL(this.target.url).pathname.slice(1) || 0) : 0;
+    if (this.target.topology !== 'cluster' && watched.length > 0) {
+      const channels = watched.map((key) => `__keyspace@${db}__:${key}`);
+      const sub = this.connect('keyspace', { commandTimeout: this.settings.pingMs }, true);
+      subscriber = sub;
+      sub.on('ready', () => {
+        sub.subscribe(...channels).then(
+          () => void check(),
+          () => {},
+        );
+      });
+      sub.on('message', () => void check());
+      this.keySubscribers.add(sub);
+      void this.describeKeyspaceEvents();
+    }
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+      if (subscriber) {
+        this.keySubscribers.delete(subscriber);
+        subscriber.disconnect();
+      }
+    };
+  }
+
+  /** Says once whether key changes arrive at once (keyspace events) or by polling. */
+  private async describeKeyspaceEvents(): Promise<void> {
+    if (this.keyspaceDescribed) return;
+    this.keyspaceDescribed = true;
+    try {
+      await this.whenReady(this.control, 'CONFIG GET');
+      const [, flags = ''] = (await this.control.call('CONFIG', 'GET', 'notify-keyspace-events')) as [string, string];
+      const on = flags.includes('K') && (flags.includes('$') || flags.includes('A'));
+      if (on) this.logger.info({ flags }, 'redis keyspace notifications are on: watched keys are picked up at once');
+      else this.logger.info({ flags, pollMs: this.settings.pollMs }, `redis keyspace notifications are off (notify-keyspace-events "${flags}"); watched keys are polled every ${this.settings.pollMs} ms (set notify-keyspace-events K$ to pick them up at once)`);
+    } catch {
+      this.logger.info({ pollMs: this.settings.pollMs }, 'could not read notify-keyspace-events (CONFIG may be disabled); watched keys are polled and picked up by keyspace events if the server sends them');
+    }
+  }
+
   /** Calls `onChange` on a notification, when the poll sees a new version, and after every (re)connect. */
   watch(onChange: () => void): () => void {
     if (this.isClosed) throw new GraygateError('GG_STORE_UNAVAILABLE', 'the redis store is closed');
@@ -494,6 +600,8 @@ export class RedisStore implements Store {
     this.isClosed = true;
     this.listeners.clear();
     this.stopWatching();
+    for (const subscriber of this.keySubscribers) subscriber.disconnect();
+    this.keySubscribers.clear();
     this.control.disconnect();
     this.lookup.disconnect();
   }
