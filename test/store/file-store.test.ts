@@ -161,6 +161,41 @@ describe('FileStore: the file is the truth', () => {
     expect((await store.history()).map((h) => h.version)).toEqual([2, 1]);
   });
 
+  it('a reader in another process does not take a write in progress for a hand edit (write lock)', async () => {
+    const { store: writer, path } = await yamlStore();
+    // The reader reacts at once (no debounce) to land inside the writer's file-then-history window.
+    const reader = createFileStore(FileStoreSettings.parse({ kind: 'file', pollMs: 0 }), { configPath: path, validate: parseRoutingDocument, debounceMs: 0 });
+    opened.push(() => reader.close());
+    const seen: number[] = [];
+    const readerErrors: unknown[] = [];
+    const stop = reader.watch(() => void reader.current().then((v) => seen.push(v.version), (e: unknown) => readerErrors.push(e)));
+    opened.push(async () => stop());
+    let version = (await writer.current()).version;
+    for (let n = 1; n <= 20; n++) version = (await writer.write(contractDocument(n), { expectedVersion: version, actor: 'api', reason: `w${n}` })).version;
+    expect(version).toBe(21);
+    await eventually(() => expect(seen.at(-1)).toBe(21), { withinMs: 5_000 });
+    const history = await writer.history();
+    expect(history.map((h) => h.version)).toEqual(Array.from({ length: 21 }, (_, i) => 21 - i));
+    expect(history.filter((h) => h.meta.actor === 'file').map((h) => h.version)).toEqual([1]);
+    expect(readerErrors).toEqual([]);
+  });
+
+  it('relative store.path and historyDir are resolved against the config file directory', async () => {
+    const dir = await tempDir();
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(join(dir, 'conf', 'routing'), { recursive: true });
+    await writeFile(join(dir, 'conf', 'routing', 'live.yaml'), stringify(contractDocument(0)));
+    const store = createFileStore(FileStoreSettings.parse({ kind: 'file', path: 'routing/live.yaml', historyDir: 'hist', pollMs: 0 }), {
+      configPath: join(dir, 'conf', 'graygate.yaml'),
+      validate: parseRoutingDocument,
+    });
+    opened.push(() => store.close());
+    expect(store.path).toBe(join(dir, 'conf', 'routing', 'live.yaml'));
+    expect(store.historyDir).toBe(join(dir, 'conf', 'hist'));
+    expect((await store.current()).version).toBe(1);
+    expect(await readdir(join(dir, 'conf', 'hist'))).toEqual(['0000000001.json']);
+  });
+
   it('needs a path: without a config file or store.path the constructor throws a ConfigError naming store.path', () => {
     expect(() => createFileStore(FileStoreSettings.parse({ kind: 'file' }), { validate: parseRoutingDocument })).toThrow(/store\.path/);
   });

@@ -65,6 +65,9 @@ export class FileStore implements Store {
   private lastParsed: ParsedFile | undefined;
   /** The last refused text and why, so an unchanged bad file is not parsed again on every poll. */
   private lastRefused: { text: string; error: ConfigError } | undefined;
+  /** True while this store holds the write lock (its own sync must not defer to it). */
+  private writing = false;
+  private retrigger: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly settings: FileStoreSettings,
@@ -91,49 +94,61 @@ export class FileStore implements Store {
   /** Compare-and-set write of `document` as the next version; GG_VERSION_CONFLICT when `expectedVersion` is stale. */
   write(document: RoutingDocument, request: WriteRequest): Promise<StoredVersion> {
     return this.exclusive(async () => {
-      // Re-read the file first so an unrecorded hand edit counts as a version of its own (and
-      // makes this write stale). A refused or missing file leaves the last recorded version
-      // current, and a write may then repair the file.
-      let current: HistoryEntry | undefined;
+      const release = await this.entries.lock();
+      this.writing = true;
       try {
-        current = await this.sync();
-      } catch (error) {
-        if (!(error instanceof ConfigError) && !isMissingFile(error)) throw error;
-        current = await this.entries.newest();
+        return await this.writeLocked(document, request);
+      } finally {
+        this.writing = false;
+        await release();
       }
-      const currentVersion = current?.version ?? 0;
-      if (request.expectedVersion !== currentVersion) {
-        throw new GraygateError(
-          'GG_VERSION_CONFLICT',
-          `the write named version ${request.expectedVersion}, but the current version is ${currentVersion}; read it again and retry`,
-        );
-      }
-      // Validated again so what is hashed is exactly what a later read of the file yields.
-      const validated = this.validateDocument(document, `write by ${request.actor}`);
-      const sha256 = contentHash(validated);
-      const text = await this.render(validated);
-      const target = await realpath(this.path).catch(() => this.path); // write through a symlink, not over it
-      const mode = await stat(target).then((stats) => stats.mode & 0o777, () => undefined);
-      try {
-        await writeFileAtomic(target, text, mode);
-      } catch (error) {
-        throw new GraygateError('GG_STORE_UNAVAILABLE', `cannot write the routing file ${this.path}: ${(error as Error).message}`, { cause: error });
-      }
-      const entry: HistoryEntry = deepFreeze({
-        version: currentVersion + 1,
-        meta: { actor: request.actor, time: new Date().toISOString(), reason: request.reason },
-        sha256,
-        document: validated,
-      });
-      if (!(await this.entries.add(entry))) {
-        // Only another process writing through the same store gets here.
-        throw new GraygateError('GG_VERSION_CONFLICT', `version ${entry.version} was recorded by another process meanwhile; read again and retry`);
-      }
-      await this.entries.trim();
-      this.lastParsed = { text, document: validated, sha256 };
-      for (const watch of this.watches) watch.trigger();
-      return entry;
     });
+  }
+
+  /** The write, under the in-process chain and the cross-process lock. */
+  private async writeLocked(document: RoutingDocument, request: WriteRequest): Promise<HistoryEntry> {
+    // Re-read the file first so an unrecorded hand edit counts as a version of its own (and
+    // makes this write stale). A refused or missing file leaves the last recorded version
+    // current, and a write may then repair the file.
+    let current: HistoryEntry | undefined;
+    try {
+      current = await this.sync();
+    } catch (error) {
+      if (!(error instanceof ConfigError) && !isMissingFile(error)) throw error;
+      current = await this.entries.newest();
+    }
+    const currentVersion = current?.version ?? 0;
+    if (request.expectedVersion !== currentVersion) {
+      throw new GraygateError(
+        'GG_VERSION_CONFLICT',
+        `the write named version ${request.expectedVersion}, but the current version is ${currentVersion}; read it again and retry`,
+      );
+    }
+    // Validated again so what is hashed is exactly what a later read of the file yields.
+    const validated = this.validateDocument(document, `write by ${request.actor}`);
+    const sha256 = contentHash(validated);
+    const text = await this.render(validated);
+    const target = await realpath(this.path).catch(() => this.path); // write through a symlink, not over it
+    const mode = await stat(target).then((stats) => stats.mode & 0o777, () => undefined);
+    try {
+      await writeFileAtomic(target, text, mode);
+    } catch (error) {
+      throw new GraygateError('GG_STORE_UNAVAILABLE', `cannot write the routing file ${this.path}: ${(error as Error).message}`, { cause: error });
+    }
+    const entry: HistoryEntry = deepFreeze({
+      version: currentVersion + 1,
+      meta: { actor: request.actor, time: new Date().toISOString(), reason: request.reason },
+      sha256,
+      document: validated,
+    });
+    if (!(await this.entries.add(entry))) {
+      // Only another process writing through the same store gets here.
+      throw new GraygateError('GG_VERSION_CONFLICT', `version ${entry.version} was recorded by another process meanwhile; read again and retry`);
+    }
+    await this.entries.trim();
+    this.lastParsed = { text, document: validated, sha256 };
+    for (const watch of this.watches) watch.trigger();
+    return entry;
   }
 
   /** Versions kept, newest first (at most `limit`). */
@@ -176,7 +191,19 @@ export class FileStore implements Store {
   async close(): Promise<void> {
     for (const watch of this.watches) watch.close();
     this.watches.clear();
+    if (this.retrigger) clearTimeout(this.retrigger);
+    this.retrigger = undefined;
     await this.chain;
+  }
+
+  /** Tells the watchers to read again shortly (after another process's write completes). */
+  private retriggerSoon(): void {
+    if (this.retrigger || this.watches.size === 0) return;
+    this.retrigger = setTimeout(() => {
+      this.retrigger = undefined;
+      for (const watch of this.watches) watch.trigger();
+    }, 50);
+    this.retrigger.unref();
   }
 
   private exclusive<T>(work: () => Promise<T>): Promise<T> {
@@ -191,6 +218,13 @@ export class FileStore implements Store {
     for (let attempt = 0; attempt < 5; attempt++) {
       const newest = await this.entries.newest();
       if (newest && newest.sha256 === parsed.sha256) return newest;
+      if (!this.writing && (await this.entries.isLocked())) {
+        // Another process is between writing the file and recording its version: what the file
+        // holds is its write, not a hand edit. Answer the last recorded version and look again soon.
+        this.retriggerSoon();
+        if (newest) return newest;
+        throw new GraygateError('GG_STORE_UNAVAILABLE', `the routing file ${this.path} is being written by another process; retry shortly`);
+      }
       const entry: HistoryEntry = deepFreeze({
         version: (newest?.version ?? 0) + 1,
         meta: { actor: 'file', time: new Date().toISOString(), reason: newest ? 'file edited' : 'first version, read from the file' },

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { RoutingDocument } from '../../config/schema.js';
@@ -117,6 +117,53 @@ export class HistoryDir {
     await syncDirectory(this.dir);
     this.cache.set(entry.version, entry);
     return true;
+  }
+
+  /**
+   * Takes the cross-process write lock (a file created with O_EXCL in the history directory):
+   * while one process writes the routing file and then its history entry, readers in other
+   * processes must not record the new file as a hand edit. A lock older than `staleMs` is left
+   * by a crashed writer and is broken. Resolves with a release function; throws
+   * GG_STORE_UNAVAILABLE when the lock stays taken for `waitMs`.
+   */
+  async lock(options: { staleMs?: number; waitMs?: number } = {}): Promise<() => Promise<void>> {
+    const staleMs = options.staleMs ?? 10_000;
+    const deadline = Date.now() + (options.waitMs ?? 5_000);
+    const path = this.lockPath;
+    await mkdir(this.dir, { recursive: true }).catch((error: unknown) => {
+      throw unavailable(`cannot create history directory ${this.dir}`, error);
+    });
+    for (;;) {
+      try {
+        const handle = await open(path, 'wx', 0o644);
+        await handle.writeFile(`${process.pid}\n`).finally(() => handle.close());
+        return () => rm(path, { force: true });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw unavailable(`cannot take the write lock ${path}`, error);
+      }
+      if (!(await this.isLocked(staleMs))) {
+        await rm(path, { force: true }); // stale: its writer died mid-write
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new GraygateError('GG_STORE_UNAVAILABLE', `another process holds the write lock ${path}; retry shortly (a lock older than ${staleMs} ms is broken)`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
+  /** True while some process holds a fresh write lock. */
+  async isLocked(staleMs = 10_000): Promise<boolean> {
+    try {
+      const stats = await stat(this.lockPath);
+      return Date.now() - stats.mtimeMs < staleMs;
+    } catch {
+      return false;
+    }
+  }
+
+  private get lockPath(): string {
+    return join(this.dir, '.write.lock');
   }
 
   /** Removes the oldest entries beyond the limit; the newest is always kept. */
