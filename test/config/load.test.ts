@@ -103,6 +103,18 @@ describe('loadConfigFile', () => {
     expect(error.issues).toEqual(['cannot read config file: no such file']);
   });
 
+  it('refuses a directory, and a YAML alias bomb, as unreadable', async () => {
+    expect((await refusal(dir)).issues).toEqual(['cannot read config file: is a directory']);
+    const levels = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]'];
+    for (let i = 1; i < 8; i++) {
+      const previous = String.fromCharCode(96 + i);
+      levels.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${previous}`).join(',')}]`);
+    }
+    const error = await refusal(await write('bomb.yaml', `${levels.join('\n')}\n`));
+    expect(error.code).toBe('GG_CONFIG_UNREADABLE');
+    expect(error.issues[0]).toMatch(/^invalid YAML: .*alias/i);
+  });
+
   it('lists shape issues of settings and routing together, with the YAML line of each', async () => {
     const file = await write(
       'invalid.yaml',
