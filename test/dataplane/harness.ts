@@ -4,7 +4,7 @@ import { RoutingDocument, Settings } from '../../src/config/schema.js';
 import { createNodeDataPlane } from '../../src/dataplane/node/index.js';
 import type { DataPlane } from '../../src/dataplane/runtime.js';
 import { silentLogger } from '../../src/observe/log.js';
-import { compileRouting } from '../../src/rules/compile.js';
+import { compileRouting, type CompileOptions } from '../../src/rules/compile.js';
 
 /** A real node data plane on an ephemeral loopback port, routing `document` (compiled for real). */
 export interface PlaneUnderTest {
@@ -16,20 +16,20 @@ export interface PlaneUnderTest {
   close(): Promise<void>;
 }
 
-export async function startPlane(document: unknown, settings: Record<string, unknown> = {}): Promise<PlaneUnderTest> {
+export async function startPlane(document: unknown, settings: Record<string, unknown> = {}, compileOptions: CompileOptions = {}): Promise<PlaneUnderTest> {
   const plane = createNodeDataPlane({
     settings: Settings.parse({ listen: '127.0.0.1:0', ...settings }),
     logger: silentLogger(),
   });
   let version = 1;
-  plane.setSnapshot(compileRouting(RoutingDocument.parse(document), version));
+  plane.setSnapshot(compileRouting(RoutingDocument.parse(document), version, compileOptions));
   const { port } = await plane.listen();
   return {
     plane,
     port,
     url: `http://127.0.0.1:${port}`,
     setDocument(next) {
-      plane.setSnapshot(compileRouting(RoutingDocument.parse(next), ++version));
+      plane.setSnapshot(compileRouting(RoutingDocument.parse(next), ++version, compileOptions));
     },
     close: () => plane.drain(1_000),
   };
