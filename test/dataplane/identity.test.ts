@@ -71,10 +71,10 @@ describe('identity from a store lookup', () => {
     await eventually(() => expect(gateway.plane.stats()).toEqual({ openConnections: 0, inFlightRequests: 0 }));
     // Once the lookup has answered, nothing is forwarded for a client that is gone.
     await eventually(() => expect(lookupsDone).toBe(lookups));
-    await Promise.resolve();
-    const forwarded = [...stable.seen, ...candidate.seen].filter((r) => r.headers.token === 'fresh-token');
-    expect(forwarded).toHaveLength(0);
+    // A request sent after it gives a wrongly forwarded one time to arrive first.
     const reply = await send(gateway.url, { headers: { token: 'outside' } });
     expect(reply.status).toBe(200);
+    const forwarded = [...stable.seen, ...candidate.seen].filter((r) => r.headers.token === 'fresh-token');
+    expect(forwarded).toHaveLength(0);
   });
 });
