@@ -13,6 +13,12 @@ export interface ConfigSyncOptions {
   readonly logger: Logger;
   /** A snapshot to serve until the store answers (e.g. a last good one kept on disk); then start() does not throw. */
   readonly initial?: RoutingSnapshot;
+  /**
+   * When the first read fails and there is no `initial`, serve the newest version in the store's
+   * history instead (it was validated when recorded): boot from the last good version rather than
+   * not at all. The failure still shows in `stats().lastError`. Default false.
+   */
+  readonly bootFromHistory?: boolean;
   /** Store outages are logged at most once per this window (default 10 s); every one is counted. */
   readonly outageLogIntervalMs?: number;
 }
@@ -82,6 +88,7 @@ export class ConfigSync {
     // Watch first, so a change made while the first read runs is not missed (it queues a reread).
     this.unwatch = this.options.store.watch(() => void this.refresh());
     await this.refresh();
+    if (!this.current && this.options.bootFromHistory) await this.bootFromHistory();
     if (!this.current) {
       this.stop();
       throw this.lastCause;
@@ -133,6 +140,26 @@ export class ConfigSync {
 
   stats(): ConfigSyncStats {
     return { version: this.current?.version, applied: this.applied, refused: this.refused, storeErrors: this.storeErrors, lastError: this.lastError };
+  }
+
+  /** Serves the newest recorded version when the current one cannot be read at boot. */
+  private async bootFromHistory(): Promise<void> {
+    let newest: StoredVersion | undefined;
+    try {
+      [newest] = await this.options.store.history({ limit: 1 });
+      if (!newest || this.stopped) return;
+      const snapshot = this.options.compile(newest.document, newest.version);
+      this.options.apply(snapshot);
+      this.current = snapshot;
+      this.applied++;
+    } catch (error) {
+      this.options.logger.warn({ err: error }, 'could not boot from the newest version in history either');
+      return;
+    }
+    this.options.logger.warn(
+      { version: newest.version, code: this.lastError?.code, issues: this.lastError?.issues },
+      `the current routing document could not be read; serving version ${newest.version} from history until a good one is: ${this.lastError?.message ?? ''}`,
+    );
   }
 
   private async readOnce(): Promise<void> {

@@ -273,6 +273,30 @@ describe('ConfigSync', () => {
     expect(sync.version).toBe(41);
   });
 
+  it('with bootFromHistory, boots from the newest recorded version when the file is invalid at start', async () => {
+    const first = await setup();
+    await first.sync.start();
+    await first.store.write(contractDocument(5), { expectedVersion: 1, actor: 'api', reason: 'last good' });
+    first.sync.stop();
+    await first.store.close();
+    await writeFile(first.path, 'listen: 127.0.0.1:9090\n'); // routing keys gone while the gateway was down
+
+    const store = createFileStore(FileStoreSettings.parse({ kind: 'file', pollMs: 0 }), { configPath: first.path, validate: parseRoutingDocument });
+    opened.push(() => store.close());
+    const applied: RoutingSnapshot[] = [];
+    const sync = new ConfigSync({ store, compile: compileRouting, apply: (s) => applied.push(s), logger: createLogger({ level: 'silent' }), bootFromHistory: true });
+    opened.push(() => sync.stop());
+    const snapshot = await sync.start();
+    expect(snapshot.version).toBe(2);
+    expect(snapshot.document).toEqual(contractDocument(5));
+    expect(sync.stats().lastError).toMatchObject({ kind: 'refused', code: 'GG_CONFIG_INVALID' });
+    // A good edit later is applied as usual.
+    await writeFile(first.path, yamlConfig(contractDocument(6)));
+    await sync.refresh();
+    expect(sync.version).toBe(3);
+    expect(sync.stats().lastError).toBeUndefined();
+  });
+
   it('applies nothing after stop()', async () => {
     const { sync, store } = await setup();
     await sync.start();
