@@ -159,6 +159,9 @@ export class RedisStore implements Store {
         clusterOptions,
       );
     }
+    // During an outage every pending read waits on 'ready' (bounded by its deadline); more than
+    // Node's default of 10 at once is expected, not a leak.
+    client.setMaxListeners(1_000);
     client.on('error', (error: Error) => {
       this.logger.debug({ role, err: error.message, store: target.display }, 'redis connection error');
     });
