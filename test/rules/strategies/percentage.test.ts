@@ -126,25 +126,26 @@ describe('percentage matcher', () => {
     );
   });
 
-  it('spreads 100k numeric ids uniformly over buckets (chi-square) and hits the share', () => {
-    for (const releaseSeed of ['checkout', 'search']) {
+  it('spreads 100k ids uniformly over buckets (chi-square) and hits the share', () => {
+    const idForms = { numeric: (id: number) => String(id), prefixed: (id: number) => `user-${id}` };
+    for (const [releaseSeed, form] of [['checkout', 'numeric'], ['search', 'numeric'], ['checkout', 'prefixed']] as const) {
       const seed = deriveSeed(releaseSeed);
       const bins = new Float64Array(100); // 100 bins of 100 buckets each
-      for (let id = 1; id <= 100_000; id++) bins[Math.floor(bucketOf(String(id), seed) / 100)]! += 1;
+      for (let id = 1; id <= 100_000; id++) bins[Math.floor(bucketOf(idForms[form](id), seed) / 100)]! += 1;
       const expected = 100_000 / 100;
       let chiSquare = 0;
       for (const observed of bins) chiSquare += (observed - expected) ** 2 / expected;
       // 99 degrees of freedom: mean 99, sd ~14; 160 is beyond p = 0.0001.
-      expect(chiSquare, releaseSeed).toBeLessThan(160);
+      expect(chiSquare, `${releaseSeed} ${form}`).toBeLessThan(160);
 
       const tenPercent = compile({ percent: 10 }, releaseSeed);
       let inside = 0;
       const facts = makeFacts({ userId: '1' });
       for (let id = 1; id <= 100_000; id++) {
-        facts.userId = String(id);
+        facts.userId = idForms[form](id);
         if (tenPercent(facts)) inside++;
       }
-      expect(Math.abs(inside / 100_000 - 0.1), releaseSeed).toBeLessThan(0.005);
+      expect(Math.abs(inside / 100_000 - 0.1), `${releaseSeed} ${form}`).toBeLessThan(0.005);
     }
   });
 
