@@ -35,6 +35,30 @@ function connectRefused(port: number): Promise<boolean> {
   });
 }
 
+describe('a rule change', () => {
+  it('lets a request in flight on a server no longer named finish, then closes that pool', async () => {
+    const next = await startBackend('next');
+    const gateway = await startPlane(canaryDocument([backend.url], [backend.url]));
+    try {
+      const heldBefore = held.length;
+      const inFlight = send(gateway.url, { path: '/hold' });
+      await eventually(() => expect(held.length).toBe(heldBefore + 1));
+      gateway.setDocument(canaryDocument([next.url], [next.url]));
+      expect((await send(gateway.url, { path: '/now' })).headers['x-backend']).toBe('next');
+      held[heldBefore]!.writeHead(200, { 'content-length': '8' });
+      held[heldBefore]!.end('finished');
+      const reply = await inFlight;
+      expect(reply.status).toBe(200);
+      expect(reply.body.toString()).toBe('finished');
+      const connections = () => new Promise<number>((resolve) => backend.server.getConnections((_e, n) => resolve(n)));
+      await eventually(async () => expect(await connections()).toBe(0), { withinMs: 2_000 });
+    } finally {
+      await gateway.close();
+      await next.close();
+    }
+  });
+});
+
 describe('drain', () => {
   it('lets in-flight requests finish, refuses new connections and closes idle keep-alive sockets', async () => {
     const gateway = await startPlane(canaryDocument([backend.url], [backend.url]));
