@@ -2,17 +2,18 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseRoutingDocument } from '../../src/config/load.js';
 import { FileStoreSettings, type RoutingDocument } from '../../src/config/schema.js';
-import { ConfigError } from '../../src/errors.js';
+import { ConfigError, GraygateError } from '../../src/errors.js';
 import { ConfigSync } from '../../src/gateway/config-sync.js';
 import { createLogger } from '../../src/observe/log.js';
 import { compileRouting } from '../../src/rules/compile.js';
 import type { RoutingSnapshot } from '../../src/rules/snapshot.js';
 import { createFileStore, type FileStore } from '../../src/store/file/file-store.js';
-import type { Store } from '../../src/store/store.js';
+import type { Store, StoredVersion } from '../../src/store/store.js';
 import { eventually } from '../helpers/eventually.js';
 import { contractDocument } from '../store/contract.js';
 
@@ -304,5 +305,85 @@ describe('ConfigSync', () => {
     await store.write(contractDocument(2), { expectedVersion: 1, actor: 'api', reason: 'after stop' });
     await sync.refresh();
     expect(sync.version).toBe(1);
+  });
+});
+
+type Step = { kind: 'ok'; version: number; delay: number } | { kind: 'outage' | 'invalid'; delay: number };
+
+/**
+ * A store that answers current() from a script, each answer after `delay` microtask turns: the
+ * collaborator is faked so the property can drive any order of answers; ConfigSync is real.
+ */
+class ScriptedStore implements Store {
+  readonly kind = 'scripted';
+  readonly okVersionsRead: number[] = [];
+  inFlight = 0;
+  maxInFlight = 0;
+  /** Reads are numbered in the order they start; the number of the last one to finish. */
+  started = 0;
+  lastFinished = 0;
+  private next = 0;
+  constructor(private readonly script: readonly Step[]) {}
+  async current(): Promise<StoredVersion> {
+    const id = ++this.started;
+    const step = this.script[this.next++ % this.script.length]!;
+    this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
+    for (let i = 0; i < step.delay; i++) await Promise.resolve();
+    this.inFlight--;
+    this.lastFinished = id;
+    if (step.kind !== 'ok') {
+      throw step.kind === 'outage' ? new GraygateError('GG_STORE_UNAVAILABLE', 'scripted outage') : new ConfigError(['services[0].stable: scripted refusal']);
+    }
+    this.okVersionsRead.push(step.version);
+    return { version: step.version, document: contractDocument(step.version), meta: { actor: 'script', time: new Date().toISOString(), reason: 'script' } };
+  }
+  write(): Promise<StoredVersion> {
+    throw new Error('not used');
+  }
+  history(): Promise<StoredVersion[]> {
+    return Promise.resolve([]);
+  }
+  version(): Promise<StoredVersion> {
+    throw new Error('not used');
+  }
+  watch(): () => void {
+    return () => undefined;
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+describe('ConfigSync: properties', () => {
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    { weight: 3, arbitrary: fc.record({ kind: fc.constant('ok' as const), version: fc.integer({ min: 1, max: 40 }), delay: fc.nat(5) }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constantFrom('outage' as const, 'invalid' as const), delay: fc.nat(5) }) },
+  );
+
+  it('whatever the store answers and however refreshes interleave: one read at a time, applied versions only grow, the newest read is served', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 12 }), fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 8 }), async (script, bursts) => {
+        const store = new ScriptedStore(script);
+        const applied: number[] = [];
+        const sync = new ConfigSync({ store, compile: compileRouting, apply: (s) => applied.push(s.version), logger: createLogger({ level: 'silent' }) });
+        const pending: Promise<void>[] = [];
+        for (const burst of bursts) {
+          for (let i = 0; i < burst; i++) {
+            // A refresh promises a read that began after it was asked for.
+            const startedBefore = store.started;
+            pending.push(sync.refresh().then(() => expect(store.lastFinished).toBeGreaterThan(startedBefore)));
+          }
+          await Promise.resolve();
+        }
+        await Promise.all(pending);
+        expect(store.maxInFlight).toBe(1);
+        expect(applied.every((v, i) => i === 0 || v > applied[i - 1]!)).toBe(true);
+        const newest = store.okVersionsRead.length > 0 ? Math.max(...store.okVersionsRead) : undefined;
+        expect(sync.version).toBe(newest);
+        expect(sync.stats().applied).toBe(applied.length);
+        sync.stop();
+      }),
+      { numRuns: 200 },
+    );
   });
 });
