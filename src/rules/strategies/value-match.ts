@@ -4,7 +4,7 @@ import type { Matcher } from '../strategy.js';
 import type { RequestFacts } from '../facts.js';
 
 /**
- * The value tests shared by the cookie and query strategies (and the shape of `header`):
+ * The value tests shared by the header, cookie and query strategies:
  * exactly one of present, equals, oneOf, prefix, regex. Not a strategy itself.
  */
 
