@@ -404,6 +404,28 @@ describe('FileStore: watch', () => {
     expect(contents.length).toBeLessThanOrEqual(10);
   });
 
+  it('notices a Kubernetes ConfigMap-style update (the ..data symlink swapped), without the poll', async () => {
+    const dir = await tempDir();
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(join(dir, '..v1'));
+    await writeFile(join(dir, '..v1', 'graygate.yaml'), yamlConfig(contractDocument(0)));
+    await symlink('..v1', join(dir, '..data'));
+    await symlink('..data/graygate.yaml', join(dir, 'graygate.yaml'));
+    const store = createFileStore(FileStoreSettings.parse({ kind: 'file', pollMs: 0 }), { configPath: join(dir, 'graygate.yaml'), validate: parseRoutingDocument });
+    opened.push(() => store.close());
+    expect((await store.current()).version).toBe(1);
+    let calls = 0;
+    const stop = store.watch(() => calls++);
+    opened.push(async () => stop());
+    // The kubelet's update: a new timestamped directory, a temp link to it, renamed over ..data.
+    await mkdir(join(dir, '..v2'));
+    await writeFile(join(dir, '..v2', 'graygate.yaml'), yamlConfig(contractDocument(2)));
+    await symlink('..v2', join(dir, '..data_tmp'));
+    await rename(join(dir, '..data_tmp'), join(dir, '..data'));
+    await eventually(() => expect(calls).toBeGreaterThan(0), { withinMs: 3_000 });
+    expect(await store.current()).toMatchObject({ version: 2, document: contractDocument(2) });
+  });
+
   it('catches a change by the poll alone when fs.watch is off', async () => {
     const { store, path, calls } = await watched({ fsWatch: false, pollMs: 50 });
     await editInPlace(path, yamlConfig(contractDocument(3)));

@@ -1,4 +1,4 @@
-import { statSync, watch, type FSWatcher } from 'node:fs';
+import { lstatSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { Logger } from '../../observe/log.js';
@@ -33,6 +33,10 @@ export interface FileWatch {
 export function watchFile(options: FileWatchOptions): FileWatch {
   const dir = dirname(options.path);
   const name = basename(options.path);
+  // A symlinked file (a Kubernetes ConfigMap mount: graygate.yaml -> ..data/graygate.yaml) changes
+  // when another entry of the directory (..data) is swapped, so there every event counts; a
+  // reread of an unchanged file costs one read and changes nothing.
+  const anyEntry = isSymlink(options.path);
   let watcher: FSWatcher | undefined;
   let debounce: NodeJS.Timeout | undefined;
   let closed = false;
@@ -60,7 +64,7 @@ export function watchFile(options: FileWatchOptions): FileWatch {
     try {
       const created = watch(dir, { persistent: false }, (_event, filename) => {
         // filename can be null on platforms that do not report it; then any event counts.
-        if (filename === null || filename === name) schedule();
+        if (anyEntry || filename === null || filename === name) schedule();
       });
       created.on('error', (error) => {
         options.logger.warn({ err: error, dir }, 'file store: watching the directory failed; relying on the poll until it can be watched again');
@@ -121,5 +125,13 @@ async function statSignature(path: string): Promise<string> {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     return code === 'ENOENT' ? 'missing' : `error:${code ?? 'unknown'}`;
+  }
+}
+
+function isSymlink(path: string): boolean {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink() ?? false;
+  } catch {
+    return false;
   }
 }
