@@ -110,7 +110,7 @@ export class HistoryDir {
       await link(temp, file);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw unavailable(`cannot write history entry ${file}`, error);
+      throw unavailable(`cannot write history entry ${file} (store.historyDir must be a writable directory)`, error);
     } finally {
       await rm(temp, { force: true });
     }
