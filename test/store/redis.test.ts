@@ -158,6 +158,31 @@ describe('redis store: change notification', () => {
     }
   });
 
+  it('100 writes with the subscriber killed every 20: the watcher ends on the last version; its reads never go backwards', async () => {
+    const [writer, watcher] = fleet(2, { pollMs: 200 });
+    await writer!.write(doc(0), { expectedVersion: 0, actor: 'seed', reason: 'seed' });
+    const reads: number[] = [];
+    let reading = Promise.resolve();
+    // What a gateway does: on every notice reread, and apply only a newer version.
+    const stop = watcher!.watch(() => {
+      reading = reading.then(async () => {
+        const current = await watcher!.current().catch(() => undefined);
+        if (current) reads.push(current.version);
+      });
+    });
+    try {
+      for (let v = 1; v <= 100; v++) {
+        if (v % 20 === 0) await redis.client.client('KILL', 'TYPE', 'pubsub');
+        await writer!.write(doc(v), { expectedVersion: v, actor: 'w', reason: `change ${v}` });
+      }
+      await eventually(() => expect(reads.at(-1)).toBe(101), { withinMs: 2_000 });
+      // Serialized rereads of one store: each sees the same version or a newer one.
+      expect([...reads].sort((a, b) => a - b)).toEqual(reads);
+    } finally {
+      stop();
+    }
+  });
+
   it('the version poll catches a change that was never published, within the poll interval', async () => {
     const [writer, watcher] = fleet(2, { pollMs: 200 });
     await writer!.write(doc(0), { expectedVersion: 0, actor: 'seed', reason: 'seed' });
