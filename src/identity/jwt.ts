@@ -1,6 +1,6 @@
 import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import { HeaderName } from '../config/primitives.js';
@@ -104,8 +104,22 @@ const JwtIdentityConfig = z
 
 export type JwtIdentityConfig = z.output<typeof JwtIdentityConfig>;
 
+type Jose = typeof import('jose');
+let jose: Jose | undefined;
+let joseLoading: Promise<Jose> | undefined;
+
+/**
+ * jose is loaded only once a jwt source is configured: on the default path it would cost about
+ * 10 MB of resident memory for nothing. Until it has loaded (a few ms after the first config
+ * with a jwt source), tokens simply take the asynchronous path.
+ */
+export function loadJose(): Promise<Jose> {
+  joseLoading ??= import('jose').then((module) => (jose = module));
+  return joseLoading;
+}
+
 /** The key jose verifies with, and the algorithms allowed for it; throws ConfigError when it cannot be loaded. */
-function loadKey(config: JwtIdentityConfig): { key: KeyObject | JWTVerifyGetKey; algorithms: Algorithm[] } {
+function loadKey(config: JwtIdentityConfig): { key: KeyObject | ((jose: Jose) => JWTVerifyGetKey); algorithms: Algorithm[] } {
   if (config.secret !== undefined || config.secretEnv !== undefined) {
     let secret = config.secret;
     if (config.secretEnv !== undefined) {
@@ -128,7 +142,7 @@ function loadKey(config: JwtIdentityConfig): { key: KeyObject | JWTVerifyGetKey;
   } catch (error) {
     throw new ConfigError([`jwksFile: cannot read a JWKS from ${JSON.stringify(config.jwksFile)}: ${(error as Error).message}`], { cause: error });
   }
-  return { key: createLocalJWKSet(jwks), algorithms: config.algorithms ?? ['RS256', 'ES256'] };
+  return { key: (module) => module.createLocalJWKSet(jwks), algorithms: config.algorithms ?? ['RS256', 'ES256'] };
 }
 
 /** `Bearer <token>` → the token (scheme case-insensitive, RFC 9110 §11.1); anything else → undefined. */
@@ -153,7 +167,9 @@ export const jwtIdentity = defineIdentitySource({
   schema: JwtIdentityConfig,
   inputs: (config) => (config.cookie !== undefined ? [{ kind: 'cookie', name: config.cookie }] : [{ kind: 'header', name: config.header ?? 'authorization' }]),
   create(config) {
-    const { key, algorithms } = loadKey(config);
+    const { key: keySource, algorithms } = loadKey(config);
+    void loadJose();
+    let key: KeyObject | JWTVerifyGetKey | undefined = typeof keySource === 'function' ? undefined : keySource;
     const allowed = new Set<string>(algorithms);
     const claim = config.claim;
     const options = {
@@ -172,7 +188,9 @@ export const jwtIdentity = defineIdentitySource({
 
     const verify = async (raw: string, token: string): Promise<string | undefined> => {
       try {
-        const { payload } = await jwtVerify(token, key as KeyObject, options);
+        const module = jose ?? (await loadJose());
+        key ??= (keySource as (jose: Jose) => JWTVerifyGetKey)(module);
+        const { payload } = await module.jwtVerify(token, key as KeyObject, options);
         const id = idFromClaim(payload[claim]);
         const now = Date.now();
         const untilExpiry = payload.exp === undefined ? MAX_CACHE_TTL_MS : payload.exp * 1000 - now;
@@ -204,13 +222,15 @@ export const jwtIdentity = defineIdentitySource({
       if (token === undefined) return undefined;
       // Refuse what jose would refuse anyway, synchronously: not a JWS, `alg: none`, another
       // algorithm. Such tokens cost no Promise and no cache slot.
-      let alg: unknown;
-      try {
-        alg = decodeProtectedHeader(token).alg;
-      } catch {
-        return undefined;
+      if (jose !== undefined) {
+        let alg: unknown;
+        try {
+          alg = jose.decodeProtectedHeader(token).alg;
+        } catch {
+          return undefined;
+        }
+        if (typeof alg !== 'string' || !allowed.has(alg)) return undefined;
       }
-      if (typeof alg !== 'string' || !allowed.has(alg)) return undefined;
       const promise = verify(raw, token);
       pending.set(raw, promise);
       return promise;
