@@ -95,6 +95,7 @@ export class RedisStore implements Store {
   private polledVersion: number | undefined;
   private isReachable = true;
   private isClosed = false;
+  private isPolling = false;
   /** Subscribers of watchKeys, closed with the store. */
   private readonly keySubscribers = new Set<Client>();
   private keyspaceDescribed = false;
@@ -549,6 +550,17 @@ export class RedisStore implements Store {
   }
 
   private async poll(): Promise<void> {
+    // A GET slower than the interval must not stack polls up.
+    if (this.isPolling) return;
+    this.isPolling = true;
+    try {
+      await this.pollOnce();
+    } finally {
+      this.isPolling = false;
+    }
+  }
+
+  private async pollOnce(): Promise<void> {
     if (this.control.status !== 'ready') {
       this.markReachable(false, new Error(`connection status ${this.control.status}`));
       return;
@@ -561,7 +573,9 @@ export class RedisStore implements Store {
       return;
     }
     this.markReachable(true);
-    const version = text === null ? 0 : Number(text);
+    // A garbage version key counts as one value (-1), so it is reported once, not on every poll.
+    const parsed = text === null ? 0 : Number(text);
+    const version = Number.isSafeInteger(parsed) ? parsed : -1;
     if (version !== this.polledVersion) {
       if (this.polledVersion !== undefined && version < this.polledVersion) {
         this.logger.warn({ from: this.polledVersion, to: version, store: this.target.display }, 'the stored version went backwards (did Redis lose its data?)');
