@@ -80,11 +80,32 @@ function tokenHint(token: string): string {
 /** Lookups in flight at once, per cache; beyond it a miss goes straight to stable (store in trouble). */
 const MAX_IN_FLIGHT = 10_000;
 
-/** What outlives config snapshots: the cache, lookups in flight, the log limiter. */
+/** Counts of what token lookups did, for metrics: every "no identity" outcome is counted. */
+export interface TokenLookupStats {
+  /** Answered from the cache with a user id. */
+  hits: number;
+  /** Answered from the cache as unknown (negative caching). */
+  negativeHits: number;
+  /** Store lookups started (cache misses not joined to one in flight). */
+  lookups: number;
+  /** Lookups that found no key. */
+  unknown: number;
+  /** Lookups that failed or passed their deadline. */
+  failures: number;
+  /** Values under a token key that are not a user id. */
+  garbage: number;
+  /** Tokens refused before any lookup (oversized, bad characters). */
+  refused: number;
+  /** Misses sent to stable because too many lookups were in flight. */
+  shed: number;
+}
+
+/** What outlives config snapshots: the cache, lookups in flight, the log limiter, the counts. */
 interface TokenCache {
   readonly entries: LRUCache<string, string>;
   readonly inFlight: Map<string, Promise<string | undefined>>;
   readonly log: ReturnType<typeof rateLimited>;
+  readonly stats: TokenLookupStats;
 }
 
 /**
@@ -108,11 +129,21 @@ function cacheFor(context: IdentityContext, config: TokenLookupConfig, logger: L
       entries: new LRUCache<string, string>({ max: config.cacheMax, ttl: config.cacheTtlMs, updateAgeOnGet: false }),
       inFlight: new Map(),
       log: rateLimited(logger),
+      stats: { hits: 0, negativeHits: 0, lookups: 0, unknown: 0, failures: 0, garbage: 0, refused: 0, shed: 0 },
     };
     caches.set(key, cache);
     if (caches.size > CACHES_PER_CONTEXT) caches.delete(caches.keys().next().value!);
   }
   return cache;
+}
+
+/** Token lookup counts of every cache kept for `context` (summed), e.g. for a metrics endpoint. */
+export function tokenLookupStats(context: IdentityContext): TokenLookupStats {
+  const total: TokenLookupStats = { hits: 0, negativeHits: 0, lookups: 0, unknown: 0, failures: 0, garbage: 0, refused: 0, shed: 0 };
+  for (const cache of registry.get(context)?.values() ?? []) {
+    for (const key of Object.keys(total) as (keyof TokenLookupStats)[]) total[key] += cache.stats[key];
+  }
+  return total;
 }
 
 export const tokenLookupIdentity = defineIdentitySource({
@@ -128,7 +159,7 @@ export const tokenLookupIdentity = defineIdentitySource({
     }
     const logger = context.logger ?? silentLogger();
     const cache = cacheFor(context, config, logger);
-    const { entries, inFlight, log } = cache;
+    const { entries, inFlight, log, stats } = cache;
     const header = config.header;
     const maxTokenLength = config.maxTokenLength;
     const deadlineMs = config.deadlineMs;
@@ -144,7 +175,9 @@ export const tokenLookupIdentity = defineIdentitySource({
         entries.set(token, value);
         return value;
       }
-      if (value !== undefined) {
+      if (value === undefined) stats.unknown++;
+      else {
+        stats.garbage++;
         log('tokenLookup.garbage', 'warn', { key: `${keyPrefix}${tokenHint(token)}${keySuffix}`, length: value.length }, 'token lookup: the stored value is not a user id; the request goes to stable');
       }
       if (negativeTtlMs > 0) entries.set(token, UNKNOWN, { ttl: negativeTtlMs });
@@ -152,6 +185,7 @@ export const tokenLookupIdentity = defineIdentitySource({
     };
     const fail = (token: string, error: unknown): undefined => {
       inFlight.delete(token);
+      stats.failures++;
       log('tokenLookup.failed', 'warn', { err: (error as Error)?.message ?? String(error) }, 'token lookup failed or timed out; the request goes to stable');
       return undefined;
     };
@@ -159,13 +193,27 @@ export const tokenLookupIdentity = defineIdentitySource({
     return (facts) => {
       const token = facts.header(header);
       if (token === undefined) return undefined;
-      if (!isWellFormedToken(token, maxTokenLength)) return undefined;
+      if (!isWellFormedToken(token, maxTokenLength)) {
+        stats.refused++;
+        return undefined;
+      }
       const cached = entries.get(token);
-      if (cached !== undefined) return cached === UNKNOWN ? undefined : cached;
+      if (cached !== undefined) {
+        if (cached === UNKNOWN) {
+          stats.negativeHits++;
+          return undefined;
+        }
+        stats.hits++;
+        return cached;
+      }
       // Cache miss: one lookup per token, whoever else is waiting for it shares it.
       let pending = inFlight.get(token);
       if (pending === undefined) {
-        if (inFlight.size >= MAX_IN_FLIGHT) return undefined;
+        if (inFlight.size >= MAX_IN_FLIGHT) {
+          stats.shed++;
+          return undefined;
+        }
+        stats.lookups++;
         pending = readKey(keyPrefix + token + keySuffix, deadlineMs).then(
           (value) => remember(token, value),
           (error: unknown) => fail(token, error),

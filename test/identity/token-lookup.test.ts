@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisStoreSettings } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
 import type { IdentityContext, IdentityResolver } from '../../src/identity/source.js';
-import { isCanonicalUserId, isWellFormedToken, tokenLookupIdentity } from '../../src/identity/token-lookup.js';
+import { isCanonicalUserId, isWellFormedToken, tokenLookupIdentity, tokenLookupStats } from '../../src/identity/token-lookup.js';
 import { createLogger } from '../../src/observe/log.js';
 import { createRedisStore, type RedisStore } from '../../src/store/redis/redis-store.js';
 import { eventually } from '../helpers/eventually.js';
@@ -95,9 +95,13 @@ describe('tokenLookup identity', () => {
     const { resolve, key } = resolverFor();
     await redis.client.set(key('crowd'), '4242');
     const before = await gets();
+    const statsBefore = tokenLookupStats(context);
     const answers = await Promise.all(Array.from({ length: 200 }, () => resolve(request('crowd'))));
     expect(new Set(answers)).toEqual(new Set(['4242']));
     expect((await gets()) - before).toBe(1);
+    expect(tokenLookupStats(context).lookups - statsBefore.lookups).toBe(1);
+    resolve(request('crowd'));
+    expect(tokenLookupStats(context).hits - statsBefore.hits).toBe(1);
   });
 
   it('a paused store: the request gets undefined (stable) at the deadline, not later', async () => {
@@ -119,6 +123,7 @@ describe('tokenLookup identity', () => {
     const { resolve, key } = resolverFor();
     const garbage = ['007', 'a b', 'x'.repeat(257), '12\u0001', '', 'tab\there', 'ünïcode'];
     const linesBefore = logLines.length;
+    const garbageBefore = tokenLookupStats(context).garbage;
     for (const [i, value] of garbage.entries()) {
       await redis.client.set(key(`secret-token-${i}`), value);
       expect(await resolve(request(`secret-token-${i}`))).toBeUndefined();
@@ -127,6 +132,7 @@ describe('tokenLookup identity', () => {
       await redis.client.set(key(`more-garbage-${i}`), ' 1');
       expect(await resolve(request(`more-garbage-${i}`))).toBeUndefined();
     }
+    expect(tokenLookupStats(context).garbage - garbageBefore).toBe(garbage.length + 20);
     const lines = logLines.slice(linesBefore).filter((line) => line.includes('not a user id'));
     expect(lines.length).toBeGreaterThan(0);
     expect(lines.length).toBeLessThanOrEqual(5);
@@ -136,10 +142,12 @@ describe('tokenLookup identity', () => {
   it('oversized and malformed tokens are refused before any store call', async () => {
     const { resolve } = resolverFor({ maxTokenLength: 64 });
     const before = await gets();
+    const refusedBefore = tokenLookupStats(context).refused;
     for (const token of ['a'.repeat(65), 'has space', 'brace{tag}', 'semi;colon', 'naïve', '', 'new\nline', 'x'.repeat(100_000)]) {
       expect(resolve(request(token))).toBeUndefined(); // synchronous
     }
     expect(await gets()).toBe(before);
+    expect(tokenLookupStats(context).refused - refusedBefore).toBe(8);
   });
 
   it('the cache outlives config snapshots: a new resolver on the same context answers from it', async () => {
