@@ -140,9 +140,23 @@ export interface RedisServer {
 /** Starts a private `redis-server` on a free loopback port. */
 export async function startRedis(options: { persist?: boolean; args?: string[] } = {}): Promise<RedisServer> {
   const dir = await mkdtemp(path.join(tmpdir(), 'graygate-redis-'));
-  const port = await freePort();
-  const args = [...baseArgs(port, dir, options.persist ?? false), ...(options.args ?? [])];
-  let server = await spawnServer(port, dir, args);
+  let port = 0;
+  let args: string[] = [];
+  let server: ServerProcess | undefined;
+  // The free port may be taken between the probe and the bind (other suites run too): retry.
+  for (let attempt = 1; !server; attempt++) {
+    port = await freePort();
+    args = [...baseArgs(port, dir, options.persist ?? false), ...(options.args ?? [])];
+    try {
+      server = await spawnServer(port, dir, args);
+    } catch (error) {
+      if (attempt >= 3) {
+        await rm(dir, { recursive: true, force: true });
+        throw error;
+      }
+    }
+  }
+  let running: ServerProcess = server;
   const client = helperClient(port);
   let stopped = false;
   return {
@@ -153,15 +167,15 @@ export async function startRedis(options: { persist?: boolean; args?: string[] }
       if (stopped) return;
       stopped = true;
       client.disconnect();
-      await stopServer(server, 'SIGKILL');
+      await stopServer(running, 'SIGKILL');
       await rm(dir, { recursive: true, force: true });
     },
     async kill(signal = 'SIGKILL') {
-      await stopServer(server, signal);
+      await stopServer(running, signal);
     },
     async restart() {
-      await stopServer(server, 'SIGKILL');
-      server = await spawnServer(port, dir, args);
+      await stopServer(running, 'SIGKILL');
+      running = await spawnServer(port, dir, args);
     },
   };
 }
