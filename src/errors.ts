@@ -18,6 +18,7 @@ export const ErrorCodes = {
   GG_UPSTREAM_TIMEOUT: { status: 504, doc: 'The upstream did not answer in time (connect, response headers, or idle body).' },
   GG_UPSTREAM_UNAVAILABLE: { status: 503, doc: 'The upstream has no server that can take the request.' },
   GG_SHUTTING_DOWN: { status: 503, doc: 'The gateway is draining for shutdown and takes no new requests.' },
+  GG_EXPLAIN_INVALID: { status: 400, doc: 'A request description given to explain is malformed; the message names the field.' },
   GG_INTERNAL: { status: 500, doc: 'An unexpected error inside graygate; the log has the details.' },
 } as const satisfies Record<string, { status: number; doc: string }>;
 

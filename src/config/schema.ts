@@ -71,12 +71,15 @@ export const Condition: z.ZodType<Condition> = exactlyOneOf(conditionShape(), 'c
   description: 'One strategy, or all/any/not of conditions.',
 }) as unknown as z.ZodType<Condition>;
 
-export const RuleTarget = z.enum(['candidate', 'stable']);
+/** Where a rule sends a match: `stable`, `candidate` (the one candidate), or a candidate's upstream name. */
+export const RuleTarget = Name;
 
 const ruleShape = {
   name: Name.optional().meta({ description: 'Shown in logs, metrics and explain; defaults to "rule N".' }),
   to: RuleTarget.default('candidate').meta({
-    description: 'Where a matching request goes. `stable` makes a deny rule: matching callers never reach the candidate.',
+    description:
+      'Where a matching request goes: `candidate`, `stable`, or (with `candidates`) the upstream name of one candidate. ' +
+      '`stable` makes a deny rule: matching callers never reach a candidate. With several candidates, `candidate` is ambiguous: name one.',
   }),
 };
 
@@ -143,13 +146,59 @@ export const ReleaseState = z.enum(['idle', 'canary', 'full']).meta({
 });
 export type ReleaseState = z.output<typeof ReleaseState>;
 
+/** How a shared cache is told that a response depended on the caller. */
+export const CacheMode = z.enum(['vary', 'private']).meta({
+  description:
+    'When the version depended on the caller, `vary` adds `Vary` naming the request headers that decided (`*` for the client address); ' +
+    '`private` sets `Cache-Control: private` instead (dropping `public`, `s-maxage` and `proxy-revalidate`), for caches that key poorly on Vary.',
+});
+export type CacheMode = z.output<typeof CacheMode>;
+
+/** One candidate of an A/B/n release: its upstream and the share of callers the split sends it. */
+export const WeightedCandidate = z
+  .strictObject({
+    upstream: Name.meta({ description: 'Upstream that serves this candidate version.' }),
+    weight: z
+      .number({ message: 'expected a number from 0 to 100' })
+      .min(0, { message: 'weight is at least 0' })
+      .max(100, { message: 'weight is at most 100' })
+      .refine((weight) => Math.abs(weight * 100 - Math.round(weight * 100)) < 1e-6, { message: 'weight has at most two decimals (buckets are 0.01 %)' })
+      .meta({ description: 'Percent of callers the split sends here, two decimals at most. 0: the split never sends anyone (rules naming it still do).' }),
+  })
+  .meta({ description: 'A candidate version and its share of the split.' });
+export type WeightedCandidate = z.output<typeof WeightedCandidate>;
+
 export const Release = z
   .strictObject({
-    candidate: Name.meta({ description: 'Upstream that serves the candidate version.' }),
+    candidate: Name.optional().meta({ description: 'Upstream that serves the candidate version (one candidate; or use `candidates`).' }),
+    candidates: z
+      .array(WeightedCandidate)
+      .min(1)
+      .optional()
+      .meta({
+        description:
+          'A/B/n: several candidate versions with weights (sum at most 100). Callers no rule decides are split among them by a sticky hash of ' +
+          'their id (seeded apart from `percentage`); stable takes the rest. In `full`, exactly one candidate may have a weight above 0 (the winner).',
+      }),
     state: ReleaseState.default('canary'),
-    rules: z.array(Rule).default([]).meta({ description: 'Ordered rules; the first match decides; no match goes to stable.' }),
+    rules: z.array(Rule).default([]).meta({ description: 'Ordered rules; the first match decides; no match goes to the split (with `candidates`) or to stable.' }),
+    cache: CacheMode.default('vary'),
   })
-  .meta({ description: 'The candidate version of a service and the rules that send requests to it.' });
+  .superRefine((release, ctx) => {
+    if ((release.candidate === undefined) === (release.candidates === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: release.candidate === undefined ? 'expected candidate (one upstream) or candidates (A/B/n)' : 'expected candidate or candidates, not both',
+      });
+    }
+    if (release.candidates !== undefined) {
+      const total = release.candidates.reduce((sum, c) => sum + Math.round(c.weight * 100), 0);
+      if (total > 10_000) {
+        ctx.addIssue({ code: 'custom', path: ['candidates'], message: `weights add up to ${total / 100}; at most 100 (stable takes the rest)` });
+      }
+    }
+  })
+  .meta({ description: 'The candidate version(s) of a service and the rules that send requests to them.' });
 export type Release = z.output<typeof Release>;
 
 const HostPattern = z
@@ -187,9 +236,36 @@ export const IdentitySourceConfig = exactlyOneOf(identitySourceShape, 'identity 
 });
 export type IdentitySourceConfig = z.output<typeof IdentitySourceConfig>;
 
+/** The anonymous sticky id: a random id in a cookie for callers no identity source knows. */
+export const AnonymousCookie = z
+  .strictObject({
+    enabled: z.boolean().default(true).meta({ description: 'Give anonymous callers a random id when a rule needs an identity.' }),
+    name: z
+      .string()
+      .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { message: 'expected a cookie name (token characters)' })
+      .default('gg_anon')
+      .meta({ description: 'Cookie holding the anonymous id.' }),
+    maxAgeDays: z
+      .number()
+      .int()
+      .min(1)
+      .max(400, { message: 'browsers keep a cookie at most 400 days' })
+      .default(365)
+      .meta({ description: 'Cookie lifetime; longer than any release, so a caller keeps its version from start to finish.' }),
+    sameSite: z.enum(['Lax', 'Strict', 'None']).default('Lax').meta({ description: 'SameSite attribute; `None` always adds `Secure` (browsers require it).' }),
+  })
+  .meta({
+    description:
+      'When a service needs the caller\'s identity and no source yields one, the caller gets a random id in this cookie (Path=/, HttpOnly, ' +
+      'Secure on TLS or X-Forwarded-Proto https from a trusted proxy); it is then an identity of kind `anonymous`, tried after the sources. ' +
+      'The id only feeds the hash: 10 % stays 10 %. A response that sets it is made `Cache-Control: private`.',
+  });
+export type AnonymousCookie = z.output<typeof AnonymousCookie>;
+
 export const Identity = z
   .strictObject({
     sources: z.array(IdentitySourceConfig).default([]).meta({ description: 'Tried in order; the first that yields an id wins.' }),
+    anonymousCookie: AnonymousCookie.optional(),
   })
   .meta({ description: 'How the gateway learns who the caller is.' });
 export type Identity = z.output<typeof Identity>;

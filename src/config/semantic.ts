@@ -2,6 +2,7 @@ import type { Condition, RoutingDocument, Rule } from './schema.js';
 import { strategies, type StrategyKind } from '../rules/strategies/index.js';
 import type { CompileContext, Matcher, RequestInput } from '../rules/strategy.js';
 import { describeValue, formatPath } from './issues.js';
+import { hasIdentity, releaseIssues } from './release-checks.js';
 
 /** Recursively freezes plain objects and arrays in place; returns the same value. */
 export function deepFreeze<T>(value: T): T {
@@ -66,7 +67,7 @@ export function semanticIssues(document: RoutingDocument): string[] {
 
   const names = new Map<string, number>();
   const matches = new Map<string, number>();
-  const hasIdentitySource = document.identity.sources.length > 0;
+  const hasIdentitySource = hasIdentity(document);
   document.services.forEach((service, s) => {
     const at = `services[${s}]`;
     const previousName = names.get(service.name);
@@ -90,11 +91,7 @@ export function semanticIssues(document: RoutingDocument): string[] {
     if (!hasUpstream(service.stable)) issues.push(`upstream "${service.stable}" is not defined (${at}.stable); known: ${knownText}`);
     const release = service.release;
     if (!release) return;
-    if (!hasUpstream(release.candidate)) {
-      issues.push(`upstream "${release.candidate}" is not defined (${at}.release.candidate); known: ${knownText}`);
-    } else if (release.candidate === service.stable) {
-      issues.push(`${at}.release.candidate: "${release.candidate}" is also the stable upstream; a release needs a different upstream`);
-    }
+    issues.push(...releaseIssues(document, service, at, knownText));
 
     const ruleNames = new Map<string, number>();
     const context: CompileContext = { storeValue: () => undefined, releaseSeed: service.name };

@@ -1,9 +1,12 @@
-import type { Condition, RoutingDocument, Rule, Service } from '../config/schema.js';
+import { candidatesOf } from '../config/release-checks.js';
+import type { CacheMode, Condition, RoutingDocument, Rule, Service } from '../config/schema.js';
 import { deepFreeze, normalizePathPrefix } from '../config/semantic.js';
 import { ConfigError } from '../errors.js';
+import { buildAnonymousIdentity, type AnonymousIdentity } from '../identity/anonymous.js';
 import { buildIdentityChain, type IdentityChain, type IdentityErrorHandler } from '../identity/chain.js';
 import type { IdentityContext } from '../identity/source.js';
 import type { RequestFacts } from './facts.js';
+import { BUCKETS, bucketOf, deriveSeed } from './hash.js';
 import type { CompiledService, Decision, RoutingSnapshot, VersionName } from './snapshot.js';
 import { strategies, type StrategyKind } from './strategies/index.js';
 import type { CompileContext, Matcher, RequestInput } from './strategy.js';
@@ -106,8 +109,29 @@ function compileCondition(condition: Condition | Rule, path: string, context: Co
   }
 }
 
-function decision(service: string, version: VersionName, upstream: string, reason: string, dependsOnCaller: boolean): Decision {
-  return Object.freeze({ service, version, upstream, reason, dependsOnCaller });
+interface DecisionInit {
+  readonly version: VersionName;
+  readonly upstream: string;
+  readonly candidate?: string | undefined;
+  readonly reason: string;
+  readonly dependsOnCaller: boolean;
+  /** The `Vary` value of the inputs this decision read (undefined: none a cache can key on). */
+  readonly varyValue?: string | undefined;
+}
+
+/** A frozen Decision with its cache headers fixed by the release's `cache` mode. */
+function decisionOf(service: string, cache: CacheMode, init: DecisionInit): Decision {
+  const callerDependent = init.dependsOnCaller && init.varyValue !== undefined;
+  return Object.freeze({
+    service,
+    version: init.version,
+    upstream: init.upstream,
+    candidate: init.version === 'candidate' ? (init.candidate ?? init.upstream) : undefined,
+    reason: init.reason,
+    dependsOnCaller: init.dependsOnCaller,
+    vary: callerDependent && cache === 'vary' ? init.varyValue : undefined,
+    cachePrivate: callerDependent && cache === 'private',
+  });
 }
 
 /**
@@ -143,60 +167,180 @@ export function varyFor(inputs: readonly RequestInput[], identityInputs: readonl
   return names.size === 0 ? undefined : [...names].sort().join(', ');
 }
 
+/** Salt of the A/B/n split hash: a seed independent of every percentage rule (LESSONS "Hash pitfalls"). */
+export const SPLIT_SALT = 'graygate/split';
+
+/**
+ * The bucket ranges of an A/B/n split, fixed at compile: candidate i takes buckets
+ * `[from[i], to[i])` of `murmur3(userId, deriveSeed(service, SPLIT_SALT)) % 10000`. Every
+ * candidate but the last takes consecutive ranges upwards from bucket 0, in list order; the
+ * last takes the top of the range downwards from 9999; stable keeps the gap between. So
+ * changing the weight of the last candidate, or of the one listed just before it, moves callers
+ * only between that candidate and stable (with two candidates, an A/B test, that is both);
+ * changing an earlier candidate's weight shifts the ranges of those listed after it but the last.
+ */
+export function splitRanges(weights: readonly number[]): { from: number[]; to: number[] } {
+  const from: number[] = [];
+  const to: number[] = [];
+  let low = 0;
+  weights.forEach((weight, i) => {
+    const width = Math.round(weight * 100);
+    if (i === weights.length - 1 && i > 0) {
+      from.push(BUCKETS - width);
+      to.push(BUCKETS);
+    } else {
+      from.push(low);
+      to.push(low + width);
+      low += width;
+    }
+  });
+  return { from, to };
+}
+
+/** What explain needs beyond `decide`: the rules, the split, and identity without minting. */
+export interface ServiceExplainInfo {
+  readonly state: 'idle' | 'canary' | 'full' | 'none';
+  readonly rules: readonly CompiledRule[];
+  /** The split, when the release has weighted candidates in canary. */
+  readonly split: { readonly seed: number; readonly candidates: readonly string[]; readonly from: readonly number[]; readonly to: readonly number[] } | undefined;
+  /** Resolves identity like the data plane, except that no anonymous id is minted. */
+  resolveIdentityWithoutMinting(facts: RequestFacts): void | Promise<void>;
+}
+
 interface CompiledServiceWithRules extends CompiledService {
   /** Compiled rules in order (empty unless the release is in canary), for explain. */
   readonly rules: readonly CompiledRule[];
+  readonly explainInfo: ServiceExplainInfo;
 }
 
-function compileService(service: Service, index: number, chain: IdentityChain, storeValue: (key: string) => string | undefined): CompiledServiceWithRules {
+/** The chain, followed by the anonymous cookie when the chain found nobody. */
+function withAnonymous(resolve: IdentityChain['resolve'], anonymous: AnonymousIdentity | undefined, mint: boolean): IdentityChain['resolve'] {
+  if (anonymous === undefined) return resolve;
+  return (facts) => {
+    const pending = resolve(facts);
+    if (pending === undefined) {
+      anonymous.assign(facts, mint);
+      return;
+    }
+    // Only a store lookup on a cache miss gets here; its continuation is the one allocation.
+    return pending.then(() => anonymous.assign(facts, mint));
+  };
+}
+
+function compileService(
+  service: Service,
+  index: number,
+  chain: IdentityChain,
+  anonymous: AnonymousIdentity | undefined,
+  storeValue: (key: string) => string | undefined,
+): CompiledServiceWithRules {
   const name = service.name;
   const release = service.release;
   const state = release?.state ?? 'idle';
-  const candidate = release?.candidate;
-  const stableDecision = decision(name, 'stable', service.stable, 'idle', false);
-  const resolveIdentity = chain.resolve;
-  const base = { name, stable: service.stable, candidate, stableDecision, resolveIdentity };
+  const cache: CacheMode = release?.cache ?? 'vary';
+  const candidates = release ? candidatesOf(release) : [];
+  const candidateNames = Object.freeze(candidates.map((c) => c.upstream));
+  const stableDecision = decisionOf(name, cache, { version: 'stable', upstream: service.stable, reason: 'idle', dependsOnCaller: false });
+  const identityInputs = anonymous ? [...chain.inputs, ...anonymous.inputs] : chain.inputs;
+  const base = { name, stable: service.stable, candidate: candidateNames[0], candidates: candidateNames, stableDecision };
+  const withoutIdentity = { needsIdentity: false, resolveIdentity: chain.resolve, vary: undefined, rules: Object.freeze([]) };
+  const explainWithout = (explainState: ServiceExplainInfo['state']): ServiceExplainInfo =>
+    Object.freeze({ state: explainState, rules: Object.freeze([]), split: undefined, resolveIdentityWithoutMinting: withAnonymous(chain.resolve, anonymous, false) });
 
   if (!release || state === 'idle') {
     const decide = (_facts: RequestFacts): Decision => stableDecision;
-    return Object.freeze({ ...base, needsIdentity: false, decide, vary: undefined, rules: Object.freeze([]) });
+    return Object.freeze({ ...base, ...withoutIdentity, decide, explainInfo: explainWithout(release ? 'idle' : 'none') });
   }
   if (state === 'full') {
-    const full = decision(name, 'candidate', release.candidate, 'full', false);
+    // With A/B/n, `full` needs one winner (semantic check): the candidate with a weight above 0.
+    const winner = candidates.find((c) => c.weight === undefined || c.weight > 0) ?? candidates[0]!;
+    const full = decisionOf(name, cache, { version: 'candidate', upstream: winner.upstream, reason: 'full', dependsOnCaller: false });
     const decide = (_facts: RequestFacts): Decision => full;
-    return Object.freeze({ ...base, needsIdentity: false, decide, vary: undefined, rules: Object.freeze([]) });
+    return Object.freeze({ ...base, ...withoutIdentity, decide, explainInfo: explainWithout('full') });
   }
 
   const context: CompileContext = Object.freeze({ storeValue, releaseSeed: releaseSeedOf(name) });
-  const dependsOnCaller = release.rules.length > 0;
-  const allInputs: RequestInput[] = [];
+  const weights = candidates.map((c) => c.weight ?? 0);
+  const hasSplit = release.candidates !== undefined && weights.some((w) => w > 0);
+  const dependsOnCaller = release.rules.length > 0 || hasSplit;
+  // Inputs read so far, rule by rule: a decision by rule i depends on rules 0..i only.
+  const inputsSoFar: RequestInput[] = [];
   const compiled: CompiledRule[] = release.rules.map((rule, i) => {
     const inputs: RequestInput[] = [];
     const matches = compileCondition(rule, `services[${index}].release.rules[${i}]`, context, inputs);
+    inputsSoFar.push(...inputs);
     const to = rule.to;
-    const upstream = to === 'candidate' ? release.candidate : service.stable;
-    allInputs.push(...inputs);
+    const toStable = to === 'stable';
+    // `candidate` is the one candidate (the semantic check refuses it with several).
+    const upstream = toStable ? service.stable : to === 'candidate' ? candidateNames[0]! : to;
     return Object.freeze({
       index: i,
       matches,
-      decision: decision(name, to, upstream, rule.name ?? `rule ${i + 1}`, true),
+      decision: decisionOf(name, cache, {
+        version: toStable ? 'stable' : 'candidate',
+        upstream,
+        reason: rule.name ?? `rule ${i + 1}`,
+        dependsOnCaller: true,
+        varyValue: varyFor(inputsSoFar, identityInputs),
+      }),
       inputs: Object.freeze(inputs),
     });
   });
-  const noMatch = decision(name, 'stable', service.stable, 'no rule matched', dependsOnCaller);
+  const ruleInputs = [...inputsSoFar];
+  const noMatch = decisionOf(name, cache, {
+    version: 'stable',
+    upstream: service.stable,
+    reason: 'no rule matched',
+    dependsOnCaller,
+    // Without an id the split still looked for one: its absence decided too.
+    varyValue: varyFor(hasSplit ? [...ruleInputs, { kind: 'identity' }] : ruleInputs, identityInputs),
+  });
   const matchers = compiled.map((rule) => rule.matches);
   const decisions = compiled.map((rule) => rule.decision);
   const count = matchers.length;
-  const decide = (facts: RequestFacts): Decision => {
-    for (let i = 0; i < count; i++) if (matchers[i]!(facts)) return decisions[i]!;
-    return noMatch;
-  };
+
+  let decide: (facts: RequestFacts) => Decision;
+  let split: ServiceExplainInfo['split'];
+  if (!hasSplit) {
+    decide = (facts) => {
+      for (let i = 0; i < count; i++) if (matchers[i]!(facts)) return decisions[i]!;
+      return noMatch;
+    };
+  } else {
+    const seed = deriveSeed(context.releaseSeed, SPLIT_SALT);
+    const ranges = splitRanges(weights);
+    const splitVary = varyFor([...ruleInputs, { kind: 'identity' }], identityInputs);
+    // Only candidates with a weight take part: weight 0 is never chosen, so never dialled by the split.
+    const used = candidates.map((_, i) => i).filter((i) => ranges.to[i]! > ranges.from[i]!);
+    const from = Int32Array.from(used, (i) => ranges.from[i]!);
+    const to = Int32Array.from(used, (i) => ranges.to[i]!);
+    const splitDecisions = used.map((i) =>
+      decisionOf(name, cache, { version: 'candidate', upstream: candidateNames[i]!, reason: 'split', dependsOnCaller: true, varyValue: splitVary }),
+    );
+    const splitStable = decisionOf(name, cache, { version: 'stable', upstream: service.stable, reason: 'split', dependsOnCaller: true, varyValue: splitVary });
+    const parts = used.length;
+    split = Object.freeze({ seed, candidates: Object.freeze(used.map((i) => candidateNames[i]!)), from: Object.freeze([...from]), to: Object.freeze([...to]) });
+    decide = (facts) => {
+      for (let i = 0; i < count; i++) if (matchers[i]!(facts)) return decisions[i]!;
+      const key = facts.userId;
+      // Never hash an empty key: every such caller would share one constant bucket.
+      if (key === undefined || key.length === 0) return noMatch;
+      const bucket = bucketOf(key, seed);
+      for (let i = 0; i < parts; i++) if (bucket >= from[i]! && bucket < to[i]!) return splitDecisions[i]!;
+      return splitStable;
+    };
+  }
+  const needsIdentity = hasSplit || ruleInputs.some((input) => input.kind === 'identity');
+  const rules = Object.freeze(compiled);
   return Object.freeze({
     ...base,
-    needsIdentity: allInputs.some((input) => input.kind === 'identity'),
+    needsIdentity,
+    // Only a service that reads the identity mints anonymous ids.
+    resolveIdentity: needsIdentity ? withAnonymous(chain.resolve, anonymous, true) : chain.resolve,
     decide,
-    vary: dependsOnCaller ? varyFor(allInputs, chain.inputs) : undefined,
-    rules: Object.freeze(compiled),
+    vary: dependsOnCaller ? varyFor(hasSplit ? [...ruleInputs, { kind: 'identity' }] : ruleInputs, identityInputs) : undefined,
+    rules,
+    explainInfo: Object.freeze({ state: 'canary' as const, rules, split, resolveIdentityWithoutMinting: withAnonymous(chain.resolve, anonymous, false) }),
   });
 }
 
@@ -260,6 +404,7 @@ function lookupPrefix(table: PrefixTable, path: string): CompiledService | undef
 export function compileRouting(document: RoutingDocument, version: number, options: CompileOptions = {}): RoutingSnapshot {
   deepFreeze(document);
   const storeValue = options.storeValue ? (key: string) => options.storeValue!(key) : () => undefined;
+  const anonymous = buildAnonymousIdentity(document.identity?.anonymousCookie);
   const chain = buildIdentityChain(document.identity?.sources ?? [], {
     ...(options.identityContext ? { context: options.identityContext } : {}),
     ...(options.onIdentityError ? { onError: options.onIdentityError } : {}),
@@ -272,7 +417,7 @@ export function compileRouting(document: RoutingDocument, version: number, optio
   document.services.forEach((service, index) => {
     let compiled: CompiledService;
     try {
-      compiled = compileService(service, index, chain, storeValue);
+      compiled = compileService(service, index, chain, anonymous, storeValue);
     } catch (error) {
       if (error instanceof ConfigError) {
         issues.push(...error.issues);
@@ -347,4 +492,9 @@ export function storeKeysOf(document: RoutingDocument): string[] {
 /** The compiled rules of a service from a snapshot made by `compileRouting` (for explain). */
 export function compiledRulesOf(service: CompiledService): readonly CompiledRule[] {
   return (service as Partial<CompiledServiceWithRules>).rules ?? [];
+}
+
+/** What explain reads of a service compiled by `compileRouting`; undefined for other implementations. */
+export function explainInfoOf(service: CompiledService): ServiceExplainInfo | undefined {
+  return (service as Partial<CompiledServiceWithRules>).explainInfo;
 }

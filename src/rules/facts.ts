@@ -28,6 +28,13 @@ export interface RequestFacts {
   numericUserId: number | undefined;
   /** Which identity source produced `userId` (its kind), for logs and explain. */
   identitySource: string | undefined;
+  /** True when the client's connection to graygate is TLS; absent means plain HTTP. */
+  readonly isTls?: boolean;
+  /**
+   * Set by identity resolution when it minted an anonymous id for this caller: the `Set-Cookie`
+   * value the response must carry. Undefined otherwise (a returning caller's cookie is not re-sent).
+   */
+  mintedAnonymousCookie?: string | undefined;
 }
 
 /**

@@ -20,24 +20,36 @@ export interface RoutingSnapshot {
 
 export type VersionName = 'stable' | 'candidate';
 
-/** Where one request goes and why. Compiled once per rule: deciding allocates nothing. */
+/** Where one request goes and why. Compiled once per rule and split bucket: deciding allocates nothing. */
 export interface Decision {
   readonly service: string;
+  /** `stable` or `candidate`; with A/B/n, `candidate` names which one. */
   readonly version: VersionName;
   /** Upstream name to forward to. */
   readonly upstream: string;
-  /** What decided: a rule's name (`rule 2` when unnamed), `idle`, `full` or `no rule matched`. */
+  /** Which candidate (its upstream name) when `version` is `candidate`, for logs and metrics; undefined on stable. */
+  readonly candidate: string | undefined;
+  /** What decided: a rule's name (`rule 2` when unnamed), `split`, `idle`, `full` or `no rule matched`. */
   readonly reason: string;
   /** True when the version depended on the caller (so caches must be told: Vary / private). */
   readonly dependsOnCaller: boolean;
+  /**
+   * `Vary` value the response must carry (release `cache: vary`): the request headers this decision
+   * read, `*` when it read the client address; undefined when none needs naming.
+   */
+  readonly vary: string | undefined;
+  /** True when the response must be `Cache-Control: private` (release `cache: private`, caller-dependent). */
+  readonly cachePrivate: boolean;
 }
 
 export interface CompiledService {
   readonly name: string;
   /** Upstream name of the stable version. */
   readonly stable: string;
-  /** Upstream name of the candidate version, when a release is configured. */
+  /** Upstream name of the candidate version (the first, with A/B/n), when a release is configured. */
   readonly candidate: string | undefined;
+  /** Upstream names of every candidate of the release, in config order (empty without a release). */
+  readonly candidates: readonly string[];
   /** The decision used when the candidate cannot take a request (fail safe to stable). */
   readonly stableDecision: Decision;
   /** True when `decide` reads the caller's identity, so `resolveIdentity` must run first. */
@@ -50,6 +62,6 @@ export interface CompiledService {
   resolveIdentity(facts: RequestFacts): void | Promise<void>;
   /** Pure and synchronous: the first matching rule decides. */
   decide(facts: RequestFacts): Decision;
-  /** Value for a `Vary` response header when the decision depends on request inputs, else undefined. */
+  /** `Vary` covering every input any decision of this service reads, else undefined (each Decision has its own, narrower one). */
   readonly vary: string | undefined;
 }

@@ -3,7 +3,8 @@ import type { Dispatcher } from 'undici';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import type { CompiledService, Decision } from '../../rules/snapshot.js';
 import { classifyUpstreamError, isRetryableRequest, type UpstreamFailure } from '../balancer.js';
-import { buildClientResponseHeaders, buildUpstreamRequestHeaders, mergeVary } from '../headers.js';
+import { applyDecisionHeaders } from '../decision-headers.js';
+import { buildClientResponseHeaders, buildUpstreamRequestHeaders } from '../headers.js';
 import type { NodeRequestFacts } from './facts.js';
 import type { Generation, UpstreamRuntime } from './upstream.js';
 
@@ -145,9 +146,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.upstream!.balancer.servers[this.serverIndex]!.health.recordSuccess();
     if (this.clientGone) return;
     const out = buildClientResponseHeaders(headers);
-    const decision = this.decision!;
-    const vary = this.service!.vary;
-    if (decision.dependsOnCaller && vary !== undefined) out.vary = mergeVary(out.vary, vary);
+    applyDecisionHeaders(out, this.decision!, this.facts);
     if (this.host.isDraining) out.connection = 'close';
     this.chunkedResponse = headers['content-length'] === undefined;
     this.responseStarted = true;

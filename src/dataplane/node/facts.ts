@@ -11,6 +11,7 @@ export class NodeRequestFacts implements RequestFacts, ForwardingContext {
   userId: string | undefined = undefined;
   numericUserId: number | undefined = undefined;
   identitySource: string | undefined = undefined;
+  mintedAnonymousCookie: string | undefined = undefined;
 
   private hostValue: string | undefined;
   private pathValue: string | undefined;
