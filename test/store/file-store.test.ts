@@ -3,6 +3,7 @@ import { open } from 'node:fs/promises';
 import { readFileSync, watch } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse as parseYaml, stringify } from 'yaml';
 import { parseRoutingDocument } from '../../src/config/load.js';
@@ -216,6 +217,89 @@ describe('FileStore: writes', () => {
     expect(parseRoutingDocument({ upstreams: parsed.upstreams, services: parsed.services, identity: parsed.identity })).toEqual(contractDocument(3));
     // Reading back what was written is the same version, not a hand edit.
     expect((await store.current()).version).toBe(2);
+  });
+
+  it('keeps comments inside the routing keys where the write left the value alone', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'graygate.yaml');
+    const text = [
+      'listen: 127.0.0.1:9090',
+      'upstreams:',
+      '  # the production pool',
+      '  stable: { servers: [http://127.0.0.1:10000] }',
+      '  candidate:',
+      '    servers:',
+      '      - http://127.0.0.1:9999 # canary box',
+      'identity: { sources: [{ header: { name: x-user-id } }] }',
+      'services:',
+      '  # the shop, owned by team a',
+      '  - name: shop',
+      '    match: { host: shop.example.com }',
+      '    stable: stable',
+      '    release:',
+      '      candidate: candidate',
+      '      rules:',
+      '        - name: range-0',
+      '          uidRange: { ranges: [{ from: 1, to: 1000 }] } # first thousand',
+      '',
+    ].join('\n');
+    await writeFile(path, text);
+    const store = createFileStore(FileStoreSettings.parse({ kind: 'file', pollMs: 0 }), { configPath: path, validate: parseRoutingDocument });
+    opened.push(() => store.close());
+    const v1 = await store.current();
+    expect(v1.document).toEqual(contractDocument(0));
+    await store.write(contractDocument(5), { expectedVersion: v1.version, actor: 'api', reason: 'wider range' });
+    const written = await readFile(path, 'utf8');
+    for (const comment of ['# the production pool', '# canary box', '# the shop, owned by team a', '# first thousand']) expect(written).toContain(comment);
+    expect(written).toContain('to: 1005');
+    expect(await store.current()).toMatchObject({ version: 2, meta: { actor: 'api' } });
+  });
+
+  it('a write through YAML with anchors and aliases replaces the shared nodes instead of editing them in place', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'graygate.yaml');
+    await writeFile(
+      path,
+      'upstreams:\n  stable: { servers: &pool [http://127.0.0.1:10000] }\n  candidate: { servers: *pool }\nservices: [{ name: shop, stable: stable }]\n',
+    );
+    const store = createFileStore(FileStoreSettings.parse({ kind: 'file', pollMs: 0 }), { configPath: path, validate: parseRoutingDocument });
+    opened.push(() => store.close());
+    const v1 = await store.current();
+    const next = structuredClone(v1.document) as RoutingDocument;
+    (next.upstreams.stable!.servers as string[])[0] = 'http://127.0.0.1:10001';
+    await store.write(next, { expectedVersion: v1.version, actor: 'api', reason: 'move stable' });
+    const after = await store.current();
+    expect(after.version).toBe(2);
+    expect(after.document.upstreams.stable?.servers).toEqual(['http://127.0.0.1:10001']);
+    expect(after.document.upstreams.candidate?.servers).toEqual(['http://127.0.0.1:10000']);
+  });
+
+  it('whatever the file held, after write(B) the file reads back as exactly B (property)', async () => {
+    const dir = await tempDir();
+    await fc.assert(
+      fc.asyncProperty(routingInput, routingInput, fc.constantFrom('block', 'flow'), async (a, b, style) => {
+        const path = join(dir, `p-${Math.random().toString(36).slice(2)}.yaml`);
+        const routing =
+          style === 'flow'
+            ? Object.entries(a).map(([key, value]) => `${key}: ${stringify(value, { collectionStyle: 'flow' })}`).join('')
+            : stringify(a);
+        await writeFile(path, `# settings\nlisten: 1234 # port\n${routing}`);
+        const store = createFileStore(FileStoreSettings.parse({ kind: 'file', pollMs: 0 }), { configPath: path, validate: parseRoutingDocument });
+        try {
+          const v1 = await store.current();
+          const docB = parseRoutingDocument(b, 'b');
+          const written = await store.write(docB, { expectedVersion: v1.version, actor: 'prop', reason: 'b' });
+          const again = createFileStore(FileStoreSettings.parse({ kind: 'file', pollMs: 0 }), { configPath: path, validate: parseRoutingDocument });
+          const reread = await again.current();
+          expect(reread.version).toBe(written.version);
+          expect(reread.document).toEqual(docB);
+          expect((parseYaml(await readFile(path, 'utf8')) as { listen: unknown }).listen).toBe(1234);
+        } finally {
+          await store.close();
+        }
+      }),
+      { numRuns: 25 },
+    );
   });
 
   it('keeps a JSON file JSON, with its other keys', async () => {
@@ -452,3 +536,53 @@ describe('FileStore: watch', () => {
     expect(calls()).toBe(before);
   });
 });
+
+/** Raw routing documents that pass validation: 1-4 upstreams, 0-3 services on distinct routes, optional releases. */
+const routingInput = fc
+  .record({
+    upstreams: fc.uniqueArray(fc.constantFrom('a', 'b', 'c', 'd'), { minLength: 1, maxLength: 4 }),
+    ports: fc.array(fc.array(fc.integer({ min: 1024, max: 65535 }), { minLength: 1, maxLength: 3 }), { minLength: 4, maxLength: 4 }),
+    timeout: fc.option(fc.integer({ min: 1, max: 60_000 }), { nil: undefined }),
+    services: fc.uniqueArray(
+      fc.record({
+        route: fc.constantFrom('x.example.com/', 'x.example.com/api', 'y.example.com/', '*/v2', '*/'),
+        stable: fc.nat(3),
+        release: fc.option(fc.record({ candidate: fc.nat(3), state: fc.constantFrom('idle', 'canary', 'full'), to: fc.integer({ min: 1, max: 1_000_000 }) }), { nil: undefined }),
+      }),
+      { maxLength: 3, selector: (s) => s.route },
+    ),
+  })
+  .map(({ upstreams, ports, timeout, services }) => ({
+    upstreams: Object.fromEntries(
+      upstreams.map((name, i) => [
+        name,
+        { servers: ports[i]!.map((port) => `http://127.0.0.1:${port}`), ...(timeout !== undefined && i === 0 ? { timeouts: { connectMs: timeout } } : {}) },
+      ]),
+    ),
+    services: services.map((service, i) => {
+      const [host, prefix] = service.route.split(/\/(.*)/s) as [string, string];
+      return {
+        name: `svc-${i}`,
+        match: { ...(host === '*' ? {} : { host }), pathPrefix: `/${prefix}` },
+        stable: upstreams[service.stable % upstreams.length]!,
+        ...(service.release
+          ? {
+              release: {
+                candidate: upstreams[service.release.candidate % upstreams.length]!,
+                state: service.release.state,
+                rules: [{ uidRange: { ranges: [{ from: 1, to: service.release.to }] } }],
+              },
+            }
+          : {}),
+      };
+    }),
+    identity: { sources: [{ header: { name: 'x-user-id' } }] },
+  }))
+  .filter((raw) => {
+    try {
+      parseRoutingDocument(raw, 'generated');
+      return true;
+    } catch {
+      return false;
+    }
+  });
