@@ -1,7 +1,9 @@
+import { readFile } from 'node:fs/promises';
 import type { RoutingDocument } from '../config/schema.js';
 import { ConfigError, GraygateError, type ErrorCode } from '../errors.js';
 import { rateLimited, type Logger } from '../observe/log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
+import { writeFileAtomic } from '../store/file/atomic-write.js';
 import type { Store, StoredVersion } from '../store/store.js';
 
 export interface ConfigSyncOptions {
@@ -19,6 +21,13 @@ export interface ConfigSyncOptions {
    * not at all. The failure still shows in `stats().lastError`. Default false.
    */
   readonly bootFromHistory?: boolean;
+  /**
+   * Keep the last applied document on local disk (atomically, after each apply), and when the
+   * first read fails with nothing else to serve, boot from it: a gateway restarted during a store
+   * outage then serves its last good rules instead of not starting. `validate` checks the file
+   * before it is trusted.
+   */
+  readonly lastGood?: { readonly path: string; readonly validate: (raw: unknown, source: string) => RoutingDocument };
   /** Store outages are logged at most once per this window (default 10 s); every one is counted. */
   readonly outageLogIntervalMs?: number;
 }
@@ -72,6 +81,7 @@ export class ConfigSync {
   /** Message of the last refusal logged, so a document refused again is not logged again. */
   private lastRefusalKey: string | undefined;
   private readonly logOutage: ReturnType<typeof rateLimited>;
+  private saving: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: ConfigSyncOptions) {
     this.current = options.initial;
@@ -89,6 +99,7 @@ export class ConfigSync {
     this.unwatch = this.options.store.watch(() => void this.refresh());
     await this.refresh();
     if (!this.current && this.options.bootFromHistory) await this.bootFromHistory();
+    if (!this.current && this.options.lastGood) await this.bootFromLastGood(this.options.lastGood);
     if (!this.current) {
       this.stop();
       throw this.lastCause;
@@ -140,6 +151,46 @@ export class ConfigSync {
 
   stats(): ConfigSyncStats {
     return { version: this.current?.version, applied: this.applied, refused: this.refused, storeErrors: this.storeErrors, lastError: this.lastError };
+  }
+
+  /** Serves the document saved by `saveLastGood` when nothing else can be served at boot. */
+  private async bootFromLastGood(lastGood: NonNullable<ConfigSyncOptions['lastGood']>): Promise<void> {
+    let version: number;
+    try {
+      const saved = JSON.parse(await readFile(lastGood.path, 'utf8')) as { version?: unknown; document?: unknown };
+      if (typeof saved.version !== 'number' || !Number.isSafeInteger(saved.version) || saved.version < 1) throw new Error('no valid "version"');
+      version = saved.version;
+      const snapshot = this.options.compile(lastGood.validate(saved.document, lastGood.path), version);
+      if (this.stopped) return;
+      this.options.apply(snapshot);
+      this.current = snapshot;
+      this.applied++;
+    } catch (error) {
+      this.options.logger.warn({ err: error, path: lastGood.path }, `cannot boot from the last good document on disk either: ${(error as Error).message}`);
+      return;
+    }
+    this.options.logger.warn(
+      { version, path: lastGood.path, code: this.lastError?.code },
+      `the store could not be read; serving version ${version} from the last good copy on disk until it can: ${this.lastError?.message ?? ''}`,
+    );
+  }
+
+  /** Saves what was just applied, so a restart during a store outage can serve it (see `lastGood`). */
+  private saveLastGood(stored: StoredVersion): void {
+    const lastGood = this.options.lastGood;
+    if (!lastGood) return;
+    const text = `${JSON.stringify({ version: stored.version, savedAt: new Date().toISOString(), document: stored.document })}\n`;
+    // Chained so an older version can never land after a newer one.
+    this.saving = this.saving
+      .then(() => writeFileAtomic(lastGood.path, text))
+      .catch((error: unknown) => {
+        this.options.logger.warn({ err: error, path: lastGood.path }, `cannot save the last good routing document: ${(error as Error).message}`);
+      });
+  }
+
+  /** Resolves when every save of the last good document started so far has finished (tests, shutdown). */
+  flushed(): Promise<void> {
+    return this.saving;
   }
 
   /** Serves the newest recorded version when the current one cannot be read at boot. */
@@ -196,6 +247,7 @@ export class ConfigSync {
     this.current = snapshot;
     this.applied++;
     this.recovered();
+    this.saveLastGood(stored);
     this.options.logger.info({ version: stored.version, previous: served, actor: stored.meta.actor, reason: stored.meta.reason }, `applied routing version ${stored.version}`);
   }
 

@@ -1,4 +1,4 @@
-import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -296,6 +296,55 @@ describe('ConfigSync', () => {
     await sync.refresh();
     expect(sync.version).toBe(3);
     expect(sync.stats().lastError).toBeUndefined();
+  });
+
+  it('with lastGood, saves each applied document and boots from it when the store cannot be read', async () => {
+    const first = await setup();
+    const lastGoodPath = join(first.dir, 'last-good.json');
+    const lastGood = { path: lastGoodPath, validate: parseRoutingDocument };
+    const saving = new ConfigSync({ store: first.store, compile: compileRouting, apply: () => undefined, logger: createLogger({ level: 'silent' }), lastGood });
+    opened.push(() => saving.stop());
+    await saving.start();
+    await first.store.write(contractDocument(4), { expectedVersion: 1, actor: 'api', reason: 'v2' });
+    await saving.refresh();
+    await saving.flushed();
+    expect(JSON.parse(await readFile(lastGoodPath, 'utf8'))).toMatchObject({ version: 2, document: contractDocument(4) });
+    saving.stop();
+
+    // The store goes away (the routing file is gone); a restarted gateway serves version 2 from disk.
+    await rm(first.path);
+    const applied: RoutingSnapshot[] = [];
+    const restarted = new ConfigSync({ store: first.store, compile: compileRouting, apply: (s) => applied.push(s), logger: createLogger({ level: 'silent' }), lastGood });
+    opened.push(() => restarted.stop());
+    const snapshot = await restarted.start();
+    expect(snapshot.version).toBe(2);
+    expect(snapshot.document).toEqual(contractDocument(4));
+    expect(restarted.stats().lastError).toMatchObject({ kind: 'outage', code: 'GG_STORE_UNAVAILABLE' });
+    // The store comes back with a newer version: applied as usual.
+    await writeFile(first.path, yamlConfig(contractDocument(5)));
+    await restarted.refresh();
+    expect(restarted.version).toBe(3);
+  });
+
+  it('with lastGood, a damaged copy on disk is not trusted: start() throws the store error', async () => {
+    const { store, path, dir } = await setup();
+    const lastGoodPath = join(dir, 'last-good.json');
+    await writeFile(lastGoodPath, JSON.stringify({ version: 7, document: { upstreams: {}, services: [{ name: 'x', stable: 'nowhere' }] } }));
+    await rm(path);
+    const sync = new ConfigSync({
+      store,
+      compile: compileRouting,
+      apply: () => undefined,
+      logger: createLogger({ level: 'silent' }),
+      lastGood: { path: lastGoodPath, validate: parseRoutingDocument },
+    });
+    opened.push(() => sync.stop());
+    const error = await sync.start().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((error as GraygateError).code).toBe('GG_STORE_UNAVAILABLE');
+    expect(sync.snapshot).toBeUndefined();
   });
 
   it('applies nothing after stop()', async () => {
