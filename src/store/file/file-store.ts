@@ -46,8 +46,8 @@ export function createFileStore(settings: FileStoreSettings, options: FileStoreO
  * file itself, whose other keys and comments are kept), and each version in a history directory
  * beside it. A hand edit of the file becomes a new version (actor `file`) when it validates; an
  * invalid, emptied or routing-less file is refused with a ConfigError and nothing is recorded.
- * Writes are compare-and-set, atomic (temp file + fsync + rename) and serialized in the process.
- * Several processes may read and watch one file store, but only one should write through it.
+ * Writes are compare-and-set, atomic (temp file + fsync + rename), serialized in the process and,
+ * through a lock file in the history directory, across the processes (workers) sharing the store.
  */
 export class FileStore implements Store {
   readonly kind = 'file';
