@@ -3,7 +3,7 @@ import { RedisStoreSettings } from '../../src/config/schema.js';
 import { GraygateError } from '../../src/errors.js';
 import { createRedisStore, type RedisStore } from '../../src/store/redis/redis-store.js';
 import { eventually } from '../helpers/eventually.js';
-import { startRedisCluster, type RedisCluster } from '../helpers/redis.js';
+import { rawCommand, startRedisCluster, type RedisCluster } from '../helpers/redis.js';
 import { contractDocument } from './contract.js';
 import { validateRouting } from './validate.js';
 
@@ -18,8 +18,8 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-function makeStore(namespace: string, pollMs = 500): RedisStore {
-  const store = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: cluster.url, namespace, pollMs }), { validate: validateRouting });
+function makeStore(namespace: string, pollMs = 500, pingMs = 1_000): RedisStore {
+  const store = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: cluster.url, namespace, pollMs, pingMs }), { validate: validateRouting });
   stores.push(store);
   return store;
 }
@@ -54,6 +54,40 @@ describe('redis store on a 3-master Cluster', () => {
       expect(new Set(slots).size).toBe(1);
       const masters = ((await cluster.client.cluster('NODES')) as string).split('\n').filter((line) => line.includes('master'));
       expect(masters).toHaveLength(3);
+    } finally {
+      stop();
+    }
+  });
+
+  it('all nodes paused (half-open subscriber): the PING deadline replaces the subscription connection, which resubscribes and reports', async () => {
+    const writer = makeStore('paused');
+    const watcher = makeStore('paused', 60_000, 100);
+    await eventually(() => writer.write(contractDocument(0), { expectedVersion: 0, actor: 'seed', reason: 'seed' }), { withinMs: 10_000 });
+    let heard = 0;
+    const stop = watcher.watch(() => heard++);
+    const subscriberIds = async () => {
+      const ids: string[] = [];
+      for (const port of cluster.ports) {
+        const list = await rawCommand(port, 'CLIENT LIST TYPE pubsub', 2_000);
+        for (const match of list.matchAll(/id=(\d+) addr=\S+ laddr=\S+ fd=\d+ name=\S*subscriber/g)) ids.push(`${port}/${match[1]}`);
+      }
+      return ids;
+    };
+    try {
+      await eventually(async () => expect(await subscriberIds()).toHaveLength(1), { withinMs: 5_000 });
+      await eventually(() => expect(heard).toBeGreaterThan(0));
+      const [before] = await subscriberIds();
+      await Promise.all(cluster.ports.map((port) => rawCommand(port, 'CLIENT PAUSE 800 ALL')));
+      const heardBefore = heard;
+      await eventually(async () => {
+        const ids = await subscriberIds();
+        expect(ids).toHaveLength(1);
+        expect(ids).not.toContain(before);
+      }, { withinMs: 10_000, everyMs: 100 });
+      await eventually(() => expect(heard).toBeGreaterThan(heardBefore), { withinMs: 5_000 });
+      const beforeWrite = heard;
+      await writer.write(contractDocument(1), { expectedVersion: 1, actor: 'w', reason: 'after pause' });
+      await eventually(() => expect(heard).toBeGreaterThan(beforeWrite), { withinMs: 2_000 });
     } finally {
       stop();
     }

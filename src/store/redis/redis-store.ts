@@ -91,6 +91,9 @@ export class RedisStore implements Store {
   private pollTimer: NodeJS.Timeout | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
   private pingInFlight = false;
+  private pingGeneration = 0;
+  /** The Cluster subscription connection last seen, to notice when ioredis replaces it. */
+  private clusterConnection: Redis | undefined;
   /** Version the last poll saw; `undefined` after a failed poll, so the next success reports a change. */
   private polledVersion: number | undefined;
   private isReachable = true;
@@ -521,32 +524,57 @@ export class RedisStore implements Store {
     subscriber.on('message', (channel: string) => {
       if (channel === this.keys.channel) this.notify();
     });
-    // Cluster pub/sub runs on a connection ioredis picks internally; a PING through the Cluster
-    // object would test another socket, so there the poll is the backstop alone.
-    if (subscriber instanceof Redis) {
-      this.pingTimer = setInterval(() => this.pingSubscriber(subscriber), this.settings.pingMs);
-      this.pingTimer.unref();
-    }
+    this.pingTimer = setInterval(() => this.pingSubscriber(subscriber), this.settings.pingMs);
+    this.pingTimer.unref();
     this.pollTimer = setInterval(() => void this.poll(), this.settings.pollMs);
     this.pollTimer.unref();
   }
 
-  /** LESSONS "Half-open subscriber sockets": no PONG by the deadline → drop the socket and reconnect. */
-  private pingSubscriber(subscriber: Redis): void {
-    if (this.pingInFlight || subscriber.status !== 'ready') return;
+  /**
+   * The connection that actually carries the subscription. In Cluster it is one ioredis picks
+   * and replaces by itself (ClusterSubscriber, not public API: when it is not there, the poll is
+   * the backstop alone); a PING through the Cluster object would test another socket.
+   */
+  private subscriptionConnection(subscriber: Client): Redis | undefined {
+    if (subscriber instanceof Redis) return subscriber;
+    const internal = (subscriber as unknown as { subscriber?: { getInstance?(): unknown } }).subscriber;
+    const instance = internal?.getInstance?.();
+    return instance instanceof Redis ? instance : undefined;
+  }
+
+  /** LESSONS "Half-open subscriber sockets": no PONG within pingMs → destroy the socket; it is reopened. */
+  private pingSubscriber(subscriber: Client): void {
+    const connection = this.subscriptionConnection(subscriber);
+    if (!connection || connection.status !== 'ready') return;
+    if (!(subscriber instanceof Redis) && connection !== this.clusterConnection) {
+      // ioredis replaced the Cluster subscription connection (and resubscribed there by itself):
+      // subscribe once more to know when it is in place, then report, as after any reconnect.
+      const first = this.clusterConnection === undefined;
+      this.clusterConnection = connection;
+      if (!first) {
+        connection.subscribe(this.keys.channel).then(
+          () => this.notify(),
+          () => {},
+        );
+      }
+    }
+    if (this.pingInFlight) return;
     this.pingInFlight = true;
-    subscriber.ping().then(
-      () => {
-        this.pingInFlight = false;
-      },
-      (error: Error) => {
-        this.pingInFlight = false;
-        if (this.subscriber !== subscriber) return;
-        this.logger.warn({ err: error.message, store: this.target.display }, 'redis subscriber did not answer PING in time; reconnecting it');
-        // Destroy rather than end: a half-open peer would never finish a graceful close.
-        (subscriber as unknown as { stream?: { destroy(): void } }).stream?.destroy();
-      },
-    );
+    const generation = ++this.pingGeneration;
+    const done = () => {
+      if (generation !== this.pingGeneration) return false;
+      this.pingInFlight = false;
+      clearTimeout(timer);
+      return true;
+    };
+    const fail = (why: string) => {
+      if (!done() || this.subscriber !== subscriber) return;
+      this.logger.warn({ why, store: this.target.display }, 'redis subscriber did not answer PING in time; reconnecting it');
+      // Destroy rather than end: a half-open peer would never finish a graceful close.
+      (connection as unknown as { stream?: { destroy(): void } }).stream?.destroy();
+    };
+    const timer = setTimeout(() => fail(`no reply within ${this.settings.pingMs} ms`), this.settings.pingMs);
+    connection.ping().then(done, (error: Error) => fail(error.message));
   }
 
   private async poll(): Promise<void> {
@@ -605,6 +633,8 @@ export class RedisStore implements Store {
     this.pollTimer = undefined;
     this.pingTimer = undefined;
     this.pingInFlight = false;
+    this.pingGeneration++;
+    this.clusterConnection = undefined;
     this.polledVersion = undefined;
     const subscriber = this.subscriber;
     this.subscriber = undefined;
