@@ -1,4 +1,3 @@
-import path from 'node:path';
 import type { RoutingDocument, Settings } from '../config/schema.js';
 import { parseRoutingDocument } from '../config/load.js';
 import type { CreateDataPlane, DataPlane } from '../dataplane/runtime.js';
@@ -36,7 +35,8 @@ export function createStore(settings: Settings, configPath: string, logger: Logg
   switch (store.kind) {
     case 'file':
       return createFileStore(store, {
-        configPath: store.path ? path.resolve(path.dirname(configPath), store.path) : configPath,
+        // The store resolves a relative store.path against the config file's directory itself.
+        configPath,
         validate: parseRoutingDocument,
         logger,
       });
@@ -59,6 +59,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     compile: (document: RoutingDocument, version: number) => compileRouting(document, version),
     apply: (snapshot) => dataPlane.setSnapshot(snapshot),
     logger,
+    // A gateway restarted while its config file is broken serves the last recorded good version
+    // (and says so) rather than not starting: fail static across restarts too.
+    bootFromHistory: true,
   });
   try {
     await sync.start();
