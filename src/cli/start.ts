@@ -1,17 +1,27 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { loadConfigFile } from '../config/load.js';
+import { loadConfigFile, parseSettings } from '../config/load.js';
+import { RedisStoreSettings } from '../config/schema.js';
 import { ListenAddress } from '../config/primitives.js';
 import { selectDataPlane } from '../dataplane/select.js';
 import { ConfigError, isGraygateError } from '../errors.js';
-import { startGateway, type Gateway } from '../gateway/gateway.js';
+import { createStore, startGateway, type Gateway } from '../gateway/gateway.js';
+import { FixedDocumentStore } from '../store/fixed-store.js';
+import type { Store } from '../store/store.js';
+import { dropInDocument } from './drop-in.js';
 import { createLogger, type Logger } from '../observe/log.js';
 
 export interface StartOptions {
   config?: string;
   listen?: string;
   logLevel?: string;
+  redis?: string;
+  stable?: string;
+  candidate?: string;
+  tokenHeader: string;
+  tokenKey: string;
+  rangeKey: string;
 }
 
 /** `graygate start`: runs the gateway until SIGTERM/SIGINT, then drains and exits 0. */
@@ -22,9 +32,23 @@ export function registerStartCommand(program: Command): void {
     .option('-c, --config <file>', 'config file (YAML or JSON); default ./graygate.yaml when it exists')
     .option('-l, --listen <address>', 'listen address, host:port or a port (overrides the config file)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .option('--redis <url>', 'keep routing in Redis (redis://, rediss://, redis+sentinel://, redis+cluster://); overrides the config file\'s store')
+    .option('--stable <url>', 'drop-in mode (no config file): the stable ("prod") server, e.g. http://127.0.0.1:8080')
+    .option('--candidate <url>', 'drop-in mode: the candidate ("gray") server, e.g. http://127.0.0.1:9090')
+    .option('--token-header <name>', 'drop-in mode: request header carrying the login token', 'TOKEN')
+    .option('--token-key <template>', 'drop-in mode: Redis key holding the user id of {token}', 'TOKEN_{token}')
+    .option('--range-key <key>', 'drop-in mode: Redis key holding the gray range {"idStart":N,"idEnd":M}', 'Grayscale_Range')
     .addHelpText(
       'after',
       `
+Drop-in for the OpenResty + Lua + Redis recipe (no config file needed):
+  graygate start --listen 127.0.0.1:1111 --redis redis://127.0.0.1:6379 \\
+                 --stable http://127.0.0.1:8080 --candidate http://127.0.0.1:9090
+  reads the login token from the TOKEN header, its user id from the Redis key TOKEN_<token>, and
+  the range from the key Grayscale_Range ({"idStart":1,"idEnd":5000}, both bounds inclusive):
+  users inside the range go to the candidate, everyone else (no token, unknown token, Redis
+  trouble) to stable. SET Grayscale_Range in redis-cli and it applies within milliseconds.
+
 On SIGTERM or SIGINT the gateway stops accepting, lets in-flight requests finish (proxy.shutdownGraceMs), and exits 0.
 A config edit that fails validation is refused with a log line naming the field; the last good rules stay in force.
 
@@ -39,27 +63,49 @@ Examples:
 
 /** Starts the gateway and resolves with the process exit code once it has stopped. */
 export async function runStart(options: StartOptions): Promise<number> {
-  const configPath = options.config ?? (existsSync('graygate.yaml') ? 'graygate.yaml' : undefined);
-  if (!configPath) {
-    process.stderr.write('graygate start: no config file: pass --config FILE (or try `graygate demo`).\n');
+  const isDropIn = options.stable !== undefined || options.candidate !== undefined;
+  const configPath = options.config ?? (!isDropIn && existsSync('graygate.yaml') ? 'graygate.yaml' : undefined);
+  const usage = checkUsage(options, configPath, isDropIn);
+  if (usage) {
+    process.stderr.write(`graygate start: ${usage}\n`);
     return 2;
   }
   let gateway: Gateway;
   let logger: Logger;
+  const source = configPath ?? 'the command line';
   try {
-    const config = await loadConfigFile(configPath);
+    const config = configPath ? await loadConfigFile(configPath) : { settings: parseSettings({}, 'defaults'), routing: undefined };
     const settings = { ...config.settings };
-    if (options.listen) settings.listen = ListenAddress.parse(options.listen);
+    if (options.listen) {
+      const listen = ListenAddress.safeParse(options.listen);
+      if (!listen.success) throw new ConfigError([`--listen: expected host:port or a port, got ${JSON.stringify(options.listen)}`]);
+      settings.listen = listen.data;
+    }
     if (options.logLevel) settings.log = { ...settings.log, level: options.logLevel as typeof settings.log.level };
+    if (options.redis) {
+      // Keep the file's other Redis settings (namespace, timeouts) and replace only the address.
+      // The drop-in mode polls its keys more often: the recipe it replaces read them per request.
+      const base = settings.store.kind === 'redis' ? settings.store : isDropIn ? { pollMs: 500 } : {};
+      settings.store = RedisStoreSettings.parse({ ...base, kind: 'redis', url: options.redis });
+    }
     logger = createLogger({ level: settings.log.level });
+    const absoluteConfig = configPath ? path.resolve(configPath) : undefined;
+    let store: Store | undefined;
+    if (isDropIn) {
+      const keys = await createStore(settings, undefined, logger);
+      const document = dropInDocument({ stable: options.stable!, candidate: options.candidate!, tokenHeader: options.tokenHeader, tokenKey: options.tokenKey, rangeKey: options.rangeKey });
+      store = new FixedDocumentStore(document, { actor: 'graygate start', reason: 'drop-in mode' }, keys);
+    }
     gateway = await startGateway({
       settings,
-      configPath: path.resolve(configPath),
+      ...(absoluteConfig ? { configPath: absoluteConfig } : {}),
       logger,
       createDataPlane: await selectDataPlane(),
+      ...(store ? { store } : {}),
+      ...(settings.store.kind !== 'file' && config.routing ? { seedDocument: config.routing } : {}),
     });
   } catch (error) {
-    reportStartFailure(configPath, error);
+    reportStartFailure(source, error);
     return 1;
   }
   const { host, port } = gateway.address;
@@ -68,6 +114,18 @@ export async function runStart(options: StartOptions): Promise<number> {
     `graygate listening on http://${host.includes(':') ? `[${host}]` : host}:${port} (routing version ${gateway.sync.version})`,
   );
   return waitForShutdown(gateway, logger);
+}
+
+/** What is wrong with the combination of flags, if anything. */
+function checkUsage(options: StartOptions, configPath: string | undefined, isDropIn: boolean): string | undefined {
+  if (isDropIn) {
+    if (options.config) return 'use either --config or the drop-in flags (--stable, --candidate), not both';
+    if (!options.stable || !options.candidate) return 'the drop-in mode needs both --stable and --candidate';
+    if (!options.redis) return 'the drop-in mode needs --redis URL (where TOKEN_<token> and Grayscale_Range live)';
+    return undefined;
+  }
+  if (!configPath) return 'no config file: pass --config FILE, or the drop-in flags --redis --stable --candidate (or try `graygate demo`).';
+  return undefined;
 }
 
 function reportStartFailure(configPath: string, error: unknown): void {

@@ -323,6 +323,11 @@ export const RedisStoreSettings = z
     commandTimeoutMs: Milliseconds.min(1).default(2_000).meta({
       description: 'Deadline for reads and writes of the routing document; past it the store reports itself unavailable (routing stays as it is).',
     }),
+    lastGoodPath: z.string().min(1).optional().meta({
+      description:
+        'File where the last applied routing document is kept, so a gateway started while Redis is down serves its last good rules. ' +
+        'Default: `<config file>.last-good.json`, or `graygate.last-good.json` in the working directory without a config file.',
+    }),
     pingMs: Milliseconds.min(50).default(1_000).meta({
       description: 'The change subscriber is pinged this often; no reply within the same time and it is reconnected (half-open sockets).',
     }),

@@ -1,22 +1,30 @@
-import type { RoutingDocument, Settings } from '../config/schema.js';
+import path from 'node:path';
 import { parseRoutingDocument } from '../config/load.js';
+import type { RoutingDocument, Settings } from '../config/schema.js';
 import type { CreateDataPlane, DataPlane } from '../dataplane/runtime.js';
+import { GraygateError, isGraygateError } from '../errors.js';
+import type { IdentityContext } from '../identity/source.js';
 import type { Logger } from '../observe/log.js';
-import { compileRouting } from '../rules/compile.js';
-import { GraygateError } from '../errors.js';
+import { compileRouting, storeKeysOf } from '../rules/compile.js';
+import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store } from '../store/store.js';
-import { createFileStore } from '../store/file/file-store.js';
 import { ConfigSync } from './config-sync.js';
+import { StoreKeyFeed } from './store-keys.js';
 
 export interface GatewayOptions {
   readonly settings: Settings;
-  /** The config file the settings came from; the file store reads routing from it by default. */
-  readonly configPath: string;
+  /** The config file the settings came from (absent in the drop-in mode); the file store reads routing from it. */
+  readonly configPath?: string;
   readonly logger: Logger;
   /** The data plane for the runtime that runs graygate (node:http + undici on Node). */
   readonly createDataPlane: CreateDataPlane;
   /** A store to use instead of the one `settings.store` describes (tests, the drop-in mode). */
   readonly store?: Store;
+  /**
+   * The config file's routing document, for a store kept apart from the file (Redis): written
+   * as version 1 when the store holds none yet, ignored (with a warning) when it holds one.
+   */
+  readonly seedDocument?: RoutingDocument;
 }
 
 /** A running gateway: store → validated, compiled snapshot → data plane, kept in sync live. */
@@ -25,23 +33,55 @@ export interface Gateway {
   readonly store: Store;
   readonly sync: ConfigSync;
   readonly dataPlane: DataPlane;
+  /** The snapshot being served (it changes with the document and with store keys it reads). */
+  readonly snapshot: RoutingSnapshot | undefined;
   /** Graceful stop: drain the data plane within `graceMs`, then close the store. */
   close(graceMs?: number): Promise<void>;
 }
 
-/** Builds the store the settings describe. */
-export function createStore(settings: Settings, configPath: string, logger: Logger): Store {
+/** Builds the store the settings describe; Redis (and ioredis) is loaded only when asked for. */
+export async function createStore(settings: Settings, configPath: string | undefined, logger: Logger): Promise<Store> {
   const store = settings.store;
   switch (store.kind) {
-    case 'file':
-      return createFileStore(store, {
-        // The store resolves a relative store.path against the config file's directory itself.
-        configPath,
-        validate: parseRoutingDocument,
-        logger,
-      });
+    case 'file': {
+      if (!configPath) throw new GraygateError('GG_CONFIG_INVALID', 'store.kind: the file store needs a config file (--config FILE)');
+      const { createFileStore } = await import('../store/file/file-store.js');
+      // The store resolves a relative store.path against the config file's directory itself.
+      return createFileStore(store, { configPath, validate: parseRoutingDocument, logger });
+    }
+    case 'redis': {
+      const { createRedisStore } = await import('../store/redis/redis-store.js');
+      return createRedisStore(store, { validate: parseRoutingDocument, logger });
+    }
     default:
       throw new GraygateError('GG_CONFIG_INVALID', `store.kind: unknown store ${JSON.stringify((store as { kind: string }).kind)}`);
+  }
+}
+
+/** Where a store kept apart from the config file saves its last good document. */
+function lastGoodPathOf(settings: Settings, configPath: string | undefined): string | undefined {
+  if (settings.store.kind !== 'redis') return undefined;
+  if (settings.store.lastGoodPath) return path.resolve(configPath ? path.dirname(configPath) : '.', settings.store.lastGoodPath);
+  return configPath ? `${configPath}.last-good.json` : path.resolve('graygate.last-good.json');
+}
+
+/** Writes the config file's routing as version 1 when the store is empty; warns when it is ignored. */
+async function seedStore(store: Store, document: RoutingDocument, source: string, logger: Logger): Promise<void> {
+  try {
+    const current = await store.current();
+    logger.warn(
+      { event: 'seed-ignored', version: current.version },
+      `the store already holds routing version ${current.version}; the routing in ${source} is ignored (change the store's document instead)`,
+    );
+  } catch (error) {
+    if (!isGraygateError(error) || error.code !== 'GG_STORE_EMPTY') return; // outages and refusals: ConfigSync reports them
+    try {
+      const written = await store.write(document, { expectedVersion: 0, actor: 'graygate start', reason: `seeded from ${source}` });
+      logger.info({ event: 'seeded', version: written.version }, `the store was empty: seeded it with the routing in ${source} as version ${written.version}`);
+    } catch (seedError) {
+      // Another gateway seeded it first: fine, its version is read next.
+      if (!isGraygateError(seedError) || seedError.code !== 'GG_VERSION_CONFLICT') throw seedError;
+    }
   }
 }
 
@@ -52,20 +92,51 @@ export function createStore(settings: Settings, configPath: string, logger: Logg
  */
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const { settings, logger } = options;
-  const store = options.store ?? createStore(settings, options.configPath, logger);
+  const store = options.store ?? (await createStore(settings, options.configPath, logger));
   const dataPlane = options.createDataPlane({ settings, logger });
-  const sync = new ConfigSync({
+  // Long-lived: identity caches (token lookups) are kept per context, across snapshots.
+  const identityContext: IdentityContext = {
+    ...(store.readKey ? { readKey: (key: string, deadlineMs: number) => store.readKey!(key, deadlineMs) } : {}),
+    logger,
+  };
+  let served: RoutingSnapshot | undefined;
+  const install = (snapshot: RoutingSnapshot) => {
+    served = snapshot;
+    dataPlane.setSnapshot(snapshot);
+  };
+  const keyFeed: StoreKeyFeed = new StoreKeyFeed({
     store,
-    compile: (document: RoutingDocument, version: number) => compileRouting(document, version),
-    apply: (snapshot) => dataPlane.setSnapshot(snapshot),
+    logger,
+    // Same document and version, new key values: compile and swap in one synchronous step, so
+    // a newer document applied meanwhile can never be replaced by an older one.
+    recompile: (values) => {
+      const current = sync.snapshot;
+      if (!current) return;
+      install(compileRouting(current.document, current.version, { storeValue: (key) => values.get(key), identityContext }));
+    },
+  });
+  // A store handed in (tests, the drop-in mode's fixed document) keeps no copy on disk.
+  const lastGoodPath = options.store ? undefined : lastGoodPathOf(settings, options.configPath);
+  const sync: ConfigSync = new ConfigSync({
+    store,
+    compile: (document, version) => compileRouting(document, version, { storeValue: keyFeed.value, identityContext }),
+    apply: (snapshot) => {
+      install(snapshot);
+      void keyFeed.follow(storeKeysOf(snapshot.document));
+    },
     logger,
     // A gateway restarted while its config file is broken serves the last recorded good version
     // (and says so) rather than not starting: fail static across restarts too.
-    bootFromHistory: true,
+    bootFromHistory: settings.store.kind === 'file',
+    ...(lastGoodPath ? { lastGood: { path: lastGoodPath, validate: parseRoutingDocument } } : {}),
   });
   try {
-    await sync.start();
+    if (options.seedDocument) await seedStore(store, options.seedDocument, options.configPath ?? 'the config file', logger);
+    const first = await sync.start();
+    // Before listening: the first requests must already see the store keys' values.
+    await keyFeed.follow(storeKeysOf(first.document));
   } catch (error) {
+    keyFeed.close();
     await store.close();
     throw error;
   }
@@ -74,6 +145,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     address = await dataPlane.listen();
   } catch (error) {
     sync.stop();
+    keyFeed.close();
     await store.close();
     throw error;
   }
@@ -83,9 +155,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     store,
     sync,
     dataPlane,
+    get snapshot() {
+      return served;
+    },
     close(graceMs = settings.proxy.shutdownGraceMs) {
       closing ??= (async () => {
         sync.stop();
+        keyFeed.close();
         await dataPlane.drain(graceMs);
         await store.close();
       })();

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { IdRange } from '../../config/primitives.js';
+import { ConfigError } from '../../errors.js';
 import { defineStrategy } from '../strategy.js';
 
 /**
@@ -11,15 +12,31 @@ const UidRangeConfig = z
     from: IdRange.shape.from.optional().meta({ description: 'First user id (inclusive); shorthand for a single range.' }),
     to: IdRange.shape.to.optional().meta({ description: 'Last user id (inclusive); shorthand for a single range.' }),
     ranges: z.array(IdRange).min(1).optional().meta({ description: 'Several inclusive ranges; they must not overlap.' }),
+    fromKey: z
+      .string()
+      .min(1)
+      .max(512)
+      .optional()
+      .meta({
+        description:
+          'Read the range from this store key instead, in the OpenResty recipe\'s form {"idStart":1,"idEnd":5000} (both bounds inclusive), ' +
+          'e.g. Grayscale_Range. Watched live; a malformed value is refused and the last good range stays; an absent key matches nobody.',
+      }),
   })
   .superRefine((config, ctx) => {
+    if (config.fromKey !== undefined) {
+      if (config.from !== undefined || config.to !== undefined || config.ranges) {
+        ctx.addIssue({ code: 'custom', message: 'give either fromKey or from/to/ranges, not both' });
+      }
+      return;
+    }
     const hasSingle = config.from !== undefined || config.to !== undefined;
     if (hasSingle && config.ranges) {
       ctx.addIssue({ code: 'custom', message: 'give either from/to or ranges, not both' });
       return;
     }
     if (!hasSingle && !config.ranges) {
-      ctx.addIssue({ code: 'custom', message: 'give from and to, or ranges' });
+      ctx.addIssue({ code: 'custom', message: 'give from and to, ranges, or fromKey' });
       return;
     }
     if (hasSingle) {
@@ -70,16 +87,51 @@ export function lastAtOrBelow(sorted: Float64Array, value: number): number {
   return found;
 }
 
+/** The configured ranges (not for `fromKey`, whose range lives in the store). */
 export function normalizeRanges(config: UidRangeConfig): { from: number; to: number }[] {
   return config.ranges ?? [{ from: config.from!, to: config.to! }];
 }
+
+/**
+ * Parses the recipe's range value `{"idStart":N,"idEnd":M}` (inclusive); throws ConfigError
+ * naming the key and what was found, so the last good range stays in force.
+ */
+export function parseStoredRange(key: string, value: string): { from: number; to: number } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    parsed = undefined;
+  }
+  const range = parsed as { idStart?: unknown; idEnd?: unknown } | undefined;
+  const isBound = (bound: unknown): bound is number => typeof bound === 'number' && Number.isSafeInteger(bound);
+  if (typeof range !== 'object' || range === null || !isBound(range.idStart) || !isBound(range.idEnd) || range.idStart > range.idEnd) {
+    const shown = value.length > 80 ? `${value.slice(0, 80)}…` : value;
+    throw new ConfigError([
+      `fromKey: store key ${JSON.stringify(key)} holds ${JSON.stringify(shown)}: expected {"idStart":N,"idEnd":M} with integers and idStart <= idEnd`,
+    ]);
+  }
+  return { from: range.idStart, to: range.idEnd };
+}
+
+const matchesNobody = () => false;
 
 export const uidRange = defineStrategy({
   kind: 'uidRange',
   schema: UidRangeConfig,
   inputs: () => [{ kind: 'identity' }],
-  compile(config) {
-    const sorted = [...normalizeRanges(config)].sort((a, b) => a.from - b.from);
+  storeKeys: (config) => (config.fromKey !== undefined ? [config.fromKey] : []),
+  compile(config, context) {
+    let ranges: { from: number; to: number }[];
+    if (config.fromKey !== undefined) {
+      const value = context.storeValue(config.fromKey);
+      // An absent key is a release nobody is in yet, exactly as in the recipe.
+      if (value === undefined) return matchesNobody;
+      ranges = [parseStoredRange(config.fromKey, value)];
+    } else {
+      ranges = normalizeRanges(config);
+    }
+    const sorted = [...ranges].sort((a, b) => a.from - b.from);
     const from = Float64Array.from(sorted, (r) => r.from);
     const to = Float64Array.from(sorted, (r) => r.to);
     return (facts) => {
