@@ -22,7 +22,14 @@ export interface FactsInit {
 
 /** `Example.com:8080` → `example.com`; `[::1]:80` → `[::1]`. */
 function hostWithoutPort(host: string): string {
-  const end = host.startsWith('[') ? host.indexOf(']') + 1 || host.length : host.indexOf(':') < 0 ? host.length : host.indexOf(':');
+  let end = host.length;
+  if (host.startsWith('[')) {
+    const close = host.indexOf(']');
+    if (close >= 0) end = close + 1;
+  } else {
+    const colon = host.indexOf(':');
+    if (colon >= 0) end = colon;
+  }
   return host.slice(0, end).toLowerCase();
 }
 
