@@ -272,7 +272,11 @@ function compileService(
     const to = rule.to;
     const toStable = to === 'stable';
     // `candidate` is the one candidate (the semantic check refuses it with several).
-    const upstream = toStable ? service.stable : to === 'candidate' ? candidateNames[0]! : to;
+    const upstream = toStable ? service.stable : to === 'candidate' ? candidateNames[0] : to;
+    // Semantic checks refuse this before a document is stored; compile never trusts a name it cannot resolve.
+    if (upstream === undefined || (!toStable && !candidateNames.includes(upstream))) {
+      throw new ConfigError([`services[${index}].release.rules[${i}].to: "${to}" is not a candidate of this release`]);
+    }
     return Object.freeze({
       index: i,
       matches,

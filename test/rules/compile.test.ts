@@ -4,6 +4,7 @@ import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseRoutingDocument } from '../../src/config/load.js';
+import { RoutingDocument } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
 import { compiledRulesOf, compileRouting, prefixMatches, releaseSeedOf, SPLIT_SALT, splitRanges, storeKeysOf, varyFor } from '../../src/rules/compile.js';
 import { deriveSeed } from '../../src/rules/hash.js';
@@ -500,6 +501,15 @@ describe('A/B/n: bad config is refused with the path', () => {
     expect(refuse({ candidate: 'a', rules: [{ to: 'b', header: { name: 'x', present: true } }] })).toEqual([
       'services[0].release.rules[0].to: "b" is not a candidate of this release; expected stable, candidate or one of: a',
     ]);
+  });
+
+  it('compile itself refuses a rule target it cannot resolve, even in a document that skipped the semantic checks', () => {
+    const document = RoutingDocument.parse({
+      upstreams: abUpstreams,
+      identity,
+      services: [{ name: 'shop', stable: 'v1', release: { candidates: [{ upstream: 'a', weight: 10 }], rules: [{ to: 'c', header: { name: 'x', present: true } }] } }],
+    });
+    expect(() => compileRouting(document, 1)).toThrow(/services\[0\]\.release\.rules\[0\]\.to: "c" is not a candidate of this release/);
   });
 
   it('full with more than one weighted candidate, and a split without any identity', () => {
