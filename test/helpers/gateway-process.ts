@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { eventually } from './eventually.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 export const cliPath = path.join(root, 'dist/cli/main.js');
@@ -18,8 +19,10 @@ export interface GatewayProcess {
   readonly configPath: string;
   /** Everything the process wrote to stdout and stderr so far. */
   output(): string;
-  /** Parsed JSON log lines so far. */
+  /** Parsed JSON log lines so far (a line still being written is left out). */
   logs(): Record<string, unknown>[];
+  /** Resolves with the first log line (at or after `since`, an index into `logs()`) that `match` accepts; rejects after `withinMs`. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean, options?: { withinMs?: number; since?: number }): Promise<Record<string, unknown>>;
   /** Peak resident set size of the process so far (VmHWM), in KiB. */
   peakRssKb(): number;
   /** Current resident set size (VmRSS), in KiB. */
@@ -31,15 +34,19 @@ export interface GatewayProcess {
 /**
  * Runs the real gateway as a child process: `node dist/cli/main.js start --config <file>`.
  * `config` is written as YAML into a fresh temp dir (with `listen` defaulting to port 0); the
- * promise resolves once the process logs that it listens.
+ * promise resolves once the process logs that it listens. Without `config`, only `args` are
+ * passed (e.g. the drop-in `--listen … --redis … --stable … --candidate …`). Pass `dir` to run
+ * in (and write the config file into) a given directory, e.g. to start a gateway again on the
+ * same config file and the files beside it; the caller then removes that directory.
  */
 export async function startGatewayProcess(options: {
   config?: Record<string, unknown>;
   args?: string[];
   env?: NodeJS.ProcessEnv;
   readyWithinMs?: number;
+  dir?: string;
 }): Promise<GatewayProcess> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'graygate-proc-'));
+  const dir = options.dir ?? mkdtempSync(path.join(tmpdir(), 'graygate-proc-'));
   const configPath = path.join(dir, 'graygate.yaml');
   const args = options.args ?? [];
   if (options.config) {
@@ -70,6 +77,13 @@ export async function startGatewayProcess(options: {
       reject(new Error(`gateway exited (${code}) before listening:\n${output}`));
     });
   });
+  // Only complete lines: the last one may still be arriving.
+  const logs = () =>
+    output
+      .slice(0, output.lastIndexOf('\n') + 1)
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
   const status = (field: string) => {
     const text = readFileSync(`/proc/${child.pid}/status`, 'utf8');
     const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
@@ -82,11 +96,18 @@ export async function startGatewayProcess(options: {
     child,
     configPath,
     output: () => output,
-    logs: () =>
-      output
-        .split('\n')
-        .filter((line) => line.startsWith('{'))
-        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    logs,
+    waitForLog: (match, waitOptions = {}) =>
+      eventually(
+        () => {
+          const line = logs()
+            .slice(waitOptions.since ?? 0)
+            .find((entry) => match(entry));
+          if (!line) throw new Error(`no matching log line within ${waitOptions.withinMs ?? 5_000} ms; output so far:\n${output.slice(-4_000)}`);
+          return line;
+        },
+        { withinMs: waitOptions.withinMs ?? 5_000, everyMs: 20 },
+      ),
     peakRssKb: () => status('VmHWM'),
     rssKb: () => status('VmRSS'),
     stop: (signal = 'SIGTERM') => {
