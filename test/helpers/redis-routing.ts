@@ -31,8 +31,8 @@ export function routingDocument(raw: unknown): RoutingDocument {
 }
 
 /** A store client for the test itself: the same compare-and-set writes the admin path uses. */
-export function writerStore(url: string): RedisStore {
-  return createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url, pollMs: 60_000, commandTimeoutMs: 1_000 }), { validate: parseRoutingDocument });
+export function writerStore(url: string, namespace = 'graygate'): RedisStore {
+  return createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url, namespace, pollMs: 60_000, commandTimeoutMs: 1_000 }), { validate: parseRoutingDocument });
 }
 
 /**
