@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startBackend, type Backend } from '../helpers/backend.js';
+import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
+import { runLoad, versionFor } from '../helpers/load.js';
+import { commandCounts, startRedis, type RedisServer } from '../helpers/redis.js';
+import { SEED_TOKEN, SEED_USER_ID } from '../helpers/redis-routing.js';
+
+/**
+ * Issue 4, "Must show" 5: in the steady state a request makes no Redis call. The token is cached
+ * and the range compiled into the snapshot, so N warm requests must cost the same Redis commands
+ * as 10 N: none, apart from the subscriber's keep-alive PINGs, which follow the clock.
+ */
+describe('steady state: no Redis command per request', () => {
+  let redis: RedisServer;
+  let prod: Backend;
+  let gray: Backend;
+  let gateway: GatewayProcess;
+  const PING_MS = 1_000;
+
+  beforeAll(async () => {
+    [redis, prod, gray] = await Promise.all([startRedis(), startBackend('prod'), startBackend('gray')]);
+    await redis.client.set('Grayscale_Range', '{"idStart":1,"idEnd":5000}');
+    await redis.client.set(`TOKEN_${SEED_TOKEN}`, SEED_USER_ID);
+    gateway = await startGatewayProcess({
+      config: {
+        // A long poll, so what is counted is the request path: polls would add a few GETs a second.
+        store: { kind: 'redis', url: redis.url, namespace: 'steady', pollMs: 120_000, pingMs: PING_MS },
+        upstreams: { prod: { servers: [prod.url] }, gray: { servers: [gray.url] } },
+        identity: { sources: [{ tokenLookup: { cacheTtlMs: 120_000 } }] },
+        services: [{ name: 'app', stable: 'prod', release: { candidate: 'gray', rules: [{ uidRange: { fromKey: 'Grayscale_Range' } }] } }],
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await gateway?.stop();
+    await Promise.all([prod?.close(), gray?.close()]);
+    await redis?.stop();
+  });
+
+  /** Commands the server ran, except PING (keep-alive, time-driven) and INFO (this test's own reads). */
+  const requestPathCommands = (counts: Record<string, number>) =>
+    Object.entries(counts).reduce((sum, [name, calls]) => (name === 'ping' || name === 'info' ? sum : sum + calls), 0);
+
+  async function measure(requests: number) {
+    const before = await commandCounts(redis.client);
+    const startedAt = Date.now();
+    const load = await runLoad({ url: gateway.url, headers: { TOKEN: SEED_TOKEN }, durationMs: 15_000, maxRequests: requests, concurrency: 4, check: (v) => v === 'gray' });
+    const elapsedMs = Date.now() - startedAt;
+    const after = await commandCounts(redis.client);
+    return {
+      load,
+      elapsedMs,
+      commands: requestPathCommands(after) - requestPathCommands(before),
+      gets: (after.get ?? 0) - (before.get ?? 0),
+      pings: (after.ping ?? 0) - (before.ping ?? 0),
+    };
+  }
+
+  it('N and 10 N warm requests cost the same Redis commands: none', async () => {
+    // Warm: the first request looks the token up (one GET), later ones hit the cache.
+    const gets = (await commandCounts(redis.client)).get ?? 0;
+    expect(await versionFor(gateway.url, { TOKEN: SEED_TOKEN })).toBe('gray');
+    expect((await commandCounts(redis.client)).get ?? 0).toBeGreaterThan(gets);
+
+    const small = await measure(200);
+    const large = await measure(2_000);
+    for (const run of [small, large]) {
+      expect(run.load.failures).toEqual([]);
+      expect(run.load.failed).toBe(0);
+    }
+    expect(small.load.sent).toBe(200);
+    expect(large.load.sent).toBe(2_000);
+    expect(small.commands).toBe(0);
+    expect(large.commands).toBe(0);
+    expect(large.gets).toBe(0);
+    // PINGs follow time, not requests: at most one per pingMs per pinged connection (+1 at each edge).
+    expect(large.pings).toBeLessThanOrEqual(2 * (Math.ceil(large.elapsedMs / PING_MS) + 1));
+  });
+
+  it('an unknown token costs one lookup, then is cached as unknown (no lookup per request)', async () => {
+    const before = (await commandCounts(redis.client)).get ?? 0;
+    const startedAt = Date.now();
+    const load = await runLoad({ url: gateway.url, headers: { TOKEN: 'unknownButWellFormed' }, durationMs: 10_000, maxRequests: 300, concurrency: 4, check: (v) => v === 'prod' });
+    expect(load.failed).toBe(0);
+    const elapsedMs = Date.now() - startedAt;
+    const gets = ((await commandCounts(redis.client)).get ?? 0) - before;
+    expect(load.sent).toBe(300);
+    // Concurrent misses share one lookup; after that, one per negative-cache lifetime (1 s) at most.
+    expect(gets).toBeGreaterThanOrEqual(1);
+    expect(gets).toBeLessThanOrEqual(1 + Math.ceil(elapsedMs / 1_000));
+  });
+});
