@@ -197,4 +197,28 @@ describe('WebSocket and other upgrades', () => {
     await closed;
     await eventually(() => expect(gateway.plane.stats().openConnections).toBe(0));
   });
+
+  it('hands a minted anonymous id back on the 101, so the next connection keeps its version', async () => {
+    const plane = await startPlane({
+      ...canaryDocument([stable.url], [candidate.url]),
+      identity: { anonymousCookie: {} },
+      services: [{ name: 'web', stable: 'stable', release: { candidate: 'candidate', rules: [{ percentage: { percent: 50 } }] } }],
+    });
+    try {
+      const first = await openWebSocket(plane.port, '/chat');
+      expect(first.head).toMatch(/^HTTP\/1\.1 101 /);
+      const cookie = /^set-cookie: (gg_anon=[^;\r\n]+)/im.exec(first.head)?.[1];
+      expect(cookie).toBeDefined();
+      const version = /x-backend: (\w+)/.exec(first.head)![1];
+      first.socket.destroy();
+      for (let i = 0; i < 5; i++) {
+        const again = await openWebSocket(plane.port, '/chat', `cookie: ${cookie}\r\n`);
+        expect(again.head).toMatch(new RegExp(`x-backend: ${version}`));
+        expect(again.head).not.toMatch(/set-cookie/i);
+        again.socket.destroy();
+      }
+    } finally {
+      await plane.close();
+    }
+  });
 });

@@ -175,7 +175,10 @@ export function proxyUpgrade(
       host.tunnelOpened(client, upstreamSocket);
       client.once('close', () => host.tunnelClosed(client, upstreamSocket));
       (upstreamSocket as { setTimeout?: (ms: number) => void }).setTimeout?.(0);
-      client.write(`HTTP/1.1 101 ${response.statusMessage || 'Switching Protocols'}\r\n${headLines(response.rawHeaders, KEEP_ON_SWITCH)}\r\n`);
+      // An anonymous caller minted an id to decide this upgrade: hand it back on the 101, so the
+      // next connection of the same browser gets the same version.
+      const minted = facts.mintedAnonymousCookie === undefined ? '' : `set-cookie: ${facts.mintedAnonymousCookie}\r\n`;
+      client.write(`HTTP/1.1 101 ${response.statusMessage || 'Switching Protocols'}\r\n${headLines(response.rawHeaders, KEEP_ON_SWITCH)}${minted}\r\n`);
       if (upstreamHead.length > 0) client.write(upstreamHead);
       if (head.length > 0) upstreamSocket.write(head);
       upstreamSocket.pipe(client);
