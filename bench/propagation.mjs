@@ -1,0 +1,267 @@
+#!/usr/bin/env node
+// Question: how long from a routing change written to Redis until every gateway of a fleet
+// routes by it? (issue 4: target p99 under 50 ms with pub/sub)
+//
+//   npm run build && node bench/propagation.mjs
+//   CHANGES=200 GATEWAYS=3 POLL_MS=2000 node bench/propagation.mjs
+//
+// Starts a private redis-server, two backends (nginx when installed, else node:http) answering
+// "prod" and "gray", and GATEWAYS real gateway processes on the redis store. Then CHANGES times:
+// write the next version with the store's compare-and-set (the same call the admin path makes),
+// flipping a uid range so that the probe request's answer flips; poll every gateway with that
+// request (keep-alive, back to back) until it answers the new way. Propagation = time from just
+// before the write until the last gateway answered the new way. Everything listens on 127.0.0.1;
+// each change is bounded by CHANGE_TIMEOUT_MS and the whole run by MAX_SECONDS; every process
+// started here is stopped at the end.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os, { tmpdir } from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { Agent, request } from 'undici';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const CHANGES = Number(process.env.CHANGES ?? 120);
+const GATEWAYS = Number(process.env.GATEWAYS ?? 3);
+const POLL_MS = Number(process.env.POLL_MS ?? 2_000);
+const CHANGE_TIMEOUT_MS = Number(process.env.CHANGE_TIMEOUT_MS ?? 3_000);
+const MAX_SECONDS = Number(process.env.MAX_SECONDS ?? 120);
+const PROBE_GAP_MS = Number(process.env.PROBE_GAP_MS ?? 1);
+const dir = mkdtempSync(path.join(tmpdir(), 'graygate-propagation-'));
+const children = [];
+
+function has(command) {
+  try {
+    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function waitPort(port, withinMs = 15_000) {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function start(name, command, args, onStdout) {
+  const child = spawn(command, args, { stdio: ['ignore', onStdout ? 'pipe' : 'ignore', 'pipe'], detached: true });
+  if (onStdout) {
+    let pending = '';
+    child.stdout.on('data', (chunk) => {
+      const lines = (pending + chunk).split('\n');
+      pending = lines.pop();
+      for (const line of lines) onStdout(line);
+    });
+  }
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr = (stderr + chunk).slice(-4_000)));
+  child.on('exit', (code) => {
+    if (code && !child.stopping) process.stderr.write(`${name} exited ${code}: ${stderr}\n`);
+  });
+  children.push(child);
+  return child;
+}
+
+function stopAll() {
+  for (const child of children) {
+    child.stopping = true;
+    try {
+      process.kill(-child.pid, 'SIGTERM');
+    } catch {}
+  }
+  children.length = 0;
+}
+process.on('exit', () => {
+  stopAll();
+  rmSync(dir, { recursive: true, force: true });
+});
+process.on('SIGINT', () => process.exit(130));
+
+async function startBackends() {
+  const stablePort = await freePort();
+  const candidatePort = await freePort();
+  if (has('nginx')) {
+    const conf = path.join(dir, 'backends.conf');
+    writeFileSync(
+      conf,
+      `worker_processes 1; pid ${dir}/backends.pid; error_log ${dir}/backends-error.log;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:${stablePort}; location / { return 200 "prod"; } }
+  server { listen 127.0.0.1:${candidatePort}; location / { return 200 "gray"; } } }
+`,
+    );
+    start('backends', 'nginx', ['-p', `${dir}/`, '-c', conf, '-g', 'daemon off;']);
+  } else {
+    const script = `const http=require('http');for(const [p,b] of [[${stablePort},'prod'],[${candidatePort},'gray']])http.createServer((q,s)=>{s.writeHead(200,{'content-length':b.length});s.end(b)}).listen(p,'127.0.0.1')`;
+    start('backends', process.execPath, ['-e', script]);
+  }
+  await Promise.all([waitPort(stablePort), waitPort(candidatePort)]);
+  return { stable: `http://127.0.0.1:${stablePort}`, candidate: `http://127.0.0.1:${candidatePort}`, kind: has('nginx') ? 'nginx' : 'node:http' };
+}
+
+async function startRedis() {
+  const port = await freePort();
+  start('redis-server', process.env.REDIS_SERVER ?? 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no']);
+  await waitPort(port);
+  return `redis://127.0.0.1:${port}`;
+}
+
+function routing(backends, to) {
+  return {
+    upstreams: { prod: { servers: [backends.stable] }, gray: { servers: [backends.candidate] } },
+    identity: { sources: [{ header: { name: 'x-user-id' } }] },
+    services: [{ name: 'app', stable: 'prod', release: { candidate: 'gray', rules: [{ name: 'probe', uidRange: { from: 1, to } }] } }],
+  };
+}
+
+/** Per gateway: version → wall-clock ms at which it logged "applied routing version N". */
+const appliedAt = [];
+
+async function startGateway(i, redisUrl, backends) {
+  const port = await freePort();
+  const config = path.join(dir, `gateway-${i}.json`);
+  writeFileSync(
+    config,
+    JSON.stringify({ listen: `127.0.0.1:${port}`, log: { level: 'info' }, store: { kind: 'redis', url: redisUrl, namespace: 'bench', pollMs: POLL_MS }, ...routing(backends, 5000) }),
+  );
+  const applied = new Map();
+  appliedAt[i] = applied;
+  start(`gateway-${i}`, process.execPath, [path.join(root, 'dist/cli/main.js'), 'start', '--config', config], (line) => {
+    if (!line.includes('applied routing version')) return;
+    try {
+      const entry = JSON.parse(line);
+      applied.set(entry.version, Date.parse(entry.time));
+    } catch {}
+  });
+  await waitPort(port);
+  return `http://127.0.0.1:${port}/`;
+}
+
+const agent = new Agent({ keepAliveTimeout: 30_000, connections: 2 });
+
+async function answer(url) {
+  const response = await request(url, { dispatcher: agent, headers: { 'x-user-id': '1234' } });
+  return (await response.body.text()).trim();
+}
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Polls `url` until it answers `expected`; resolves with the time it did, or undefined at
+ * `deadline`. PROBE_GAP_MS between probes (default 1) keeps the prober from taking the CPU the
+ * gateways need on a small box; it bounds the resolution of each figure.
+ */
+async function whenAnswers(url, expected, deadline) {
+  for (;;) {
+    const text = await answer(url);
+    const now = performance.now();
+    if (text === expected) return now;
+    if (now > deadline) return undefined;
+    if (PROBE_GAP_MS > 0) await pause(PROBE_GAP_MS);
+  }
+}
+
+const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+
+async function main() {
+  if (!existsSync(path.join(root, 'dist/cli/main.js'))) throw new Error('run `npm run build` first');
+  const { createRedisStore } = await import(path.join(root, 'dist/store/redis/redis-store.js'));
+  const { parseRoutingDocument } = await import(path.join(root, 'dist/config/load.js'));
+  const { RedisStoreSettings } = await import(path.join(root, 'dist/config/schema.js'));
+
+  const [backends, redisUrl] = await Promise.all([startBackends(), startRedis()]);
+  // The first gateway seeds version 1 from its file; the others then find it in Redis.
+  const gateways = [await startGateway(0, redisUrl, backends)];
+  for (let i = 1; i < GATEWAYS; i++) gateways.push(await startGateway(i, redisUrl, backends));
+  for (const url of gateways) {
+    if ((await answer(url)) !== 'gray') throw new Error(`${url} does not route by version 1`);
+  }
+  const store = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: redisUrl, namespace: 'bench', pollMs: 60_000 }), { validate: parseRoutingDocument });
+  let version = (await store.current()).version;
+  process.stderr.write(`${GATEWAYS} gateways, redis store (pollMs ${POLL_MS}), backends ${backends.kind}; ${CHANGES} changes\n`);
+
+  const runDeadline = performance.now() + MAX_SECONDS * 1_000;
+  const propagation = [];
+  const writeMs = [];
+  const writeStartedAt = new Map(); // version → wall-clock ms just before its write
+  const perGateway = gateways.map(() => []);
+  let missed = 0;
+  for (let i = 0; i < CHANGES && performance.now() < runDeadline; i++) {
+    const to = version % 2 === 1 ? 100 : 5000; // odd versions → 1..100 (1234 to prod), even → 1..5000 (gray)
+    const expected = to === 100 ? 'prod' : 'gray';
+    const document = parseRoutingDocument(routing(backends, to), 'bench');
+    const startedAt = performance.now();
+    writeStartedAt.set(version + 1, Date.now());
+    const written = store.write(document, { expectedVersion: version, actor: 'bench', reason: `change ${i + 1}` });
+    // Polling starts with the write: a gateway that answers the new way before the write's own
+    // reply is back is counted at the time it did.
+    const seen = gateways.map((url) => whenAnswers(url, expected, startedAt + CHANGE_TIMEOUT_MS));
+    version = (await written).version;
+    writeMs.push(performance.now() - startedAt);
+    const times = await Promise.all(seen);
+    if (times.some((t) => t === undefined)) {
+      missed++;
+      continue;
+    }
+    times.forEach((t, g) => perGateway[g].push(t - startedAt));
+    propagation.push(Math.max(...times) - startedAt);
+  }
+  await store.close();
+  await agent.close();
+  // The gateways' own clock (ms resolution): write → "applied" logged, without the prober.
+  const appliedMs = [];
+  for (const [v, at] of writeStartedAt) {
+    const times = appliedAt.map((applied) => applied.get(v));
+    if (times.every((t) => t !== undefined)) appliedMs.push(Math.max(...times) - at);
+  }
+
+  const row = (name, values) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    if (sorted.length === 0) return `| ${name} | 0 | – | – | – | – |`;
+    return `| ${name} | ${sorted.length} | ${percentile(sorted, 50).toFixed(2)} | ${percentile(sorted, 90).toFixed(2)} | ${percentile(sorted, 99).toFixed(2)} | ${sorted[sorted.length - 1].toFixed(2)} |`;
+  };
+  const lines = [
+    '| measured (ms) | changes | p50 | p90 | p99 | max |',
+    '|---|--:|--:|--:|--:|--:|',
+    row(`write → all ${GATEWAYS} gateways route by it`, propagation),
+    ...perGateway.map((values, g) => row(`write → gateway ${g + 1}`, values)),
+    row(`write → all ${GATEWAYS} logged "applied" (their clock, 1 ms)`, appliedMs),
+    row('compare-and-set write (reply)', writeMs),
+  ];
+  process.stdout.write(
+    `\n${lines.join('\n')}\n\nmissed (not seen within ${CHANGE_TIMEOUT_MS} ms on every gateway): ${missed}; ` +
+      `pub/sub with a ${POLL_MS} ms poll as backstop; probes every ${PROBE_GAP_MS} ms; ` +
+      `${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (the prober shares the box)\n`,
+  );
+  stopAll();
+  if (missed > 0) process.exitCode = 1;
+}
+
+main().catch((error) => {
+  process.stderr.write(`${error.stack ?? error}\n`);
+  stopAll();
+  process.exit(1);
+});
