@@ -20,6 +20,12 @@ export const ErrorCodes = {
   GG_SHUTTING_DOWN: { status: 503, doc: 'The gateway is draining for shutdown and takes no new requests.' },
   GG_EXPLAIN_INVALID: { status: 400, doc: 'A request description given to explain is malformed; the message names the field.' },
   GG_INTERNAL: { status: 500, doc: 'An unexpected error inside graygate; the log has the details.' },
+  GG_ILLEGAL_TRANSITION: { status: 409, doc: 'The release action makes no sense in the release\'s current state (e.g. full before canary); the message says why and what to do.' },
+  GG_UNAUTHORIZED: { status: 401, doc: 'The admin API needs a bearer token (Authorization: Bearer …) and none, or an unknown one, was given.' },
+  GG_NOT_FOUND: { status: 404, doc: 'The admin API has no such resource (service, upstream, release or route); the message names it.' },
+  GG_BODY_TOO_LARGE: { status: 413, doc: 'The admin API request body is larger than admin.bodyLimitBytes.' },
+  GG_REQUEST_INVALID: { status: 400, doc: 'An admin API request is malformed (body, parameter or header); the message names the field.' },
+  GG_NOT_READY: { status: 503, doc: 'The gateway serves no routing snapshot yet.' },
 } as const satisfies Record<string, { status: number; doc: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;
