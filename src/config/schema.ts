@@ -351,12 +351,59 @@ export type ProxySettings = z.output<typeof ProxySettings>;
 
 const Cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, { message: 'expected an IP address or CIDR like 10.0.0.0/8' });
 
+/** A named bearer token of the admin API; its name is the actor recorded for each write. */
+export const AdminToken = z
+  .strictObject({
+    name: Name.meta({ description: 'Who holds the token: recorded as the actor of every write made with it.' }),
+    token: z.string().min(16, { message: 'a token is at least 16 characters' }).optional().meta({ description: 'The token itself (prefer tokenEnv: config files get copied).' }),
+    tokenEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { message: 'expected an environment variable name' })
+      .optional()
+      .meta({ description: 'Name of the environment variable holding the token (read at start; at least 16 characters).' }),
+  })
+  .superRefine((token, ctx) => {
+    if ((token.token === undefined) === (token.tokenEnv === undefined)) {
+      ctx.addIssue({ code: 'custom', message: token.token === undefined ? 'expected token or tokenEnv' : 'expected token or tokenEnv, not both' });
+    }
+  })
+  .meta({ description: 'A named bearer token: `Authorization: Bearer <token>`.' });
+export type AdminToken = z.output<typeof AdminToken>;
+
+const isLoopbackHost = (host: string) => host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+
+export const AdminSettings = z
+  .strictObject({
+    listen: ListenAddress.prefault('127.0.0.1:9901').meta({ description: 'Where the admin API listens: host:port or a port (host defaults to 127.0.0.1).' }),
+    tokens: z.array(AdminToken).default([]).meta({
+      description: 'Bearer tokens allowed to use the admin API. With none, the API takes requests without a token and may only listen on loopback.',
+    }),
+    bodyLimitBytes: z.number().int().min(1_024).max(64 * 1024 * 1024).default(1024 * 1024).meta({ description: 'Largest request body; larger ones are refused with 413.' }),
+  })
+  .superRefine((admin, ctx) => {
+    if (admin.tokens.length === 0 && !isLoopbackHost(admin.listen.host)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tokens'],
+        message: `the admin API would listen on ${admin.listen.host} without a token; add tokens, or listen on 127.0.0.1`,
+      });
+    }
+    const seen = new Set<string>();
+    admin.tokens.forEach((token, i) => {
+      if (seen.has(token.name)) ctx.addIssue({ code: 'custom', path: ['tokens', i, 'name'], message: `token name "${token.name}" is used twice` });
+      seen.add(token.name);
+    });
+  })
+  .meta({ description: 'The admin HTTP API (and the CLI that drives it): its own listener, loopback by default, bearer tokens.' });
+export type AdminSettings = z.output<typeof AdminSettings>;
+
 export const Settings = z.strictObject({
   listen: ListenAddress.prefault(8080).meta({ description: 'Where the proxy listens: host:port or a port (host defaults to 127.0.0.1).' }),
   trustedProxies: z.array(Cidr).default([]).meta({
     description: 'Peers (CIDRs) whose X-Forwarded-* headers are believed and appended to; from others they are replaced.',
   }),
   proxy: ProxySettings.prefault({}),
+  admin: AdminSettings.optional().meta({ description: 'Starts the admin API when present (`admin: {}` for the defaults).' }),
   store: StoreSettings.default({ kind: 'file', historyLimit: 200, pollMs: 2_000 }),
   log: z
     .strictObject({

@@ -35,6 +35,8 @@ export interface Gateway {
   readonly dataPlane: DataPlane;
   /** The snapshot being served (it changes with the document and with store keys it reads). */
   readonly snapshot: RoutingSnapshot | undefined;
+  /** Where the admin API listens, when `settings.admin` configures it. */
+  readonly adminAddress: { host: string; port: number } | undefined;
   /** Graceful stop: drain the data plane within `graceMs`, then close the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -149,6 +151,30 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await store.close();
     throw error;
   }
+  // The admin API (src/control/api) on its own listener, loaded only when configured.
+  let admin: { address: { host: string; port: number }; close(): Promise<void> } | undefined;
+  if (settings.admin) {
+    try {
+      const { startAdminServer } = await import('../control/api/server.js');
+      admin = await startAdminServer({
+        settings: settings.admin,
+        context: {
+          store,
+          snapshot: () => served,
+          dataPlaneStats: () => dataPlane.stats(),
+          syncStats: () => sync.stats(),
+          afterWrite: () => void sync.refresh(),
+          logger,
+        },
+      });
+    } catch (error) {
+      sync.stop();
+      keyFeed.close();
+      await dataPlane.drain(0);
+      await store.close();
+      throw error;
+    }
+  }
   let closing: Promise<void> | undefined;
   return {
     address,
@@ -158,8 +184,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     get snapshot() {
       return served;
     },
+    adminAddress: admin?.address,
     close(graceMs = settings.proxy.shutdownGraceMs) {
       closing ??= (async () => {
+        await admin?.close();
         sync.stop();
         keyFeed.close();
         await dataPlane.drain(graceMs);

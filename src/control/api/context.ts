@@ -1,0 +1,135 @@
+import type { z } from 'zod';
+import { parseRoutingDocument } from '../../config/load.js';
+import type { RoutingDocument } from '../../config/schema.js';
+import type { DataPlaneStats } from '../../dataplane/runtime.js';
+import { GraygateError, isGraygateError } from '../../errors.js';
+import type { ConfigSyncStats } from '../../gateway/config-sync.js';
+import type { Logger } from '../../observe/log.js';
+import type { RoutingSnapshot } from '../../rules/snapshot.js';
+import type { Store, StoredVersion } from '../../store/store.js';
+
+/**
+ * What the admin API needs of a running gateway. Nothing runtime-specific: the data plane is seen
+ * only through its `stats()`, so the API runs unchanged whichever data plane serves requests.
+ */
+export interface AdminContext {
+  readonly store: Store;
+  /** The snapshot this gateway serves, once it serves one. */
+  snapshot(): RoutingSnapshot | undefined;
+  dataPlaneStats(): DataPlaneStats;
+  syncStats(): ConfigSyncStats;
+  /** Called after each write so this gateway rereads the store at once (others hear it by pub/sub or poll). */
+  afterWrite(): void;
+  readonly logger: Logger;
+}
+
+/** One request as a route handler sees it: validated body and query, the caller's name. */
+export interface AdminRequest<Body = unknown, Query = unknown> {
+  readonly params: Readonly<Record<string, string>>;
+  readonly query: Query;
+  readonly body: Body;
+  /** The token's name (`anonymous` when the API takes requests without a token). */
+  readonly actor: string;
+  /** The version named by If-Match, when given. */
+  readonly ifMatch: number | undefined;
+}
+
+export interface AdminReply {
+  readonly status?: number;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly body: unknown;
+}
+
+/** A route: its shapes (for validation and the OpenAPI document) and its handler. */
+export interface Route<B extends z.ZodType = z.ZodType, Q extends z.ZodType = z.ZodType> {
+  readonly method: 'GET' | 'PUT' | 'POST' | 'DELETE';
+  /** Fastify path, e.g. `/v1/services/:name`. */
+  readonly url: string;
+  readonly summary: string;
+  readonly tag: string;
+  /** False for health, readiness and the OpenAPI document; true (the default) needs a token when tokens are configured. */
+  readonly auth?: boolean;
+  readonly body?: B;
+  readonly query?: Q;
+  readonly response: z.ZodType;
+  /** Status codes the route answers besides 200, for the OpenAPI document. */
+  readonly errors?: readonly number[];
+  handler(request: AdminRequest<z.output<B>, z.output<Q>>, context: AdminContext): Promise<AdminReply>;
+}
+
+/** Keeps a route's body and query types tied to its handler. */
+export function defineRoute<B extends z.ZodType, Q extends z.ZodType>(route: Route<B, Q>): Route {
+  return route as unknown as Route;
+}
+
+/** The version the writer read: the body's `version` or If-Match (they must agree). */
+export function preconditionOf(request: AdminRequest<{ version?: number | undefined }>): number | undefined {
+  const fromBody = request.body.version;
+  if (fromBody !== undefined && request.ifMatch !== undefined && fromBody !== request.ifMatch) {
+    throw new GraygateError('GG_REQUEST_INVALID', `version: the body names version ${fromBody} but If-Match names ${request.ifMatch}; send one`);
+  }
+  return fromBody ?? request.ifMatch;
+}
+
+/** The current version, or undefined when the store holds none yet (GG_STORE_EMPTY). */
+export async function currentOrEmpty(store: Store): Promise<StoredVersion | undefined> {
+  try {
+    return await store.current();
+  } catch (error) {
+    if (isGraygateError(error) && error.code === 'GG_STORE_EMPTY') return undefined;
+    throw error;
+  }
+}
+
+export interface WriteOutcome {
+  readonly changed: boolean;
+  readonly previousVersion: number;
+  readonly version: number;
+  readonly actor: string;
+  readonly reason: string;
+}
+
+/**
+ * The one write path: reads the current version, refuses a stale precondition (409), lets
+ * `mutate` build the next document, validates it with parseRoutingDocument (400 naming every
+ * field) before the store sees it, and writes it as one compare-and-set version with actor and
+ * reason. A concurrent writer that got in between the read and the write makes this one 409.
+ * `mutate` returning `changed: false` writes nothing.
+ */
+export async function commitChange(
+  context: AdminContext,
+  write: { actor: string; reason: string; expectedVersion: number | undefined; allowEmpty?: boolean },
+  mutate: (current: RoutingDocument) => { document: RoutingDocument; changed?: boolean },
+): Promise<WriteOutcome> {
+  // Only a whole-document write may seed an empty store; the others need a document to change.
+  const current = write.allowEmpty ? await currentOrEmpty(context.store) : await context.store.current();
+  const currentVersion = current?.version ?? 0;
+  if (write.expectedVersion !== undefined && write.expectedVersion !== currentVersion) {
+    throw new GraygateError(
+      'GG_VERSION_CONFLICT',
+      `the write named version ${write.expectedVersion}, but the current version is ${currentVersion}; read it again and retry`,
+    );
+  }
+  const next = mutate(current?.document ?? { upstreams: {}, services: [], identity: { sources: [] } });
+  if (next.changed === false) {
+    return { changed: false, previousVersion: currentVersion, version: currentVersion, actor: write.actor, reason: write.reason };
+  }
+  const validated = parseRoutingDocument(next.document);
+  const written = await context.store.write(validated, { expectedVersion: currentVersion, actor: write.actor, reason: write.reason });
+  context.logger.info(
+    { event: 'admin-write', actor: write.actor, reason: write.reason, previousVersion: currentVersion, version: written.version },
+    `routing version ${written.version} written by ${write.actor} (was ${currentVersion}): ${write.reason}`,
+  );
+  context.afterWrite();
+  return { changed: true, previousVersion: currentVersion, version: written.version, actor: write.actor, reason: write.reason };
+}
+
+/** The current document, or GG_STORE_EMPTY. */
+export async function readCurrent(context: AdminContext): Promise<StoredVersion> {
+  return context.store.current();
+}
+
+/** A 404 for a named thing that does not exist, listing the known ones. */
+export function notFound(kind: string, name: string, known: readonly string[]): GraygateError {
+  return new GraygateError('GG_NOT_FOUND', `${kind} "${name}" is not defined; known: ${known.length ? known.join(', ') : '(none)'}`);
+}

@@ -1,0 +1,166 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { z } from 'zod';
+import { formatIssues } from '../../config/issues.js';
+import type { AdminSettings } from '../../config/schema.js';
+import { ConfigError, GraygateError, isGraygateError } from '../../errors.js';
+import type { AdminContext, Route } from './context.js';
+import { configRoutes } from './config.js';
+import { explainRoutes } from './explain.js';
+import { healthRoutes } from './health.js';
+import { historyRoutes } from './history.js';
+import { openApiRoute } from './openapi.js';
+import { releaseRoutes } from './releases.js';
+import { serviceRoutes } from './services.js';
+import { upstreamRoutes } from './upstreams.js';
+
+export interface AdminServer {
+  readonly address: { host: string; port: number };
+  readonly app: FastifyInstance;
+  close(): Promise<void>;
+}
+
+export interface AdminServerOptions {
+  readonly settings: AdminSettings;
+  readonly context: AdminContext;
+  /** graygate's version, shown in the OpenAPI document. */
+  readonly version?: string;
+  /** Where `tokenEnv` names are looked up (default process.env). */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** Every route of the admin API (the OpenAPI route adds itself). */
+export function adminRoutes(version = '0'): Route[] {
+  const routes: Route[] = [...healthRoutes, ...configRoutes, ...serviceRoutes, ...upstreamRoutes, ...releaseRoutes, ...historyRoutes, ...explainRoutes];
+  routes.push(openApiRoute(() => routes, version));
+  return routes;
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
+const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
+
+/** Named tokens with their values resolved (tokenEnv read now); ConfigError naming the field when one is missing. */
+function resolveTokens(settings: AdminSettings, env: NodeJS.ProcessEnv): { name: string; digest: Buffer }[] {
+  const issues: string[] = [];
+  const tokens = settings.tokens.map((token, i) => {
+    const value = token.token ?? env[token.tokenEnv!];
+    if (value === undefined || value.length < 16) {
+      issues.push(`admin.tokens[${i}].tokenEnv: environment variable ${token.tokenEnv} is ${value === undefined ? 'not set' : 'shorter than 16 characters'}`);
+    }
+    return { name: token.name, digest: digest(value ?? '') };
+  });
+  if (tokens.length === 0 && !isLoopback(settings.listen.host)) {
+    issues.push(`admin.tokens: the admin API would listen on ${settings.listen.host} without a token; add tokens, or listen on 127.0.0.1`);
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return tokens;
+}
+
+/** The token's name, comparing in constant time against every configured token. */
+function actorOf(header: string | undefined, tokens: readonly { name: string; digest: Buffer }[]): string | undefined {
+  const match = header === undefined ? undefined : /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
+  // Digests make the lengths equal, so timingSafeEqual never throws and never shortcuts on length.
+  const given = digest(match?.[1] ?? '');
+  let found: string | undefined;
+  for (const token of tokens) if (timingSafeEqual(given, token.digest) && match) found ??= token.name;
+  return found;
+}
+
+function ifMatchOf(header: string | string[] | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const text = Array.isArray(header) ? header.join(',') : header;
+  const match = /^\s*(?:W\/)?"?(\d{1,15})"?\s*$/.exec(text);
+  if (!match) throw new GraygateError('GG_REQUEST_INVALID', `If-Match: expected a version like "3", got ${JSON.stringify(text.slice(0, 40))}`);
+  return Number(match[1]);
+}
+
+function parseWith<S extends z.ZodType>(schema: S, value: unknown, where: 'body' | 'query'): z.output<S> {
+  if (where === 'body' && (value === undefined || value === null)) throw new GraygateError('GG_REQUEST_INVALID', 'body: required: a JSON object');
+  const parsed = schema.safeParse(value, { reportInput: true });
+  if (!parsed.success) {
+    const issues = formatIssues(parsed.error).map((line) => (line.startsWith(':') || line.startsWith(' ') ? `${where}${line}` : line));
+    throw Object.assign(new GraygateError('GG_REQUEST_INVALID', issues.join('; ')), { issues });
+  }
+  return parsed.data;
+}
+
+/** Maps any error to the API's error body; only real surprises are 500 (and logged). */
+function errorReply(error: unknown, context: AdminContext): { status: number; body: unknown } {
+  if (isGraygateError(error)) {
+    const issues = error instanceof ConfigError ? error.issues : (error as { issues?: readonly string[] }).issues;
+    return { status: error.status, body: { error: { code: error.code, message: error.message, ...(issues ? { issues } : {}) } } };
+  }
+  const fastifyError = error as FastifyError;
+  if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    return { status: 413, body: { error: { code: 'GG_BODY_TOO_LARGE', message: `body: larger than admin.bodyLimitBytes` } } };
+  }
+  if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+    const what = fastifyError.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'content-type: expected application/json' : `body: ${fastifyError.message}`;
+    return { status: 400, body: { error: { code: 'GG_REQUEST_INVALID', message: what } } };
+  }
+  context.logger.error({ err: error, event: 'admin-error' }, 'unexpected error in the admin API');
+  return { status: 500, body: { error: { code: 'GG_INTERNAL', message: 'unexpected error in the admin API; the gateway log has the details' } } };
+}
+
+/**
+ * Builds the admin API (fastify) over a running gateway's context, without listening. Every route
+ * but health, readiness and the OpenAPI document needs `Authorization: Bearer <token>` when tokens
+ * are configured; the token's name is the actor recorded for each write.
+ */
+export function buildAdminApp(options: AdminServerOptions): FastifyInstance {
+  const { settings, context } = options;
+  const tokens = resolveTokens(settings, options.env ?? process.env);
+  const app = Fastify({ bodyLimit: settings.bodyLimitBytes, logger: false, return503OnClosing: true });
+  const routes = adminRoutes(options.version);
+
+  app.setErrorHandler((error, _request, reply) => {
+    const { status, body } = errorReply(error, context);
+    void reply.code(status).send(body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ error: { code: 'GG_NOT_FOUND', message: `no admin route ${request.method} ${request.url.split('?')[0]}; see /openapi.json` } });
+  });
+
+  for (const route of routes) {
+    const needsToken = route.auth !== false && tokens.length > 0;
+    app.route({
+      method: route.method,
+      url: route.url,
+      handler: async (request, reply) => {
+        let actor = 'anonymous';
+        if (needsToken) {
+          const found = actorOf(request.headers.authorization, tokens);
+          if (found === undefined) {
+            void reply.header('www-authenticate', 'Bearer realm="graygate"');
+            throw new GraygateError('GG_UNAUTHORIZED', request.headers.authorization ? 'the bearer token is not one of admin.tokens' : 'missing Authorization: Bearer <token>');
+          }
+          actor = found;
+        }
+        const body = route.body ? parseWith(route.body, request.body, 'body') : undefined;
+        const query = route.query ? parseWith(route.query, request.query ?? {}, 'query') : undefined;
+        const result = await route.handler(
+          { params: request.params as Record<string, string>, query, body, actor, ifMatch: ifMatchOf(request.headers['if-match']) },
+          context,
+        );
+        void reply.code(result.status ?? 200);
+        if (result.headers) void reply.headers(result.headers);
+        return result.body;
+      },
+    });
+  }
+  return app;
+}
+
+/** Starts the admin API on its own listener (loopback by default); refuses a non-loopback address without tokens. */
+export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
+  const app = buildAdminApp(options);
+  const { host, port } = options.settings.listen;
+  await app.listen({ host, port });
+  const address = app.server.address();
+  const bound = typeof address === 'object' && address !== null ? { host: address.address, port: address.port } : { host, port };
+  options.context.logger.info(
+    { event: 'admin-listening', host: bound.host, port: bound.port, tokens: options.settings.tokens.map((token) => token.name) },
+    `admin API on http://${bound.host.includes(':') ? `[${bound.host}]` : bound.host}:${bound.port}`,
+  );
+  return { address: bound, app, close: () => app.close() };
+}

@@ -1,0 +1,118 @@
+import { z } from 'zod';
+import { Name } from '../../config/primitives.js';
+import { CacheMode, Release, ReleaseState, RoutingDocument, Rule, Service, Upstream, WeightedCandidate } from '../../config/schema.js';
+import { RequestDescription } from '../../rules/explain.js';
+
+/**
+ * Request and response shapes of the admin API, built from the one config schema
+ * (src/config/schema.ts): the API validates with them and the OpenAPI document is generated
+ * from them, so nothing here mirrors the config by hand.
+ */
+
+export const Reason = z.string().trim().min(1, { message: 'required: say why (it is kept in the history)' }).max(500).meta({ description: 'Why: kept in the history with the actor and the time.' });
+export const VersionPrecondition = z
+  .number({ message: 'expected the version number you read' })
+  .int()
+  .min(0)
+  .meta({ description: 'The version you read (or send If-Match: "N"); a different current version refuses the write with 409.' });
+
+const writeShape = { reason: Reason, version: VersionPrecondition.optional() };
+
+export const ConfigPutBody = z.strictObject({ ...writeShape, document: RoutingDocument }).meta({ description: 'Replace the whole routing document.' });
+export const ServicePutBody = z.strictObject({ ...writeShape, service: Service.extend({ name: Name.optional() }).meta({ description: 'The service; its name must be the one in the path (or absent).' }) });
+export const UpstreamPutBody = z.strictObject({ ...writeShape, upstream: Upstream });
+export const ReleasePutBody = z.strictObject({ ...writeShape, release: Release });
+export const WriteBody = z.strictObject(writeShape).meta({ description: 'A write with nothing else to say than why (and, optionally, the version read).' });
+export const ActionBody = z
+  .strictObject({
+    ...writeShape,
+    candidate: Name.optional().meta({ description: 'start: the candidate upstream (default: the idle release\'s).' }),
+    candidates: z.array(WeightedCandidate).min(1).optional().meta({ description: 'start: A/B/n candidates with weights.' }),
+    rules: z.array(Rule).optional().meta({ description: 'start, set: the ordered rules (replace the release\'s).' }),
+    percentage: z.number().min(0).max(100).optional().meta({ description: 'start, set: a sticky share of identified callers, kept as the rule named `percentage`.' }),
+    cache: CacheMode.optional(),
+    winner: Name.optional().meta({ description: 'full with several candidates: the one that takes everyone.' }),
+  })
+  .meta({ description: 'A release action; which fields apply depends on the action.' });
+export type ActionBody = z.output<typeof ActionBody>;
+export const ExplainBody = RequestDescription;
+
+export const HistoryQuery = z.strictObject({ limit: z.coerce.number().int().min(1).max(1_000).optional() });
+export const DiffQuery = z.strictObject({
+  from: z.coerce.number().int().min(1).meta({ description: 'The older version.' }),
+  to: z.coerce.number().int().min(1).optional().meta({ description: 'The newer version (default: the current one).' }),
+});
+
+// ---- responses ------------------------------------------------------------------------------
+
+export const ChangeMetaShape = z.object({ actor: z.string(), time: z.string(), reason: z.string() });
+export const VersionedDocument = z.object({ version: z.number().int(), meta: ChangeMetaShape, document: RoutingDocument });
+export const WriteResult = z
+  .object({
+    changed: z.boolean().meta({ description: 'False when the write would change nothing (e.g. a rollback of an idle release); nothing is recorded then.' }),
+    previousVersion: z.number().int(),
+    version: z.number().int().meta({ description: 'The current version after the write.' }),
+    actor: z.string(),
+    reason: z.string(),
+  })
+  .meta({ description: 'What a write did: the versions before and after.' });
+export const ActionResult = WriteResult.extend({ service: z.string(), from: ReleaseState, to: ReleaseState });
+export const HistoryEntry = z.object({ version: z.number().int(), previousVersion: z.number().int(), actor: z.string(), time: z.string(), reason: z.string() });
+export const HistoryList = z.object({ versions: z.array(HistoryEntry) });
+export const DiffResult = z.object({
+  from: z.number().int(),
+  to: z.number().int(),
+  changes: z.array(z.object({ path: z.string(), op: z.enum(['added', 'removed', 'changed']), before: z.unknown().optional(), after: z.unknown().optional() })),
+});
+export const ServiceList = z.object({ version: z.number().int(), services: z.array(Service) });
+export const ServiceOne = z.object({ version: z.number().int(), service: Service });
+export const UpstreamList = z.object({ version: z.number().int(), upstreams: z.record(z.string(), Upstream) });
+export const UpstreamOne = z.object({ version: z.number().int(), name: z.string(), upstream: Upstream });
+export const ReleaseOne = z.object({ version: z.number().int(), service: z.string(), state: ReleaseState, release: Release.nullable() });
+export const DataPlaneStatsShape = z.object({ openConnections: z.number().int(), inFlightRequests: z.number().int() });
+export const DrainReport = z
+  .object({
+    service: z.string(),
+    state: ReleaseState.meta({ description: 'The state in the snapshot this gateway serves.' }),
+    servedVersion: z.number().int().nullable(),
+    scope: z.literal('process').meta({ description: 'The counts are this gateway process\'s, all upstreams together (not per upstream, not fleet-wide).' }),
+    inFlightRequests: z.number().int(),
+    openConnections: z.number().int(),
+    drained: z
+      .boolean()
+      .meta({ description: 'True when this gateway serves the release in full and has no request in flight: no request started before full (the only ones that could go to stable) is still running.' }),
+  })
+  .meta({ description: 'Whether stable has drained after `full`, as this gateway process sees it.' });
+export const StatusResult = z.object({
+  version: z.number().int().nullable().meta({ description: 'The store\'s current version (null when the store is unreachable).' }),
+  servedVersion: z.number().int().nullable(),
+  ready: z.boolean(),
+  services: z.array(
+    z.object({
+      name: z.string(),
+      stable: z.string(),
+      state: ReleaseState,
+      candidates: z.array(z.string()),
+      rules: z.array(z.string()),
+    }),
+  ),
+  dataPlane: DataPlaneStatsShape,
+  storeKind: z.string(),
+  lastSyncError: z.unknown().optional(),
+});
+export const Health = z.object({ status: z.literal('ok') });
+export const Ready = z.object({ ready: z.boolean(), servedVersion: z.number().int().nullable() });
+export const ErrorBody = z.object({
+  error: z.object({ code: z.string(), message: z.string(), issues: z.array(z.string()).optional() }),
+});
+export const Explanation = z.object({
+  service: z.string(),
+  version: z.enum(['stable', 'candidate']),
+  upstream: z.string(),
+  reason: z.string(),
+  identity: z.object({ source: z.string().optional(), userId: z.string().optional() }),
+  rules: z.array(z.object({ name: z.string(), to: z.string(), matched: z.boolean() })),
+  splitBucket: z.number().int().optional(),
+  cache: z.object({ vary: z.string().optional(), private: z.boolean() }),
+  routingVersion: z.number().int(),
+});
