@@ -135,6 +135,10 @@ export interface RedisServer {
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Starts the server again on the same port and dir (data survives only with `persist`). */
   restart(): Promise<void>;
+  /** SIGSTOP: the process keeps its sockets open but answers nothing (a hung or half-open server). */
+  pause(): void;
+  /** SIGCONT after `pause()`. */
+  resume(): void;
 }
 
 /** Starts a private `redis-server` on a free loopback port. */
@@ -176,6 +180,12 @@ export async function startRedis(options: { persist?: boolean; args?: string[] }
     async restart() {
       await stopServer(running, 'SIGKILL');
       running = await spawnServer(port, dir, args);
+    },
+    pause() {
+      running.child.kill('SIGSTOP');
+    },
+    resume() {
+      running.child.kill('SIGCONT');
     },
   };
 }
