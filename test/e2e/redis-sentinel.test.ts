@@ -6,7 +6,7 @@ import { eventually } from '../helpers/eventually.js';
 import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
 import { versionFor, type LoadResult } from '../helpers/load.js';
 import { rawCommand, startSentinel, type RedisSentinel } from '../helpers/redis.js';
-import { headerRangeRouting, routingDocument, writerStore, writeNext } from '../helpers/redis-routing.js';
+import { headerRangeRouting, routingDocument, SEED_TOKEN, SEED_USER_ID, writerStore, writeNext } from '../helpers/redis-routing.js';
 
 /**
  * Issue 4, real topologies: a gateway process on `redis+sentinel://…/mymaster` through a
@@ -85,5 +85,35 @@ describe('a gateway on Sentinel through SENTINEL FAILOVER', () => {
     expect(await rawCommand(sentinel.dataPorts[1]!, 'GET {sentinel}:version')).toBe('$1\r\n3\r\n');
     expect((await writer.history()).map((entry) => entry.version)).toEqual([3, 2, 1]);
     expect(gateway.child.exitCode).toBeNull();
+  });
+  it('the drop-in gateway on Sentinel: token lookups and Grayscale_Range follow a second failover', async () => {
+    const master = await sentinel.masterPort();
+    const onMaster = (command: string) => rawCommand(master, command);
+    expect(await onMaster(`SET Grayscale_Range '{"idStart":1,"idEnd":5000}'`)).toBe('+OK\r\n');
+    expect(await onMaster(`SET TOKEN_${SEED_TOKEN} ${SEED_USER_ID}`)).toBe('+OK\r\n');
+    const dropIn = await startGatewayProcess({ args: ['--listen', '127.0.0.1:0', '--redis', sentinel.url, '--stable', stable.url, '--candidate', candidate.url] });
+    let result: LoadResult;
+    try {
+      expect(await versionFor(dropIn.url, { TOKEN: SEED_TOKEN })).toBe('candidate');
+      const load = startBackgroundLoad({ url: dropIn.url, headers: { TOKEN: SEED_TOKEN }, concurrency: 2, maxMs: 40_000, maxRequests: 40_000 });
+      try {
+        await sentinel.sentinel.call('SENTINEL', 'FAILOVER', sentinel.masterName);
+        await eventually(async () => expect(await sentinel.masterPort()).not.toBe(master), { withinMs: 20_000, everyMs: 100 });
+        await eventually(async () => expect(await rawCommand(master, 'ROLE')).toMatch(/slave/), { withinMs: 20_000, everyMs: 100 });
+        const newMaster = await sentinel.masterPort();
+        // The range shrinks on the new master: picked up (poll) by the gateway.
+        expect(await rawCommand(newMaster, `SET Grayscale_Range '{"idStart":1,"idEnd":100}'`)).toBe('+OK\r\n');
+        await eventually(async () => expect(await versionFor(dropIn.url, { TOKEN: SEED_TOKEN })).toBe('stable'), { withinMs: 5_000 });
+        // A token written on the new master is found.
+        expect(await rawCommand(newMaster, 'SET TOKEN_afterFailover 42')).toBe('+OK\r\n');
+        await eventually(async () => expect(await versionFor(dropIn.url, { TOKEN: 'afterFailover' })).toBe('candidate'), { withinMs: 5_000 });
+      } finally {
+        result = await load.stop();
+      }
+      expect(result.failures).toEqual([]);
+      expect(result.failed).toBe(0);
+    } finally {
+      await dropIn.stop();
+    }
   });
 });
