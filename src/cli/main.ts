@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { registerControlCommands } from '../control/cli/index.js';
 import { registerDemoCommand } from './demo.js';
 import { registerStartCommand } from './start.js';
 import { registerValidateCommand } from './validate.js';
@@ -14,5 +15,6 @@ const program = new Command()
 registerStartCommand(program);
 registerValidateCommand(program);
 registerDemoCommand(program);
+registerControlCommands(program);
 
 await program.parseAsync(process.argv);

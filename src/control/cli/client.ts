@@ -1,0 +1,128 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { request } from 'undici';
+import { parse as parseYaml } from 'yaml';
+
+/** Where the admin API is and how to authenticate: flags, then environment, then a small file. */
+export interface ClientOptions {
+  url?: string;
+  token?: string;
+  adminConfig?: string;
+  json?: boolean;
+}
+
+/** Exit codes of the admin commands (also in `graygate <command> --help`). */
+export const ExitCode = {
+  ok: 0,
+  /** The server refused the request as invalid (400), or the operator declined. */
+  refused: 1,
+  usage: 2,
+  /** The server could not be reached, or failed (5xx). */
+  unreachable: 3,
+  unauthorized: 4,
+  /** 409: a stale version, a concurrent writer, or an illegal lifecycle move. */
+  conflict: 5,
+  notFound: 6,
+  /** A wait (e.g. --wait-drained) ran out of time. */
+  timeout: 7,
+} as const;
+
+export const exitCodesHelp = `
+Exit codes: 0 ok · 1 refused (invalid request, or not confirmed) · 2 usage · 3 server unreachable or failing ·
+4 unauthorized · 5 conflict (stale version, concurrent write, illegal lifecycle move) · 6 not found · 7 wait timed out.
+Server and token: --url/--token, else GRAYGATE_ADMIN_URL/GRAYGATE_ADMIN_TOKEN, else the file named by --admin-config,
+GRAYGATE_ADMIN_CONFIG or ~/.config/graygate/admin.yaml ({url: …, token: …}); default url http://127.0.0.1:9901.`;
+
+/** An answer of the admin API that was not 2xx, or no answer at all. */
+export class AdminCallError extends Error {
+  constructor(
+    readonly status: number | undefined,
+    readonly code: string,
+    message: string,
+    readonly issues: readonly string[] = [],
+  ) {
+    super(message);
+  }
+
+  get exitCode(): number {
+    if (this.status === undefined || this.status >= 500) return ExitCode.unreachable;
+    if (this.status === 401) return ExitCode.unauthorized;
+    if (this.status === 409) return ExitCode.conflict;
+    if (this.status === 404) return ExitCode.notFound;
+    return ExitCode.refused;
+  }
+}
+
+export interface AdminClient {
+  readonly url: string;
+  call<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<T>; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+function fileSettings(file: string | undefined): { url?: string; token?: string } {
+  const explicit = file || process.env.GRAYGATE_ADMIN_CONFIG || undefined;
+  const candidate = explicit ?? path.join(homedir(), '.config', 'graygate', 'admin.yaml');
+  if (!existsSync(candidate)) {
+    if (explicit) throw new AdminCallError(undefined, 'usage', `admin config file ${candidate} does not exist`);
+    return {};
+  }
+  const raw = parseYaml(readFileSync(candidate, 'utf8')) as { url?: unknown; token?: unknown } | null;
+  return {
+    ...(typeof raw?.url === 'string' ? { url: raw.url } : {}),
+    ...(typeof raw?.token === 'string' ? { token: raw.token } : {}),
+  };
+}
+
+/** The client for the options given: flags win over the environment, which wins over the file. */
+export function createClient(options: ClientOptions): AdminClient {
+  const file = fileSettings(options.adminConfig);
+  const url = (options.url || process.env.GRAYGATE_ADMIN_URL || file.url || 'http://127.0.0.1:9901').replace(/\/+$/, '');
+  const token = options.token || process.env.GRAYGATE_ADMIN_TOKEN || file.token;
+  return {
+    url,
+    async call(method, urlPath, body, headers = {}) {
+      let response;
+      try {
+        response = await request(`${url}${urlPath}`, {
+          method: method as 'GET',
+          headers: {
+            ...(token ? { authorization: `Bearer ${token}` } : {}),
+            ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+            ...headers,
+          },
+          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+          headersTimeout: 30_000,
+          bodyTimeout: 30_000,
+        });
+      } catch (error) {
+        throw new AdminCallError(undefined, 'unreachable', `cannot reach the admin API at ${url}: ${(error as Error).message}`);
+      }
+      const text = await response.body.text();
+      let parsed: unknown;
+      try {
+        parsed = text ? JSON.parse(text) : undefined;
+      } catch {
+        parsed = undefined;
+      }
+      if (response.statusCode >= 200 && response.statusCode < 300) return parsed as never;
+      const error = (parsed as { error?: { code?: string; message?: string; issues?: string[] } } | undefined)?.error;
+      throw new AdminCallError(response.statusCode, error?.code ?? `HTTP ${response.statusCode}`, error?.message ?? text.slice(0, 300), error?.issues ?? []);
+    },
+  };
+}
+
+/** Adds --url, --token, --admin-config and --json to a command. */
+export function withClientOptions(command: Command): Command {
+  return command
+    .option('--url <url>', 'admin API address (env GRAYGATE_ADMIN_URL; default http://127.0.0.1:9901)')
+    .option('--token <token>', 'bearer token (env GRAYGATE_ADMIN_TOKEN)')
+    .option('--admin-config <file>', 'file with {url, token} (env GRAYGATE_ADMIN_CONFIG; default ~/.config/graygate/admin.yaml)')
+    .option('--json', 'print the API\'s JSON answer instead of a table')
+    .addHelpText('after', exitCodesHelp)
+    .exitOverride((error) => {
+      // Commander exits 1 on a usage error; these commands promise 2 (1 is "refused by the server").
+      const isUsage = error.exitCode !== 0 && !['commander.help', 'commander.helpDisplayed', 'commander.version'].includes(error.code);
+      process.exit(isUsage ? ExitCode.usage : error.exitCode);
+    });
+}

@@ -1,0 +1,81 @@
+import { readFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline/promises';
+import type { Command } from 'commander';
+import { stringify } from 'yaml';
+import { parseConfigText, parseRoutingDocument } from '../../config/load.js';
+import { routingKeys } from '../../config/schema.js';
+import { ConfigError } from '../../errors.js';
+import { diffValues, formatChanges } from '../diff.js';
+import { AdminCallError, createClient, ExitCode, withClientOptions, type ClientOptions } from './client.js';
+import { print, printJson, run } from './output.js';
+
+/** The routing part of a file: a bare routing document, or a whole config file's routing keys. */
+async function routingFromFile(file: string) {
+  const text = await readFile(file, 'utf8').catch((error: Error) => {
+    throw new AdminCallError(undefined, 'usage', `cannot read ${file}: ${error.message}`);
+  });
+  try {
+    const { raw } = parseConfigText(text, file);
+    const record = (raw ?? {}) as Record<string, unknown>;
+    const routing = Object.fromEntries(Object.entries(record).filter(([key]) => (routingKeys as string[]).includes(key)));
+    return parseRoutingDocument(routing, file);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new AdminCallError(400, error.code, error.message, error.issues);
+    throw error;
+  }
+}
+
+async function confirm(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) return false;
+  const prompt = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await prompt.question(question)).trim());
+  } finally {
+    prompt.close();
+  }
+}
+
+/** `graygate config get|apply`: the whole routing document. */
+export function registerConfigCommand(program: Command): void {
+  const config = program.command('config').description('Read or replace the whole routing document through the admin API.');
+  withClientOptions(config.command('get').description('Print the current routing document (YAML; JSON with --json) and its version.')).action(
+    async (options: ClientOptions) =>
+      run(options.json, async () => {
+        const current = await createClient(options).call('GET', '/v1/config');
+        if (options.json) return printJson(current);
+        print(`# routing version ${current.version}, written by ${current.meta.actor} at ${current.meta.time}: ${current.meta.reason}\n${stringify(current.document)}`);
+      }),
+  );
+  withClientOptions(
+    config
+      .command('apply')
+      .description('Replace the routing document with a file\'s (its upstreams, services, identity): shows the diff, asks, then writes naming the version it diffed against.')
+      .argument('<file>', 'YAML or JSON: a routing document or a whole config file')
+      .requiredOption('--reason <text>', 'why (kept in the history)')
+      .option('-y, --yes', 'do not ask (for scripts)'),
+  ).action(async (file: string, options: ClientOptions & { reason: string; yes?: boolean }) =>
+    run(options.json, async () => {
+      const client = createClient(options);
+      const document = await routingFromFile(file);
+      const current = await client.call('GET', '/v1/config');
+      const changes = diffValues(current.document, document);
+      if (changes.length === 0) {
+        if (options.json) printJson({ changed: false, version: current.version, changes });
+        else print(`no changes against version ${current.version}`);
+        return ExitCode.ok;
+      }
+      if (!options.json) {
+        print(`changes against version ${current.version}:`);
+        for (const line of formatChanges(changes)) print(`  ${line}`);
+      }
+      if (!options.yes && !(await confirm('apply these changes? [y/N] '))) {
+        process.stderr.write(`graygate: not applied${process.stdin.isTTY ? '' : ' (no terminal to ask on: pass --yes)'}\n`);
+        return ExitCode.refused;
+      }
+      const result = await client.call('PUT', '/v1/config', { reason: options.reason, version: current.version, document });
+      if (options.json) printJson({ ...result, changes });
+      else print(`applied: routing version ${result.previousVersion} → ${result.version}`);
+      return ExitCode.ok;
+    }),
+  );
+}
