@@ -10,6 +10,7 @@ import { createStore, startGateway, type Gateway } from '../gateway/gateway.js';
 import { FixedDocumentStore } from '../store/fixed-store.js';
 import type { Store } from '../store/store.js';
 import { dropInDocument } from './drop-in.js';
+import { ClusterDataPlane, isWorkerProcess, runWorker, workerCount } from './workers.js';
 import { createLogger, type Logger } from '../observe/log.js';
 
 export interface StartOptions {
@@ -22,6 +23,7 @@ export interface StartOptions {
   tokenHeader: string;
   tokenKey: string;
   rangeKey: string;
+  workers?: string;
 }
 
 /** `graygate start`: runs the gateway until SIGTERM/SIGINT, then drains and exits 0. */
@@ -37,6 +39,7 @@ export function registerStartCommand(program: Command): void {
     .option('--candidate <url>', 'drop-in mode: the candidate ("gray") server, e.g. http://127.0.0.1:9090')
     .option('--token-header <name>', 'drop-in mode: request header carrying the login token', 'TOKEN')
     .option('--token-key <template>', 'drop-in mode: Redis key holding the user id of {token}', 'TOKEN_{token}')
+    .option('--workers <n>', 'worker processes sharing the listen address: a number, or "auto" for one per core (default: GRAYGATE_WORKERS, else auto); 1 runs a single process')
     .option('--range-key <key>', 'drop-in mode: Redis key holding the gray range {"idStart":N,"idEnd":M}', 'Grayscale_Range')
     .addHelpText(
       'after',
@@ -63,15 +66,23 @@ Examples:
 
 /** Starts the gateway and resolves with the process exit code once it has stopped. */
 export async function runStart(options: StartOptions): Promise<number> {
+  // A --workers worker: settings and routing come from the primary, not from the flags.
+  if (isWorkerProcess()) return runWorker(await selectDataPlane());
+  const workers = workerCount(options.workers);
   const isDropIn = options.stable !== undefined || options.candidate !== undefined;
   const configPath = options.config ?? (!isDropIn && existsSync('graygate.yaml') ? 'graygate.yaml' : undefined);
   const usage = checkUsage(options, configPath, isDropIn);
+  if (typeof workers === 'string') {
+    process.stderr.write(`graygate start: ${workers}\n`);
+    return 2;
+  }
   if (usage) {
     process.stderr.write(`graygate start: ${usage}\n`);
     return 2;
   }
   let gateway: Gateway;
   let logger: Logger;
+  let cluster: ClusterDataPlane | undefined;
   const source = configPath ?? 'the command line';
   try {
     const config = configPath ? await loadConfigFile(configPath) : { settings: parseSettings({}, 'defaults'), routing: undefined };
@@ -100,18 +111,19 @@ export async function runStart(options: StartOptions): Promise<number> {
       settings,
       ...(absoluteConfig ? { configPath: absoluteConfig } : {}),
       logger,
-      createDataPlane: await selectDataPlane(),
+      createDataPlane: workers === 1 ? await selectDataPlane() : ({ settings: planeSettings, logger: planeLogger }) => (cluster = new ClusterDataPlane(workers, planeSettings, planeLogger)),
       ...(store ? { store } : {}),
       ...(settings.store.kind !== 'file' && config.routing ? { seedDocument: config.routing } : {}),
     });
+    (cluster as ClusterDataPlane | undefined)?.attachStore(gateway.store);
   } catch (error) {
     reportStartFailure(source, error);
     return 1;
   }
   const { host, port } = gateway.address;
   logger.info(
-    { event: 'listening', host, port, version: gateway.sync.version, store: gateway.store.kind },
-    `graygate listening on http://${host.includes(':') ? `[${host}]` : host}:${port} (routing version ${gateway.sync.version})`,
+    { event: 'listening', host, port, version: gateway.sync.version, store: gateway.store.kind, workers },
+    `graygate listening on http://${host.includes(':') ? `[${host}]` : host}:${port} (routing version ${gateway.sync.version}${workers > 1 ? `, ${workers} workers` : ''})`,
   );
   return waitForShutdown(gateway, logger);
 }

@@ -11,8 +11,12 @@ import type { RoutingSnapshot } from '../rules/snapshot.js';
 export interface DataPlane {
   /** Starts listening; resolves with the bound address (port 0 picks a free port). */
   listen(): Promise<{ host: string; port: number }>;
-  /** Installs a new snapshot. Requests already routed finish on the one they started with. */
-  setSnapshot(snapshot: RoutingSnapshot): void;
+  /**
+   * Installs a new snapshot. Requests already routed finish on the one they started with.
+   * `storeValue` gives the store key values (e.g. `Grayscale_Range`) it was compiled with, for a
+   * data plane that compiles the same document again elsewhere (the `--workers` primary).
+   */
+  setSnapshot(snapshot: RoutingSnapshot, storeValue?: (key: string) => string | undefined): void;
   /**
    * Graceful stop: stop accepting, tell keep-alive clients `Connection: close`, close idle
    * sockets, let in-flight requests finish for up to `graceMs`, then destroy what remains.

@@ -102,9 +102,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     logger,
   };
   let served: RoutingSnapshot | undefined;
-  const install = (snapshot: RoutingSnapshot) => {
+  const install = (snapshot: RoutingSnapshot, storeValue: (key: string) => string | undefined) => {
     served = snapshot;
-    dataPlane.setSnapshot(snapshot);
+    dataPlane.setSnapshot(snapshot, storeValue);
   };
   const keyFeed: StoreKeyFeed = new StoreKeyFeed({
     store,
@@ -114,7 +114,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     recompile: (values) => {
       const current = sync.snapshot;
       if (!current) return;
-      install(compileRouting(current.document, current.version, { storeValue: (key) => values.get(key), identityContext }));
+      const storeValue = (key: string) => values.get(key);
+      install(compileRouting(current.document, current.version, { storeValue, identityContext }), storeValue);
     },
   });
   // A store handed in (tests, the drop-in mode's fixed document) keeps no copy on disk.
@@ -123,7 +124,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     store,
     compile: (document, version) => compileRouting(document, version, { storeValue: keyFeed.value, identityContext }),
     apply: (snapshot) => {
-      install(snapshot);
+      install(snapshot, keyFeed.value);
       void keyFeed.follow(storeKeysOf(snapshot.document));
     },
     logger,

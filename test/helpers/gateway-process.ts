@@ -54,7 +54,8 @@ export async function startGatewayProcess(options: {
   }
   const child = spawn(process.execPath, [cliPath, 'start', ...(options.config ? ['--config', configPath] : []), ...args], {
     cwd: dir,
-    env: { ...process.env, ...options.env },
+    // One process unless a test asks for workers: the suites were written against one process.
+    env: { GRAYGATE_WORKERS: '1', ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
