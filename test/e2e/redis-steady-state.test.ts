@@ -90,4 +90,20 @@ describe('steady state: no Redis command per request', () => {
     expect(gets).toBeGreaterThanOrEqual(1);
     expect(gets).toBeLessThanOrEqual(1 + Math.ceil(elapsedMs / 1_000));
   });
+  it('oversized or malformed tokens are refused before any Redis call; a garbage user id routes to prod, never a 5xx', async () => {
+    const before = (await commandCounts(redis.client)).get ?? 0;
+    for (const token of ['x'.repeat(300), 'has space', 'semi;colon', 'ünïcode']) {
+      const load = await runLoad({ url: gateway.url, headers: { TOKEN: token }, durationMs: 5_000, maxRequests: 20, concurrency: 2, check: (v) => v === 'prod' });
+      expect(load.failures).toEqual([]);
+      expect(load.sent).toBe(20);
+    }
+    expect(((await commandCounts(redis.client)).get ?? 0) - before).toBe(0);
+    await redis.client.set('TOKEN_garbageValue', '12 34');
+    await redis.client.set('TOKEN_leadingZero', '01234');
+    for (const token of ['garbageValue', 'leadingZero']) {
+      const load = await runLoad({ url: gateway.url, headers: { TOKEN: token }, durationMs: 5_000, maxRequests: 20, concurrency: 2, check: (v) => v === 'prod' });
+      expect(load.failures).toEqual([]);
+    }
+    expect(gateway.output()).toMatch(/not a user id/);
+  });
 });
