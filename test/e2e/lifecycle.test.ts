@@ -1,0 +1,178 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Agent, request } from 'undici';
+import { stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startBackend, type Backend } from '../helpers/backend.js';
+import { eventually } from '../helpers/eventually.js';
+import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
+import { versionFor } from '../helpers/load.js';
+import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { graygate } from '../control/cli-runner.js';
+
+const TOKEN = 'ops-token-e2e-0123456789abcdef';
+
+/**
+ * A bounded, paced load loop for one caller: one request at a time with a short pause between
+ * them (so the process-wide in-flight count that `--wait-drained` reads does reach zero), each
+ * answer checked against the versions allowed at that moment. Loopback only.
+ */
+function callerLoad(url: string, userId: string, allowed: () => ReadonlySet<string>, bounds = { maxMs: 120_000, maxRequests: 20_000 }) {
+  if (!url.startsWith('http://127.0.0.1:')) throw new Error('load loops target loopback only');
+  const agent = new Agent({ connections: 1, keepAliveTimeout: 10_000 });
+  const deadline = Date.now() + bounds.maxMs;
+  let stopped = false;
+  let sent = 0;
+  const failures: string[] = [];
+  const byVersion: Record<string, number> = {};
+  const loop = (async () => {
+    while (!stopped && Date.now() < deadline && sent < bounds.maxRequests) {
+      sent++;
+      const expected = allowed();
+      try {
+        const response = await request(url, { dispatcher: agent, headers: { 'x-user-id': userId } });
+        const text = await response.body.text();
+        if (response.statusCode !== 200) failures.push(`user ${userId}: status ${response.statusCode}: ${text.slice(0, 200)}`);
+        else {
+          const version = (JSON.parse(text) as { version: string }).version;
+          byVersion[version] = (byVersion[version] ?? 0) + 1;
+          // Allowed when the request started or when it ended: a change lands in between.
+          if (!expected.has(version) && !allowed().has(version)) failures.push(`user ${userId}: unexpected version ${version} (request ${sent})`);
+        }
+      } catch (error) {
+        failures.push(`user ${userId}: ${(error as Error).message}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    await agent.close();
+  })();
+  return {
+    sent: () => sent,
+    async stop() {
+      stopped = true;
+      await loop;
+      return { sent, failures, byVersion };
+    },
+  };
+}
+
+describe('the whole release lifecycle through the CLI, against a gateway process on Redis, under load', () => {
+  let redis: RedisServer;
+  let stable: Backend;
+  let candidate: Backend;
+  let stableNew: Backend;
+  let gateway: GatewayProcess;
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+
+  const routing = (stableUrl: string) => ({
+    upstreams: { 'app-v1': { servers: [stableUrl] }, 'app-v2': { servers: [candidate.url] } },
+    identity: { sources: [{ header: { name: 'x-user-id' } }] },
+    services: [{ name: 'app', stable: 'app-v1' }],
+  });
+
+  beforeAll(async () => {
+    [redis, stable, candidate, stableNew] = await Promise.all([startRedis(), startBackend('stable'), startBackend('candidate'), startBackend('stable-new')]);
+    dir = mkdtempSync(path.join(tmpdir(), 'graygate-lifecycle-'));
+    gateway = await startGatewayProcess({
+      config: {
+        store: { kind: 'redis', url: redis.url, namespace: 'lifecycle', pollMs: 2_000 },
+        admin: { listen: '127.0.0.1:0', tokens: [{ name: 'ops', tokenEnv: 'GG_E2E_ADMIN_TOKEN' }] },
+        ...routing(stable.url),
+      },
+      env: { GG_E2E_ADMIN_TOKEN: TOKEN },
+    });
+    const listening = await gateway.waitForLog((line) => line.event === 'admin-listening');
+    env = { GRAYGATE_ADMIN_URL: `http://127.0.0.1:${String(listening.port)}`, GRAYGATE_ADMIN_TOKEN: TOKEN };
+  });
+
+  afterAll(async () => {
+    await gateway?.stop();
+    await Promise.all([stable?.close(), candidate?.close(), stableNew?.close()]);
+    await redis?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('canary on users 1–5000 → full → wait drained → stable replaced → finish → idle, zero failed requests', async () => {
+    // Two callers throughout: user 42 (inside 1–5000) and user 9000 (outside).
+    let inside = new Set(['stable']);
+    let outside = new Set(['stable']);
+    const loads = [callerLoad(gateway.url, '42', () => inside), callerLoad(gateway.url, '9000', () => outside)];
+    /** After routing is seen to change, let every loop finish a request begun after it. */
+    const settle = async () => {
+      const marks = loads.map((load) => load.sent());
+      await eventually(() => loads.forEach((load, i) => expect(load.sent()).toBeGreaterThan(marks[i]! + 1)), { withinMs: 5_000 });
+    };
+    const cli = async (...args: string[]) => {
+      const result = await graygate(args, env);
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
+      return result.stdout;
+    };
+    try {
+      await settle();
+
+      // idle → canary on users 1–5000
+      inside = new Set(['stable', 'candidate']);
+      expect(await cli('release', 'start', 'app', '--candidate', 'app-v2', '--uid-range', '1-5000', '--reason', 'canary on the first 5000 users')).toContain('app: idle → canary');
+      await eventually(async () => expect(await versionFor(gateway.url, { 'x-user-id': '42' })).toBe('candidate'));
+      await settle();
+      inside = new Set(['candidate']);
+      await settle();
+      expect(await versionFor(gateway.url, { 'x-user-id': '5000' })).toBe('candidate');
+      expect(await versionFor(gateway.url, { 'x-user-id': '5001' })).toBe('stable');
+      expect(await cli('status')).toMatch(/app\s+canary\s+app-v1\s+app-v2\s+uid-range/);
+
+      // canary → full, and wait until stable has drained
+      outside = new Set(['stable', 'candidate']);
+      const full = await cli('release', 'full', 'app', '--reason', 'candidate looks good', '--wait-drained', '--timeout', '20000');
+      expect(full).toContain('app: canary → full');
+      expect(full).toContain('stable of app has drained');
+      // Drained means no request that could still reach stable is in flight: from here on the old
+      // stable backend sees nothing.
+      const stableSeenAtDrain = stable.seen.length;
+      outside = new Set(['candidate']);
+      await settle();
+
+      // The stable backend is replaced by a new one, while everyone is on the candidate.
+      const file = path.join(dir, 'routing.yaml');
+      const current = JSON.parse(await cli('config', 'get', '--json')) as { document: { services: unknown[] } };
+      writeFileSync(file, stringify({ ...routing(stableNew.url), services: current.document.services }));
+      const applied = await cli('config', 'apply', file, '--yes', '--reason', 'stable updated to the new build');
+      expect(applied).toContain(`~ upstreams.app-v1.servers[0]: "${stable.url}" → "${stableNew.url}"`);
+      await stable.close();
+      await settle();
+
+      // full → finish → idle: everyone on the new stable.
+      inside = new Set(['candidate', 'stable-new']);
+      outside = new Set(['candidate', 'stable-new']);
+      expect(await cli('release', 'finish', 'app', '--reason', 'release done')).toContain('app: full → idle');
+      await eventually(async () => expect(await versionFor(gateway.url, { 'x-user-id': '42' })).toBe('stable-new'));
+      await settle();
+      inside = new Set(['stable-new']);
+      outside = new Set(['stable-new']);
+      await settle();
+      expect(await cli('status')).toMatch(/app\s+idle\s+app-v1\s+-\s+-/);
+      expect(stable.seen.length).toBe(stableSeenAtDrain);
+
+      const history = JSON.parse(await cli('history', '--json', '-n', '10')) as { versions: { actor: string; reason: string }[] };
+      expect(history.versions.slice(0, 4).map((entry) => [entry.actor, entry.reason])).toEqual([
+        ['ops', 'release done'],
+        ['ops', 'stable updated to the new build'],
+        ['ops', 'candidate looks good'],
+        ['ops', 'canary on the first 5000 users'],
+      ]);
+    } finally {
+      const results = await Promise.all(loads.map((load) => load.stop()));
+      for (const result of results) {
+        expect(result.failures).toEqual([]);
+        expect(result.sent).toBeGreaterThan(50);
+      }
+      // Every phase was seen by the load: the candidate, the old and the new stable.
+      expect(results[0]!.byVersion.candidate).toBeGreaterThan(0);
+      expect(results[1]!.byVersion.stable).toBeGreaterThan(0);
+      expect(results[1]!.byVersion['stable-new']).toBeGreaterThan(0);
+    }
+  }, 120_000);
+});
