@@ -44,7 +44,9 @@ describe('a gateway on a 3-master Redis Cluster', () => {
   });
 
   it('serves the seed scenario: token lookup and the range key across slots', async () => {
-    expect(await versionFor(gateway.url, { TOKEN: SEED_TOKEN })).toBe('gray');
+    // The first lookup of a token may pass its 50 ms deadline on a busy box (then: prod, not
+    // cached as unknown); what matters is that the token reaches gray.
+    await eventually(async () => expect(await versionFor(gateway.url, { TOKEN: SEED_TOKEN })).toBe('gray'), { withinMs: 3_000 });
     expect(await versionFor(gateway.url)).toBe('prod');
     expect(await versionFor(gateway.url, { TOKEN: 'unknownToken' })).toBe('prod');
     await cluster.client.set('Grayscale_Range', '{"idStart":1,"idEnd":100}');
