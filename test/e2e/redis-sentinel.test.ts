@@ -94,7 +94,7 @@ describe('a gateway on Sentinel through SENTINEL FAILOVER', () => {
     const dropIn = await startGatewayProcess({ args: ['--listen', '127.0.0.1:0', '--redis', sentinel.url, '--stable', stable.url, '--candidate', candidate.url] });
     let result: LoadResult;
     try {
-      expect(await versionFor(dropIn.url, { TOKEN: SEED_TOKEN })).toBe('candidate');
+      await eventually(async () => expect(await versionFor(dropIn.url, { TOKEN: SEED_TOKEN })).toBe('candidate'), { withinMs: 3_000 });
       const load = startBackgroundLoad({ url: dropIn.url, headers: { TOKEN: SEED_TOKEN }, concurrency: 2, maxMs: 40_000, maxRequests: 40_000 });
       try {
         await sentinel.sentinel.call('SENTINEL', 'FAILOVER', sentinel.masterName);
