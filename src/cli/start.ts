@@ -4,7 +4,7 @@ import { Command, Option } from 'commander';
 import { loadConfigFile, parseSettings } from '../config/load.js';
 import { RedisStoreSettings } from '../config/schema.js';
 import { ListenAddress } from '../config/primitives.js';
-import { selectDataPlane } from '../dataplane/select.js';
+import { runtimeName, selectDataPlane } from '../dataplane/select.js';
 import { ConfigError, isGraygateError } from '../errors.js';
 import { createStore, startGateway, type Gateway } from '../gateway/gateway.js';
 import { FixedDocumentStore } from '../store/fixed-store.js';
@@ -122,7 +122,7 @@ export async function runStart(options: StartOptions): Promise<number> {
   }
   const { host, port } = gateway.address;
   logger.info(
-    { event: 'listening', host, port, version: gateway.sync.version, store: gateway.store.kind, workers },
+    { event: 'listening', host, port, version: gateway.sync.version, store: gateway.store.kind, workers, runtime: runtimeName() },
     `graygate listening on http://${host.includes(':') ? `[${host}]` : host}:${port} (routing version ${gateway.sync.version}${workers > 1 ? `, ${workers} workers` : ''})`,
   );
   return waitForShutdown(gateway, logger);

@@ -45,6 +45,8 @@ export async function startGatewayProcess(options: {
   env?: NodeJS.ProcessEnv;
   readyWithinMs?: number;
   dir?: string;
+  /** The runtime that runs the CLI: node (this one) by default, or e.g. node_modules/.bin/bun. */
+  runtime?: string;
 }): Promise<GatewayProcess> {
   const dir = options.dir ?? mkdtempSync(path.join(tmpdir(), 'graygate-proc-'));
   const configPath = path.join(dir, 'graygate.yaml');
@@ -52,7 +54,7 @@ export async function startGatewayProcess(options: {
   if (options.config) {
     writeFileSync(configPath, stringify({ listen: '127.0.0.1:0', ...options.config }));
   }
-  const child = spawn(process.execPath, [cliPath, 'start', ...(options.config ? ['--config', configPath] : []), ...args], {
+  const child = spawn(options.runtime ?? process.execPath, [cliPath, 'start', ...(options.config ? ['--config', configPath] : []), ...args], {
     cwd: dir,
     // One process unless a test asks for workers: the suites were written against one process.
     env: { GRAYGATE_WORKERS: '1', ...process.env, ...options.env },
