@@ -90,7 +90,8 @@ async function spawnServer(port: number, dir: string, args: string[]): Promise<S
       async () => {
         if (child.exitCode !== null || child.signalCode !== null) throw new Error(`redis-server exited: ${server.output}`);
         const reply = await rawCommand(port, 'PING', 500);
-        if (!reply.startsWith('+PONG')) throw new Error(`unexpected PING reply ${reply}`);
+        // -NOAUTH: a server with requirepass is up too.
+        if (!reply.startsWith('+PONG') && !reply.startsWith('-NOAUTH')) throw new Error(`unexpected PING reply ${reply}`);
       },
       { withinMs: 10_000, everyMs: 25 },
     );
@@ -117,8 +118,8 @@ function baseArgs(port: number, dir: string, persist: boolean): string[] {
   return args;
 }
 
-function helperClient(port: number): Redis {
-  const client = new Redis({ host: '127.0.0.1', port, lazyConnect: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+function helperClient(port: number, password?: string): Redis {
+  const client = new Redis({ host: '127.0.0.1', port, password, lazyConnect: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
   client.on('error', () => {}); // restarts are on purpose in these tests
   return client;
 }
@@ -141,8 +142,11 @@ export interface RedisServer {
   resume(): void;
 }
 
-/** Starts a private `redis-server` on a free loopback port. */
-export async function startRedis(options: { persist?: boolean; args?: string[] } = {}): Promise<RedisServer> {
+/**
+ * Starts a private `redis-server` on a free loopback port. With `password`, the server requires
+ * it (`requirepass`), `url` carries it (`redis://:password@…`) and `client` uses it.
+ */
+export async function startRedis(options: { persist?: boolean; args?: string[]; password?: string } = {}): Promise<RedisServer> {
   const dir = await mkdtemp(path.join(tmpdir(), 'graygate-redis-'));
   let port = 0;
   let args: string[] = [];
@@ -150,7 +154,7 @@ export async function startRedis(options: { persist?: boolean; args?: string[] }
   // The free port may be taken between the probe and the bind (other suites run too): retry.
   for (let attempt = 1; !server; attempt++) {
     port = await freePort();
-    args = [...baseArgs(port, dir, options.persist ?? false), ...(options.args ?? [])];
+    args = [...baseArgs(port, dir, options.persist ?? false), ...(options.password ? ['--requirepass', options.password] : []), ...(options.args ?? [])];
     try {
       server = await spawnServer(port, dir, args);
     } catch (error) {
@@ -161,10 +165,10 @@ export async function startRedis(options: { persist?: boolean; args?: string[] }
     }
   }
   let running: ServerProcess = server;
-  const client = helperClient(port);
+  const client = helperClient(port, options.password);
   let stopped = false;
   return {
-    url: `redis://127.0.0.1:${port}`,
+    url: options.password ? `redis://:${encodeURIComponent(options.password)}@127.0.0.1:${port}` : `redis://127.0.0.1:${port}`,
     port,
     client,
     async stop() {
