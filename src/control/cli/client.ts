@@ -2,7 +2,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { request } from 'undici';
 import { parse as parseYaml } from 'yaml';
 
 /** Where the admin API is and how to authenticate: flags, then environment, then a small file. */
@@ -82,6 +81,8 @@ export function createClient(options: ClientOptions): AdminClient {
   return {
     url,
     async call(method, urlPath, body, headers = {}) {
+      // Loaded on first use: every graygate command starts faster without it.
+      const { request } = await import('undici');
       let response;
       try {
         response = await request(`${url}${urlPath}`, {

@@ -2,8 +2,6 @@ import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
-import { parseConfigText, parseRoutingDocument } from '../../config/load.js';
-import { routingKeys } from '../../config/schema.js';
 import { ConfigError } from '../../errors.js';
 import { diffValues, formatChanges } from '../diff.js';
 import { AdminCallError, createClient, ExitCode, withClientOptions, type ClientOptions } from './client.js';
@@ -14,6 +12,8 @@ async function routingFromFile(file: string) {
   const text = await readFile(file, 'utf8').catch((error: Error) => {
     throw new AdminCallError(undefined, 'usage', `cannot read ${file}: ${error.message}`);
   });
+  // The schema and its strategies load only for `config apply`: the other commands start faster.
+  const [{ parseConfigText, parseRoutingDocument }, { routingKeys }] = await Promise.all([import('../../config/load.js'), import('../../config/schema.js')]);
   try {
     const { raw } = parseConfigText(text, file);
     const record = (raw ?? {}) as Record<string, unknown>;
