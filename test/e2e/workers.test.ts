@@ -1,5 +1,6 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBackend, type Backend } from '../helpers/backend.js';
@@ -48,7 +49,11 @@ function isAlive(pid: number): boolean {
   }
 }
 
-describe('--workers: one store subscription feeding N worker processes', () => {
+const bun = fileURLToPath(new URL('../../node_modules/.bin/bun', import.meta.url));
+// The same behaviours on Node and on Bun (node:cluster under Bun; each worker's Bun.serve uses reusePort).
+const runtimes: [string, string | undefined][] = [['node', undefined], ['bun', bun]];
+
+describe.each(runtimes)('--workers on %s: one store subscription feeding N worker processes', (name, runtime) => {
   let stable: Backend;
   let candidate: Backend;
   let gateway: GatewayProcess | undefined;
@@ -85,9 +90,10 @@ describe('--workers: one store subscription feeding N worker processes', () => {
   });
 
   it('starts N workers behind one address, and every one of them routes by a change within the propagation target', async () => {
-    gateway = await startGatewayProcess({ config: { listen: '127.0.0.1:0', ...config('1') }, args: ['--workers', '2'] });
+    gateway = await startGatewayProcess({ config: { listen: '127.0.0.1:0', ...config('1') }, args: ['--workers', '2'], runtime });
     const listening = await gateway.waitForLog((line) => line.event === 'listening');
     expect(listening.workers).toBe(2);
+    expect(listening.runtime).toBe(name);
     expect(childPids(gateway.pid)).toHaveLength(2);
     // Round-robin over new connections: ten requests reach both workers.
     expect(new Set(await versions(10, { 'x-canary': '1' }))).toEqual(new Set(['candidate']));
@@ -142,6 +148,7 @@ describe('--workers: one store subscription feeding N worker processes', () => {
       gateway = await startGatewayProcess({
         config: { listen: '127.0.0.1:0', upstreams: { v1: { servers: [slow.url] } }, services: [{ name: 'app', stable: 'v1' }], proxy: { shutdownGraceMs: 10_000 } },
         args: ['--workers', '2'],
+        runtime,
       });
       const workers = childPids(gateway.pid);
       expect(workers).toHaveLength(2);
@@ -172,6 +179,7 @@ describe('--workers: one store subscription feeding N worker processes', () => {
       await redis.client.set('TOKEN_far', '9999');
       dropIn = await startGatewayProcess({
         args: ['--listen', '127.0.0.1:0', '--redis', redis.url, '--stable', stable.url, '--candidate', candidate.url, '--workers', '2'],
+        runtime,
       });
       const ask = async (token: string) => {
         const answers: string[] = [];
