@@ -203,6 +203,8 @@ describe('admin API: release lifecycle', () => {
     const full = await admin.api('POST', '/v1/services/shop/release/full', { body: { reason: 'everyone' } });
     expect(full.body).toMatchObject({ from: 'canary', to: 'full' });
     await eventually(async () => expect(await user(9999)).toBe('candidate'));
+    // The first look at a new full snapshot is never "drained": counts must be read past the switch.
+    expect((await admin.api('GET', '/v1/services/shop/release/drain')).body).toMatchObject({ state: 'full', drained: false });
     const drain = await eventually(async () => {
       const reply = await admin.api('GET', '/v1/services/shop/release/drain');
       expect(reply.body).toMatchObject({ state: 'full', scope: 'process', drained: true, inFlightRequests: 0 });

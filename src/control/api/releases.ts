@@ -13,12 +13,24 @@ function moveFor(from: LifecycleState, to: LifecycleState): LifecycleAction | un
   return actions.find((action) => transitions[action].from.includes(from) && transitions[action].to === to && action !== 'set');
 }
 
+/**
+ * How long a snapshot must have been served before an in-flight count of 0 proves a drain: with
+ * `--workers`, the counts are what each worker last reported (every 100 ms, on change) and the
+ * snapshot reaches the workers by message, so a 0 read at once could predate the switch.
+ */
+export const DRAIN_SETTLE_MS = 500;
+/** When the admin API first saw each served snapshot: never earlier than its install, so never early. */
+const firstSeen = new WeakMap<object, number>();
+
 /** Whether stable has drained after full, as this gateway process sees it (see DrainReport). */
-export function drainReport(context: AdminContext, serviceName: string): z.output<typeof DrainReport> {
+export function drainReport(context: AdminContext, serviceName: string, now = Date.now()): z.output<typeof DrainReport> {
   const snapshot = context.snapshot();
   if (!snapshot) throw new GraygateError('GG_NOT_READY', 'the gateway serves no routing snapshot yet');
   const { service } = findService(snapshot.document, serviceName);
   const state = stateOf(service);
+  let seen = firstSeen.get(snapshot);
+  if (seen === undefined) firstSeen.set(snapshot, (seen = now));
+  const settled = now - seen >= DRAIN_SETTLE_MS;
   const stats = context.dataPlaneStats();
   return {
     service: serviceName,
@@ -27,7 +39,7 @@ export function drainReport(context: AdminContext, serviceName: string): z.outpu
     scope: 'process',
     inFlightRequests: stats.inFlightRequests,
     openConnections: stats.openConnections,
-    drained: state === 'full' && stats.inFlightRequests === 0,
+    drained: state === 'full' && settled && stats.inFlightRequests === 0,
   };
 }
 

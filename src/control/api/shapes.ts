@@ -80,7 +80,7 @@ export const DrainReport = z
     openConnections: z.number().int(),
     drained: z
       .boolean()
-      .meta({ description: 'True when this gateway serves the release in full and has no request in flight: no request started before full (the only ones that could go to stable) is still running.' }),
+      .meta({ description: 'True when this gateway has served the release in full for a moment (500 ms, so counts reported by --workers are past the switch) and has no request in flight: no request started before full (the only ones that could go to stable) is still running.' }),
   })
   .meta({ description: 'Whether stable has drained after `full`, as this gateway process sees it.' });
 export const StatusResult = z.object({
