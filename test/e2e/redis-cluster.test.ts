@@ -4,7 +4,7 @@ import { startBackend, type Backend } from '../helpers/backend.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
 import { runLoad, versionFor } from '../helpers/load.js';
-import { startRedisCluster, type RedisCluster } from '../helpers/redis.js';
+import { rawCommand, startRedisCluster, type RedisCluster } from '../helpers/redis.js';
 import { routingDocument, SEED_TOKEN, SEED_USER_ID, writerStore, writeNext } from '../helpers/redis-routing.js';
 
 /**
@@ -69,5 +69,13 @@ describe('a gateway on a 3-master Redis Cluster', () => {
     for (const version of [2, 3]) {
       expect(gateway.logs().filter((line) => line.version === version && /^applied routing version/.test(String(line.msg)))).toHaveLength(1);
     }
+  });
+  it('the subscriber connections killed on every node (CLIENT KILL TYPE pubsub): the next change still arrives within the poll interval', async () => {
+    let killed = 0;
+    for (const port of cluster.ports) killed += Number(await rawCommand(port, 'CLIENT KILL TYPE pubsub').then((reply) => /^:(\d+)/.exec(reply)?.[1] ?? 0));
+    expect(killed).toBeGreaterThanOrEqual(1);
+    await writeNext(writer, routingDocument(routing('idle')), 'after CLIENT KILL');
+    // pollMs is 500 here; the reread after the resubscribe usually comes first.
+    await eventually(async () => expect(await versionFor(gateway.url)).toBe('prod'), { withinMs: 1_500 });
   });
 });
