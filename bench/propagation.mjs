@@ -65,8 +65,11 @@ async function waitPort(port, withinMs = 15_000) {
   }
 }
 
+// Gateways run one process each unless WORKERS says otherwise (graygate defaults to one per core).
+const WORKERS = process.env.WORKERS ?? '1';
+
 function start(name, command, args, onStdout) {
-  const child = spawn(command, args, { stdio: ['ignore', onStdout ? 'pipe' : 'ignore', 'pipe'], detached: true });
+  const child = spawn(command, args, { env: { ...process.env, GRAYGATE_WORKERS: WORKERS }, stdio: ['ignore', onStdout ? 'pipe' : 'ignore', 'pipe'], detached: true });
   if (onStdout) {
     let pending = '';
     child.stdout.on('data', (chunk) => {
@@ -253,7 +256,7 @@ async function main() {
   ];
   process.stdout.write(
     `\n${lines.join('\n')}\n\nmissed (not seen within ${CHANGE_TIMEOUT_MS} ms on every gateway): ${missed}; ` +
-      `pub/sub with a ${POLL_MS} ms poll as backstop; probes every ${PROBE_GAP_MS} ms; ` +
+      `pub/sub with a ${POLL_MS} ms poll as backstop; ${WORKERS} worker(s) per gateway; probes every ${PROBE_GAP_MS} ms; ` +
       `${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (the prober shares the box)\n`,
   );
   stopAll();

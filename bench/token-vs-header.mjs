@@ -61,8 +61,11 @@ async function waitPort(port, withinMs = 15_000) {
   }
 }
 
+// Gateways run one process each unless WORKERS says otherwise (graygate defaults to one per core).
+const WORKERS = process.env.WORKERS ?? '1';
+
 function start(name, command, args) {
-  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  const child = spawn(command, args, { env: { ...process.env, GRAYGATE_WORKERS: WORKERS }, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   child.stderr.on('data', (chunk) => (stderr = (stderr + chunk).slice(-4_000)));
   child.on('exit', (code) => {
@@ -266,7 +269,7 @@ async function main() {
       (paired.length ? `, ${median(paired).toFixed(3)} loaded at the same time (median of ${paired.length}: ${paired.map((r) => r.toFixed(3)).join(' ')})` : '') +
       ` (target ≥ 0.90); ` +
       `Redis GETs during all runs (polls of both gateways included): ${getsAfter - getsBefore}, for ~${Math.round(token.requests * 2)} token requests (measured + warm-up; cache TTL 5 s)\n` +
-      `(${tool} -t1 -c${CONNS}, ${DURATION}s runs, median of ${REPS}, alternating; ${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')})\n`,
+      `(${tool} -t1 -c${CONNS}, ${DURATION}s runs, median of ${REPS}, alternating; ${WORKERS} worker(s) per gateway; ${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')})\n`,
   );
   stopAll();
 }
