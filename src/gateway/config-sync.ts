@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { RoutingDocument } from '../config/schema.js';
 import { ConfigError, GraygateError, type ErrorCode } from '../errors.js';
 import { rateLimited, type Logger } from '../observe/log.js';
@@ -182,6 +183,8 @@ export class ConfigSync {
     const text = `${JSON.stringify({ version: stored.version, savedAt: new Date().toISOString(), document: stored.document })}\n`;
     // Chained so an older version can never land after a newer one.
     this.saving = this.saving
+      // The directory may not exist yet (a fresh host, a configured state dir): create it.
+      .then(() => mkdir(path.dirname(lastGood.path), { recursive: true }))
       .then(() => writeFileAtomic(lastGood.path, text))
       .catch((error: unknown) => {
         this.options.logger.warn({ err: error, path: lastGood.path }, `cannot save the last good routing document: ${(error as Error).message}`);

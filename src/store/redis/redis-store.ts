@@ -384,7 +384,7 @@ export class RedisStore implements Store {
 
   /**
    * Calls `onChange` when one of `keys` may have changed: at once by keyspace notification when
-   * the server sends them (`notify-keyspace-events` with K and $ or A; not in Cluster, where they
+   * the server sends them (`notify-keyspace-events` with K and $gx or A; not in Cluster, where they
    * stay on the node that holds the key), and by a poll of the values every pollMs otherwise.
    * Also after a reconnect or an outage, since a change may have been missed.
    */
@@ -419,7 +419,11 @@ export class RedisStore implements Store {
             await this.whenReady(this.control, 'reading watched keys');
             values = await Promise.all(watched.map((key) => this.control.get(key)));
           } catch {
-            last = undefined; // unknown now: the next successful read reports
+            // Unknown now: the next successful read reports, even when it is the first one (a
+            // gateway that booted during an outage has never read the keys; silence would keep
+            // it on "absent" until the value happened to change).
+            last = undefined;
+            hasBaseline = true;
             return;
           }
           if (stopped) return;
@@ -470,11 +474,24 @@ export class RedisStore implements Store {
     try {
       await this.whenReady(this.control, 'CONFIG GET');
       const [, flags = ''] = (await this.control.call('CONFIG', 'GET', 'notify-keyspace-events')) as [string, string];
-      const on = flags.includes('K') && (flags.includes('$') || flags.includes('A'));
-      if (on) this.logger.info({ flags }, 'redis keyspace notifications are on: watched keys are picked up at once');
-      else this.logger.info({ flags, pollMs: this.settings.pollMs }, `redis keyspace notifications are off (notify-keyspace-events "${flags}"); watched keys are polled every ${this.settings.pollMs} ms (set notify-keyspace-events K$ to pick them up at once)`);
+      // SET is a `$` event, DEL a `g` event and expiry an `x` event; `A` stands for all of them.
+      const all = flags.includes('A');
+      const sets = flags.includes('K') && (all || flags.includes('$'));
+      const everything = sets && (all || (flags.includes('g') && flags.includes('x')));
+      if (everything) this.logger.info({ flags }, 'redis keyspace notifications are on: watched keys are picked up at once');
+      else if (sets) {
+        this.logger.info(
+          { flags, pollMs: this.settings.pollMs },
+          `redis keyspace notifications cover SET only (notify-keyspace-events "${flags}"): a DEL or an expiry is picked up by the poll every ${this.settings.pollMs} ms (set notify-keyspace-events K$gx to pick up everything at once)`,
+        );
+      } else {
+        this.logger.info(
+          { flags, pollMs: this.settings.pollMs },
+          `redis keyspace notifications are off (notify-keyspace-events "${flags}"); watched keys are polled every ${this.settings.pollMs} ms (set notify-keyspace-events K$gx to pick them up at once)`,
+        );
+      }
     } catch {
-      this.logger.info({ pollMs: this.settings.pollMs }, 'could not read notify-keyspace-events (CONFIG may be disabled); watched keys are polled and picked up by keyspace events if the server sends them');
+      this.logger.info({ pollMs: this.settings.pollMs }, 'could not read notify-keyspace-events (Redis unreachable, or CONFIG disabled); watched keys are polled, and picked up at once by keyspace events if the server sends them');
     }
   }
 
