@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import type { RoutingDocument, Settings } from '../config/schema.js';
 import type { CreateDataPlane, DataPlane, DataPlaneStats } from '../dataplane/runtime.js';
+import { runtimeName } from '../dataplane/select.js';
 import type { IdentityContext } from '../identity/source.js';
 import { createLogger, type Logger } from '../observe/log.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
@@ -89,7 +90,7 @@ export class ClusterDataPlane implements DataPlane {
 
   constructor(
     private readonly count: number,
-    private readonly settings: Settings,
+    private settings: Settings,
     private readonly logger: Logger,
   ) {
     // Structured clone keeps what JSON would lose in a compiled document's input (undefined, Maps).
@@ -109,7 +110,15 @@ export class ClusterDataPlane implements DataPlane {
       const onReady = (slot: Slot, message: { host: string; port: number }) => {
         if (slot.listening) return;
         slot.listening = true;
-        address ??= { host: message.host, port: message.port };
+        if (address === undefined) {
+          address = { host: message.host, port: message.port };
+          // Under Bun each worker binds its own socket (reusePort): with port 0 every later worker
+          // (and every restarted one) must take the port the first one got, or it gets one of its
+          // own. node:cluster shares one socket held by the primary, keyed by the address asked
+          // for, so there the setting must stay as it was.
+          if (runtimeName() === 'bun') this.settings = { ...this.settings, listen: { ...this.settings.listen, port: message.port } };
+          for (let i = 1; i < this.count; i++) this.fork(onReady, onFailed);
+        }
         if (++listening === this.count) resolve(address);
       };
       const onFailed = (message: string) => {
@@ -118,7 +127,7 @@ export class ClusterDataPlane implements DataPlane {
         for (const slot of this.slots.values()) if (!slot.worker.isDead()) slot.worker.process.kill('SIGKILL');
         reject(new Error(`a worker could not start: ${message}`));
       };
-      for (let i = 0; i < this.count; i++) this.fork(onReady, onFailed);
+      this.fork(onReady, onFailed);
     });
   }
 
