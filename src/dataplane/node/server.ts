@@ -11,6 +11,7 @@ import { checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
 import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
 import { Exchange, writeErrorResponse, type ExchangeHost } from './exchange.js';
 import { NodeRequestFacts } from './facts.js';
+import { startMemoryGuard } from './memory-guard.js';
 import { proxyUpgrade, writeRawError, type UpgradeHost } from './upgrade.js';
 import { PoolRegistry, type Generation, type UpstreamRuntime } from './upstream.js';
 
@@ -40,6 +41,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   private inFlight = 0;
   private draining = false;
   private drainPromise: Promise<void> | undefined;
+  private stopMemoryGuard: (() => void) | undefined;
   private idleWaiters: (() => void)[] = [];
 
   constructor(options: DataPlaneOptions) {
@@ -89,6 +91,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       });
     });
     this.server.on('error', (error) => this.logger.error({ err: error }, 'proxy server error'));
+    this.stopMemoryGuard = startMemoryGuard();
     const address = this.server.address() as AddressInfo;
     return { host: address.address, port: address.port };
   }
@@ -319,5 +322,6 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     for (const socket of this.sockets) socket.destroy();
     await closed;
     await this.registry.close(Math.max(0, deadline - Date.now()));
+    this.stopMemoryGuard?.();
   }
 }
