@@ -2,7 +2,7 @@
 // Question: how much throughput and latency does graygate cost compared with calling the
 // backend directly and (when nginx is installed) with nginx proxy_pass, in the same run?
 //
-//   npm run bench                        # build, then ~1 min: 3 targets x 2 modes x REPS runs
+//   npm run bench                        # build, then ~3 min: 4 targets x 2 modes x REPS runs
 //   DURATION=3 REPS=1 node bench/proxy-throughput.mjs
 //
 // Load: wrk -t1 -c$CONNS when installed (as in ../shared/bench-anchors), else autocannon.
@@ -120,9 +120,9 @@ http { access_log off; keepalive_requests 1000000;
   return { stablePort, candidatePort, kind: 'node:http' };
 }
 
-async function startGraygate(backends) {
+async function startGraygate(backends, workers) {
   const port = await freePort();
-  const config = path.join(dir, 'graygate.yaml');
+  const config = path.join(dir, `graygate-${workers}.yaml`);
   writeFileSync(
     config,
     `listen: 127.0.0.1:${port}
@@ -142,7 +142,7 @@ services:
         - { name: first-users, uidRange: { from: 1, to: 5000 } }
 `,
   );
-  const child = start('graygate', process.execPath, [path.join(root, 'dist/cli/main.js'), 'start', '--config', config]);
+  const child = start('graygate', process.execPath, [path.join(root, 'dist/cli/main.js'), 'start', '--config', config, '--workers', String(workers)]);
   await waitPort(port);
   return { port, pgid: child.pid };
 }
@@ -198,7 +198,8 @@ async function main() {
   const backends = await startBackends();
   const targets = [{ name: 'direct to backend', port: backends.stablePort, candidatePort: backends.candidatePort }];
   if (has('nginx')) targets.push({ name: 'nginx proxy_pass', ...(await startNginxProxy(backends)) });
-  targets.push({ name: 'graygate (1 process)', ...(await startGraygate(backends)) });
+  targets.push({ name: 'graygate --workers 1', ...(await startGraygate(backends, 1)) });
+  targets.push({ name: 'graygate --workers 2', ...(await startGraygate(backends, 2)) });
   const modes = [
     { name: 'plain', headers: {} },
     { name: 'rule', headers: { 'x-user-id': '1234' } },
