@@ -13,123 +13,24 @@
 // before the write until the last gateway answered the new way. Everything listens on 127.0.0.1;
 // each change is bounded by CHANGE_TIMEOUT_MS and the whole run by MAX_SECONDS; every process
 // started here is stopped at the end.
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import os, { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
+import { cliPath, createRun, freePort, root, startBackends, startRedis as startRedisServer, waitPort } from './lib/harness.mjs';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
 const CHANGES = Number(process.env.CHANGES ?? 120);
 const GATEWAYS = Number(process.env.GATEWAYS ?? 3);
 const POLL_MS = Number(process.env.POLL_MS ?? 2_000);
 const CHANGE_TIMEOUT_MS = Number(process.env.CHANGE_TIMEOUT_MS ?? 3_000);
 const MAX_SECONDS = Number(process.env.MAX_SECONDS ?? 120);
 const PROBE_GAP_MS = Number(process.env.PROBE_GAP_MS ?? 1);
-const dir = mkdtempSync(path.join(tmpdir(), 'graygate-propagation-'));
-const children = [];
-
-function has(command) {
-  try {
-    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function waitPort(port, withinMs = 15_000) {
-  const deadline = Date.now() + withinMs;
-  for (;;) {
-    const ok = await new Promise((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-// Gateways run one process each unless WORKERS says otherwise (graygate defaults to one per core).
-const WORKERS = process.env.WORKERS ?? '1';
-
-function start(name, command, args, onStdout) {
-  const child = spawn(command, args, { env: { ...process.env, GRAYGATE_WORKERS: WORKERS }, stdio: ['ignore', onStdout ? 'pipe' : 'ignore', 'pipe'], detached: true });
-  if (onStdout) {
-    let pending = '';
-    child.stdout.on('data', (chunk) => {
-      const lines = (pending + chunk).split('\n');
-      pending = lines.pop();
-      for (const line of lines) onStdout(line);
-    });
-  }
-  let stderr = '';
-  child.stderr.on('data', (chunk) => (stderr = (stderr + chunk).slice(-4_000)));
-  child.on('exit', (code) => {
-    if (code && !child.stopping) process.stderr.write(`${name} exited ${code}: ${stderr}\n`);
-  });
-  children.push(child);
-  return child;
-}
-
-function stopAll() {
-  for (const child of children) {
-    child.stopping = true;
-    try {
-      process.kill(-child.pid, 'SIGTERM');
-    } catch {}
-  }
-  children.length = 0;
-}
-process.on('exit', () => {
-  stopAll();
-  rmSync(dir, { recursive: true, force: true });
-});
-process.on('SIGINT', () => process.exit(130));
-
-async function startBackends() {
-  const stablePort = await freePort();
-  const candidatePort = await freePort();
-  if (has('nginx')) {
-    const conf = path.join(dir, 'backends.conf');
-    writeFileSync(
-      conf,
-      `worker_processes 1; pid ${dir}/backends.pid; error_log ${dir}/backends-error.log;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:${stablePort}; location / { return 200 "prod"; } }
-  server { listen 127.0.0.1:${candidatePort}; location / { return 200 "gray"; } } }
-`,
-    );
-    start('backends', 'nginx', ['-p', `${dir}/`, '-c', conf, '-g', 'daemon off;']);
-  } else {
-    const script = `const http=require('http');for(const [p,b] of [[${stablePort},'prod'],[${candidatePort},'gray']])http.createServer((q,s)=>{s.writeHead(200,{'content-length':b.length});s.end(b)}).listen(p,'127.0.0.1')`;
-    start('backends', process.execPath, ['-e', script]);
-  }
-  await Promise.all([waitPort(stablePort), waitPort(candidatePort)]);
-  return { stable: `http://127.0.0.1:${stablePort}`, candidate: `http://127.0.0.1:${candidatePort}`, kind: has('nginx') ? 'nginx' : 'node:http' };
-}
+const run = createRun('graygate-propagation');
+const { dir, start, stopAll, workers: WORKERS } = run;
 
 async function startRedis() {
-  const port = await freePort();
-  start('redis-server', process.env.REDIS_SERVER ?? 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no']);
-  await waitPort(port);
-  return `redis://127.0.0.1:${port}`;
+  return (await startRedisServer(run)).url;
 }
 
 function routing(backends, to) {
@@ -152,7 +53,7 @@ async function startGateway(i, redisUrl, backends) {
   );
   const applied = new Map();
   appliedAt[i] = applied;
-  start(`gateway-${i}`, process.execPath, [path.join(root, 'dist/cli/main.js'), 'start', '--config', config], (line) => {
+  start(`gateway-${i}`, process.execPath, [cliPath, 'start', '--config', config], (line) => {
     if (!line.includes('applied routing version')) return;
     try {
       const entry = JSON.parse(line);
@@ -190,12 +91,12 @@ async function whenAnswers(url, expected, deadline) {
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 
 async function main() {
-  if (!existsSync(path.join(root, 'dist/cli/main.js'))) throw new Error('run `npm run build` first');
+  if (!existsSync(cliPath)) throw new Error('run `npm run build` first');
   const { createRedisStore } = await import(path.join(root, 'dist/store/redis/redis-store.js'));
   const { parseRoutingDocument } = await import(path.join(root, 'dist/config/load.js'));
   const { RedisStoreSettings } = await import(path.join(root, 'dist/config/schema.js'));
 
-  const [backends, redisUrl] = await Promise.all([startBackends(), startRedis()]);
+  const [backends, redisUrl] = await Promise.all([startBackends(run), startRedis()]);
   // The first gateway seeds version 1 from its file; the others then find it in Redis.
   const gateways = [await startGateway(0, redisUrl, backends)];
   for (let i = 1; i < GATEWAYS; i++) gateways.push(await startGateway(i, redisUrl, backends));

@@ -1,0 +1,179 @@
+// What every bench script needs: free ports, processes started in their own process group and
+// all stopped at exit, loopback backends, a bounded load run (wrk when installed, else
+// autocannon), CPU time of a process group, and medians. Nothing here listens beyond 127.0.0.1.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = fileURLToPath(new URL('../..', import.meta.url));
+export const cliPath = path.join(root, 'dist/cli/main.js');
+
+export function has(command) {
+  try {
+    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export async function waitPort(port, withinMs = 15_000) {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/**
+ * A scratch directory and a process starter for one bench run. Each process runs in its own
+ * process group (so its children, e.g. nginx or cluster workers, stop with it); all are stopped
+ * and the directory removed when the bench exits. Gateways run one process each unless
+ * WORKERS says otherwise (graygate itself defaults to one per core).
+ */
+export function createRun(prefix) {
+  const dir = mkdtempSync(path.join(tmpdir(), `${prefix}-`));
+  const children = [];
+  const workers = process.env.WORKERS ?? '1';
+  const stopAll = () => {
+    for (const child of children) {
+      child.stopping = true;
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {}
+    }
+    children.length = 0;
+  };
+  process.on('exit', () => {
+    stopAll();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  process.on('SIGINT', () => process.exit(130));
+  /** Starts `command`; `onStdout` gets its stdout line by line when given. */
+  const start = (name, command, args, onStdout) => {
+    const child = spawn(command, args, {
+      env: { ...process.env, GRAYGATE_WORKERS: workers },
+      stdio: ['ignore', onStdout ? 'pipe' : 'ignore', 'pipe'],
+      detached: true,
+    });
+    if (onStdout) {
+      let pending = '';
+      child.stdout.on('data', (chunk) => {
+        const lines = (pending + chunk).split('\n');
+        pending = lines.pop();
+        for (const line of lines) onStdout(line);
+      });
+    }
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr = (stderr + chunk).slice(-4_000)));
+    child.on('exit', (code) => {
+      if (code && !child.stopping) process.stderr.write(`${name} exited ${code}: ${stderr}\n`);
+    });
+    children.push(child);
+    return child;
+  };
+  return { dir, workers, start, stopAll };
+}
+
+/** CPU seconds (user+system) used so far by the processes of a process group. */
+export function groupCpuSeconds(pgid) {
+  let pids = [];
+  try {
+    pids = execFileSync('pgrep', ['-g', String(pgid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
+  } catch {}
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = execFileSync('cat', [`/proc/${pid}/stat`], { encoding: 'utf8' });
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {}
+  }
+  return ticks / 100;
+}
+
+/**
+ * Two loopback backends answering `prod` and `gray` (nginx when installed: fast, so the proxy
+ * is what is measured; else node:http in a process of its own).
+ */
+export async function startBackends(run) {
+  const stablePort = await freePort();
+  const candidatePort = await freePort();
+  if (has('nginx')) {
+    const conf = path.join(run.dir, 'backends.conf');
+    writeFileSync(
+      conf,
+      `worker_processes 1; pid ${run.dir}/backends.pid; error_log ${run.dir}/backends-error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:${stablePort}; location / { return 200 "prod\\n"; } }
+  server { listen 127.0.0.1:${candidatePort}; location / { return 200 "gray\\n"; } } }
+`,
+    );
+    run.start('backends', 'nginx', ['-p', `${run.dir}/`, '-c', conf, '-g', 'daemon off;']);
+  } else {
+    const script = `const http=require('http');for(const [p,b] of [[${stablePort},'prod\\n'],[${candidatePort},'gray\\n']])http.createServer((q,s)=>{s.writeHead(200,{'content-length':b.length});s.end(b)}).listen(p,'127.0.0.1')`;
+    run.start('backends', process.execPath, ['-e', script]);
+  }
+  await Promise.all([waitPort(stablePort), waitPort(candidatePort)]);
+  return {
+    stablePort,
+    candidatePort,
+    stable: `http://127.0.0.1:${stablePort}`,
+    candidate: `http://127.0.0.1:${candidatePort}`,
+    kind: has('nginx') ? 'nginx' : 'node:http',
+  };
+}
+
+/** A private redis-server on a free loopback port, with no persistence; `cli(...)` runs redis-cli. */
+export async function startRedis(run) {
+  const port = await freePort();
+  run.start('redis-server', process.env.REDIS_SERVER ?? 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', run.dir, '--save', '', '--appendonly', 'no']);
+  await waitPort(port);
+  const cli = (...args) => execFileSync(process.env.REDIS_CLI ?? 'redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { encoding: 'utf8' });
+  return { port, url: `redis://127.0.0.1:${port}`, cli };
+}
+
+/** One bounded load run against 127.0.0.1:port: `{ rps, p50, p99, errors }` (ms). */
+export function runLoad(port, headers, { duration, conns }) {
+  if (has('wrk')) {
+    const args = ['-t1', `-c${conns}`, `-d${duration}s`, '--latency'];
+    for (const [name, value] of Object.entries(headers)) args.push('-H', `${name}: ${value}`);
+    const out = execFileSync('wrk', [...args, `http://127.0.0.1:${port}/`], { encoding: 'utf8' });
+    const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+    const ms = (label) => {
+      const m = new RegExp(`${label}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
+      if (!m) return NaN;
+      return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
+    };
+    const errors = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0) + (/Socket errors/.test(out) ? 1 : 0);
+    return { rps, p50: ms(' 50'), p99: ms(' 99'), errors };
+  }
+  const script = `import('autocannon').then(async ({default: a}) => { const r = await a({url:'http://127.0.0.1:${port}/', connections:${conns}, duration:${duration}, headers:${JSON.stringify(headers)}}); console.log(JSON.stringify({rps:r.requests.average,p50:r.latency.p50,p99:r.latency.p99,errors:r.non2xx+r.errors})) })`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: root });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+export const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+/** Which load tool runLoad uses. */
+export const loadTool = () => (has('wrk') ? 'wrk' : 'autocannon');
