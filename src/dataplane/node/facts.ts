@@ -1,48 +1,21 @@
 import type { IncomingMessage } from 'node:http';
-import type { RequestFacts } from '../../rules/facts.js';
-import { trustedClientIp, type ForwardingContext } from '../headers.js';
+import { AdapterRequestFacts } from '../request-facts.js';
 
-/**
- * RequestFacts over a node:http IncomingMessage. Host, path and client IP are computed on first
- * use; cookies and the query are parsed once, on first use, so a request whose rules read none
- * of them pays nothing for them.
- */
-export class NodeRequestFacts implements RequestFacts, ForwardingContext {
-  userId: string | undefined = undefined;
-  numericUserId: number | undefined = undefined;
-  identitySource: string | undefined = undefined;
-  mintedAnonymousCookie: string | undefined = undefined;
-
-  private hostValue: string | undefined;
+/** RequestFacts over a node:http IncomingMessage (shared behaviour in AdapterRequestFacts). */
+export class NodeRequestFacts extends AdapterRequestFacts {
   private pathValue: string | undefined;
-  private clientIpValue: string | undefined;
-  private cookies: Map<string, string> | undefined;
-  private params: URLSearchParams | undefined;
 
   constructor(
     private readonly req: IncomingMessage,
-    /** The connected peer, IPv4-mapped form unwrapped. */
-    readonly peerIp: string,
-    readonly isFromTrustedProxy: boolean,
-    private readonly isTrusted: (ip: string) => boolean,
-  ) {}
-
-  /** This hop's protocol: the node data plane serves plain HTTP (TLS ends in front of it). */
-  get proto(): string {
-    return 'http';
-  }
-
-  get peerIsTrusted(): boolean {
-    return this.isFromTrustedProxy;
+    peerIp: string,
+    isFromTrustedProxy: boolean,
+    isTrusted: (ip: string) => boolean,
+  ) {
+    super(peerIp, isFromTrustedProxy, isTrusted);
   }
 
   get method(): string {
     return this.req.method ?? 'GET';
-  }
-
-  get host(): string {
-    if (this.hostValue === undefined) this.hostValue = hostWithoutPort(this.req.headers.host);
-    return this.hostValue;
   }
 
   get path(): string {
@@ -54,68 +27,14 @@ export class NodeRequestFacts implements RequestFacts, ForwardingContext {
     return this.pathValue;
   }
 
-  get clientIp(): string {
-    if (this.clientIpValue === undefined) {
-      const xff = this.req.headers['x-forwarded-for'];
-      this.clientIpValue = trustedClientIp(this.peerIp, this.isFromTrustedProxy, typeof xff === 'string' ? xff : undefined, this.isTrusted);
-    }
-    return this.clientIpValue;
-  }
-
   header(name: string): string | undefined {
     const value = this.req.headers[name];
     return typeof value === 'string' ? value : value?.[0];
   }
 
-  cookie(name: string): string | undefined {
-    if (this.cookies === undefined) this.cookies = parseCookies(this.req.headers.cookie);
-    return this.cookies.get(name);
+  protected rawQuery(): string {
+    const url = this.req.url ?? '';
+    const q = url.indexOf('?');
+    return q < 0 ? '' : url.slice(q + 1);
   }
-
-  query(name: string): string | undefined {
-    if (this.params === undefined) {
-      const url = this.req.url ?? '';
-      const q = url.indexOf('?');
-      this.params = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
-    }
-    return this.params.get(name) ?? undefined;
-  }
-}
-
-const EMPTY_COOKIES: Map<string, string> = new Map();
-
-/** RFC 6265 §5.4 `Cookie` header: `a=1; b=2`. The first occurrence of a name wins. */
-export function parseCookies(header: string | undefined): Map<string, string> {
-  if (header === undefined || header.length === 0) return EMPTY_COOKIES;
-  const cookies = new Map<string, string>();
-  let start = 0;
-  const length = header.length;
-  while (start < length) {
-    let end = header.indexOf(';', start);
-    if (end < 0) end = length;
-    const eq = header.indexOf('=', start);
-    if (eq > start && eq < end) {
-      const name = header.slice(start, eq).trim();
-      let value = header.slice(eq + 1, end).trim();
-      if (value.length >= 2 && value.charCodeAt(0) === 34 && value.charCodeAt(value.length - 1) === 34) value = value.slice(1, -1);
-      if (name.length > 0 && !cookies.has(name)) cookies.set(name, value);
-    }
-    start = end + 1;
-  }
-  return cookies;
-}
-
-/** `Example.com:8080` → `example.com`; `[::1]:80` → `[::1]`; none → ''. */
-export function hostWithoutPort(host: string | undefined): string {
-  if (host === undefined || host.length === 0) return '';
-  let end = host.length;
-  if (host.charCodeAt(0) === 91 /* [ */) {
-    const close = host.indexOf(']');
-    end = close < 0 ? end : close + 1;
-  } else {
-    const colon = host.indexOf(':');
-    if (colon >= 0) end = colon;
-  }
-  const name = end === host.length ? host : host.slice(0, end);
-  return name.toLowerCase();
 }
