@@ -144,7 +144,7 @@ export class ClusterDataPlane implements DataPlane {
       openConnections += slot.stats.openConnections;
       inFlightRequests += slot.stats.inFlightRequests;
     }
-    return { openConnections, inFlightRequests };
+    return { openConnections, inFlightRequests, upstreams: {} }; // TODO(h1): per-upstream sum
   }
 
   drain(graceMs: number): Promise<void> {
@@ -190,7 +190,7 @@ export class ClusterDataPlane implements DataPlane {
 
   private fork(onReady?: (slot: Slot, message: { host: string; port: number }) => void, onFailed?: (message: string) => void): void {
     const worker = cluster.fork();
-    const slot: Slot = { worker, stats: { openConnections: 0, inFlightRequests: 0 }, startedAt: Date.now(), listening: false };
+    const slot: Slot = { worker, stats: { openConnections: 0, inFlightRequests: 0, upstreams: {} }, startedAt: Date.now(), listening: false };
     this.slots.set(worker.id, slot);
 
     worker.on('message', (message: unknown) => {

@@ -27,8 +27,21 @@ export interface DataPlane {
 }
 
 export interface DataPlaneStats {
+  /** Client connections open to this data plane. */
   readonly openConnections: number;
+  /** Client requests not yet answered. */
   readonly inFlightRequests: number;
+  /**
+   * Per upstream name (every upstream of the snapshot in force, and any older one still busy):
+   * requests in flight to it and connections open to its servers. This is what tells an operator
+   * that stable has drained after `full`.
+   */
+  readonly upstreams: Readonly<Record<string, UpstreamLoad>>;
+}
+
+export interface UpstreamLoad {
+  readonly inFlightRequests: number;
+  readonly openConnections: number;
 }
 
 export interface DataPlaneOptions {

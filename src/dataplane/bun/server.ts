@@ -117,7 +117,7 @@ export class BunDataPlane implements DataPlane {
 
   stats(): DataPlaneStats {
     // Bun exposes no count of idle keep-alive connections: only those with a request in flight.
-    return { openConnections: this.inFlight + (this.server?.pendingWebSockets ?? 0), inFlightRequests: this.inFlight };
+    return { openConnections: this.inFlight + (this.server?.pendingWebSockets ?? 0), inFlightRequests: this.inFlight, upstreams: {} }; // TODO(h1)
   }
 
   // ---- requests --------------------------------------------------------------------------
