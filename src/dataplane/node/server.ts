@@ -17,6 +17,33 @@ import { PoolRegistry, type Generation, type UpstreamRuntime } from './upstream.
 
 const NEVER_TRUSTED = (): boolean => false;
 
+/**
+ * RFC 9112 §3.2.2: a request target in absolute form (`GET http://app.example/x HTTP/1.1`, as
+ * clients configured with an HTTP proxy send) names the host, and the Host header is ignored. The
+ * request is rewritten to origin form with that host, so it matches and is forwarded like any
+ * other, byte for byte in its path. Other forms (`*`, authority form) are left to match nothing.
+ */
+function adoptAbsoluteForm(req: IncomingMessage): void {
+  const url = req.url!;
+  const schemeEnd = url.indexOf('://');
+  if (schemeEnd < 0) return;
+  const scheme = url.slice(0, schemeEnd).toLowerCase();
+  if (scheme !== 'http' && scheme !== 'https') return;
+  const authorityStart = schemeEnd + 3;
+  let pathStart = authorityStart;
+  while (pathStart < url.length && url.charCodeAt(pathStart) !== 47 /* / */ && url.charCodeAt(pathStart) !== 63 /* ? */) pathStart++;
+  let authority = url.slice(authorityStart, pathStart);
+  const at = authority.lastIndexOf('@');
+  if (at >= 0) authority = authority.slice(at + 1); // userinfo is not part of the host
+  if (authority.length === 0) return;
+  const rest = url.slice(pathStart);
+  req.url = rest.length === 0 ? '/' : rest.charCodeAt(0) === 63 ? `/${rest}` : rest;
+  req.headers.host = authority;
+  // node:http already refused a request without Host (HTTP/1.1 requires one, RFC 9112 §3.2).
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'host') raw[i + 1] = authority;
+}
+
 function isPromise(value: unknown): value is Promise<void> {
   return value !== undefined && typeof (value as Promise<void>).then === 'function';
 }
@@ -122,6 +149,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   }
 
   private routeRequest(req: IncomingMessage, res: ServerResponse): void {
+    // Origin form ("/path") is the rule; anything else is rare enough to be checked here.
+    if (req.url !== undefined && req.url.charCodeAt(0) !== 47 /* / */) adoptAbsoluteForm(req);
     const generation = this.registry.acquire();
     this.inFlight++;
     const socket = req.socket;
