@@ -2,11 +2,12 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadConfigFile, parseSettings } from '../config/load.js';
-import { RedisStoreSettings } from '../config/schema.js';
+import { RedisStoreSettings, type Settings } from '../config/schema.js';
 import { ListenAddress } from '../config/primitives.js';
 import { runtimeName, selectDataPlane } from '../dataplane/select.js';
 import { ConfigError, isGraygateError } from '../errors.js';
 import { createStore, startGateway, type Gateway } from '../gateway/gateway.js';
+import { watchSettings } from '../gateway/settings-watch.js';
 import { FixedDocumentStore } from '../store/fixed-store.js';
 import type { Store } from '../store/store.js';
 import { dropInDocument } from './drop-in.js';
@@ -83,9 +84,11 @@ export async function runStart(options: StartOptions): Promise<number> {
   let gateway: Gateway;
   let logger: Logger;
   let cluster: ClusterDataPlane | undefined;
+  let fileSettings: Settings | undefined;
   const source = configPath ?? 'the command line';
   try {
     const config = configPath ? await loadConfigFile(configPath) : { settings: parseSettings({}, 'defaults'), routing: undefined };
+    fileSettings = config.settings;
     const settings = { ...config.settings };
     if (options.listen) {
       const listen = ListenAddress.safeParse(options.listen);
@@ -120,12 +123,16 @@ export async function runStart(options: StartOptions): Promise<number> {
     reportStartFailure(source, error);
     return 1;
   }
+  // Settings are read once; an edit to them in the file is announced, not silently ignored.
+  const settingsWatch = configPath ? watchSettings({ configPath: path.resolve(configPath), startedWith: fileSettings!, logger }) : undefined;
   const { host, port } = gateway.address;
   logger.info(
     { event: 'listening', host, port, version: gateway.sync.version, store: gateway.store.kind, workers, runtime: runtimeName() },
     `graygate listening on http://${host.includes(':') ? `[${host}]` : host}:${port} (routing version ${gateway.sync.version}${workers > 1 ? `, ${workers} workers` : ''})`,
   );
-  return waitForShutdown(gateway, logger);
+  const code = await waitForShutdown(gateway, logger);
+  settingsWatch?.close();
+  return code;
 }
 
 /** What is wrong with the combination of flags, if anything. */
