@@ -5,7 +5,7 @@ import { ConfigError, GraygateError, type ErrorCode } from '../errors.js';
 import { rateLimited, type Logger } from '../observe/log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import { writeFileAtomic } from '../store/file/atomic-write.js';
-import type { Store, StoredVersion } from '../store/store.js';
+import type { ChangeMeta, Store, StoredVersion } from '../store/store.js';
 
 export interface ConfigSyncOptions {
   readonly store: Store;
@@ -31,6 +31,13 @@ export interface ConfigSyncOptions {
   readonly lastGood?: { readonly path: string; readonly validate: (raw: unknown, source: string) => RoutingDocument };
   /** Store outages are logged at most once per this window (default 10 s); every one is counted. */
   readonly outageLogIntervalMs?: number;
+  /**
+   * Called when the store answers that it holds no document (GG_STORE_EMPTY) while a snapshot is
+   * served: a shared store that lost its data. The gateway seeds it again with what it serves, so
+   * the fleet keeps its live rules instead of following whatever the next gateway to start seeds
+   * from its config file. Conflicts (another gateway seeded first) are the caller's to ignore.
+   */
+  readonly reseed?: (served: StoredVersion) => Promise<void>;
 }
 
 /** Why the last read did not apply anything. Cleared by the next read that succeeds. */
@@ -69,6 +76,9 @@ export interface ConfigSyncStats {
  */
 export class ConfigSync {
   private current: RoutingSnapshot | undefined;
+  /** The stored version behind `current` (absent when it came from `initial`). */
+  private currentStored: StoredVersion | undefined;
+  private reseeding: Promise<void> | undefined;
   private running: Promise<void> | undefined;
   private queued: Promise<void> | undefined;
   private unwatch: (() => void) | undefined;
@@ -158,13 +168,16 @@ export class ConfigSync {
   private async bootFromLastGood(lastGood: NonNullable<ConfigSyncOptions['lastGood']>): Promise<void> {
     let version: number;
     try {
-      const saved = JSON.parse(await readFile(lastGood.path, 'utf8')) as { version?: unknown; document?: unknown };
+      const saved = JSON.parse(await readFile(lastGood.path, 'utf8')) as { version?: unknown; epoch?: unknown; meta?: ChangeMeta; document?: unknown };
       if (typeof saved.version !== 'number' || !Number.isSafeInteger(saved.version) || saved.version < 1) throw new Error('no valid "version"');
       version = saved.version;
-      const snapshot = this.options.compile(lastGood.validate(saved.document, lastGood.path), version);
+      const document = lastGood.validate(saved.document, lastGood.path);
+      const snapshot = this.options.compile(document, version);
       if (this.stopped) return;
       this.options.apply(snapshot);
       this.current = snapshot;
+      // Kept so that, once the store answers, a new epoch or a rewritten version is recognised.
+      if (isChangeMeta(saved.meta)) this.currentStored = { version, document, meta: saved.meta, ...(typeof saved.epoch === 'string' ? { epoch: saved.epoch } : {}) };
       this.applied++;
     } catch (error) {
       this.options.logger.warn({ err: error, path: lastGood.path }, `cannot boot from the last good document on disk either: ${(error as Error).message}`);
@@ -180,7 +193,7 @@ export class ConfigSync {
   private saveLastGood(stored: StoredVersion): void {
     const lastGood = this.options.lastGood;
     if (!lastGood) return;
-    const text = `${JSON.stringify({ version: stored.version, savedAt: new Date().toISOString(), document: stored.document })}\n`;
+    const text = `${JSON.stringify({ version: stored.version, epoch: stored.epoch, meta: stored.meta, savedAt: new Date().toISOString(), document: stored.document })}\n`;
     // Chained so an older version can never land after a newer one.
     this.saving = this.saving
       // The directory may not exist yet (a fresh host, a configured state dir): create it.
@@ -205,6 +218,7 @@ export class ConfigSync {
       const snapshot = this.options.compile(newest.document, newest.version);
       this.options.apply(snapshot);
       this.current = snapshot;
+      this.currentStored = newest;
       this.applied++;
     } catch (error) {
       this.options.logger.warn({ err: error }, 'could not boot from the newest version in history either');
@@ -223,12 +237,27 @@ export class ConfigSync {
     } catch (error) {
       if (isRefusal(error)) this.refuse(error, undefined);
       else this.outage(error);
+      if (error instanceof GraygateError && error.code === 'GG_STORE_EMPTY') this.reseed();
       return;
     }
     if (this.stopped) return;
     if (this.lastError?.kind === 'outage') this.options.logger.info({ storeErrors: this.storeErrors }, 'store answered again');
     const served = this.current?.version;
-    if (served !== undefined && stored.version <= served) {
+    const known = this.currentStored;
+    // A new epoch: the store lost its data and was seeded again. Its version numbers start over
+    // and say nothing against ours, and every gateway must follow the store or the fleet splits.
+    const newEpoch = stored.epoch !== undefined && known?.epoch !== undefined && stored.epoch !== known.epoch;
+    // The same number but another write (a write lost in a failover, then made again): the store's
+    // document is the one the rest of the fleet reads.
+    const rewritten = known !== undefined && stored.version === known.version && !sameMeta(stored.meta, known.meta);
+    if (newEpoch || rewritten) {
+      this.options.logger.warn(
+        { event: newEpoch ? 'store-epoch-changed' : 'store-version-rewritten', stored: stored.version, served, epoch: stored.epoch, previousEpoch: known?.epoch },
+        newEpoch
+          ? `the store was seeded again (new epoch; did it lose its data?): following its version ${stored.version} instead of version ${served}, like every gateway on it`
+          : `the store holds another version ${stored.version} than the one served (a write was lost and made again): following the store`,
+      );
+    } else if (served !== undefined && stored.version <= served) {
       // Duplicate notifications and polls land here. An older version means the store's history
       // went backwards (restored from a backup, history removed): serving it would be a silent
       // rollback, so keep what is served and say so.
@@ -248,6 +277,7 @@ export class ConfigSync {
       return;
     }
     this.current = snapshot;
+    this.currentStored = stored;
     this.applied++;
     this.recovered();
     this.saveLastGood(stored);
@@ -281,12 +311,31 @@ export class ConfigSync {
     this.logOutage('store-outage', 'warn', { code, err: error, servedVersion: served }, `store read failed; routing unchanged${served === undefined ? '' : ` (serving version ${served})`}: ${message}`);
   }
 
+  /** Seeds an emptied store with what is served (once at a time); see `reseed` in the options. */
+  private reseed(): void {
+    const served = this.currentStored;
+    if (!this.options.reseed || served === undefined || this.reseeding || this.stopped) return;
+    this.reseeding = this.options
+      .reseed(served)
+      .catch((error: unknown) => this.options.logger.warn({ err: error }, `could not seed the emptied store again: ${(error as Error).message}`))
+      .finally(() => (this.reseeding = undefined));
+  }
+
   /** The store serves what is served: an outage or refusal is over (a later identical refusal is news again). */
   private recovered(): void {
     this.lastError = undefined;
     this.lastCause = undefined;
     this.lastRefusalKey = undefined;
   }
+}
+
+function sameMeta(a: ChangeMeta, b: ChangeMeta): boolean {
+  return a.time === b.time && a.actor === b.actor && a.reason === b.reason;
+}
+
+function isChangeMeta(value: unknown): value is ChangeMeta {
+  const meta = value as Partial<ChangeMeta> | null | undefined;
+  return typeof meta === 'object' && meta !== null && typeof meta.actor === 'string' && typeof meta.time === 'string' && typeof meta.reason === 'string';
 }
 
 /** A document that cannot be served (as opposed to a store that cannot be reached). */

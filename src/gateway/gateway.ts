@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { parseRoutingDocument } from '../config/load.js';
 import type { RoutingDocument, Settings } from '../config/schema.js';
@@ -7,7 +9,7 @@ import type { IdentityContext } from '../identity/source.js';
 import type { Logger } from '../observe/log.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
-import type { Store } from '../store/store.js';
+import type { Store, StoredVersion } from '../store/store.js';
 import { ConfigSync } from './config-sync.js';
 import { StoreKeyFeed } from './store-keys.js';
 
@@ -87,6 +89,35 @@ async function seedStore(store: Store, document: RoutingDocument, source: string
   }
 }
 
+/** Seeds an emptied shared store with the version this gateway serves; another gateway may win. */
+async function reseedStore(store: Store, served: StoredVersion, logger: Logger): Promise<void> {
+  try {
+    const written = await store.write(served.document, {
+      expectedVersion: 0,
+      actor: `graygate@${hostname()}`,
+      reason: `seeded again after the store lost its routing document (this gateway served version ${served.version})`,
+    });
+    logger.warn(
+      { event: 'reseeded', version: written.version, served: served.version },
+      `the store had lost its routing document: seeded it again with the routing this gateway serves (version ${served.version}), now version ${written.version}`,
+    );
+  } catch (error) {
+    // Another gateway seeded it first: its document is read next, and every gateway follows it.
+    if (!isGraygateError(error) || error.code !== 'GG_VERSION_CONFLICT') throw error;
+  }
+}
+
+/** The last good copy on disk, if there is a valid one (it is only a preference for seeding). */
+async function readLastGood(file: string): Promise<{ version: number; document: RoutingDocument } | undefined> {
+  try {
+    const saved = JSON.parse(await readFile(file, 'utf8')) as { version?: unknown; document?: unknown };
+    if (typeof saved.version !== 'number') return undefined;
+    return { version: saved.version, document: parseRoutingDocument(saved.document, file) };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Starts a gateway: reads the routing document (refusing to start on an invalid one, with the
  * issues), compiles it, starts listening, and from then on applies every newer valid version
@@ -132,9 +163,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     // (and says so) rather than not starting: fail static across restarts too.
     bootFromHistory: settings.store.kind === 'file',
     ...(lastGoodPath ? { lastGood: { path: lastGoodPath, validate: parseRoutingDocument } } : {}),
+    // A shared store that lost its data is seeded again with what the fleet serves.
+    ...(settings.store.kind === 'redis' && !options.store ? { reseed: (served: StoredVersion) => reseedStore(store, served, logger) } : {}),
   });
   try {
-    if (options.seedDocument) await seedStore(store, options.seedDocument, options.configPath ?? 'the config file', logger);
+    // After a data loss, the last routing this gateway served is closer to the fleet's than the
+    // config file's (which may be weeks older than the live rules).
+    const lastGood = lastGoodPath && options.seedDocument ? await readLastGood(lastGoodPath) : undefined;
+    if (lastGood) await seedStore(store, lastGood.document, `the last good copy ${lastGoodPath} (version ${lastGood.version} as served before)`, logger);
+    else if (options.seedDocument) await seedStore(store, options.seedDocument, options.configPath ?? 'the config file', logger);
     const first = await sync.start();
     // Before listening: the first requests must already see the store keys' values.
     await keyFeed.follow(storeKeysOf(first.document));

@@ -16,6 +16,12 @@ export interface StoredVersion {
   /** Validated and frozen. */
   readonly document: RoutingDocument;
   readonly meta: ChangeMeta;
+  /**
+   * The store's line of versions, for stores shared by a fleet (Redis): set when the store is
+   * seeded, kept by every later write. A store that lost its data and was seeded again starts a
+   * new epoch, and version numbers compare only within one (see ConfigSync). Absent: one line.
+   */
+  readonly epoch?: string;
 }
 
 export interface WriteRequest {

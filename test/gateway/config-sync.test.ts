@@ -384,7 +384,8 @@ class ScriptedStore implements Store {
       throw step.kind === 'outage' ? new GraygateError('GG_STORE_UNAVAILABLE', 'scripted outage') : new ConfigError(['services[0].stable: scripted refusal']);
     }
     this.okVersionsRead.push(step.version);
-    return { version: step.version, document: contractDocument(step.version), meta: { actor: 'script', time: new Date().toISOString(), reason: 'script' } };
+    // A version number names one write: the same meta every time it is read.
+    return { version: step.version, document: contractDocument(step.version), meta: { actor: 'script', time: new Date(step.version * 1_000).toISOString(), reason: 'script' } };
   }
   write(): Promise<StoredVersion> {
     throw new Error('not used');

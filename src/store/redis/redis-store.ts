@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Cluster, Command, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisStoreSettings, RoutingDocument } from '../../config/schema.js';
 import { ConfigError, GraygateError } from '../../errors.js';
@@ -26,30 +27,39 @@ export interface RedisStoreKeys {
   readonly history: string;
   /** Pub/sub channel: each write publishes its new version number. */
   readonly channel: string;
+  /** The epoch (see StoredVersion.epoch): a random id set when the store is seeded. */
+  readonly epoch: string;
 }
 
 /** The keys and channel used for `namespace`. */
 export function redisStoreKeys(namespace: string): RedisStoreKeys {
   const tag = `{${namespace}}`;
-  return { doc: `${tag}:doc`, version: `${tag}:version`, history: `${tag}:history`, channel: `${tag}:changes` };
+  return { doc: `${tag}:doc`, version: `${tag}:version`, history: `${tag}:history`, channel: `${tag}:changes`, epoch: `${tag}:epoch` };
 }
 
 /**
  * Compare-and-set in one script, so the check, the write, the history entry, the trim and the
  * notification are atomic (all keys share one hash tag, so this also runs in Cluster).
- * KEYS: version, doc, history. ARGV: expected version, new version, entry JSON, history limit,
- * channel. Returns {1, new version} or {0, current version}.
+ * KEYS: version, doc, history, epoch. ARGV: expected version, new version, entry JSON, history
+ * limit, channel, a fresh epoch id. The fresh epoch is taken when the store is seeded (nothing
+ * stored: a new store, or one that lost its data) or holds none yet (written before epochs).
+ * Returns {1, new version, epoch} or {0, current version}.
  */
 const CAS_SCRIPT = `
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current == nil then return redis.error_reply('GG_STORE_CORRUPT version key holds a non-number') end
 if current ~= tonumber(ARGV[1]) then return {0, current} end
+local epoch = redis.call('GET', KEYS[4])
+if current == 0 or not epoch then
+  epoch = ARGV[6]
+  redis.call('SET', KEYS[4], epoch)
+end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[4]) + 1))
 redis.call('PUBLISH', ARGV[5], ARGV[2])
-return {1, tonumber(ARGV[2])}
+return {1, tonumber(ARGV[2]), epoch}
 `;
 
 /** Creates a Redis store (connections open at once, in the background); throws ConfigError on a bad URL. */
@@ -210,7 +220,7 @@ export class RedisStore implements Store {
   }
 
   /** Parses one stored entry (`{version, meta, document}` JSON) and validates its document. */
-  private parseEntry(text: string, where: string): StoredVersion {
+  private parseEntry(text: string, where: string, epoch?: string): StoredVersion {
     let raw: unknown;
     try {
       raw = JSON.parse(text);
@@ -237,20 +247,22 @@ export class RedisStore implements Store {
       version: entry.version as number,
       document,
       meta: { actor: meta.actor, time: meta.time, reason: meta.reason },
+      ...(epoch ? { epoch } : {}),
     });
   }
 
   /** The current version. ConfigError when it does not validate; GG_STORE_EMPTY when none is stored; GG_STORE_UNAVAILABLE when unreachable. */
   async current(): Promise<StoredVersion> {
-    const text = await this.run('reading the routing document', (client) => client.get(this.keys.doc));
-    if (text === null || text === '') {
+    // One MGET (the keys share a slot): the document and the epoch it belongs to, atomically.
+    const [text, epoch] = await this.run('reading the routing document', (client) => client.mget(this.keys.doc, this.keys.epoch));
+    if (text === null || text === '' || text === undefined) {
       throw new GraygateError(
         'GG_STORE_EMPTY',
         `redis store (${this.target.display}) holds no routing document under ${this.keys.doc}; ` +
           'seed it by writing version 1 (e.g. start graygate once with --config <file> to import that file, or PUT the document through the admin API with expectedVersion 0)',
       );
     }
-    return this.parseEntry(text, `redis ${this.keys.doc}`);
+    return this.parseEntry(text, `redis ${this.keys.doc}`, epoch ?? undefined);
   }
 
   /** Compare-and-set write as version expectedVersion + 1, with history and a notification; GG_VERSION_CONFLICT when stale. */
@@ -270,21 +282,21 @@ export class RedisStore implements Store {
     const keys = this.keys;
     if (this.target.topology === 'sentinel') await this.confirmSentinelMaster();
     const reply = await this.run('writing the routing document', (client) =>
-      client.eval(CAS_SCRIPT, 3, keys.version, keys.doc, keys.history, String(request.expectedVersion), String(version), entry, String(this.settings.historyLimit), keys.channel),
+      client.eval(CAS_SCRIPT, 4, keys.version, keys.doc, keys.history, keys.epoch, String(request.expectedVersion), String(version), entry, String(this.settings.historyLimit), keys.channel, randomUUID()),
     ).catch((error: GraygateError) => {
       if ((error.cause as Error | undefined)?.message?.includes('GG_STORE_CORRUPT')) {
         throw new GraygateError('GG_STORE_CORRUPT', `redis ${keys.version} holds something other than a version number; fix or delete it`, { cause: error });
       }
       throw error;
     });
-    const [ok, current] = reply as [number, number];
+    const [ok, current, epoch] = reply as [number, number, string | undefined];
     if (ok !== 1) {
       throw new GraygateError(
         'GG_VERSION_CONFLICT',
         `the write named version ${request.expectedVersion}, but the current version is ${current}; read it again and retry`,
       );
     }
-    return deepFreeze(stored);
+    return deepFreeze({ ...stored, ...(epoch ? { epoch } : {}) });
   }
 
   /**
@@ -625,10 +637,11 @@ export class RedisStore implements Store {
       if (this.polledVersion !== undefined && version < this.polledVersion) {
         this.logger.warn({ from: this.polledVersion, to: version, store: this.target.display }, 'the stored version went backwards (did Redis lose its data?)');
       }
-      const first = this.polledVersion === undefined;
       this.polledVersion = version;
-      // The first poll only learns the baseline; the subscriber's 'ready' already reported.
-      if (!first) this.notify();
+      // The first poll reports too: the subscriber's 'ready' already did, but a change that
+      // publishes nothing (the store emptied by FLUSHALL) between that read and this poll would
+      // otherwise become the baseline and never be read. A duplicate read changes nothing.
+      this.notify();
     }
   }
 
