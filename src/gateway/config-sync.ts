@@ -38,6 +38,12 @@ export interface ConfigSyncOptions {
    * from its config file. Conflicts (another gateway seeded first) are the caller's to ignore.
    */
   readonly reseed?: (served: StoredVersion) => Promise<void>;
+  /**
+   * The last resort at boot, after `bootFromHistory` and `lastGood`: a document to serve as
+   * version 0 (the config file's routing, for a store kept apart from the file). Any version the
+   * store answers later is newer; an empty store is seeded with it (see `reseed`).
+   */
+  readonly fallback?: { readonly document: RoutingDocument; readonly source: string };
 }
 
 /** Why the last read did not apply anything. Cleared by the next read that succeeds. */
@@ -111,6 +117,7 @@ export class ConfigSync {
     await this.refresh();
     if (!this.current && this.options.bootFromHistory) await this.bootFromHistory();
     if (!this.current && this.options.lastGood) await this.bootFromLastGood(this.options.lastGood);
+    if (!this.current && this.options.fallback) this.bootFromFallback(this.options.fallback);
     if (!this.current) {
       this.stop();
       throw this.lastCause;
@@ -186,6 +193,25 @@ export class ConfigSync {
     this.options.logger.warn(
       { version, path: lastGood.path, code: this.lastError?.code },
       `the store could not be read; serving version ${version} from the last good copy on disk until it can: ${this.lastError?.message ?? ''}`,
+    );
+  }
+
+  /** Serves the fallback document as version 0 when nothing better can be served at boot. */
+  private bootFromFallback(fallback: NonNullable<ConfigSyncOptions['fallback']>): void {
+    try {
+      const snapshot = this.options.compile(fallback.document, 0);
+      if (this.stopped) return;
+      this.options.apply(snapshot);
+      this.current = snapshot;
+      this.currentStored = { version: 0, document: fallback.document, meta: { actor: 'graygate start', time: new Date().toISOString(), reason: `read from ${fallback.source}` } };
+      this.applied++;
+    } catch (error) {
+      this.options.logger.warn({ err: error }, `cannot boot from ${fallback.source} either: ${(error as Error).message}`);
+      return;
+    }
+    this.options.logger.warn(
+      { event: 'boot-fallback', source: fallback.source, code: this.lastError?.code },
+      `the store could not be read and no last good copy exists; serving the routing in ${fallback.source} until the store answers (it may be older than the fleet's): ${this.lastError?.message ?? ''}`,
     );
   }
 

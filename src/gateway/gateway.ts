@@ -165,6 +165,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     ...(lastGoodPath ? { lastGood: { path: lastGoodPath, validate: parseRoutingDocument } } : {}),
     // A shared store that lost its data is seeded again with what the fleet serves.
     ...(settings.store.kind === 'redis' && !options.store ? { reseed: (served: StoredVersion) => reseedStore(store, served, logger) } : {}),
+    // First boot with the store down and no copy on disk: the config file's routing beats not starting.
+    ...(options.seedDocument ? { fallback: { document: options.seedDocument, source: options.configPath ?? 'the config file' } } : {}),
   });
   try {
     // After a data loss, the last routing this gateway served is closer to the fleet's than the
