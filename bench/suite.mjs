@@ -231,11 +231,26 @@ http { access_log off; keepalive_requests 1000000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * One request must get the expected answer before a gateway is measured. The first ones may
+ * not yet (the range key or the routing is still reaching the workers): retry for up to 15 s.
+ */
 async function probe(port, spec) {
-  const response = await request(`http://127.0.0.1:${port}${spec.path ?? '/'}`, { headers: spec.headers, headersTimeout: 10_000, bodyTimeout: 10_000 });
-  const body = await response.body.text();
-  if (response.statusCode !== 200) throw new Error(`probe: status ${response.statusCode}`);
-  if (spec.expect && (spec.path ?? '/') === '/' && body.trim() !== spec.expect) throw new Error(`probe: got ${body.trim()}, expected ${spec.expect}`);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    let problem;
+    try {
+      const response = await request(`http://127.0.0.1:${port}${spec.path ?? '/'}`, { headers: spec.headers, headersTimeout: 10_000, bodyTimeout: 10_000 });
+      const body = await response.body.text();
+      if (response.statusCode !== 200) problem = `status ${response.statusCode}`;
+      else if (spec.expect && (spec.path ?? '/') === '/' && body.trim() !== spec.expect) problem = `got ${body.trim()}, expected ${spec.expect}`;
+    } catch (error) {
+      problem = error.message;
+    }
+    if (problem === undefined) return;
+    if (Date.now() > deadline) throw new Error(`probe: ${problem}`);
+    await sleep(200);
+  }
 }
 
 /** Memory of each process of a group: the leader is the primary when there are workers. */
@@ -327,7 +342,7 @@ function render(rows, idleRows, context) {
     const big = r.baseline === '1mb';
     const ratio = (other) => (other ? (big ? r.bytesPerSec / other.bytesPerSec : r.rps / other.rps) : NaN);
     lines.push(
-      `| ${r.shape} | ${r.label} | ${r.load} | ${Math.round(r.rps)} | ${big ? fix(r.bytesPerSec / 2 ** 20, 0) : ''} | ${fix(ratio(direct))} | ${fix(ratio(nginx))} | ${none ? fix(r.rps / none.rps) : ''} | ${fix(r.p50)} | ${fix(r.p99)} | ${nginx && r.target === 'graygate' ? fix(r.p99 / nginx.p99, 1) : ''} | ${fix(r.cpuUsPerReq, 0)} | ${rssCell(r.memory)} | ${r.errors ? `${r.errors} (socket ${r.socketErrors})` : 0} |`,
+      `| ${r.shape} | ${r.label} | ${r.load} | ${Math.round(r.rps)} | ${big ? fix(r.bytesPerSec / 2 ** 20, 0) : ''} | ${fix(ratio(direct))} | ${fix(ratio(nginx))} | ${none ? fix(r.rps / none.rps) : ''} | ${fix(r.p50)} | ${fix(r.p99)} | ${nginx && r.target === 'graygate' ? fix(r.p99 / nginx.p99, 1) : ''} | ${fix(r.cpuUsPerReq, 0)} | ${rssCell(r.memory)} | ${typeof r.errors === 'string' ? r.errors : r.errors ? `${r.errors} (socket ${r.socketErrors})` : 0} |`,
     );
   }
   if (idleRows.length > 0) {

@@ -2,7 +2,7 @@
 // all stopped at exit, loopback backends, a bounded load run (wrk when installed, else
 // autocannon), CPU time of a process group, and medians. Nothing here listens beyond 127.0.0.1.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -120,7 +120,9 @@ export function groupCpuSeconds(pgid) {
 export async function startBackends(run, { bigBytes = 1 << 20, workerConnections = 4096 } = {}) {
   const stablePort = await freePort();
   const candidatePort = await freePort();
-  mkdirSync(path.join(run.dir, 'www'), { recursive: true });
+  // nginx workers may run as another user (nobody, when started as root): let them read /1mb.
+  chmodSync(run.dir, 0o755);
+  mkdirSync(path.join(run.dir, 'www'), { recursive: true, mode: 0o755 });
   writeFileSync(path.join(run.dir, 'www', '1mb'), Buffer.alloc(bigBytes, 'x'));
   if (has('nginx')) {
     const conf = path.join(run.dir, 'backends.conf');
