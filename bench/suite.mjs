@@ -6,6 +6,10 @@
 //   npm run build && node bench/suite.mjs --quick
 //   node bench/suite.mjs --shapes none,seed --runtimes node --workers 1 --duration 5
 //
+// Time: per measurement --duration (8 s; --quick 1 s) plus --warmup (2 s; --quick 0), and 5 s of
+// warm-up per gateway started (--quick 1 s; quick figures only show the suite works): a fresh Node process costs several times more CPU per
+// request in its first seconds.
+//
 // One mechanism: start the loopback backends (nginx when installed, else node:http; both serve
 // a 5-byte body on / and a 1 MiB body on /1mb), a redis-server, and nginx proxy_pass; measure the
 // baselines (direct, nginx); then, for each runtime × worker count, start one gateway per routing
@@ -80,13 +84,13 @@ function parseFlags(argv) {
     else if (arg === '--help' || arg === '-h') {
       process.stdout.write(
         `node bench/suite.mjs [--quick] [--shapes ${ALL_SHAPES.join(',')}] [--runtimes node,bun] [--workers 1,2]\n` +
-          `                     [--duration s (default 8; --quick 2)] [--warmup s (default 2; --quick 0)] [--conns 50] [--no-baselines]\n`,
+          `                     [--duration s (default 8; --quick 1)] [--warmup s (default 2; --quick 0)] [--conns 50] [--no-baselines]\n`,
       );
       process.exit(0);
     } else throw new Error(`unknown flag ${arg} (try --help)`);
   }
   if (flags.quick) {
-    if (!argv.includes('--duration')) flags.duration = 2;
+    if (!argv.includes('--duration')) flags.duration = 1;
     if (!argv.includes('--warmup')) flags.warmup = 0;
   }
   for (const shape of flags.shapes) if (!ALL_SHAPES.includes(shape)) throw new Error(`unknown shape ${shape}; shapes: ${ALL_SHAPES.join(', ')}`);
@@ -284,27 +288,29 @@ async function holdIdle(target, spec, count) {
   const head = `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n${Object.entries(spec.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
   const deadline = Date.now() + 60_000;
   let failed = 0;
+  const reasons = new Map();
   const openOne = () =>
     new Promise((resolve) => {
       const socket = net.connect(target.port, '127.0.0.1');
       let seen = '';
-      const timer = setTimeout(() => done(false), 15_000);
-      const done = (ok) => {
+      const timer = setTimeout(() => done(false, 'no answer within 15 s'), 15_000);
+      const done = (ok, reason) => {
         clearTimeout(timer);
         socket.removeAllListeners('data');
         if (!ok) {
           failed++;
+          reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
           socket.destroy();
         } else sockets.push(socket);
         resolve();
       };
-      socket.on('error', () => done(false));
+      socket.on('error', (error) => done(false, error.code ?? error.message));
       socket.on('connect', () => socket.write(head));
       socket.on('data', (chunk) => {
         seen += chunk;
         // The backends answer 5 bytes; the whole answer is in once the body follows the head.
         const end = seen.indexOf('\r\n\r\n');
-        if (end >= 0 && seen.length >= end + 4 + 5) done(/^HTTP\/1\.1 200/.test(seen));
+        if (end >= 0 && seen.length >= end + 4 + 5) done(/^HTTP\/1\.1 200/.test(seen), seen.slice(0, 12));
       });
     });
   for (let opened = 0; opened < count && Date.now() < deadline; opened += 250) {
@@ -314,7 +320,7 @@ async function holdIdle(target, spec, count) {
   const open = sockets.filter((s) => !s.destroyed && s.readyState === 'open').length;
   const held = groupMemory(target.pgid, target.workers);
   for (const s of sockets) s.destroy();
-  return { count, open, failed, before, held };
+  return { count, open, failed, reasons: Object.fromEntries(reasons), before, held };
 }
 
 // ---- table ---------------------------------------------------------------------------------
@@ -352,7 +358,7 @@ function render(rows, idleRows, context) {
       const pairs = workers(r.held).map((m) => `${mb(workers(r.before).find((b) => b.pid === m.pid)?.rssKb)} → ${mb(m.rssKb)}`);
       const max = Math.max(...workers(r.held).map((m) => m.rssKb));
       const primary = r.held.find((m) => m.role === 'primary');
-      lines.push(`| ${r.shape} | ${r.label} | ${r.open} / ${r.count}${r.failed ? ` (${r.failed} failed)` : ''} | ${pairs.join(', ')} | ${mb(max)} | ${primary ? mb(primary.rssKb) : ''} |`);
+      lines.push(`| ${r.shape} | ${r.label} | ${r.open} / ${r.count}${r.failed ? ` (failed: ${Object.entries(r.reasons).map(([k, v]) => `${v} ${k}`).join(', ')})` : ''} | ${pairs.join(', ')} | ${mb(max)} | ${primary ? mb(primary.rssKb) : ''} |`);
     }
   }
   lines.push(
@@ -375,7 +381,11 @@ async function main() {
     process.stderr.write('bun is not installed (node_modules/.bin/bun): measuring Node only\n');
     flags.runtimes = flags.runtimes.filter((r) => r !== 'bun');
   }
-  const shapes = flags.shapes.filter((s) => !skipped.includes(s)).map((name) => ({ name, ...shapeSpec(name, flags.conns) }));
+  // Grouped by routing config (in order of first use), so each gateway is started once per
+  // runtime and worker count.
+  const specs = flags.shapes.filter((s) => !skipped.includes(s)).map((name) => ({ name, ...shapeSpec(name, flags.conns) }));
+  const configs = [...new Set(specs.map((s) => s.config))];
+  const shapes = configs.flatMap((config) => specs.filter((s) => s.config === config));
   const tool = loadTool();
   const started = Date.now();
   const run = createRun('graygate-suite');
@@ -420,8 +430,9 @@ async function main() {
             gateway = { ...(await startGateway(run, { runtime, workers, kind: shape.config, backends, redis })), workers };
             gateways.set(shape.config, gateway);
             await probe(gateway.port, shape);
-            // JIT, the token cache and the upstream pools: warm once per gateway.
-            runLoad(gateway.port, shape.headers, { duration: Math.max(1, flags.warmup), conns: flags.conns, path: '/' });
+            // JIT, the token cache and the upstream pools: warm once per gateway. A fresh Node
+            // process spends several times more CPU per request in its first seconds.
+            runLoad(gateway.port, shape.headers, { duration: flags.quick ? 1 : 5, conns: flags.conns, path: '/' });
           }
           await probe(gateway.port, shape);
           if (shape.idle) {
