@@ -263,13 +263,20 @@ function groupMemory(pgid, workers) {
   return pids.map((pid, i) => ({ pid, role: workers > 1 ? (i === 0 ? 'primary' : 'worker') : 'single', ...processMemory(pid) }));
 }
 
+/**
+ * Seconds of one load run: opening thousands of connections takes wrk a while on a small box,
+ * so those shapes run at least 2 s (1,000) or 5 s (5,000) even under --quick.
+ */
+const durationFor = (spec, flags) => Math.max(flags.duration, spec.conns >= 5_000 ? 5 : spec.conns >= 1_000 ? 2 : 1);
+
 /** One bounded load run with the gateway's CPU time and peak RSS over it. */
 function measure(target, spec, flags) {
   const pids = target.pgid ? groupPids(target.pgid) : [];
   if (flags.warmup > 0) runLoad(target.port, spec.headers, { duration: flags.warmup, conns: spec.conns, path: spec.path });
   for (const pid of pids) resetPeakRss(pid);
   const cpuBefore = target.pgid ? groupCpuSeconds(target.pgid) : NaN;
-  const r = runLoad(target.port, spec.headers, { duration: flags.duration, conns: spec.conns, path: spec.path });
+  const r = runLoad(target.port, spec.headers, { duration: durationFor(spec, flags), conns: spec.conns, path: spec.path });
+  if (!(r.requests > 0)) r.errors = `no request completed in ${durationFor(spec, flags)} s`;
   const cpu = target.pgid ? groupCpuSeconds(target.pgid) - cpuBefore : NaN;
   r.cpuUsPerReq = (cpu * 1e6) / r.requests;
   r.memory = target.pgid ? groupMemory(target.pgid, target.workers ?? 1) : [];

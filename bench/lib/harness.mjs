@@ -67,7 +67,11 @@ export function createRun(prefix) {
     stopAll();
     rmSync(dir, { recursive: true, force: true });
   });
+  // Signals end the bench through process.exit, so the 'exit' handler stops every group
+  // (without a handler, SIGTERM, e.g. from `timeout`, would leave them running).
   process.on('SIGINT', () => process.exit(130));
+  process.on('SIGTERM', () => process.exit(143));
+  process.on('SIGHUP', () => process.exit(129));
   /** Starts `command`; `onStdout` gets its stdout line by line when given. */
   const start = (name, command, args, onStdout) => {
     const child = spawn(command, args, {
