@@ -370,7 +370,7 @@ function render(rows, idleRows, context) {
   }
   lines.push(
     '',
-    `(${context.tool} -t1, ${context.duration} s per run${context.warmup ? ` after ${context.warmup} s warm-up` : ', no warm-up'}; backends ${context.backendKind}; ` +
+    `(${context.tool} -t1, ${context.duration} s per run (1,000 and 5,000 connections: at least 2 and 5 s)${context.warmup ? ` after ${context.warmup} s warm-up` : ', no warm-up'}; backends ${context.backendKind}; ` +
       `× direct / × nginx compare the same shape (1mb: MB/s); × no-release: same runtime and workers at -c${context.conns}; ` +
       `peak RSS: VmHWM per worker over the run (p = primary); ${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at the end; ` +
       `one run, no repetitions: compare only figures of the same run)`,
