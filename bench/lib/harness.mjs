@@ -2,7 +2,7 @@
 // all stopped at exit, loopback backends, a bounded load run (wrk when installed, else
 // autocannon), CPU time of a process group, and medians. Nothing here listens beyond 127.0.0.1.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -67,7 +67,11 @@ export function createRun(prefix) {
     stopAll();
     rmSync(dir, { recursive: true, force: true });
   });
+  // Signals end the bench through process.exit, so the 'exit' handler stops every group
+  // (without a handler, SIGTERM, e.g. from `timeout`, would leave them running).
   process.on('SIGINT', () => process.exit(130));
+  process.on('SIGTERM', () => process.exit(143));
+  process.on('SIGHUP', () => process.exit(129));
   /** Starts `command`; `onStdout` gets its stdout line by line when given. */
   const start = (name, command, args, onStdout) => {
     const child = spawn(command, args, {
@@ -113,25 +117,31 @@ export function groupCpuSeconds(pgid) {
 
 /**
  * Two loopback backends answering `prod` and `gray` (nginx when installed: fast, so the proxy
- * is what is measured; else node:http in a process of its own).
+ * is what is measured; else node:http in a process of its own). Both also serve `/1mb`: a body
+ * of `bigBytes` bytes (default 1 MiB). `workerConnections` bounds nginx's connections (load with
+ * thousands of connections straight at the backend needs more than the default).
  */
-export async function startBackends(run) {
+export async function startBackends(run, { bigBytes = 1 << 20, workerConnections = 4096 } = {}) {
   const stablePort = await freePort();
   const candidatePort = await freePort();
+  // nginx workers may run as another user (nobody, when started as root): let them read /1mb.
+  chmodSync(run.dir, 0o755);
+  mkdirSync(path.join(run.dir, 'www'), { recursive: true, mode: 0o755 });
+  writeFileSync(path.join(run.dir, 'www', '1mb'), Buffer.alloc(bigBytes, 'x'));
   if (has('nginx')) {
     const conf = path.join(run.dir, 'backends.conf');
     writeFileSync(
       conf,
-      `worker_processes 1; pid ${run.dir}/backends.pid; error_log ${run.dir}/backends-error.log;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:${stablePort}; location / { return 200 "prod\\n"; } }
-  server { listen 127.0.0.1:${candidatePort}; location / { return 200 "gray\\n"; } } }
+      `worker_processes 1; pid ${run.dir}/backends.pid; error_log ${run.dir}/backends-error.log; worker_rlimit_nofile ${workerConnections * 2};
+events { worker_connections ${workerConnections}; }
+http { access_log off; keepalive_requests 1000000; sendfile on; default_type application/octet-stream;
+  server { listen 127.0.0.1:${stablePort}; location = /1mb { root ${run.dir}/www; } location / { return 200 "prod\\n"; } }
+  server { listen 127.0.0.1:${candidatePort}; location = /1mb { root ${run.dir}/www; } location / { return 200 "gray\\n"; } } }
 `,
     );
     run.start('backends', 'nginx', ['-p', `${run.dir}/`, '-c', conf, '-g', 'daemon off;']);
   } else {
-    const script = `const http=require('http');for(const [p,b] of [[${stablePort},'prod\\n'],[${candidatePort},'gray\\n']])http.createServer((q,s)=>{s.writeHead(200,{'content-length':b.length});s.end(b)}).listen(p,'127.0.0.1')`;
+    const script = `const http=require('http');const big=Buffer.alloc(${bigBytes},'x');for(const [p,b] of [[${stablePort},'prod\\n'],[${candidatePort},'gray\\n']])http.createServer((q,s)=>{const body=q.url==='/1mb'?big:b;s.writeHead(200,{'content-length':body.length});s.end(body)}).listen(p,'127.0.0.1')`;
     run.start('backends', process.execPath, ['-e', script]);
   }
   await Promise.all([waitPort(stablePort), waitPort(candidatePort)]);
@@ -153,24 +163,65 @@ export async function startRedis(run) {
   return { port, url: `redis://127.0.0.1:${port}`, cli };
 }
 
-/** One bounded load run against 127.0.0.1:port: `{ rps, p50, p99, errors }` (ms). */
-export function runLoad(port, headers, { duration, conns }) {
+const SIZE_UNITS = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 };
+
+/**
+ * One bounded load run against 127.0.0.1:port: `{ rps, p50, p99, errors, requests, bytesPerSec,
+ * socketErrors }` (latencies in ms). `path` defaults to `/`; wrk's own timeout is raised to 10 s
+ * so thousands of connections on a small box show up as latency, not as timeouts.
+ */
+export function runLoad(port, headers, { duration, conns, path: urlPath = '/' }) {
+  const url = `http://127.0.0.1:${port}${urlPath}`;
   if (has('wrk')) {
-    const args = ['-t1', `-c${conns}`, `-d${duration}s`, '--latency'];
+    const args = ['-t1', `-c${conns}`, `-d${duration}s`, '--timeout', '10s', '--latency'];
     for (const [name, value] of Object.entries(headers)) args.push('-H', `${name}: ${value}`);
-    const out = execFileSync('wrk', [...args, `http://127.0.0.1:${port}/`], { encoding: 'utf8' });
+    const out = execFileSync('wrk', [...args, url], { encoding: 'utf8', timeout: (duration + 60) * 1000 });
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
     const ms = (label) => {
       const m = new RegExp(`${label}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
       if (!m) return NaN;
       return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
     };
-    const errors = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0) + (/Socket errors/.test(out) ? 1 : 0);
-    return { rps, p50: ms(' 50'), p99: ms(' 99'), errors };
+    const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+    const socketErrors = socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
+    const errors = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0) + (socket ? 1 : 0);
+    const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
+    const transfer = /Transfer\/sec:\s+([\d.]+)(B|KB|MB|GB|TB)/.exec(out);
+    const bytesPerSec = transfer ? Number(transfer[1]) * SIZE_UNITS[transfer[2]] : NaN;
+    return { rps, p50: ms(' 50'), p99: ms(' 99'), errors, requests, bytesPerSec, socketErrors };
   }
-  const script = `import('autocannon').then(async ({default: a}) => { const r = await a({url:'http://127.0.0.1:${port}/', connections:${conns}, duration:${duration}, headers:${JSON.stringify(headers)}}); console.log(JSON.stringify({rps:r.requests.average,p50:r.latency.p50,p99:r.latency.p99,errors:r.non2xx+r.errors})) })`;
-  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: root });
+  const script = `import('autocannon').then(async ({default: a}) => { const r = await a({url:${JSON.stringify(url)}, connections:${conns}, duration:${duration}, timeout:10, headers:${JSON.stringify(headers)}}); console.log(JSON.stringify({rps:r.requests.average,p50:r.latency.p50,p99:r.latency.p99,errors:r.non2xx+r.errors+r.timeouts,requests:r.requests.total,bytesPerSec:r.throughput.average,socketErrors:r.errors+r.timeouts})) })`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: root, timeout: (duration + 60) * 1000 });
   return JSON.parse(out.trim().split('\n').pop());
+}
+
+/** Pids of a process group (the leader first). */
+export function groupPids(pgid) {
+  let pids = [];
+  try {
+    pids = execFileSync('pgrep', ['-g', String(pgid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+  } catch {}
+  return [pgid, ...pids.filter((pid) => pid !== pgid)].filter((pid) => pids.includes(pid));
+}
+
+/** `{ rssKb, hwmKb }` of a process from /proc/<pid>/status (VmRSS, VmHWM), or undefined. */
+export function processMemory(pid) {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return { rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]), hwmKb: Number(/VmHWM:\s+(\d+)/.exec(status)?.[1]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Resets a process's peak RSS (VmHWM) to its current RSS (Linux: `5` into clear_refs). */
+export function resetPeakRss(pid) {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];

@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+// Question: where does the Node data plane spend its CPU under load with the seed's rule?
+//
+//   npm run bench:profile                                # build, then ~20 s
+//   node bench/profile.mjs --duration 10 --conns 50 [--shape seed|none] [--out bench/results/profile-<time>]
+//   node bench/profile.mjs --from some.cpuprofile        # only turn an existing profile into tables
+//
+// Starts nginx backends (node:http without nginx) and a redis-server with the seed's keys, runs
+// graygate (one process, `node --cpu-prof`) with the seed rule (TOKEN header → TOKEN_<token> in
+// Redis → uid, range from Grayscale_Range), loads it for --duration seconds (wrk -t1, else
+// autocannon), stops it with SIGTERM (it drains and exits, which writes the profile), then writes
+// next to the .cpuprofile:
+//   - profile.folded: collapsed stacks ("frame;frame;frame microseconds"), the input of any
+//     flame-graph renderer (flamegraph.pl, inferno-flamegraph, speedscope.app). No renderer is
+//     installed here, so no SVG is drawn; open the .cpuprofile in Chrome DevTools or speedscope
+//     for an interactive one;
+//   - top.txt: the 20 functions with the most self time, overall and within graygate's own code
+//     (dist/, i.e. src/), and the same by total (inclusive) time for graygate's code.
+// Everything listens on 127.0.0.1, the load is bounded, and every process is stopped at the end.
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { cliPath, createRun, freePort, loadTool, root, runLoad, startBackends, startRedis, waitPort } from './lib/harness.mjs';
+
+const TOKEN = 'HGdsakGDKSFGkgcshalGF';
+
+function parseFlags(argv) {
+  const flags = { duration: 10, conns: 50, shape: 'seed', out: undefined, from: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const next = () => argv[++i];
+    if (arg === '--duration') flags.duration = Number(next());
+    else if (arg === '--conns') flags.conns = Number(next());
+    else if (arg === '--shape') flags.shape = next();
+    else if (arg === '--out') flags.out = next();
+    else if (arg === '--from') flags.from = next();
+    else throw new Error(`unknown flag ${arg}`);
+  }
+  if (!['seed', 'none'].includes(flags.shape)) throw new Error('--shape: seed or none');
+  return flags;
+}
+
+async function record(flags, outDir) {
+  const run = createRun('graygate-profile');
+  const [backends, redis] = await Promise.all([startBackends(run), startRedis(run)]);
+  redis.cli('SET', 'Grayscale_Range', '{"idStart":1,"idEnd":5000}');
+  redis.cli('SET', `TOKEN_${TOKEN}`, '1234');
+  const port = await freePort();
+  const config = path.join(run.dir, 'profile.json');
+  const upstreams = { prod: { servers: [backends.stable] }, gray: { servers: [backends.candidate] } };
+  const routing =
+    flags.shape === 'seed'
+      ? {
+          store: { kind: 'redis', url: redis.url, namespace: 'profile' },
+          identity: { sources: [{ tokenLookup: {} }] },
+          services: [{ name: 'app', stable: 'prod', release: { candidate: 'gray', rules: [{ name: 'gray-range', uidRange: { fromKey: 'Grayscale_Range' } }] } }],
+        }
+      : { services: [{ name: 'app', stable: 'prod' }] };
+  writeFileSync(config, JSON.stringify({ listen: `127.0.0.1:${port}`, log: { level: 'warn' }, upstreams, ...routing }));
+  const gateway = run.start('graygate', process.execPath, ['--cpu-prof', `--cpu-prof-dir=${outDir}`, cliPath, 'start', '--config', config, '--workers', '1']);
+  await waitPort(port, 30_000);
+  const headers = flags.shape === 'seed' ? { TOKEN } : {};
+  runLoad(port, headers, { duration: 2, conns: flags.conns }); // warm-up (JIT, token cache, pools)
+  const r = runLoad(port, headers, { duration: flags.duration, conns: flags.conns });
+  process.stderr.write(`load (${loadTool()} -c${flags.conns}, ${flags.duration} s): ${Math.round(r.rps)} req/s, p99 ${r.p99.toFixed(2)} ms, errors ${r.errors}\n`);
+  // SIGTERM: graygate drains and exits 0, and Node writes the profile on the way out.
+  const exited = new Promise((resolve) => gateway.once('exit', resolve));
+  gateway.stopping = true;
+  process.kill(gateway.pid, 'SIGTERM');
+  await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 20_000))]);
+  run.stopAll();
+  const file = readdirSync(outDir).find((f) => f.endsWith('.cpuprofile'));
+  if (!file) throw new Error(`no .cpuprofile in ${outDir}: the gateway did not exit cleanly`);
+  return { file: path.join(outDir, file), load: r };
+}
+
+/** Folded stacks and top tables from a V8 .cpuprofile. */
+function analyse(profileFile, outDir, load) {
+  const profile = JSON.parse(readFileSync(profileFile, 'utf8'));
+  const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map();
+  for (const n of profile.nodes) for (const child of n.children ?? []) parent.set(child, n.id);
+  const selfUs = new Map();
+  profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  const distRoot = path.join(root, 'dist') + path.sep;
+  const where = (cf) => {
+    const url = cf.url.replace(/^file:\/\//, '');
+    if (url.startsWith(distRoot)) return { own: true, file: url.slice(distRoot.length) };
+    const nm = url.lastIndexOf('node_modules/');
+    if (nm >= 0) return { own: false, file: url.slice(nm + 'node_modules/'.length) };
+    return { own: false, file: url || '(native)' };
+  };
+  const label = (n) => {
+    const cf = n.callFrame;
+    const { file } = where(cf);
+    return `${cf.functionName || '(anonymous)'} ${file}${cf.url ? `:${cf.lineNumber + 1}` : ''}`;
+  };
+  // Folded stacks.
+  const folded = new Map();
+  const stackOf = (id) => {
+    const frames = [];
+    for (let at = id; at !== undefined; at = parent.get(at)) {
+      const n = nodes.get(at);
+      if (n.callFrame.functionName === '(root)') break;
+      frames.push(label(n).replace(/;/g, ':'));
+    }
+    return frames.reverse().join(';');
+  };
+  for (const [id, us] of selfUs) {
+    if (us === 0) continue;
+    const stack = stackOf(id) || '(root)';
+    folded.set(stack, (folded.get(stack) ?? 0) + us);
+  }
+  writeFileSync(path.join(outDir, 'profile.folded'), [...folded].map(([s, us]) => `${s} ${us}`).join('\n') + '\n');
+  // Self and total time per function (a function recursing on itself counts once in total).
+  const self = new Map();
+  const total = new Map();
+  const own = new Set();
+  let sum = 0;
+  for (const [id, us] of selfUs) {
+    sum += us;
+    const n = nodes.get(id);
+    const key = label(n);
+    self.set(key, (self.get(key) ?? 0) + us);
+    if (where(n.callFrame).own) own.add(key);
+    const seen = new Set();
+    for (let at = id; at !== undefined; at = parent.get(at)) {
+      const k = label(nodes.get(at));
+      if (seen.has(k)) continue;
+      seen.add(k);
+      if (where(nodes.get(at).callFrame).own) own.add(k);
+      total.set(k, (total.get(k) ?? 0) + us);
+    }
+  }
+  const pct = (us) => ((100 * us) / sum).toFixed(1).padStart(5);
+  const table = (title, map, filter) => {
+    const rows = [...map].filter(([k]) => filter(k)).sort((a, b) => b[1] - a[1]).slice(0, 20);
+    return [`${title}`, '   ms      %   function (file:line)', ...rows.map(([k, us]) => `${(us / 1000).toFixed(0).padStart(5)}  ${pct(us)}   ${k}`)].join('\n');
+  };
+  const ownSelf = [...self].filter(([k]) => own.has(k)).reduce((a, [, us]) => a + us, 0);
+  const text = [
+    `profile: ${path.relative(root, profileFile)}; ${(sum / 1000).toFixed(0)} ms sampled${load ? `; load ${Math.round(load.rps)} req/s, ${load.requests} requests measured (plus warm-up)` : ''}`,
+    `self time in graygate's own code (dist/): ${pct(ownSelf)} %`,
+    '',
+    table('Top 20 by self time, everything', self, () => true),
+    '',
+    table("Top 20 by self time, graygate's own code (dist/)", self, (k) => own.has(k)),
+    '',
+    table("Top 20 by total (inclusive) time, graygate's own code (dist/)", total, (k) => own.has(k)),
+    '',
+  ].join('\n');
+  writeFileSync(path.join(outDir, 'top.txt'), text);
+  return text;
+}
+
+async function main() {
+  const flags = parseFlags(process.argv.slice(2));
+  const outDir = flags.out ?? path.join(root, 'bench/results', `profile-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  mkdirSync(outDir, { recursive: true });
+  const recorded = flags.from ? { file: path.resolve(flags.from), load: undefined } : await record(flags, outDir);
+  process.stdout.write(analyse(recorded.file, outDir, recorded.load));
+  process.stdout.write(`\nwritten: ${path.relative(root, path.join(outDir, 'profile.folded'))} (collapsed stacks, µs), ${path.relative(root, path.join(outDir, 'top.txt'))}\n`);
+}
+
+main().catch((error) => {
+  process.stderr.write(`${error.stack ?? error}\n`);
+  process.exit(1);
+});
