@@ -39,6 +39,10 @@ export class LoadReporter {
   private lastText = '';
   private lastAt = 0;
   private isClosed = false;
+  /** Failures in a row, and no attempt before `retryAt`: a store that refuses (down, or a
+   * read-only replica, where each refusal makes the client reconnect) is not hammered. */
+  private failures = 0;
+  private retryAt = 0;
 
   constructor(private readonly options: LoadReporterOptions) {
     this.logFault = rateLimited(options.logger);
@@ -53,6 +57,7 @@ export class LoadReporter {
 
   private tick(): void {
     if (this.isClosed || this.publishing !== undefined) return;
+    if (Date.now() < this.retryAt) return;
     const report = this.options.measure();
     // servedForMs always changes: compare what an operator would see change.
     const text = JSON.stringify([report.servedVersion, report.inFlightRequests, report.openConnections, report.upstreams]);
@@ -62,8 +67,13 @@ export class LoadReporter {
       () => {
         this.lastText = text;
         this.lastAt = now;
+        this.failures = 0;
       },
-      (error: unknown) => this.logFault('load-report', 'warn', { err: (error as Error)?.message ?? String(error) }, 'could not publish this gateway\'s load to the store; the fleet\'s drain report leaves it out until it can'),
+      (error: unknown) => {
+        this.failures++;
+        this.retryAt = Date.now() + Math.min(LOAD_REPORT_EVERY_MS * 2 ** this.failures, 5_000);
+        this.logFault('load-report', 'warn', { err: (error as Error)?.message ?? String(error) }, 'could not publish this gateway\'s load to the store; the fleet\'s drain report leaves it out until it can');
+      },
     );
     void this.publishing.finally(() => {
       this.publishing = undefined;
