@@ -13,6 +13,8 @@ export const LOAD_REPORT_AT_LEAST_EVERY_MS = 1_000;
  * stopped without deleting its report (killed) drops out after it. Three missed reports.
  */
 export const FLEET_LOAD_STALE_MS = 3_000;
+/** How long closing waits to delete this gateway's report. */
+const CLOSE_WAIT_MS = 500;
 
 /** A name for this gateway process that no other process of the fleet has: host, pid, a random suffix. */
 export function newInstanceId(): string {
@@ -80,18 +82,23 @@ export class LoadReporter {
     });
   }
 
-  /** Stops publishing and deletes this gateway's report (bounded: the store's own deadline). */
+  /**
+   * Stops publishing and deletes this gateway's report. Bounded (CLOSE_WAIT_MS): with the store
+   * unreachable, shutdown does not wait on it; the report left behind goes stale in 3 s.
+   */
   async close(): Promise<void> {
     this.isClosed = true;
     clearInterval(this.timer);
     this.timer = undefined;
-    if (this.options.store.removeLoad === undefined) return;
-    await this.publishing;
-    try {
-      await this.options.store.removeLoad(this.options.instanceId);
-    } catch (error) {
-      this.options.logger.debug({ err: (error as Error)?.message }, 'could not delete this gateway\'s load report; it goes stale');
-    }
+    const store = this.options.store;
+    if (store.removeLoad === undefined) return;
+    const remove = (async () => {
+      await this.publishing;
+      await store.removeLoad!(this.options.instanceId);
+    })().catch((error: unknown) => this.options.logger.debug({ err: (error as Error)?.message }, 'could not delete this gateway\'s load report; it goes stale'));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([remove, new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 }
 
