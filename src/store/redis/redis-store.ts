@@ -168,6 +168,7 @@ export class RedisStore implements Store {
   /** Subscribers of watchKeys, closed with the store. */
   private readonly keySubscribers = new Set<Client>();
   private keyspaceDescribed = false;
+  private loadConnection: Client | undefined;
 
   constructor(
     private readonly settings: RedisStoreSettings,
@@ -724,10 +725,26 @@ export class RedisStore implements Store {
     subscriber?.disconnect();
   }
 
+  /**
+   * The connection load reports are written on, opened on first use. Its own, without
+   * reconnect-on-READONLY: on a replica every report is refused, and reconnecting the control
+   * connection each time would fail the admin reads and writes in between.
+   */
+  private loadClient(): Client {
+    this.loadConnection ??= this.connect('load', { commandTimeout: this.settings.commandTimeoutMs, reconnectOnError: () => false });
+    return this.loadConnection;
+  }
+
   /** Records this gateway's load in the load hash, stamped with the server's clock. */
   async reportLoad(instanceId: string, report: LoadReport): Promise<void> {
     const json = JSON.stringify(report);
-    await this.run('reporting load', (client) => client.eval(REPORT_LOAD_SCRIPT, 1, this.keys.load, instanceId, json, String(LOAD_KEY_TTL_MS)));
+    const client = this.loadClient();
+    await this.whenReady(client, 'reporting load');
+    try {
+      await client.eval(REPORT_LOAD_SCRIPT, 1, this.keys.load, instanceId, json, String(LOAD_KEY_TTL_MS));
+    } catch (error) {
+      throw unavailable('reporting load', this.target.display, error);
+    }
   }
 
   /** The load reports written within `staleAfterMs` by the server's clock; older or malformed ones are deleted. */
@@ -750,7 +767,13 @@ export class RedisStore implements Store {
 
   /** Deletes this gateway's load report. */
   async removeLoad(instanceId: string): Promise<void> {
-    await this.run('removing load report', (client) => client.hdel(this.keys.load, instanceId));
+    const client = this.loadClient();
+    await this.whenReady(client, 'removing load report');
+    try {
+      await client.hdel(this.keys.load, instanceId);
+    } catch (error) {
+      throw unavailable('removing load report', this.target.display, error);
+    }
   }
 
   /** Stops watching and closes every connection at once (never waits on an unreachable server). */
@@ -763,6 +786,7 @@ export class RedisStore implements Store {
     this.keySubscribers.clear();
     this.control.disconnect();
     this.lookup.disconnect();
+    this.loadConnection?.disconnect();
   }
 }
 
