@@ -11,6 +11,10 @@ export const ErrorCodes = {
   GG_STORE_UNAVAILABLE: { status: 503, doc: 'The store could not be reached or did not answer in time.' },
   GG_STORE_CORRUPT: { status: 500, doc: 'The store holds data graygate cannot read (a history entry or a value is malformed).' },
   GG_STORE_EMPTY: { status: 503, doc: 'The store is reachable but holds no routing document yet; seed it by writing version 1 (expectedVersion 0).' },
+  GG_STORE_READONLY: {
+    status: 503,
+    doc: 'The store refused the write because the Redis node graygate reached is a read-only replica (READONLY); nothing was written. Point store.url at the master, or use Sentinel so graygate finds it.',
+  },
   GG_NO_SERVICE: { status: 404, doc: 'No service matches the request host and path.' },
   GG_BAD_REQUEST: { status: 400, doc: 'The request framing is ambiguous or malformed (e.g. Content-Length with Transfer-Encoding).' },
   GG_UPSTREAM_CONNECT: { status: 502, doc: 'No server of the upstream accepted a connection.' },

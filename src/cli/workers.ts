@@ -140,11 +140,17 @@ export class ClusterDataPlane implements DataPlane {
   stats(): DataPlaneStats {
     let openConnections = 0;
     let inFlightRequests = 0;
+    const upstreams: Record<string, { inFlightRequests: number; openConnections: number }> = {};
     for (const slot of this.slots.values()) {
       openConnections += slot.stats.openConnections;
       inFlightRequests += slot.stats.inFlightRequests;
+      for (const [name, load] of Object.entries(slot.stats.upstreams ?? {})) {
+        const sum = (upstreams[name] ??= { inFlightRequests: 0, openConnections: 0 });
+        sum.inFlightRequests += load.inFlightRequests;
+        sum.openConnections += load.openConnections;
+      }
     }
-    return { openConnections, inFlightRequests, upstreams: {} }; // TODO(h1): per-upstream sum
+    return { openConnections, inFlightRequests, upstreams };
   }
 
   drain(graceMs: number): Promise<void> {
@@ -334,7 +340,8 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
               send({ type: 'gg:listening', ...address });
               statsTimer = setInterval(() => {
                 const stats = dataPlane!.stats();
-                const text = `${stats.openConnections}/${stats.inFlightRequests}`;
+                // Sent on change only; the per-upstream figures are part of what changes.
+                const text = `${stats.openConnections}/${stats.inFlightRequests}/${JSON.stringify(stats.upstreams)}`;
                 if (text === lastStats) return;
                 lastStats = text;
                 send({ type: 'gg:stats', stats });

@@ -11,6 +11,7 @@ import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store, StoredVersion } from '../store/store.js';
 import { ConfigSync } from './config-sync.js';
+import { LoadReporter, loadReportOf, newInstanceId } from './load-reporter.js';
 import { StoreKeyFeed } from './store-keys.js';
 
 export interface GatewayOptions {
@@ -39,6 +40,8 @@ export interface Gateway {
   readonly snapshot: RoutingSnapshot | undefined;
   /** Where the admin API listens, when `settings.admin` configures it. */
   readonly adminAddress: { host: string; port: number } | undefined;
+  /** This process's name in the fleet's load reports (host:pid:random). */
+  readonly instanceId: string;
   /** Graceful stop: drain the data plane within `graceMs`, then close the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -133,7 +136,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     logger,
   };
   let served: RoutingSnapshot | undefined;
+  // When the served version last changed (a store key recompile keeps the version): the drain
+  // report waits until a version has been served a moment before trusting a count of 0.
+  let servedSince = Date.now();
   const install = (snapshot: RoutingSnapshot, storeValue: (key: string) => string | undefined) => {
+    if (snapshot.version !== served?.version) servedSince = Date.now();
     served = snapshot;
     dataPlane.setSnapshot(snapshot, storeValue);
   };
@@ -191,6 +198,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await store.close();
     throw error;
   }
+  const instanceId = newInstanceId();
+  const localLoad = () => loadReportOf(dataPlane.stats(), served?.version ?? null, servedSince);
+  const reporter = new LoadReporter({ store, instanceId, measure: localLoad, logger });
+  reporter.start();
   // The admin API (src/control/api) on its own listener, loaded only when configured.
   let admin: { address: { host: string; port: number }; close(): Promise<void> } | undefined;
   if (settings.admin) {
@@ -202,6 +213,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           store,
           snapshot: () => served,
           dataPlaneStats: () => dataPlane.stats(),
+          instanceId,
+          localLoad,
           syncStats: () => sync.stats(),
           afterWrite: () => void sync.refresh(),
           logger,
@@ -211,6 +224,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       sync.stop();
       keyFeed.close();
       await dataPlane.drain(0);
+      await reporter.close();
       await store.close();
       throw error;
     }
@@ -225,12 +239,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return served;
     },
     adminAddress: admin?.address,
+    instanceId,
     close(graceMs = settings.proxy.shutdownGraceMs) {
       closing ??= (async () => {
         await admin?.close();
         sync.stop();
         keyFeed.close();
+        // Still reported while draining: the fleet sees these requests until they finish.
         await dataPlane.drain(graceMs);
+        await reporter.close();
         await store.close();
       })();
       return closing;

@@ -31,6 +31,29 @@ export interface WriteRequest {
   readonly reason: string;
 }
 
+/** Requests in flight to one upstream and connections open to its servers. */
+export interface LoadFigures {
+  readonly inFlightRequests: number;
+  readonly openConnections: number;
+}
+
+/** What one gateway process (the primary, with --workers) last measured of its own load. */
+export interface LoadReport extends LoadFigures {
+  /** The routing version it served when it measured (null before its first snapshot). */
+  readonly servedVersion: number | null;
+  /** How long it had served that version when it measured, in ms. */
+  readonly servedForMs: number;
+  /** Per upstream name. */
+  readonly upstreams: Readonly<Record<string, LoadFigures>>;
+}
+
+/** One gateway's report as the store returns it: `at` is the store's clock when it was written. */
+export interface FleetLoadEntry {
+  readonly instanceId: string;
+  readonly at: number;
+  readonly report: LoadReport;
+}
+
 /**
  * Where the routing document and its history live. The store knows documents and versions, not
  * routing. Every store runs the shared contract suite in test/store/contract.ts.
@@ -74,6 +97,19 @@ export interface Store {
    * poll that saw a new value, a reconnect). Returns a function that stops watching.
    */
   watchKeys?(keys: readonly string[], onChange: () => void): () => void;
+  /**
+   * Optional (stores shared by a fleet, e.g. Redis): records this gateway's load under
+   * `instanceId`, stamped with the store's clock. Rejects GG_STORE_UNAVAILABLE; never called on
+   * the request path.
+   */
+  reportLoad?(instanceId: string, report: LoadReport): Promise<void>;
+  /**
+   * Optional, with `reportLoad`: the reports written within the last `staleAfterMs` by the
+   * store's clock (older ones are deleted). Rejects GG_STORE_UNAVAILABLE.
+   */
+  readFleetLoad?(staleAfterMs: number): Promise<FleetLoadEntry[]>;
+  /** Optional, with `reportLoad`: deletes `instanceId`'s report (a gateway that stops). */
+  removeLoad?(instanceId: string): Promise<void>;
   /** Releases connections, watchers and timers. */
   close(): Promise<void>;
 }

@@ -43,6 +43,9 @@ describe('admin API: health, readiness, OpenAPI (no token needed)', () => {
     }
     // The request shape comes from the config schema: a service's stable is described there.
     expect(JSON.stringify(openapi.body.paths['/v1/services/{name}'].put.requestBody)).toContain('Upstream that serves the stable version.');
+    // The drain report is documented with its scope and per-upstream figures.
+    const drainDoc = JSON.stringify(openapi.body.paths['/v1/services/{name}/release/drain'].get);
+    for (const word of ['"fleet"', 'gatewaysBehind', 'upstreams', 'stable']) expect(drainDoc).toContain(word);
   });
 });
 
@@ -73,7 +76,7 @@ describe('admin API: authentication', () => {
   it('will not listen on a non-loopback address without a token', async () => {
     expect(() => parseConfig({ admin: { listen: '0.0.0.0:9901' } })).toThrow(/admin\.tokens: the admin API would listen on 0\.0\.0\.0 without a token/);
     const settings = { listen: { host: '0.0.0.0', port: 0 }, tokens: [], bodyLimitBytes: 1024 * 1024 };
-    const context = { store: admin.gateway.store, snapshot: () => undefined, dataPlaneStats: () => ({ openConnections: 0, inFlightRequests: 0, upstreams: {} }), syncStats: () => admin.gateway.sync.stats(), afterWrite: () => {}, logger: silentLogger() };
+    const context = { store: admin.gateway.store, snapshot: () => undefined, dataPlaneStats: () => ({ openConnections: 0, inFlightRequests: 0, upstreams: {} }), instanceId: 'test', localLoad: () => ({ servedVersion: null, servedForMs: 0, openConnections: 0, inFlightRequests: 0, upstreams: {} }), syncStats: () => admin.gateway.sync.stats(), afterWrite: () => {}, logger: silentLogger() };
     await expect(startAdminServer({ settings, context })).rejects.toBeInstanceOf(ConfigError);
     // And a tokenEnv that is not set is named.
     const missing = { ...settings, listen: { host: '127.0.0.1', port: 0 }, tokens: [{ name: 'ci', tokenEnv: 'GG_TEST_UNSET_TOKEN' }] };
@@ -202,14 +205,17 @@ describe('admin API: release lifecycle', () => {
 
     const full = await admin.api('POST', '/v1/services/shop/release/full', { body: { reason: 'everyone' } });
     expect(full.body).toMatchObject({ from: 'canary', to: 'full' });
+    // Right after the switch it is never "drained": counts must be read 500 ms past it.
+    expect((await admin.api('GET', '/v1/services/shop/release/drain')).body).toMatchObject({ drained: false });
     await eventually(async () => expect(await user(9999)).toBe('candidate'));
-    // The first look at a new full snapshot is never "drained": counts must be read past the switch.
-    expect((await admin.api('GET', '/v1/services/shop/release/drain')).body).toMatchObject({ state: 'full', drained: false });
     const drain = await eventually(async () => {
       const reply = await admin.api('GET', '/v1/services/shop/release/drain');
-      expect(reply.body).toMatchObject({ state: 'full', scope: 'process', drained: true, inFlightRequests: 0 });
+      expect(reply.body).toMatchObject({ state: 'full', scope: 'process', gateways: 1, gatewaysBehind: 0, drained: true, inFlightRequests: 0 });
       return reply.body;
     });
+    // The file store has no fleet: this process's figures, per upstream, stable's named.
+    expect(drain.stable).toMatchObject({ upstream: 'shop-v1', inFlightRequests: 0 });
+    expect(Object.keys(drain.upstreams).sort()).toEqual(['shop-v1', 'shop-v2']);
     expect(drain.servedVersion).toBe(full.body.version);
     const release = await admin.api('GET', '/v1/services/shop/release');
     expect(release.body).toMatchObject({ state: 'full', release: { candidate: 'shop-v2', state: 'full' } });

@@ -77,7 +77,12 @@ describe('drain', () => {
       const heldBefore = held.length;
       const inFlight = send(gateway.url, { path: '/hold' });
       await eventually(() => expect(held.length).toBe(heldBefore + 1));
-      expect(gateway.plane.stats()).toEqual({ openConnections: 2, inFlightRequests: 1 });
+      // Stable and candidate name the same server here, so they share its pool: both see its 2 sockets.
+      expect(gateway.plane.stats()).toEqual({
+        openConnections: 2,
+        inFlightRequests: 1,
+        upstreams: { stable: { inFlightRequests: 1, openConnections: 2 }, candidate: { inFlightRequests: 0, openConnections: 2 } },
+      });
 
       const started = Date.now();
       const drained = gateway.plane.drain(10_000);
@@ -95,7 +100,11 @@ describe('drain', () => {
       expect(reply.headers.connection).toBe('close');
       await drained;
       expect(Date.now() - started).toBeLessThan(5_000);
-      expect(gateway.plane.stats()).toEqual({ openConnections: 0, inFlightRequests: 0 });
+      expect(gateway.plane.stats()).toEqual({
+        openConnections: 0,
+        inFlightRequests: 0,
+        upstreams: { stable: { inFlightRequests: 0, openConnections: 0 }, candidate: { inFlightRequests: 0, openConnections: 0 } },
+      });
     } finally {
       agent.destroy();
       await gateway.close();

@@ -68,7 +68,9 @@ describe('identity from a store lookup', () => {
     const before = lookups;
     await rawExchange(gateway.port, 'GET / HTTP/1.1\r\nHost: a\r\nToken: fresh-token\r\n\r\n', 5);
     await eventually(() => expect(lookups).toBe(before + 1));
-    await eventually(() => expect(gateway.plane.stats()).toEqual({ openConnections: 0, inFlightRequests: 0 }));
+    await eventually(() => expect(gateway.plane.stats()).toMatchObject({ openConnections: 0, inFlightRequests: 0 }));
+    // Nothing is left counted in flight to any upstream either.
+    expect(Object.values(gateway.plane.stats().upstreams).map((load) => load.inFlightRequests)).toEqual(Object.values(gateway.plane.stats().upstreams).map(() => 0));
     // Once the lookup has answered, nothing is forwarded for a client that is gone.
     await eventually(() => expect(lookupsDone).toBe(lookups));
     // A request sent after it gives a wrongly forwarded one time to arrive first.

@@ -1,8 +1,11 @@
+import type http from 'node:http';
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBackend, type Backend } from '../helpers/backend.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
 import { versionFor } from '../helpers/load.js';
+import { send } from '../dataplane/harness.js';
 import { graygate } from '../control/cli-runner.js';
 
 const TOKEN = 'workers-token-0123456789abcdef';
@@ -13,9 +16,18 @@ describe('the admin API of a gateway running two workers', () => {
   let candidate: Backend;
   let gateway: GatewayProcess;
   let env: NodeJS.ProcessEnv;
+  const held: http.ServerResponse[] = [];
 
   beforeAll(async () => {
-    [stable, candidate] = await Promise.all([startBackend('stable'), startBackend('candidate')]);
+    [stable, candidate] = await Promise.all([
+      startBackend('stable'),
+      startBackend('candidate', (req, res) => {
+        if (req.url !== '/hold') return false;
+        req.resume();
+        held.push(res);
+        return true;
+      }),
+    ]);
     gateway = await startGatewayProcess({
       config: {
         admin: { listen: '127.0.0.1:0', tokens: [{ name: 'ops', tokenEnv: 'GG_WORKERS_TOKEN' }] },
@@ -30,6 +42,7 @@ describe('the admin API of a gateway running two workers', () => {
   });
 
   afterAll(async () => {
+    for (const res of held.splice(0)) res.destroy();
     await gateway?.stop();
     await Promise.all([stable?.close(), candidate?.close()]);
   });
@@ -48,4 +61,28 @@ describe('the admin API of a gateway running two workers', () => {
     expect(full.stdout).toContain('stable of app has drained');
     expect([...(await answers('9000'))]).toEqual(['candidate']);
   }, 90_000);
+
+  it('sums per-upstream counts over the workers: requests held on the candidate through both are in the drain report and status', async () => {
+    const [url, token] = [env.GRAYGATE_ADMIN_URL!, env.GRAYGATE_ADMIN_TOKEN!];
+    const api = async (path: string) => (await (await request(`${url}${path}`, { headers: { authorization: `Bearer ${token}` } })).body.json()) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    // One connection each: the primary hands new connections to the workers in turn.
+    const replies = Array.from({ length: 4 }, (_, i) => send(gateway.url, { path: '/hold', headers: { 'x-user-id': String(9000 + i), connection: 'close' } }));
+    await eventually(() => expect(held.length).toBe(4), { withinMs: 5_000 });
+    const report = await eventually(
+      async () => {
+        const drain = await api('/v1/services/app/release/drain');
+        expect(drain).toMatchObject({ scope: 'process', gateways: 1, state: 'full', upstreams: { 'app-v2': { inFlightRequests: 4 } }, stable: { upstream: 'app-v1', inFlightRequests: 0 } });
+        return drain;
+      },
+      { withinMs: 3_000 },
+    );
+    expect(report.upstreams['app-v2'].openConnections).toBeGreaterThanOrEqual(4);
+    expect((await api('/v1/status')).dataPlane.upstreams['app-v2'].inFlightRequests).toBe(4);
+    for (const res of held.splice(0)) {
+      res.writeHead(200, { 'content-length': '4' });
+      res.end('done');
+    }
+    expect((await Promise.all(replies)).map((reply) => reply.status)).toEqual([200, 200, 200, 200]);
+    await eventually(async () => expect((await api('/v1/services/app/release/drain')).upstreams['app-v2'].inFlightRequests).toBe(0), { withinMs: 3_000 });
+  }, 30_000);
 });

@@ -15,8 +15,9 @@ const TOKEN = 'ops-token-e2e-0123456789abcdef';
 
 /**
  * A bounded, paced load loop for one caller: one request at a time with a short pause between
- * them (so the process-wide in-flight count that `--wait-drained` reads does reach zero), each
- * answer checked against the versions allowed at that moment. Loopback only.
+ * them, each answer checked against the versions allowed at that moment. Loopback only.
+ * `--wait-drained` reads stable's own in-flight count over the fleet, so the load on the
+ * candidate never holds it up.
  */
 function callerLoad(url: string, userId: string, allowed: () => ReadonlySet<string>, bounds = { maxMs: 120_000, maxRequests: 20_000 }) {
   if (!url.startsWith('http://127.0.0.1:')) throw new Error('load loops target loopback only');
@@ -128,7 +129,13 @@ describe('the whole release lifecycle through the CLI, against a gateway process
       outside = new Set(['stable', 'candidate']);
       const full = await cli('release', 'full', 'app', '--reason', 'candidate looks good', '--wait-drained', '--timeout', '20000');
       expect(full).toContain('app: canary → full');
-      expect(full).toContain('stable of app has drained');
+      // On Redis the figures are the fleet's (here one gateway), per upstream.
+      expect(full).toContain('stable of app has drained over the fleet (1 gateway): 0 requests in flight to app-v1');
+      expect(full).toMatch(/app-v1 \(stable\)\s+0\s+\d+/);
+      const drainReply = await request(`${env.GRAYGATE_ADMIN_URL}/v1/services/app/release/drain`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      const drain = (await drainReply.body.json()) as { scope: string; gateways: number; drained: boolean; upstreams: Record<string, unknown> };
+      expect(drain).toMatchObject({ scope: 'fleet', gateways: 1, drained: true });
+      expect(Object.keys(drain.upstreams).sort()).toEqual(['app-v1', 'app-v2']);
       // Drained means no request that could still reach stable is in flight: from here on the old
       // stable backend sees nothing.
       const stableSeenAtDrain = stable.seen.length;
@@ -153,7 +160,9 @@ describe('the whole release lifecycle through the CLI, against a gateway process
       inside = new Set(['stable-new']);
       outside = new Set(['stable-new']);
       await settle();
-      expect(await cli('status')).toMatch(/app\s+idle\s+app-v1\s+-\s+-/);
+      const status = await cli('status');
+      expect(status).toMatch(/app\s+idle\s+app-v1\s+-\s+-/);
+      expect(status).toContain('fleet: 1 gateway reporting');
       expect(stable.seen.length).toBe(stableSeenAtDrain);
 
       const history = JSON.parse(await cli('history', '--json', '-n', '10')) as { versions: { actor: string; reason: string }[] };

@@ -6,7 +6,7 @@ import { GraygateError, isGraygateError } from '../../errors.js';
 import type { ConfigSyncStats } from '../../gateway/config-sync.js';
 import type { Logger } from '../../observe/log.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
-import type { Store, StoredVersion } from '../../store/store.js';
+import type { LoadReport, Store, StoredVersion } from '../../store/store.js';
 
 /**
  * What the admin API needs of a running gateway. Nothing runtime-specific: the data plane is seen
@@ -17,6 +17,10 @@ export interface AdminContext {
   /** The snapshot this gateway serves, once it serves one. */
   snapshot(): RoutingSnapshot | undefined;
   dataPlaneStats(): DataPlaneStats;
+  /** This gateway process's name in the fleet's load reports. */
+  readonly instanceId: string;
+  /** This gateway's load now, as it publishes it to a shared store (see gateway/load-reporter.ts). */
+  localLoad(): LoadReport;
   syncStats(): ConfigSyncStats;
   /** Called after each write so this gateway rereads the store at once (others hear it by pub/sub or poll). */
   afterWrite(): void;

@@ -2,6 +2,7 @@ import { isGraygateError } from '../../errors.js';
 import { candidatesOf } from '../../config/release-checks.js';
 import { stateOf } from '../lifecycle.js';
 import { defineRoute, type Route } from './context.js';
+import { scopedLoad, type ScopedLoad } from './releases.js';
 import { Health, Ready, StatusResult } from './shapes.js';
 
 /** Health (the process answers), readiness (a snapshot is served) and a status overview. */
@@ -55,6 +56,15 @@ export const healthRoutes: Route[] = [
         rules: (service.release?.rules ?? []).map((rule, i) => rule.name ?? `rule ${i + 1}`),
       }));
       const lastError = context.syncStats().lastError;
+      let load: Omit<ScopedLoad, 'reports'> & { gateways: number } | undefined;
+      let loadError: { code: string; message: string } | undefined;
+      try {
+        const { reports, ...sums } = await scopedLoad(context);
+        load = { ...sums, gateways: reports.length };
+      } catch (error) {
+        if (!isGraygateError(error)) throw error;
+        loadError = { code: error.code, message: error.message };
+      }
       return {
         body: {
           version,
@@ -62,6 +72,8 @@ export const healthRoutes: Route[] = [
           ready: snapshot !== undefined,
           services,
           dataPlane: context.dataPlaneStats(),
+          ...(load ? { load } : {}),
+          ...(loadError ? { loadError } : {}),
           storeKind: context.store.kind,
           ...(lastError ? { lastSyncError: lastError } : {}),
         },

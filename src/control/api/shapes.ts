@@ -69,20 +69,51 @@ export const ServiceOne = z.object({ version: z.number().int(), service: Service
 export const UpstreamList = z.object({ version: z.number().int(), upstreams: z.record(z.string(), Upstream) });
 export const UpstreamOne = z.object({ version: z.number().int(), name: z.string(), upstream: Upstream });
 export const ReleaseOne = z.object({ version: z.number().int(), service: z.string(), state: ReleaseState, release: Release.nullable() });
-export const DataPlaneStatsShape = z.object({ openConnections: z.number().int(), inFlightRequests: z.number().int() });
+export const LoadFiguresShape = z.object({
+  inFlightRequests: z.number().int().meta({ description: 'Requests in flight (on Node, WebSocket/Upgrade tunnels count while open).' }),
+  openConnections: z.number().int(),
+});
+export const DataPlaneStatsShape = z.object({
+  openConnections: z.number().int(),
+  inFlightRequests: z.number().int(),
+  upstreams: z.record(z.string(), LoadFiguresShape).meta({ description: 'Per upstream name: requests in flight to it and connections open to its servers.' }),
+});
+const LoadScope = z.enum(['process', 'fleet']).meta({
+  description: 'fleet: summed over every gateway that reported its load to the shared store (Redis) within the last 3 s; process: this gateway process alone (the file store has no fleet).',
+});
+export const FleetLoadShape = z
+  .object({
+    scope: LoadScope,
+    gateways: z.number().int().meta({ description: 'How many gateway processes the figures sum (with --workers, one per primary).' }),
+    inFlightRequests: z.number().int(),
+    openConnections: z.number().int(),
+    upstreams: z.record(z.string(), LoadFiguresShape),
+  })
+  .meta({ description: 'Load summed over the scope.' });
 export const DrainReport = z
   .object({
     service: z.string(),
     state: ReleaseState.meta({ description: 'The state in the snapshot this gateway serves.' }),
     servedVersion: z.number().int().nullable(),
-    scope: z.literal('process').meta({ description: 'The counts are this gateway process\'s, all upstreams together (not per upstream, not fleet-wide).' }),
-    inFlightRequests: z.number().int(),
-    openConnections: z.number().int(),
+    scope: LoadScope,
+    gateways: z.number().int().meta({ description: 'How many gateway processes the figures sum (this one included).' }),
+    gatewaysBehind: z
+      .number()
+      .int()
+      .meta({ description: 'Of those, how many did not yet serve this gateway\'s version (or a newer one) for 500 ms when they measured: their counts may predate full.' }),
+    inFlightRequests: z.number().int().meta({ description: 'All upstreams together, over the scope.' }),
+    openConnections: z.number().int().meta({ description: 'Client connections, over the scope.' }),
+    stable: LoadFiguresShape.extend({ upstream: z.string() }).meta({ description: 'The service\'s stable upstream and its figures over the scope (all services that route to it).' }),
+    upstreams: z.record(z.string(), LoadFiguresShape).meta({ description: 'Per upstream name, over the scope: requests in flight to it and connections open to its servers.' }),
     drained: z
       .boolean()
-      .meta({ description: 'True when this gateway has served the release in full for a moment (500 ms, so counts reported by --workers are past the switch) and has no request in flight: no request started before full (the only ones that could go to stable) is still running.' }),
+      .meta({
+        description:
+          'True when the release is full, every gateway in the scope has served this version (or a newer one) for 500 ms when it measured (so counts reported by --workers are past the switch), ' +
+          'and nothing is in flight to the stable upstream: no request started before full (the only ones that could go to stable) is still running.',
+      }),
   })
-  .meta({ description: 'Whether stable has drained after `full`, as this gateway process sees it.' });
+  .meta({ description: 'Whether stable has drained after `full`, over the fleet when the store is shared (Redis), else this gateway process.' });
 export const StatusResult = z.object({
   version: z.number().int().nullable().meta({ description: 'The store\'s current version (null when the store is unreachable).' }),
   servedVersion: z.number().int().nullable(),
@@ -96,7 +127,9 @@ export const StatusResult = z.object({
       rules: z.array(z.string()),
     }),
   ),
-  dataPlane: DataPlaneStatsShape,
+  dataPlane: DataPlaneStatsShape.meta({ description: 'This gateway process (with --workers: summed over its workers).' }),
+  load: FleetLoadShape.optional().meta({ description: 'Summed over the fleet on a shared store; absent when the fleet\'s reports could not be read (see loadError).' }),
+  loadError: z.unknown().optional(),
   storeKind: z.string(),
   lastSyncError: z.unknown().optional(),
 });

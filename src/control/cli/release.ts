@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { AdminCallError, createClient, ExitCode, withClientOptions, type AdminClient, type ClientOptions } from './client.js';
-import { print, printJson, run } from './output.js';
+import { print, printJson, run, table } from './output.js';
 
 interface ReleaseOptions extends ClientOptions {
   reason: string;
@@ -58,20 +58,68 @@ function versionOf(options: ReleaseOptions): number | undefined {
   return version;
 }
 
-/** Polls the drain report until this gateway says stable has drained, or `timeoutMs` passes. */
+interface DrainReportReply {
+  drained: boolean;
+  scope: 'process' | 'fleet';
+  gateways: number;
+  gatewaysBehind: number;
+  inFlightRequests: number;
+  openConnections: number;
+  stable: { upstream: string; inFlightRequests: number; openConnections: number };
+  upstreams: Record<string, { inFlightRequests: number; openConnections: number }>;
+}
+
+/** Where the figures come from, in words: `the fleet (2 gateways)` or `this gateway`. */
+function scopeText(report: DrainReportReply): string {
+  return report.scope === 'fleet' ? `the fleet (${report.gateways} gateway${report.gateways === 1 ? '' : 's'})` : 'this gateway';
+}
+
+/** The per-upstream figures of a drain report as a table, stable's row marked. */
+export function upstreamTable(upstreams: Record<string, { inFlightRequests: number; openConnections: number }>, stable?: string): string {
+  const names = Object.keys(upstreams).sort();
+  return table(
+    ['UPSTREAM', 'IN FLIGHT', 'CONNECTIONS'],
+    names.map((name) => [name === stable ? `${name} (stable)` : name, String(upstreams[name]!.inFlightRequests), String(upstreams[name]!.openConnections)]),
+  );
+}
+
+/**
+ * Polls the drain report until stable has drained (over the fleet when the gateways share Redis),
+ * or `timeoutMs` passes. A store that cannot be read for a moment (503) is waited out, not fatal.
+ */
 export async function waitDrained(client: AdminClient, service: string, timeoutMs: number, json: boolean | undefined): Promise<number> {
   const deadline = Date.now() + timeoutMs;
-  let last: { drained: boolean; inFlightRequests: number; openConnections: number } | undefined;
+  let last: DrainReportReply | undefined;
+  let lastError: AdminCallError | undefined;
   for (;;) {
-    last = await client.call('GET', `/v1/services/${encodeURIComponent(service)}/release/drain`);
-    if (last!.drained) {
+    try {
+      last = (await client.call('GET', `/v1/services/${encodeURIComponent(service)}/release/drain`)) as DrainReportReply;
+      lastError = undefined;
+    } catch (error) {
+      if (!(error instanceof AdminCallError) || error.status !== 503 || Date.now() >= deadline) throw error;
+      lastError = error;
+    }
+    if (last?.drained && lastError === undefined) {
       if (json) printJson(last);
-      else print(`stable of ${service} has drained (this gateway: ${last!.inFlightRequests} requests in flight, ${last!.openConnections} connections open)`);
+      else {
+        print(
+          `stable of ${service} has drained over ${scopeText(last)}: ${last.stable.inFlightRequests} requests in flight to ${last.stable.upstream}, ` +
+            `${last.stable.openConnections} connections open to it`,
+        );
+        print(upstreamTable(last.upstreams, last.stable.upstream));
+      }
       return ExitCode.ok;
     }
     if (Date.now() >= deadline) {
-      if (json) printJson(last);
-      else process.stderr.write(`graygate: stable of ${service} did not drain within ${timeoutMs} ms (${last!.inFlightRequests} requests in flight)\n`);
+      if (json) printJson(last ?? { error: { code: lastError?.code, message: lastError?.message } });
+      else if (last === undefined) process.stderr.write(`graygate: stable of ${service} did not drain within ${timeoutMs} ms (${lastError?.message ?? 'no report'})\n`);
+      else {
+        const behind = last.gatewaysBehind > 0 ? `; ${last.gatewaysBehind} gateway(s) not yet past the switch` : '';
+        process.stderr.write(
+          `graygate: stable of ${service} did not drain within ${timeoutMs} ms over ${scopeText(last)}: ${last.stable.inFlightRequests} requests in flight to ${last.stable.upstream}${behind}\n`,
+        );
+        process.stderr.write(`${upstreamTable(last.upstreams, last.stable.upstream)}\n`);
+      }
       return ExitCode.timeout;
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -97,7 +145,7 @@ function action(name: 'start' | 'set' | 'full' | 'finish' | 'rollback', descript
   if (name === 'full') {
     command
       .option('--winner <upstream>', 'with several candidates: the one that takes everyone')
-      .option('--wait-drained', 'then wait until this gateway reports stable drained (no request from before full in flight)')
+      .option('--wait-drained', 'then wait until stable has drained: no request in flight to it on any gateway that shares the store (this gateway alone on the file store)')
       .addOption(new Option('--timeout <ms>', 'how long --wait-drained waits').default('60000'));
   } else command.addOption(new Option('--timeout <ms>').default('60000').hideHelp());
   return command.action(async (service: string, options: ReleaseOptions) =>

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { createClient, withClientOptions, type ClientOptions } from './client.js';
 import { print, printJson, run, table } from './output.js';
+import { upstreamTable } from './release.js';
 
 /** `graygate status`: services, release states, rules and versions as a table. */
 export function registerStatusCommand(program: Command): void {
@@ -25,6 +26,15 @@ export function registerStatusCommand(program: Command): void {
             ]),
           ),
         );
+        const load = status.load as { scope: string; gateways: number; inFlightRequests: number; openConnections: number; upstreams: Record<string, { inFlightRequests: number; openConnections: number }> } | undefined;
+        if (load !== undefined) {
+          print(
+            load.scope === 'fleet'
+              ? `fleet: ${load.gateways} gateway${load.gateways === 1 ? '' : 's'} reporting, ${load.inFlightRequests} requests in flight, ${load.openConnections} connections open`
+              : `this gateway (no fleet on a ${status.storeKind} store):`,
+          );
+          if (Object.keys(load.upstreams).length > 0) print(upstreamTable(load.upstreams));
+        } else if (status.loadError) print(`fleet load unknown: ${status.loadError.code}: ${status.loadError.message}`);
         if (status.lastSyncError) print(`last sync error: ${status.lastSyncError.code}: ${status.lastSyncError.message}`);
       }),
   );

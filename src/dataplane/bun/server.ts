@@ -19,10 +19,16 @@ interface ServerEntry {
   readonly health: ServerHealth;
 }
 
+/** Requests in flight to one upstream name, shared by every snapshot that names it. */
+interface UpstreamCounter {
+  inFlight: number;
+}
+
 interface UpstreamRuntime {
   readonly name: string;
   readonly config: Upstream;
   readonly balancer: RoundRobin<ServerEntry>;
+  readonly counter: UpstreamCounter;
 }
 
 interface Generation {
@@ -60,6 +66,7 @@ export class BunDataPlane implements DataPlane {
   private server: BunServer | undefined;
   private generation: Generation | undefined;
   private readonly health = new Map<string, ServerHealth>();
+  private readonly counters = new Map<string, UpstreamCounter>();
   private readonly settings: Settings;
   private readonly logger: Logger;
   private readonly isTrusted: (ip: string) => boolean;
@@ -109,15 +116,29 @@ export class BunDataPlane implements DataPlane {
         }
         return { origin: url.origin, hostHeader: url.host, health };
       });
-      upstreams.set(name, { name, config, balancer: new RoundRobin(servers, config.health) });
+      let counter = this.counters.get(name);
+      if (counter === undefined) this.counters.set(name, (counter = { inFlight: 0 }));
+      upstreams.set(name, { name, config, balancer: new RoundRobin(servers, config.health), counter });
     }
     for (const origin of this.health.keys()) if (!origins.has(origin)) this.health.delete(origin);
+    // A name no longer routed to is forgotten once nothing is in flight to it (see stats()).
     this.generation = { snapshot, upstreams };
   }
 
   stats(): DataPlaneStats {
     // Bun exposes no count of idle keep-alive connections: only those with a request in flight.
-    return { openConnections: this.inFlight + (this.server?.pendingWebSockets ?? 0), inFlightRequests: this.inFlight, upstreams: {} }; // TODO(h1)
+    // Its fetch exposes no pool either, so per upstream the honest figure for open connections is
+    // the requests in flight to it (each holds one); idle pooled sockets are not seen (README).
+    const upstreams: Record<string, { inFlightRequests: number; openConnections: number }> = {};
+    const routed = this.generation?.upstreams;
+    for (const [name, counter] of this.counters) {
+      if (counter.inFlight === 0 && routed?.has(name) !== true) {
+        this.counters.delete(name);
+        continue;
+      }
+      upstreams[name] = { inFlightRequests: counter.inFlight, openConnections: counter.inFlight };
+    }
+    return { openConnections: this.inFlight + (this.server?.pendingWebSockets ?? 0), inFlightRequests: this.inFlight, upstreams };
   }
 
   // ---- requests --------------------------------------------------------------------------
@@ -179,32 +200,57 @@ export class BunDataPlane implements DataPlane {
       upstream = generation.upstreams.get(service.stableDecision.upstream);
     }
     if (upstream === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`, this.draining);
-    const hasBody = request.body !== null && request.method !== 'GET' && request.method !== 'HEAD';
-    const retryable = isRetryableRequest(request.method, hasBody);
-    let tried: Set<number> | undefined;
-    for (;;) {
-      const index = upstream.balancer.pick(Date.now(), tried);
-      if (index < 0) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, this.draining);
-      const entry = upstream.balancer.servers[index]!;
-      const outcome = await this.attempt(request, rawHeaders, facts, hasBody, upstream, entry, decision);
-      if (outcome instanceof Response) return outcome;
-      const failure = outcome;
-      if (failure.isConnectFailure) {
-        entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy);
-        if (retryable) {
-          (tried ??= new Set()).add(index);
-          this.logFault(`upstream-connect:${upstream.name}`, 'warn', { upstream: upstream.name, server: entry.origin, code: failure.code }, `${failure.message}; trying another server`);
-          if (tried.size < upstream.balancer.servers.length) continue;
-          const stable = generation.upstreams.get(service.stableDecision.upstream);
-          if (stable !== undefined && stable !== upstream) {
-            upstream = stable;
-            tried = undefined;
-            continue;
+    return this.dispatch(request, rawHeaders, facts, generation, service, decision, upstream);
+  }
+
+  /**
+   * Tries the servers of `chosen` (then stable, for a candidate that cannot connect). The request
+   * counts in flight to the upstream it goes to until the response head is handed to Bun (as the
+   * process count does); a fallback to stable moves the count.
+   */
+  private async dispatch(
+    request: Request,
+    rawHeaders: readonly string[],
+    facts: BunRequestFacts,
+    generation: Generation,
+    service: CompiledService,
+    decision: Decision,
+    chosen: UpstreamRuntime,
+  ): Promise<Response> {
+    let upstream = chosen;
+    upstream.counter.inFlight++;
+    try {
+      const hasBody = request.body !== null && request.method !== 'GET' && request.method !== 'HEAD';
+      const retryable = isRetryableRequest(request.method, hasBody);
+      let tried: Set<number> | undefined;
+      for (;;) {
+        const index = upstream.balancer.pick(Date.now(), tried);
+        if (index < 0) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, this.draining);
+        const entry = upstream.balancer.servers[index]!;
+        const outcome = await this.attempt(request, rawHeaders, facts, hasBody, upstream, entry, decision);
+        if (outcome instanceof Response) return outcome;
+        const failure = outcome;
+        if (failure.isConnectFailure) {
+          entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy);
+          if (retryable) {
+            (tried ??= new Set()).add(index);
+            this.logFault(`upstream-connect:${upstream.name}`, 'warn', { upstream: upstream.name, server: entry.origin, code: failure.code }, `${failure.message}; trying another server`);
+            if (tried.size < upstream.balancer.servers.length) continue;
+            const stable = generation.upstreams.get(service.stableDecision.upstream);
+            if (stable !== undefined && stable !== upstream) {
+              upstream.counter.inFlight--;
+              stable.counter.inFlight++;
+              upstream = stable;
+              tried = undefined;
+              continue;
+            }
           }
         }
+        this.logFault(`upstream:${failure.code}`, 'warn', { upstream: upstream.name, code: failure.code }, failure.message);
+        return errorResponse(failure.code, `${failure.message} (upstream "${upstream.name}")`, this.draining || hasBody);
       }
-      this.logFault(`upstream:${failure.code}`, 'warn', { upstream: upstream.name, code: failure.code }, failure.message);
-      return errorResponse(failure.code, `${failure.message} (upstream "${upstream.name}")`, this.draining || hasBody);
+    } finally {
+      upstream.counter.inFlight--;
     }
   }
 

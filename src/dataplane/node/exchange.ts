@@ -94,8 +94,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.respondError('GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`);
       return;
     }
-    this.upstream = upstream;
+    this.moveTo(upstream);
     this.attempt(now);
+  }
+
+  /** Counts this request in flight to `upstream` (and no longer to the one it was going to). */
+  private moveTo(upstream: UpstreamRuntime): void {
+    if (this.upstream !== undefined) this.upstream.counter.inFlight--;
+    upstream.counter.inFlight++;
+    this.upstream = upstream;
   }
 
   private attempt(now: number): void {
@@ -212,7 +219,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (upstream.name !== stableName) {
       const stable = this.generation!.upstreams.get(stableName);
       if (stable !== undefined) {
-        this.upstream = stable;
+        this.moveTo(stable);
         this.tried = undefined;
         this.attempt(now);
         return true;
@@ -253,6 +260,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // LESSONS "Client aborts": abort upstream so its socket and buffers are released.
       this.controller?.abort(new ClientClosedError());
     }
+    // 'close' fires once per response, so the count is released exactly once.
+    if (this.upstream !== undefined) this.upstream.counter.inFlight--;
     this.host.exchangeClosed(this);
   }
 }

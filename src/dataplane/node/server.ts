@@ -128,7 +128,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   }
 
   stats(): DataPlaneStats {
-    return { openConnections: this.sockets.size, inFlightRequests: this.inFlight, upstreams: {} }; // TODO(h1)
+    return { openConnections: this.sockets.size, inFlightRequests: this.inFlight, upstreams: this.registry.loads() };
   }
 
   fault(key: string, fields: object, message: string): void {

@@ -73,10 +73,19 @@ export function proxyUpgrade(
   let tried: Set<number> | undefined;
   let upstreamRequest: http.ClientRequest | undefined;
   let finished = false;
+  let isTunnel = false;
   const onClientGone = (): void => {
     if (!finished) upstreamRequest?.destroy();
   };
   client.once('close', onClientGone);
+  // In flight to its upstream from the choice until the client socket closes: a handshake, a
+  // refused upgrade being passed on, or an open tunnel (a long-lived socket to stable means stable
+  // has not drained). 'close' fires once, so the count is released exactly once.
+  current.counter.inFlight++;
+  client.once('close', () => {
+    current.counter.inFlight--;
+    if (isTunnel) current.counter.tunnels--;
+  });
 
   const attempt = (): void => {
     const now = Date.now();
@@ -128,6 +137,8 @@ export function proxyUpgrade(
           host.fault(`upstream-connect:${current.name}`, { upstream: current.name, server: server.origin }, `${failure.message}; trying another server`);
           if (tried.size < current.balancer.servers.length) return attempt();
           if (stable !== undefined && current !== stable) {
+            current.counter.inFlight--;
+            stable.counter.inFlight++;
             current = stable;
             tried = undefined;
             return attempt();
@@ -173,6 +184,8 @@ export function proxyUpgrade(
         return;
       }
       host.tunnelOpened(client, upstreamSocket);
+      isTunnel = true;
+      current.counter.tunnels++;
       client.once('close', () => host.tunnelClosed(client, upstreamSocket));
       (upstreamSocket as { setTimeout?: (ms: number) => void }).setTimeout?.(0);
       // An anonymous caller minted an id to decide this upgrade: hand it back on the 101, so the

@@ -1,6 +1,7 @@
 import { Pool } from 'undici';
 import type { Upstream } from '../../config/schema.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
+import type { UpstreamLoad } from '../runtime.js';
 import { RoundRobin, ServerHealth } from '../balancer.js';
 
 /** One server of an upstream: its origin, its keep-alive pool, its passive health. */
@@ -16,11 +17,24 @@ export interface ServerEntry {
   readonly health: ServerHealth;
 }
 
+/**
+ * What is in flight to one upstream name, shared by every generation that names it (like health
+ * per origin), so a request or tunnel that outlives its snapshot is still counted. Plain integers:
+ * the hot path adds and subtracts, `PoolRegistry.loads()` reads.
+ */
+export class UpstreamCounter {
+  /** Requests dispatched to the upstream and not yet closed, tunnels included. */
+  inFlight = 0;
+  /** Upgrade tunnels open to its servers (their own sockets, outside the pools). */
+  tunnels = 0;
+}
+
 /** An upstream as the data plane uses it for one snapshot. */
 export interface UpstreamRuntime {
   readonly name: string;
   readonly config: Upstream;
   readonly balancer: RoundRobin<ServerEntry>;
+  readonly counter: UpstreamCounter;
 }
 
 /**
@@ -54,6 +68,7 @@ export class PoolRegistry {
   /** Health is per origin, not per pool: a change of pool options keeps what we learnt. */
   private readonly health = new Map<string, ServerHealth>();
   private readonly live = new Set<Generation>();
+  private readonly counters = new Map<string, UpstreamCounter>();
   private currentGeneration: Generation | undefined;
   private closed = false;
 
@@ -87,7 +102,12 @@ export class PoolRegistry {
         const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
         return { origin, hostHeader: url.host, hostname, port, isTls: url.protocol === 'https:', pool: record.pool, health };
       });
-      upstreams.set(name, { name, config, balancer: new RoundRobin(servers, config.health) });
+      let counter = this.counters.get(name);
+      if (counter === undefined) {
+        counter = new UpstreamCounter();
+        this.counters.set(name, counter);
+      }
+      upstreams.set(name, { name, config, balancer: new RoundRobin(servers, config.health), counter });
     }
     const generation = new Generation(snapshot, upstreams, keys);
     const previous = this.currentGeneration;
@@ -114,6 +134,35 @@ export class PoolRegistry {
       this.live.delete(generation);
       this.sweep();
     }
+  }
+
+  /**
+   * Per upstream name: requests in flight (tunnels included) and connections open to its servers
+   * (the pools' connected sockets plus open tunnels). Names of every live generation, and any
+   * other name something is still in flight to. Allocates; called by `stats()`, never per request.
+   */
+  loads(): Record<string, UpstreamLoad> {
+    const pools = new Map<string, Set<Pool>>();
+    for (const generation of this.live) {
+      for (const [name, upstream] of generation.upstreams) {
+        let set = pools.get(name);
+        if (set === undefined) pools.set(name, (set = new Set()));
+        for (const server of upstream.balancer.servers) set.add(server.pool);
+      }
+    }
+    const out: Record<string, UpstreamLoad> = {};
+    for (const [name, counter] of this.counters) {
+      const named = pools.get(name);
+      if (named === undefined && counter.inFlight === 0 && counter.tunnels === 0) {
+        // No live generation names it and nothing is left in flight: forget it.
+        this.counters.delete(name);
+        continue;
+      }
+      let connected = counter.tunnels;
+      if (named !== undefined) for (const pool of named) connected += pool.stats.connected;
+      out[name] = { inFlightRequests: counter.inFlight, openConnections: connected };
+    }
+    return out;
   }
 
   /** Number of pools open now (for tests and stats). */

@@ -3,7 +3,7 @@ import { Cluster, Command, Redis, type ClusterOptions, type RedisOptions } from 
 import type { RedisStoreSettings, RoutingDocument } from '../../config/schema.js';
 import { ConfigError, GraygateError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../observe/log.js';
-import type { ChangeMeta, Store, StoredVersion, WriteRequest } from '../store.js';
+import type { ChangeMeta, FleetLoadEntry, LoadFigures, LoadReport, Store, StoredVersion, WriteRequest } from '../store.js';
 import { parseRedisUrl, type RedisTarget } from './url.js';
 
 /** Validates a raw routing document; throws ConfigError naming each failing field. */
@@ -29,12 +29,14 @@ export interface RedisStoreKeys {
   readonly channel: string;
   /** The epoch (see StoredVersion.epoch): a random id set when the store is seeded. */
   readonly epoch: string;
+  /** Hash: field = gateway instance id, value = its load report as JSON `{at, servedVersion, …}`. */
+  readonly load: string;
 }
 
 /** The keys and channel used for `namespace`. */
 export function redisStoreKeys(namespace: string): RedisStoreKeys {
   const tag = `{${namespace}}`;
-  return { doc: `${tag}:doc`, version: `${tag}:version`, history: `${tag}:history`, channel: `${tag}:changes`, epoch: `${tag}:epoch` };
+  return { doc: `${tag}:doc`, version: `${tag}:version`, history: `${tag}:history`, channel: `${tag}:changes`, epoch: `${tag}:epoch`, load: `${tag}:load` };
 }
 
 /**
@@ -62,6 +64,60 @@ redis.call('PUBLISH', ARGV[5], ARGV[2])
 return {1, tonumber(ARGV[2]), epoch}
 `;
 
+/**
+ * One gateway's load report, stamped with the server's clock (gateways' clocks may disagree; the
+ * staleness bound must not). KEYS: load hash. ARGV: instance id, report JSON (an object, without
+ * `at`), key lifetime in ms (the hash goes away when the whole fleet is gone). Returns the time.
+ */
+const REPORT_LOAD_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], '{"at":' .. string.format('%d', now) .. ',' .. string.sub(ARGV[2], 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return now
+`;
+
+/** The server's time in ms and every load report. KEYS: load hash. Reads only. */
+const READ_LOAD_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {now, redis.call('HGETALL', KEYS[1])}
+`;
+
+/** How long the load hash outlives the last report written to it. */
+const LOAD_KEY_TTL_MS = 60_000;
+
+/** A report as stored, checked field by field (a malformed one is treated as stale). */
+function parseLoadEntry(instanceId: string, text: string): FleetLoadEntry | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const value = raw as { at?: unknown; servedVersion?: unknown; servedForMs?: unknown; inFlightRequests?: unknown; openConnections?: unknown; upstreams?: unknown } | null;
+  const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0;
+  if (value === null || typeof value !== 'object' || !isCount(value.at) || !isCount(value.inFlightRequests) || !isCount(value.openConnections)) return undefined;
+  if (value.servedVersion !== null && !isCount(value.servedVersion)) return undefined;
+  if (typeof value.upstreams !== 'object' || value.upstreams === null) return undefined;
+  const upstreams: Record<string, LoadFigures> = {};
+  for (const [name, figures] of Object.entries(value.upstreams as Record<string, { inFlightRequests?: unknown; openConnections?: unknown } | null>)) {
+    if (figures === null || !isCount(figures.inFlightRequests) || !isCount(figures.openConnections)) return undefined;
+    upstreams[name] = { inFlightRequests: figures.inFlightRequests, openConnections: figures.openConnections };
+  }
+  return {
+    instanceId,
+    at: value.at,
+    report: {
+      servedVersion: value.servedVersion,
+      servedForMs: isCount(value.servedForMs) ? value.servedForMs : 0,
+      inFlightRequests: value.inFlightRequests,
+      openConnections: value.openConnections,
+      upstreams,
+    },
+  };
+}
+
 /** Creates a Redis store (connections open at once, in the background); throws ConfigError on a bad URL. */
 export function createRedisStore(settings: RedisStoreSettings, options: RedisStoreOptions): RedisStore {
   return new RedisStore(settings, options);
@@ -70,6 +126,16 @@ export function createRedisStore(settings: RedisStoreSettings, options: RedisSto
 function unavailable(what: string, target: string, error: unknown): GraygateError {
   if (error instanceof GraygateError) return error;
   const message = (error as Error)?.message ?? String(error);
+  if (message.startsWith('READONLY')) {
+    // The node is a replica (a failover demoted it, or store.url names a replica): the write was
+    // refused whole. ioredis reconnects (reconnectOnError), which finds a new master only where
+    // the topology can (Sentinel, Cluster).
+    return new GraygateError(
+      'GG_STORE_READONLY',
+      `redis store (${target}): ${what} was refused: the node is a read-only replica (${message}); nothing was written. Point store.url at the master (or use Sentinel) and retry`,
+      { cause: error },
+    );
+  }
   return new GraygateError('GG_STORE_UNAVAILABLE', `redis store (${target}): ${what} failed: ${message}`, { cause: error });
 }
 
@@ -112,6 +178,7 @@ export class RedisStore implements Store {
   /** Subscribers of watchKeys, closed with the store. */
   private readonly keySubscribers = new Set<Client>();
   private keyspaceDescribed = false;
+  private loadConnection: Client | undefined;
 
   constructor(
     private readonly settings: RedisStoreSettings,
@@ -671,6 +738,57 @@ export class RedisStore implements Store {
     subscriber?.disconnect();
   }
 
+  /**
+   * The connection load reports are written on, opened on first use. Its own, without
+   * reconnect-on-READONLY: on a replica every report is refused, and reconnecting the control
+   * connection each time would fail the admin reads and writes in between.
+   */
+  private loadClient(): Client {
+    this.loadConnection ??= this.connect('load', { commandTimeout: this.settings.commandTimeoutMs, reconnectOnError: () => false });
+    return this.loadConnection;
+  }
+
+  /** Records this gateway's load in the load hash, stamped with the server's clock. */
+  async reportLoad(instanceId: string, report: LoadReport): Promise<void> {
+    const json = JSON.stringify(report);
+    const client = this.loadClient();
+    await this.whenReady(client, 'reporting load');
+    try {
+      await client.eval(REPORT_LOAD_SCRIPT, 1, this.keys.load, instanceId, json, String(LOAD_KEY_TTL_MS));
+    } catch (error) {
+      throw unavailable('reporting load', this.target.display, error);
+    }
+  }
+
+  /** The load reports written within `staleAfterMs` by the server's clock; older or malformed ones are deleted. */
+  async readFleetLoad(staleAfterMs: number): Promise<FleetLoadEntry[]> {
+    const [now, flat] = (await this.run('reading fleet load', (client) => client.eval(READ_LOAD_SCRIPT, 1, this.keys.load))) as [number, string[]];
+    const fresh: FleetLoadEntry[] = [];
+    const stale: string[] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const entry = parseLoadEntry(flat[i]!, flat[i + 1]!);
+      if (entry === undefined || now - entry.at > staleAfterMs) stale.push(flat[i]!);
+      else fresh.push(entry);
+    }
+    if (stale.length > 0) {
+      // Best effort: a gateway that stopped without deleting its report (killed) is dropped by
+      // the staleness bound above whether or not this delete goes through.
+      this.control.hdel(this.keys.load, ...stale).catch((error: Error) => this.logger.debug({ err: error.message }, 'could not delete stale load reports'));
+    }
+    return fresh;
+  }
+
+  /** Deletes this gateway's load report. */
+  async removeLoad(instanceId: string): Promise<void> {
+    const client = this.loadClient();
+    await this.whenReady(client, 'removing load report');
+    try {
+      await client.hdel(this.keys.load, instanceId);
+    } catch (error) {
+      throw unavailable('removing load report', this.target.display, error);
+    }
+  }
+
   /** Stops watching and closes every connection at once (never waits on an unreachable server). */
   async close(): Promise<void> {
     if (this.isClosed) return;
@@ -681,6 +799,7 @@ export class RedisStore implements Store {
     this.keySubscribers.clear();
     this.control.disconnect();
     this.lookup.disconnect();
+    this.loadConnection?.disconnect();
   }
 }
 
