@@ -74,6 +74,10 @@ export function openUpstreamWebSocket(
       const status = /Expected 101 status code: (\d{3})/.exec(text)?.[1];
       if (status !== undefined) {
         failure = { code: 'GG_UPSTREAM_RESET', isConnectFailure: false, message: `the upstream refused the WebSocket upgrade with status ${status}` };
+      } else if (/Missing client protocol/.test(text)) {
+        // Bun's client follows the WHATWG rule: subprotocols were offered and the upstream's 101
+        // chose none, so it fails the connection (RFC 6455 alone would let the client decide).
+        failure = { code: 'GG_UPSTREAM_RESET', isConnectFailure: false, message: 'the upstream accepted the WebSocket upgrade without choosing one of the offered subprotocols' };
       } else {
         failure = classifyUpstreamError({ code: event.error?.code ?? (/Failed to connect/.test(text) ? 'ECONNREFUSED' : 'ECONNRESET') });
       }
