@@ -184,7 +184,10 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     return this.forward(request, rawHeaders, facts, generation, service, decision);
   }
 
-  /** The decided upstream, or stable when the decision is a candidate with no server available. */
+  /**
+   * The decided upstream, or stable when the decision is a candidate with no server available
+   * (fail safe: a candidate that cannot take the request never fails it).
+   */
   private chooseUpstream(generation: Generation, service: CompiledService, decision: Decision): UpstreamRuntime | undefined {
     const upstream = generation.upstreams.get(decision.upstream);
     if (decision.version === 'candidate' && (upstream === undefined || !upstream.balancer.hasAvailable(Date.now()))) {
@@ -270,12 +273,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     service: CompiledService,
     decision: Decision,
   ): Promise<Response> {
-    const now = Date.now();
-    let upstream = generation.upstreams.get(decision.upstream);
-    // Fail safe: a candidate with no server that can take the request sends it to stable.
-    if (decision.version === 'candidate' && (upstream === undefined || !upstream.balancer.hasAvailable(now))) {
-      upstream = generation.upstreams.get(service.stableDecision.upstream);
-    }
+    let upstream = this.chooseUpstream(generation, service, decision);
     if (upstream === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`, this.draining);
     const hasBody = request.body !== null && request.method !== 'GET' && request.method !== 'HEAD';
     const retryable = isRetryableRequest(request.method, hasBody);
