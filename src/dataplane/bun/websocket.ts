@@ -29,6 +29,19 @@ export interface UpgradeFailure {
   readonly message: string;
 }
 
+/**
+ * Closes with `code` and `reason`, or plainly when the socket refuses them: a code one side may
+ * send need not be one the other side's API accepts (the WHATWG client takes 1000 and 3000-4999
+ * only), and a throw inside a Bun handler must not become an uncaught exception.
+ */
+function closeWith(socket: { close(code?: number, reason?: string): void }, code: number, reason: string): void {
+  try {
+    socket.close(code, reason);
+  } catch {
+    socket.close();
+  }
+}
+
 function byteLength(message: string | ArrayBuffer | Uint8Array): number {
   return typeof message === 'string' ? Buffer.byteLength(message) : message.byteLength;
 }
@@ -98,7 +111,7 @@ export class Tunnel {
   /** Upstream messages that arrived between the upstream's 101 and the client's. */
   private early: (string | ArrayBuffer)[] = [];
   private earlyBytes = 0;
-  /** How the upstream closed before the client's 101 was out, to pass on once it is. */
+  /** A close (the upstream's, or the gateway's) before the client's 101 was out, to pass on once it is. */
   private earlyClose: { code: number; reason: string } | undefined;
   private closed = false;
 
@@ -119,7 +132,6 @@ export class Tunnel {
     this.early = [];
     for (const message of early) client.send(message);
     if (this.earlyClose !== undefined) this.closeClient(this.earlyClose.code, this.earlyClose.reason);
-    else if (this.closed) client.close(1001, 'the gateway is shutting down');
   }
 
   fromClient(message: BunMessage): void {
@@ -152,8 +164,9 @@ export class Tunnel {
   close(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;
-    this.upstream.close(code, reason);
-    this.client?.close(code, reason);
+    closeWith(this.upstream, code, reason);
+    if (this.client === undefined) this.earlyClose = { code, reason };
+    else closeWith(this.client, code, reason);
     this.host.tunnelClosed(this);
   }
 
@@ -162,7 +175,7 @@ export class Tunnel {
     this.closed = true;
     if (code === NO_STATUS) this.upstream.close();
     else if (code === ABNORMAL) this.upstream.close(1001, 'the client went away');
-    else this.upstream.close(code, reason);
+    else closeWith(this.upstream, code, reason);
     this.host.tunnelClosed(this);
   }
 
@@ -178,7 +191,7 @@ export class Tunnel {
     const client = this.client!;
     if (code === NO_STATUS) client.close();
     else if (code === ABNORMAL) client.terminate();
-    else client.close(code, reason);
+    else closeWith(client, code, reason);
   }
 }
 
