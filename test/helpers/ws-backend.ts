@@ -44,11 +44,22 @@ export function closePayload(code: number, reason: string): Buffer {
  */
 export class FrameReader {
   private buffer: Buffer = Buffer.alloc(0);
+  /** Chunks not joined yet: a large frame is joined once, when it is complete (not per chunk). */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes the frame at the front needs in all, once its header is known. */
+  private needed = 0;
   private fragments: Buffer[] = [];
   private fragmentOpcode = 0;
 
   push(chunk: Buffer): WsFrame[] {
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.buffer.length + this.pendingBytes < this.needed) return [];
+    this.buffer = Buffer.concat([this.buffer, ...this.pending]);
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.needed = 0;
     const frames: WsFrame[] = [];
     for (;;) {
       const data = this.buffer;
@@ -69,7 +80,10 @@ export class FrameReader {
       }
       const maskKey = masked ? data.subarray(offset, offset + 4) : undefined;
       if (masked) offset += 4;
-      if (data.length < offset + length) break;
+      if (data.length < offset + length) {
+        this.needed = offset + length;
+        break;
+      }
       let payload = Buffer.from(data.subarray(offset, offset + length));
       if (maskKey !== undefined) for (let i = 0; i < payload.length; i++) payload[i] = payload[i]! ^ maskKey[i % 4]!;
       this.buffer = data.subarray(offset + length);
