@@ -8,8 +8,9 @@ import { RoundRobin, ServerHealth, classifyUpstreamError, isRetryableRequest } f
 import { applyDecisionHeaders } from '../decision-headers.js';
 import { buildClientResponseHeaders, buildUpstreamRequestHeaders, checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
 import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
-import { bunRuntime, type BunFetchInit, type BunServer } from './bun-api.js';
+import { bunRuntime, type BunFetchInit, type BunServer, type BunWebSocketHandler } from './bun-api.js';
 import { BunRequestFacts } from './facts.js';
+import { openUpstreamWebSocket, Tunnel, tunnelHandlers, type TunnelHost } from './websocket.js';
 
 const NEVER_TRUSTED = (): boolean => false;
 
@@ -45,6 +46,9 @@ const BUN_ERROR_CODES: Readonly<Record<string, string>> = {
   TimeoutError: 'UND_ERR_HEADERS_TIMEOUT',
 };
 
+/** Request headers Bun's client WebSocket writes itself, for its own handshake with the upstream. */
+const OWN_HANDSHAKE_HEADERS: ReadonlySet<string> = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol']);
+
 function isPromise(value: unknown): value is Promise<void> {
   return value !== undefined && typeof (value as Promise<void>).then === 'function';
 }
@@ -62,7 +66,7 @@ class GatewayAbort extends Error {
  * Header rules, balancing and decision headers are the shared runtime-neutral code; what Bun
  * cannot do the way node:http does is listed in the README ("Bun data plane").
  */
-export class BunDataPlane implements DataPlane {
+export class BunDataPlane implements DataPlane, TunnelHost {
   private server: BunServer | undefined;
   private generation: Generation | undefined;
   private readonly health = new Map<string, ServerHealth>();
@@ -72,6 +76,8 @@ export class BunDataPlane implements DataPlane {
   private readonly isTrusted: (ip: string) => boolean;
   private readonly logFault: ReturnType<typeof rateLimited>;
   private inFlight = 0;
+  /** Open WebSocket tunnels, from the upstream's 101 until either side closed. */
+  private readonly tunnels = new Set<Tunnel>();
   private draining = false;
   private drainPromise: Promise<void> | undefined;
 
@@ -94,6 +100,7 @@ export class BunDataPlane implements DataPlane {
       reusePort: true,
       idleTimeout: Math.min(255, Math.max(1, Math.ceil(keepAliveMs / 1000))),
       fetch: (request, server) => this.handle(request, server),
+      websocket: tunnelHandlers as BunWebSocketHandler<unknown>,
       error: (error) => {
         this.logFault('internal', 'error', { err: error }, 'unexpected error while serving a request');
         return errorResponse('GG_INTERNAL', 'unexpected error in the gateway', false);
@@ -126,9 +133,10 @@ export class BunDataPlane implements DataPlane {
   }
 
   stats(): DataPlaneStats {
-    // Bun exposes no count of idle keep-alive connections: only those with a request in flight.
-    // Its fetch exposes no pool either, so per upstream the honest figure for open connections is
-    // the requests in flight to it (each holds one); idle pooled sockets are not seen (README).
+    // Bun exposes no count of idle keep-alive connections: only those with a request in flight,
+    // and the WebSocket tunnels. Its fetch exposes no pool either, so per upstream the honest
+    // figure for open connections is what is in flight to it (each holds one), open tunnels
+    // included; idle pooled sockets are not seen (README).
     const upstreams: Record<string, { inFlightRequests: number; openConnections: number }> = {};
     const routed = this.generation?.upstreams;
     for (const [name, counter] of this.counters) {
@@ -138,12 +146,26 @@ export class BunDataPlane implements DataPlane {
       }
       upstreams[name] = { inFlightRequests: counter.inFlight, openConnections: counter.inFlight };
     }
-    return { openConnections: this.inFlight + (this.server?.pendingWebSockets ?? 0), inFlightRequests: this.inFlight, upstreams };
+    // An open tunnel to stable means stable has not drained.
+    for (const tunnel of this.tunnels) {
+      const load = (upstreams[tunnel.upstreamName] ??= { inFlightRequests: 0, openConnections: 0 });
+      load.inFlightRequests++;
+      load.openConnections++;
+    }
+    return { openConnections: this.inFlight + this.tunnels.size, inFlightRequests: this.inFlight, upstreams };
+  }
+
+  tunnelClosed(tunnel: Tunnel): void {
+    this.tunnels.delete(tunnel);
+  }
+
+  fault(key: string, fields: object, message: string): void {
+    this.logFault(key, 'warn', fields, message);
   }
 
   // ---- requests --------------------------------------------------------------------------
 
-  private async handle(request: Request, server: BunServer): Promise<Response> {
+  private async handle(request: Request, server: BunServer): Promise<Response | undefined> {
     this.inFlight++;
     try {
       return await this.route(request, server);
@@ -156,15 +178,18 @@ export class BunDataPlane implements DataPlane {
     }
   }
 
-  private async route(request: Request, server: BunServer): Promise<Response> {
+  private async route(request: Request, server: BunServer): Promise<Response | undefined> {
     const generation = this.generation;
     const rawHeaders: string[] = [];
     request.headers.forEach((value, name) => rawHeaders.push(name, value));
     const framing = checkRequestFraming(rawHeaders);
     if (framing !== undefined) return errorResponse('GG_BAD_REQUEST', `ambiguous request framing: ${framing}`, true);
-    if (request.headers.get('upgrade') !== null) {
-      // Not bridged yet on Bun (README "Bun data plane"): refused plainly rather than half-done.
-      return errorResponse('GG_BAD_REQUEST', 'protocol upgrades (WebSocket) are not bridged by the Bun data plane; run graygate on Node for them', this.draining);
+    const upgrade = request.headers.get('upgrade');
+    if (upgrade !== null) {
+      if (this.draining) return errorResponse('GG_SHUTTING_DOWN', 'the gateway is shutting down', true);
+      // Bun.serve hands over a connection only as a WebSocket, so other protocols (h2c…) cannot be
+      // tunnelled as the Node adapter does (README "Bun data plane").
+      if (upgrade.toLowerCase() !== 'websocket') return errorResponse('GG_BAD_REQUEST', `the Bun data plane bridges WebSocket upgrades only, not "${upgrade}"; run graygate on Node for them`, true);
     }
     if (generation === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', 'no routing is loaded yet', this.draining);
     const peerIp = unwrapMappedIpv4(server.requestIP(request)?.address ?? '');
@@ -182,7 +207,89 @@ export class BunDataPlane implements DataPlane {
       this.logFault('decide', 'warn', { service: service.name, err: error }, 'deciding failed; routing to stable');
       decision = service.stableDecision;
     }
+    if (upgrade !== null) return this.bridge(request, server, rawHeaders, facts, generation, service, decision);
     return this.forward(request, rawHeaders, facts, generation, service, decision);
+  }
+
+  /**
+   * The decided upstream, or stable when the decision is a candidate with no server available
+   * (fail safe: a candidate that cannot take the request never fails it).
+   */
+  private chooseUpstream(generation: Generation, service: CompiledService, decision: Decision): UpstreamRuntime | undefined {
+    const upstream = generation.upstreams.get(decision.upstream);
+    if (decision.version === 'candidate' && (upstream === undefined || !upstream.balancer.hasAvailable(Date.now()))) {
+      return generation.upstreams.get(service.stableDecision.upstream);
+    }
+    return upstream;
+  }
+
+  /**
+   * A WebSocket upgrade, routed like a request: opens a client WebSocket to a server of the chosen
+   * upstream (connect failures try the next server, then stable), and only once that upstream
+   * answered 101 switches the client over, with the upstream's subprotocol. Resolves with
+   * undefined once switched (Bun writes the 101), or with the error response.
+   */
+  private async bridge(
+    request: Request,
+    server: BunServer,
+    rawHeaders: readonly string[],
+    facts: BunRequestFacts,
+    generation: Generation,
+    service: CompiledService,
+    decision: Decision,
+  ): Promise<Response | undefined> {
+    let upstream = this.chooseUpstream(generation, service, decision);
+    if (upstream === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`, true);
+    const protocols = (request.headers.get('sec-websocket-protocol') ?? '')
+      .split(',')
+      .map((token) => token.trim())
+      .filter((token) => token !== '');
+    let tried: Set<number> | undefined;
+    for (;;) {
+      const index = upstream.balancer.pick(Date.now(), tried);
+      if (index < 0) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, true);
+      const entry = upstream.balancer.servers[index]!;
+      const list = buildUpstreamRequestHeaders(rawHeaders, facts, { preserveHost: this.settings.proxy.preserveHost, originHost: entry.hostHeader, bodyUntouched: true });
+      const headers = new Headers();
+      for (let i = 0; i < list.length; i += 2) {
+        const name = list[i]!;
+        if (!OWN_HANDSHAKE_HEADERS.has(name.toLowerCase())) headers.append(name, list[i + 1]!);
+      }
+      const timeouts = upstream.config.timeouts;
+      const url = `ws${entry.origin.slice(4)}${facts.pathAndQuery}`;
+      const outcome = await openUpstreamWebSocket(url, headers, protocols, timeouts.connectMs + timeouts.responseHeadersMs, request.signal);
+      if (!('code' in outcome)) {
+        entry.health.recordSuccess();
+        const tunnel = new Tunnel(this, outcome, upstream.name);
+        // An empty Sec-WebSocket-Protocol keeps Bun from choosing the client's first offer itself:
+        // the client gets what the upstream chose, or none when it chose none.
+        const switchHeaders: Record<string, string> = { 'sec-websocket-protocol': outcome.protocol };
+        // An anonymous caller minted an id to decide this upgrade: hand it back on the 101, so the
+        // next connection of the same browser gets the same version.
+        if (facts.mintedAnonymousCookie !== undefined) switchHeaders['set-cookie'] = facts.mintedAnonymousCookie;
+        if (request.signal.aborted || !server.upgrade(request, { data: tunnel, headers: switchHeaders })) {
+          outcome.close(1001, 'the client went away');
+          return errorResponse('GG_BAD_REQUEST', 'the WebSocket handshake could not be completed', true);
+        }
+        this.tunnels.add(tunnel);
+        return undefined;
+      }
+      if (request.signal.aborted) return errorResponse('GG_UPSTREAM_RESET', outcome.message, true);
+      if (outcome.isConnectFailure) {
+        entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy);
+        (tried ??= new Set()).add(index);
+        this.logFault(`upstream-connect:${upstream.name}`, 'warn', { upstream: upstream.name, server: entry.origin, code: outcome.code }, `${outcome.message}; trying another server`);
+        if (tried.size < upstream.balancer.servers.length) continue;
+        const stable = generation.upstreams.get(service.stableDecision.upstream);
+        if (stable !== undefined && stable !== upstream) {
+          upstream = stable;
+          tried = undefined;
+          continue;
+        }
+      }
+      this.logFault(`upgrade:${outcome.code}`, 'warn', { upstream: upstream.name, code: outcome.code }, outcome.message);
+      return errorResponse(outcome.code, `${outcome.message} (upstream "${upstream.name}")`, true);
+    }
   }
 
   private async forward(
@@ -193,21 +300,23 @@ export class BunDataPlane implements DataPlane {
     service: CompiledService,
     decision: Decision,
   ): Promise<Response> {
-    const now = Date.now();
-    let upstream = generation.upstreams.get(decision.upstream);
-    // Fail safe: a candidate with no server that can take the request sends it to stable.
-    if (decision.version === 'candidate' && (upstream === undefined || !upstream.balancer.hasAvailable(now))) {
-      upstream = generation.upstreams.get(service.stableDecision.upstream);
-    }
+    let upstream = this.chooseUpstream(generation, service, decision);
     if (upstream === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`, this.draining);
-    return this.dispatch(request, rawHeaders, facts, generation, service, decision, upstream);
+    // Counted in flight to the upstream it goes to until the response head is handed to Bun (as
+    // the process count is); a fallback to stable moves the count.
+    upstream.counter.inFlight++;
+    try {
+      return await this.dispatch(request, rawHeaders, facts, generation, service, decision, upstream, (next) => {
+        upstream!.counter.inFlight--;
+        next.counter.inFlight++;
+        upstream = next;
+      });
+    } finally {
+      upstream.counter.inFlight--;
+    }
   }
 
-  /**
-   * Tries the servers of `chosen` (then stable, for a candidate that cannot connect). The request
-   * counts in flight to the upstream it goes to until the response head is handed to Bun (as the
-   * process count does); a fallback to stable moves the count.
-   */
+  /** Tries the servers of `chosen`, then stable for a candidate that cannot connect (`moveTo` says so). */
   private async dispatch(
     request: Request,
     rawHeaders: readonly string[],
@@ -216,41 +325,43 @@ export class BunDataPlane implements DataPlane {
     service: CompiledService,
     decision: Decision,
     chosen: UpstreamRuntime,
+    moveTo: (upstream: UpstreamRuntime) => void,
   ): Promise<Response> {
     let upstream = chosen;
-    upstream.counter.inFlight++;
-    try {
-      const hasBody = request.body !== null && request.method !== 'GET' && request.method !== 'HEAD';
-      const retryable = isRetryableRequest(request.method, hasBody);
-      let tried: Set<number> | undefined;
-      for (;;) {
-        const index = upstream.balancer.pick(Date.now(), tried);
-        if (index < 0) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, this.draining);
-        const entry = upstream.balancer.servers[index]!;
-        const outcome = await this.attempt(request, rawHeaders, facts, hasBody, upstream, entry, decision);
-        if (outcome instanceof Response) return outcome;
-        const failure = outcome;
-        if (failure.isConnectFailure) {
-          entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy);
-          if (retryable) {
-            (tried ??= new Set()).add(index);
-            this.logFault(`upstream-connect:${upstream.name}`, 'warn', { upstream: upstream.name, server: entry.origin, code: failure.code }, `${failure.message}; trying another server`);
-            if (tried.size < upstream.balancer.servers.length) continue;
-            const stable = generation.upstreams.get(service.stableDecision.upstream);
-            if (stable !== undefined && stable !== upstream) {
-              upstream.counter.inFlight--;
-              stable.counter.inFlight++;
-              upstream = stable;
-              tried = undefined;
-              continue;
-            }
+    const hasBody = request.body !== null && request.method !== 'GET' && request.method !== 'HEAD';
+    const retryable = isRetryableRequest(request.method, hasBody);
+    let tried: Set<number> | undefined;
+    let resetRetried = false;
+    for (;;) {
+      const index = upstream.balancer.pick(Date.now(), tried);
+      if (index < 0) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, this.draining);
+      const entry = upstream.balancer.servers[index]!;
+      const outcome = await this.attempt(request, rawHeaders, facts, hasBody, upstream, entry, decision);
+      if (outcome instanceof Response) return outcome;
+      const failure = outcome;
+      if (failure.isConnectFailure) {
+        entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy);
+        if (retryable) {
+          (tried ??= new Set()).add(index);
+          this.logFault(`upstream-connect:${upstream.name}`, 'warn', { upstream: upstream.name, server: entry.origin, code: failure.code }, `${failure.message}; trying another server`);
+          if (tried.size < upstream.balancer.servers.length) continue;
+          const stable = generation.upstreams.get(service.stableDecision.upstream);
+          if (stable !== undefined && stable !== upstream) {
+            moveTo(stable);
+            upstream = stable;
+            tried = undefined;
+            continue;
           }
         }
-        this.logFault(`upstream:${failure.code}`, 'warn', { upstream: upstream.name, code: failure.code }, failure.message);
-        return errorResponse(failure.code, `${failure.message} (upstream "${upstream.name}")`, this.draining || hasBody);
       }
-    } finally {
-      upstream.counter.inFlight--;
+      // LESSONS "Stale pooled sockets": a pooled connection the server closed just as it was reused
+      // fails before any response byte. A body-less idempotent request is sent once more.
+      if (failure.code === 'GG_UPSTREAM_RESET' && retryable && !resetRetried && !request.signal.aborted) {
+        resetRetried = true;
+        continue;
+      }
+      this.logFault(`upstream:${failure.code}`, 'warn', { upstream: upstream.name, code: failure.code }, failure.message);
+      return errorResponse(failure.code, `${failure.message} (upstream "${upstream.name}")`, this.draining || hasBody);
     }
   }
 
@@ -271,8 +382,11 @@ export class BunDataPlane implements DataPlane {
     // A client that leaves aborts the upstream request, so its connection and buffers are released.
     const onClientAbort = () => controller.abort(new GatewayAbort('GG_CLIENT_CLOSED'));
     request.signal.addEventListener('abort', onClientAbort, { once: true });
-    const headersMs = upstream.config.timeouts.responseHeadersMs;
-    const timer = headersMs > 0 ? setTimeout(() => controller.abort(new GatewayAbort('UND_ERR_HEADERS_TIMEOUT')), headersMs) : undefined;
+    const timeouts = upstream.config.timeouts;
+    // Bun's fetch has no connect timeout of its own and does not say when the connection is up, so
+    // one timer covers connecting and waiting for the head: connectMs + responseHeadersMs.
+    const headersMs = timeouts.connectMs + timeouts.responseHeadersMs;
+    const timer = timeouts.responseHeadersMs > 0 ? setTimeout(() => controller.abort(new GatewayAbort('UND_ERR_HEADERS_TIMEOUT')), headersMs) : undefined;
     const path = facts.pathAndQuery;
     const init: BunFetchInit = {
       method: request.method,
@@ -310,7 +424,49 @@ export class BunDataPlane implements DataPlane {
       else for (const item of value) clientHeaders.append(name, item);
     }
     // The upstream body stream goes to the client as it arrives, never buffered whole.
-    return new Response(response.body, { status: response.status, statusText: response.statusText, headers: clientHeaders });
+    const body = response.body === null || timeouts.idleMs <= 0 ? response.body : this.watchIdle(response.body, timeouts.idleMs, controller, upstream.name);
+    return new Response(body, { status: response.status, statusText: response.statusText, headers: clientHeaders });
+  }
+
+  /**
+   * The upstream body, failing when the upstream stays silent for `idleMs` while the client waits
+   * for more (Bun's fetch has no body timeout). The silence is timed only while a read is pending,
+   * so a slow client is never mistaken for a stalled upstream. On timeout the upstream request is
+   * aborted and the client's response is cut (its head is gone), as the Node adapter does.
+   */
+  private watchIdle(source: ReadableStream<Uint8Array>, idleMs: number, controller: AbortController, upstreamName: string): ReadableStream<Uint8Array> {
+    const reader = source.getReader();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let stalled = false;
+    return new ReadableStream<Uint8Array>(
+      {
+        pull: async (out) => {
+          timer = setTimeout(() => {
+            stalled = true;
+            this.logFault('upstream:GG_UPSTREAM_TIMEOUT', 'warn', { upstream: upstreamName, code: 'GG_UPSTREAM_TIMEOUT' }, 'the upstream response body stalled');
+            controller.abort(new GatewayAbort('UND_ERR_BODY_TIMEOUT'));
+            out.error(new GatewayAbort('UND_ERR_BODY_TIMEOUT'));
+          }, idleMs);
+          let result: Awaited<ReturnType<typeof reader.read>>;
+          try {
+            result = await reader.read();
+          } catch (error) {
+            if (!stalled) out.error(error);
+            return;
+          } finally {
+            clearTimeout(timer);
+          }
+          if (stalled) return;
+          if (result.done) out.close();
+          else out.enqueue(result.value);
+        },
+        cancel: (reason) => {
+          clearTimeout(timer);
+          return reader.cancel(reason);
+        },
+      },
+      { highWaterMark: 0 },
+    );
   }
 
   // ---- shutdown --------------------------------------------------------------------------
@@ -324,20 +480,31 @@ export class BunDataPlane implements DataPlane {
     this.draining = true;
     const server = this.server;
     if (server === undefined) return;
-    // Stop accepting; Bun closes idle keep-alive connections and resolves once the requests in
-    // flight (bodies included) are done. After the grace, whatever remains is cut.
+    const deadline = Date.now() + Math.max(0, graceMs);
+    // Stop accepting; Bun closes idle keep-alive connections and resolves once every connection
+    // is done, WebSockets included.
     const stopped = Promise.resolve(server.stop(false)).then(() => 'done' as const);
+    // HTTP requests in flight (bodies included: Bun counts a request until its response ended)
+    // may finish within the grace.
+    while (server.pendingRequests > 0 && Date.now() < deadline) await delay(Math.min(50, deadline - Date.now()));
+    // Tunnels (WebSockets) have no natural end: like the Node adapter, they are closed once the
+    // HTTP requests are done, with 1001 "going away" to both sides.
+    for (const tunnel of this.tunnels) tunnel.close(1001, 'the gateway is shutting down');
     let timer: ReturnType<typeof setTimeout> | undefined;
     const cap = new Promise<'cap'>((resolve) => {
-      timer = setTimeout(() => resolve('cap'), Math.max(0, graceMs));
+      timer = setTimeout(() => resolve('cap'), Math.max(0, deadline - Date.now()));
     });
     const outcome = await Promise.race([stopped, cap]);
     clearTimeout(timer);
     if (outcome === 'cap') {
-      this.logger.warn({ inFlight: this.inFlight }, 'shutdown grace ended with requests in flight; closing them');
+      this.logger.warn({ inFlight: server.pendingRequests, tunnels: server.pendingWebSockets }, 'shutdown grace ended with requests in flight; closing them');
       await server.stop(true);
     }
   }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
 
 /** A JSON error response `{"error":{"code","message"}}`. */
