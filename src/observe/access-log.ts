@@ -15,10 +15,22 @@ export function createAccessLog(logger: Logger, settings: AccessLogSettings): Re
   // The bindings are serialized once here, not per line.
   const log = logger.child({ event: 'access' });
   const write = log[level].bind(log);
-  const sample = settings.sample;
+  // Sampling by an xorshift32 of our own: Math.random refills a cache of doubles on the heap every
+  // few dozen calls (measured: ~17 B per skipped request). State in a typed array, since a plain
+  // closure variable over 2^30 would be boxed on every store.
+  const state = new Uint32Array([(Date.now() ^ 0x9e3779b9) >>> 0 || 1]);
+  const cut = Math.floor(settings.sample * 0x1_0000_0000);
+  const always = settings.sample >= 1;
   return {
     requestClosed(record: ExchangeRecord): void {
-      if (sample < 1 && Math.random() >= sample) return;
+      if (!always) {
+        let x = state[0]!;
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        state[0] = x;
+        if (state[0]! >= cut) return;
+      }
       const decision = record.decision;
       write(
         {
