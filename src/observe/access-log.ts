@@ -32,6 +32,7 @@ export function createAccessLog(logger: Logger, settings: AccessLogSettings): Re
         if (state[0]! >= cut) return;
       }
       const decision = record.decision;
+      const version = decision === undefined ? null : servedVersion(decision, record.upstreamName);
       write(
         {
           method: record.method,
@@ -40,12 +41,14 @@ export function createAccessLog(logger: Logger, settings: AccessLogSettings): Re
           bytes: record.bytesSent,
           durationMs: Math.round(record.durationMs * 1000) / 1000,
           service: decision?.service ?? null,
-          version: decision === undefined ? null : servedVersion(decision, record.upstreamName),
+          version,
           upstream: record.upstreamName ?? null,
           server: record.serverOrigin ?? null,
           rule: decision?.reason ?? null,
           identity: record.identitySource ?? null,
           ...(record.aborted ? { aborted: true } : {}),
+          // The rules chose the candidate but it could not take the request: stable served it.
+          ...(decision !== undefined && version !== decision.version ? { decided: decision.version } : {}),
         },
         'request',
       );
