@@ -6,7 +6,10 @@ import type { RoutingDocument, Settings } from '../config/schema.js';
 import type { CreateDataPlane, DataPlane } from '../dataplane/runtime.js';
 import { GraygateError, isGraygateError } from '../errors.js';
 import type { IdentityContext } from '../identity/source.js';
+import { createAccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/log.js';
+import { metricsSource, Registry, registerGatewayMetrics, registerIdentityMetrics, RequestMetrics, type MetricsSource } from '../observe/metrics.js';
+import { combineObservers } from '../observe/request-observer.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store, StoredVersion } from '../store/store.js';
@@ -42,6 +45,8 @@ export interface Gateway {
   readonly adminAddress: { host: string; port: number } | undefined;
   /** This process's name in the fleet's load reports (host:pid:random). */
   readonly instanceId: string;
+  /** The whole gateway's metrics (with `--workers`, every worker's summed with this process's), as the admin API serves them. */
+  readonly metrics: MetricsSource;
   /** Graceful stop: drain the data plane within `graceMs`, then close the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -129,12 +134,17 @@ async function readLastGood(file: string): Promise<{ version: number; document: 
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const { settings, logger } = options;
   const store = options.store ?? (await createStore(settings, options.configPath, logger));
-  const dataPlane = options.createDataPlane({ settings, logger });
+  // One registry per gateway (not prom-client's global one), so several gateways in one process
+  // (tests, embedders) never mix their counts.
+  const registry = new Registry();
+  const requestMetrics = new RequestMetrics(registry);
+  const dataPlane = options.createDataPlane({ settings, logger, observer: combineObservers(requestMetrics, createAccessLog(logger, settings.log.access)) });
   // Long-lived: identity caches (token lookups) are kept per context, across snapshots.
   const identityContext: IdentityContext = {
     ...(store.readKey ? { readKey: (key: string, deadlineMs: number) => store.readKey!(key, deadlineMs) } : {}),
     logger,
   };
+  registerIdentityMetrics(registry, identityContext);
   let served: RoutingSnapshot | undefined;
   // When the served version last changed (a store key recompile keeps the version): the drain
   // report waits until a version has been served a moment before trusting a count of 0.
@@ -158,6 +168,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   // A store handed in (tests, the drop-in mode's fixed document) keeps no copy on disk.
   const lastGoodPath = options.store ? undefined : lastGoodPathOf(settings, options.configPath);
+  const metrics = metricsSource(registry, dataPlane.collectMetrics ? () => dataPlane.collectMetrics!() : undefined);
   const sync: ConfigSync = new ConfigSync({
     store,
     compile: (document, version) => compileRouting(document, version, { storeValue: keyFeed.value, identityContext }),
@@ -175,6 +186,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     // First boot with the store down and no copy on disk: the config file's routing beats not starting.
     ...(options.seedDocument ? { fallback: { document: options.seedDocument, source: options.configPath ?? 'the config file' } } : {}),
   });
+  registerGatewayMetrics(registry, { syncStats: () => sync.stats(), dataPlaneStats: () => dataPlane.stats() });
   try {
     // After a data loss, the last routing this gateway served is closer to the fleet's than the
     // config file's (which may be weeks older than the live rules).
@@ -216,6 +228,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           instanceId,
           localLoad,
           syncStats: () => sync.stats(),
+          metrics,
           afterWrite: () => void sync.refresh(),
           logger,
         },
@@ -240,6 +253,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     },
     adminAddress: admin?.address,
     instanceId,
+    metrics,
     close(graceMs = settings.proxy.shutdownGraceMs) {
       closing ??= (async () => {
         await admin?.close();

@@ -5,6 +5,7 @@ import type { DataPlaneStats } from '../../dataplane/runtime.js';
 import { GraygateError, isGraygateError } from '../../errors.js';
 import type { ConfigSyncStats } from '../../gateway/config-sync.js';
 import type { Logger } from '../../observe/log.js';
+import type { MetricsSource } from '../../observe/metrics.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
 import type { LoadReport, Store, StoredVersion } from '../../store/store.js';
 
@@ -22,6 +23,8 @@ export interface AdminContext {
   /** This gateway's load now, as it publishes it to a shared store (see gateway/load-reporter.ts). */
   localLoad(): LoadReport;
   syncStats(): ConfigSyncStats;
+  /** The gateway's metrics (every worker's, summed), for /metrics and /v1/metrics. */
+  readonly metrics: MetricsSource;
   /** Called after each write so this gateway rereads the store at once (others hear it by pub/sub or poll). */
   afterWrite(): void;
   readonly logger: Logger;
