@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { identitySources } from '../identity/index.js';
 import { strategies } from '../rules/strategies/index.js';
-import { ListenAddress, Milliseconds, Name } from './primitives.js';
+import { HeaderName, ListenAddress, Milliseconds, Name } from './primitives.js';
 
 /**
  * The one schema of graygate's configuration: the source of its TypeScript types, of validation
@@ -345,6 +345,11 @@ export const ProxySettings = z
     keepAliveTimeoutMs: Milliseconds.default(5_000).meta({ description: 'How long an idle client connection is kept open.' }),
     shutdownGraceMs: Milliseconds.default(30_000).meta({ description: 'On SIGTERM/SIGINT, in-flight requests get this long to finish.' }),
     preserveHost: z.boolean().default(true).meta({ description: 'Send the client Host header upstream (false: the server origin host).' }),
+    versionHeader: HeaderName.optional().meta({
+      description:
+        'For debugging: a response header (e.g. `x-graygate-version`) naming the version that served the request, `stable` or `candidate`. ' +
+        'Off by default: it tells every caller whether they are in a canary.',
+    }),
   })
   .meta({ description: 'Behaviour of the proxy towards clients.' });
 export type ProxySettings = z.output<typeof ProxySettings>;
@@ -397,6 +402,21 @@ export const AdminSettings = z
   .meta({ description: 'The admin HTTP API (and the CLI that drives it): its own listener, loopback by default, bearer tokens.' });
 export type AdminSettings = z.output<typeof AdminSettings>;
 
+const LogLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+export const AccessLogSettings = z
+  .strictObject({
+    enabled: z.boolean().default(true).meta({
+      description:
+        'One line per request: service, version, upstream, server, the rule that decided, identity source (never its value), status, bytes, duration, method, path without the query. ' +
+        'On by default, as a proxy\'s access log is where an operator looks first; `sample` thins it under load.',
+    }),
+    sample: z.number().min(0).max(1).default(1).meta({ description: 'Share of requests logged, 0..1 (0.01: one in a hundred, at random). Metrics count every request regardless.' }),
+    level: LogLevel.exclude(['silent']).default('info').meta({ description: 'Level the lines are written at; nothing is written when it is below `log.level`.' }),
+  })
+  .meta({ description: 'The access log.' });
+export type AccessLogSettings = z.output<typeof AccessLogSettings>;
+
 export const Settings = z.strictObject({
   listen: ListenAddress.prefault(8080).meta({ description: 'Where the proxy listens: host:port or a port (host defaults to 127.0.0.1).' }),
   trustedProxies: z.array(Cidr).default([]).meta({
@@ -407,10 +427,14 @@ export const Settings = z.strictObject({
   store: StoreSettings.default({ kind: 'file', historyLimit: 200, pollMs: 2_000 }),
   log: z
     .strictObject({
-      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      level: LogLevel.default('info').meta({ description: 'Lowest level written.' }),
+      format: z.enum(['json', 'pretty', 'auto']).default('auto').meta({
+        description: '`json`: one JSON object per line (pino). `pretty`: human-readable, for a terminal (pino-pretty). `auto`: pretty when stdout is a terminal, else JSON.',
+      }),
+      access: AccessLogSettings.prefault({}),
     })
     .prefault({})
-    .meta({ description: 'Logging (JSON lines on stdout).' }),
+    .meta({ description: 'Logging (on stdout).' }),
 });
 export type Settings = z.output<typeof Settings>;
 

@@ -18,15 +18,17 @@ export class ServerHealth {
     return this.ejectedUntil <= now;
   }
 
-  /** A connection was refused or timed out; ejects after `ejectAfterFailures` in a row. */
-  recordConnectFailure(now: number, policy: HealthPolicy): void {
+  /** A connection was refused or timed out; ejects after `ejectAfterFailures` in a row, and then returns true (for the metric). */
+  recordConnectFailure(now: number, policy: HealthPolicy): boolean {
     this.consecutiveFailures++;
     if (this.consecutiveFailures >= policy.ejectAfterFailures) {
       this.ejectedUntil = now + policy.ejectForMs;
       // A server back from ejection gets a fresh count: one more failure ejects it again only
       // once the threshold is reached anew.
       this.consecutiveFailures = 0;
+      return true;
     }
+    return false;
   }
 
   recordSuccess(): void {

@@ -1,3 +1,4 @@
+import { servedVersion } from '../observe/request-observer.js';
 import type { RequestFacts } from '../rules/facts.js';
 import type { Decision } from '../rules/snapshot.js';
 import { mergeVary } from './headers.js';
@@ -7,8 +8,17 @@ import { mergeVary } from './headers.js';
  * caches must not mix versions"): the decision's precomputed `Vary`, or `Cache-Control: private`;
  * and the anonymous id cookie when one was minted for this request. Nothing is computed per
  * request that the decision did not fix at compile, except rewriting an upstream Cache-Control.
+ * With `versionHeader` (`proxy.versionHeader`, off by default) the response also names the version
+ * that served it (`stable` after a fail-safe from the candidate to `upstreamName`).
  */
-export function applyDecisionHeaders(out: Record<string, string | string[]>, decision: Decision, facts: RequestFacts): void {
+export function applyDecisionHeaders(
+  out: Record<string, string | string[]>,
+  decision: Decision,
+  facts: RequestFacts,
+  versionHeader?: string,
+  upstreamName?: string,
+): void {
+  if (versionHeader !== undefined) out[versionHeader] = servedVersion(decision, upstreamName);
   const vary = decision.vary;
   if (vary !== undefined) out.vary = mergeVary(out.vary, vary);
   const minted = facts.mintedAnonymousCookie;

@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
 import type { Settings } from '../config/schema.js';
+import type { MetricsJson } from '../observe/metrics.js';
+import type { RequestObserver } from '../observe/request-observer.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 
 /**
@@ -24,6 +26,12 @@ export interface DataPlane {
   drain(graceMs: number): Promise<void>;
   /** Open client connections and requests in flight, for drain reporting and tests. */
   stats(): DataPlaneStats;
+  /**
+   * Metrics recorded by the processes behind this data plane, when they are not this one (the
+   * `--workers` primary asks each worker): one prom-client JSON registry per process, for the
+   * admin API to sum with its own. Absent when requests are recorded in this process.
+   */
+  collectMetrics?(): Promise<MetricsJson[]>;
 }
 
 export interface DataPlaneStats {
@@ -47,6 +55,8 @@ export interface UpstreamLoad {
 export interface DataPlaneOptions {
   readonly settings: Settings;
   readonly logger: Logger;
+  /** Told of every request once it has closed, and of upstream failures (metrics, access log). */
+  readonly observer?: RequestObserver;
 }
 
 export type CreateDataPlane = (options: DataPlaneOptions) => DataPlane;

@@ -4,7 +4,10 @@ import type { RoutingDocument, Settings } from '../config/schema.js';
 import type { CreateDataPlane, DataPlane } from '../dataplane/runtime.js';
 import { GraygateError, isGraygateError } from '../errors.js';
 import type { IdentityContext } from '../identity/source.js';
+import { createAccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/log.js';
+import { metricsSource, Registry, registerGatewayMetrics, registerIdentityMetrics, RequestMetrics, type MetricsSource } from '../observe/metrics.js';
+import { combineObservers } from '../observe/request-observer.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store } from '../store/store.js';
@@ -37,6 +40,8 @@ export interface Gateway {
   readonly snapshot: RoutingSnapshot | undefined;
   /** Where the admin API listens, when `settings.admin` configures it. */
   readonly adminAddress: { host: string; port: number } | undefined;
+  /** The whole gateway's metrics (with `--workers`, every worker's summed with this process's), as the admin API serves them. */
+  readonly metrics: MetricsSource;
   /** Graceful stop: drain the data plane within `graceMs`, then close the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -95,12 +100,17 @@ async function seedStore(store: Store, document: RoutingDocument, source: string
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const { settings, logger } = options;
   const store = options.store ?? (await createStore(settings, options.configPath, logger));
-  const dataPlane = options.createDataPlane({ settings, logger });
+  // One registry per gateway (not prom-client's global one), so several gateways in one process
+  // (tests, embedders) never mix their counts.
+  const registry = new Registry();
+  const requestMetrics = new RequestMetrics(registry);
+  const dataPlane = options.createDataPlane({ settings, logger, observer: combineObservers(requestMetrics, createAccessLog(logger, settings.log.access)) });
   // Long-lived: identity caches (token lookups) are kept per context, across snapshots.
   const identityContext: IdentityContext = {
     ...(store.readKey ? { readKey: (key: string, deadlineMs: number) => store.readKey!(key, deadlineMs) } : {}),
     logger,
   };
+  registerIdentityMetrics(registry, identityContext);
   let served: RoutingSnapshot | undefined;
   const install = (snapshot: RoutingSnapshot, storeValue: (key: string) => string | undefined) => {
     served = snapshot;
@@ -120,6 +130,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   // A store handed in (tests, the drop-in mode's fixed document) keeps no copy on disk.
   const lastGoodPath = options.store ? undefined : lastGoodPathOf(settings, options.configPath);
+  const metrics = metricsSource(registry, dataPlane.collectMetrics ? () => dataPlane.collectMetrics!() : undefined);
   const sync: ConfigSync = new ConfigSync({
     store,
     compile: (document, version) => compileRouting(document, version, { storeValue: keyFeed.value, identityContext }),
@@ -133,6 +144,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     bootFromHistory: settings.store.kind === 'file',
     ...(lastGoodPath ? { lastGood: { path: lastGoodPath, validate: parseRoutingDocument } } : {}),
   });
+  registerGatewayMetrics(registry, { syncStats: () => sync.stats(), dataPlaneStats: () => dataPlane.stats() });
   try {
     if (options.seedDocument) await seedStore(store, options.seedDocument, options.configPath ?? 'the config file', logger);
     const first = await sync.start();
@@ -164,6 +176,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           snapshot: () => served,
           dataPlaneStats: () => dataPlane.stats(),
           syncStats: () => sync.stats(),
+          metrics,
           afterWrite: () => void sync.refresh(),
           logger,
         },
@@ -186,6 +199,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return served;
     },
     adminAddress: admin?.address,
+    metrics,
     close(graceMs = settings.proxy.shutdownGraceMs) {
       closing ??= (async () => {
         await admin?.close();

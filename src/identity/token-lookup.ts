@@ -90,8 +90,12 @@ export interface TokenLookupStats {
   lookups: number;
   /** Lookups that found no key. */
   unknown: number;
+  /** Lookups that the store answered (found, unknown or garbage). */
+  answered: number;
   /** Lookups that failed or passed their deadline. */
   failures: number;
+  /** Of `failures`, those that passed their deadline. */
+  timeouts: number;
   /** Values under a token key that are not a user id. */
   garbage: number;
   /** Tokens refused before any lookup (oversized, bad characters). */
@@ -129,7 +133,7 @@ function cacheFor(context: IdentityContext, config: TokenLookupConfig, logger: L
       entries: new LRUCache<string, string>({ max: config.cacheMax, ttl: config.cacheTtlMs, updateAgeOnGet: false }),
       inFlight: new Map(),
       log: rateLimited(logger),
-      stats: { hits: 0, negativeHits: 0, lookups: 0, unknown: 0, failures: 0, garbage: 0, refused: 0, shed: 0 },
+      stats: { hits: 0, negativeHits: 0, lookups: 0, answered: 0, unknown: 0, failures: 0, timeouts: 0, garbage: 0, refused: 0, shed: 0 },
     };
     caches.set(key, cache);
     if (caches.size > CACHES_PER_CONTEXT) caches.delete(caches.keys().next().value!);
@@ -139,7 +143,7 @@ function cacheFor(context: IdentityContext, config: TokenLookupConfig, logger: L
 
 /** Token lookup counts of every cache kept for `context` (summed), e.g. for a metrics endpoint. */
 export function tokenLookupStats(context: IdentityContext): TokenLookupStats {
-  const total: TokenLookupStats = { hits: 0, negativeHits: 0, lookups: 0, unknown: 0, failures: 0, garbage: 0, refused: 0, shed: 0 };
+  const total: TokenLookupStats = { hits: 0, negativeHits: 0, lookups: 0, answered: 0, unknown: 0, failures: 0, timeouts: 0, garbage: 0, refused: 0, shed: 0 };
   for (const cache of registry.get(context)?.values() ?? []) {
     for (const key of Object.keys(total) as (keyof TokenLookupStats)[]) total[key] += cache.stats[key];
   }
@@ -171,6 +175,7 @@ export const tokenLookupIdentity = defineIdentitySource({
 
     const remember = (token: string, value: string | undefined): string | undefined => {
       inFlight.delete(token);
+      stats.answered++;
       if (value !== undefined && isCanonicalUserId(value)) {
         entries.set(token, value);
         return value;
@@ -183,9 +188,12 @@ export const tokenLookupIdentity = defineIdentitySource({
       if (negativeTtlMs > 0) entries.set(token, UNKNOWN, { ttl: negativeTtlMs });
       return undefined;
     };
-    const fail = (token: string, error: unknown): undefined => {
+    const fail = (token: string, error: unknown, startedAt: number): undefined => {
       inFlight.delete(token);
       stats.failures++;
+      // Stores word their deadline errors differently (Redis, the --workers primary): the clock
+      // says it for all of them.
+      if (Date.now() - startedAt >= deadlineMs) stats.timeouts++;
       log('tokenLookup.failed', 'warn', { err: (error as Error)?.message ?? String(error) }, 'token lookup failed or timed out; the request goes to stable');
       return undefined;
     };
@@ -214,9 +222,10 @@ export const tokenLookupIdentity = defineIdentitySource({
           return undefined;
         }
         stats.lookups++;
+        const startedAt = Date.now();
         pending = readKey(keyPrefix + token + keySuffix, deadlineMs).then(
           (value) => remember(token, value),
-          (error: unknown) => fail(token, error),
+          (error: unknown) => fail(token, error, startedAt),
         );
         inFlight.set(token, pending);
       }

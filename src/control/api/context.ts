@@ -5,6 +5,7 @@ import type { DataPlaneStats } from '../../dataplane/runtime.js';
 import { GraygateError, isGraygateError } from '../../errors.js';
 import type { ConfigSyncStats } from '../../gateway/config-sync.js';
 import type { Logger } from '../../observe/log.js';
+import type { MetricsSource } from '../../observe/metrics.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
 import type { Store, StoredVersion } from '../../store/store.js';
 
@@ -18,6 +19,8 @@ export interface AdminContext {
   snapshot(): RoutingSnapshot | undefined;
   dataPlaneStats(): DataPlaneStats;
   syncStats(): ConfigSyncStats;
+  /** The gateway's metrics (every worker's, summed), for /metrics and /v1/metrics. */
+  readonly metrics: MetricsSource;
   /** Called after each write so this gateway rereads the store at once (others hear it by pub/sub or poll). */
   afterWrite(): void;
   readonly logger: Logger;

@@ -13,6 +13,7 @@ import { configRoutes } from './config.js';
 import { explainRoutes } from './explain.js';
 import { healthRoutes } from './health.js';
 import { historyRoutes } from './history.js';
+import { metricsRoutes } from './metrics.js';
 import { openApiRoute } from './openapi.js';
 import { releaseRoutes } from './releases.js';
 import { serviceRoutes } from './services.js';
@@ -72,7 +73,7 @@ function serveDashboard(app: FastifyInstance, uiDir: string): void {
 
 /** Every route of the admin API (the OpenAPI route adds itself). */
 export function adminRoutes(version = '0'): Route[] {
-  const routes: Route[] = [...healthRoutes, ...configRoutes, ...serviceRoutes, ...upstreamRoutes, ...releaseRoutes, ...historyRoutes, ...explainRoutes];
+  const routes: Route[] = [...healthRoutes, ...configRoutes, ...serviceRoutes, ...upstreamRoutes, ...releaseRoutes, ...historyRoutes, ...explainRoutes, ...metricsRoutes];
   routes.push(openApiRoute(() => routes, version));
   return routes;
 }

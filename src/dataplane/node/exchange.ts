@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
+import type { ExchangeRecord, RequestObserver } from '../../observe/request-observer.js';
 import type { CompiledService, Decision } from '../../rules/snapshot.js';
 import { classifyUpstreamError, isRetryableRequest, type UpstreamFailure } from '../balancer.js';
 import { applyDecisionHeaders } from '../decision-headers.js';
@@ -15,6 +16,10 @@ export interface ExchangeHost {
   /** Called once, when the client response has closed (finished or not). */
   exchangeClosed(exchange: Exchange): void;
   fault(key: string, fields: object, message: string): void;
+  /** Metrics and access log: told of upstream failures here, of the request in `exchangeClosed`. */
+  readonly observer: RequestObserver;
+  /** The response header naming the served version (`proxy.versionHeader`), if any. */
+  readonly versionHeader: string | undefined;
 }
 
 type Controller = Dispatcher.DispatchController;
@@ -47,16 +52,22 @@ class ClientClosedError extends Error {
  * One proxied request: chooses a server, forwards through undici's dispatch API with
  * backpressure both ways, retries connect failures where that is safe, and maps failures to
  * coded error responses. It is undici's handler for the request, so its methods are the
- * handler callbacks and no per-request closures are needed.
+ * handler callbacks and no per-request closures are needed. It is also the record of the request
+ * the observer gets when it closes (ExchangeRecord), so reporting it allocates nothing.
  */
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements Dispatcher.DispatchHandler, ExchangeRecord {
   controller: Controller | undefined = undefined;
   waitingForDrain = false;
   private responseStarted = false;
   private clientGone = false;
   private settled = false;
   private upstream: UpstreamRuntime | undefined = undefined;
-  private decision: Decision | undefined = undefined;
+  decision: Decision | undefined = undefined;
+  status = 0;
+  bytesSent = 0;
+  durationMs = 0;
+  aborted = false;
+  private readonly startedAt = performance.now();
   private service: CompiledService | undefined = undefined;
   private serverIndex = -1;
   private tried: Set<number> | undefined = undefined;
@@ -73,6 +84,26 @@ export class Exchange implements Dispatcher.DispatchHandler {
   ) {
     (res as TaggedResponse)[kExchange] = this;
     res.once('close', onResponseClose);
+  }
+
+  get method(): string {
+    return this.req.method ?? 'GET';
+  }
+
+  get path(): string {
+    return this.facts.path;
+  }
+
+  get identitySource(): string | undefined {
+    return this.facts.identitySource;
+  }
+
+  get upstreamName(): string | undefined {
+    return this.upstream?.name;
+  }
+
+  get serverOrigin(): string | undefined {
+    return this.serverIndex < 0 ? undefined : this.upstream?.balancer.servers[this.serverIndex]?.origin;
   }
 
   /** Forwards the request as `decision` says (after the service was matched and decided). */
@@ -146,7 +177,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.upstream!.balancer.servers[this.serverIndex]!.health.recordSuccess();
     if (this.clientGone) return;
     const out = buildClientResponseHeaders(headers);
-    applyDecisionHeaders(out, this.decision!, this.facts);
+    applyDecisionHeaders(out, this.decision!, this.facts, this.host.versionHeader, this.upstream!.name);
     if (this.host.isDraining) out.connection = 'close';
     this.chunkedResponse = headers['content-length'] === undefined;
     this.responseStarted = true;
@@ -156,6 +187,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Controller, chunk: Buffer): void {
     if (this.clientGone) return;
+    this.bytesSent += chunk.length;
     // Backpressure: a slow client pauses the upstream socket instead of buffering in memory.
     if (!this.res.write(chunk) && !this.waitingForDrain) {
       this.waitingForDrain = true;
@@ -183,9 +215,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.clientGone || this.settled) return;
     const failure = classifyUpstreamError(error);
     const upstream = this.upstream;
+    if (upstream !== undefined) this.host.observer.upstreamFailed(upstream.name, failure.code, failure.isConnectFailure);
     if (upstream !== undefined && this.serverIndex >= 0 && failure.isConnectFailure && !this.responseStarted) {
       const now = Date.now();
-      upstream.balancer.servers[this.serverIndex]!.health.recordConnectFailure(now, upstream.balancer.policy);
+      const server = upstream.balancer.servers[this.serverIndex]!;
+      if (server.health.recordConnectFailure(now, upstream.balancer.policy)) this.host.observer.serverEjected(upstream.name, server.origin);
       if (this.retryAfterConnectFailure(now, failure)) return;
     }
     // LESSONS "Stale pooled sockets": a pooled connection the server closed just as we reused
@@ -243,12 +277,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     // An unread request body leaves the connection in an unknown state: close it.
     const close = this.host.isDraining || (this.hasBody && !this.req.complete);
-    writeErrorResponse(res, code, message, close);
+    this.bytesSent = writeErrorResponse(res, code, message, close);
   }
 
   /** The client response closed: finished, or the client went away mid-way. */
   clientClosed(): void {
-    if (!this.res.writableFinished) {
+    const res = this.res;
+    this.durationMs = performance.now() - this.startedAt;
+    this.status = res.headersSent ? res.statusCode : 499;
+    if (!res.writableFinished) {
+      this.aborted = true;
       this.clientGone = true;
       // LESSONS "Client aborts": abort upstream so its socket and buffers are released.
       this.controller?.abort(new ClientClosedError());
@@ -257,15 +295,17 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 }
 
-/** Writes a JSON error response on a node:http response that has not started. */
-export function writeErrorResponse(res: ServerResponse, code: ErrorCode, message: string, close: boolean): void {
+/** Writes a JSON error response on a node:http response that has not started; returns the body's length. */
+export function writeErrorResponse(res: ServerResponse, code: ErrorCode, message: string, close: boolean): number {
   const body = JSON.stringify({ error: { code, message } });
+  const length = Buffer.byteLength(body);
   const headers: Record<string, string | number> = {
     'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
+    'content-length': length,
     'cache-control': 'no-store',
   };
   if (close) headers.connection = 'close';
   res.writeHead(ErrorCodes[code].status, headers);
   res.end(body);
+  return length;
 }

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Settings } from '../../config/schema.js';
 import type { ErrorCode } from '../../errors.js';
 import { rateLimited } from '../../observe/log.js';
+import { NO_OBSERVER, type RequestObserver } from '../../observe/request-observer.js';
 import { compileCidrList } from '../../rules/cidr.js';
 import type { CompiledService, Decision, RoutingSnapshot } from '../../rules/snapshot.js';
 import { checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
@@ -28,6 +29,8 @@ function isPromise(value: unknown): value is Promise<void> {
  */
 export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   readonly preserveHost: boolean;
+  readonly observer: RequestObserver;
+  readonly versionHeader: string | undefined;
   private readonly server: http.Server;
   private readonly registry: PoolRegistry;
   private readonly settings: Settings;
@@ -48,6 +51,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     this.settings = options.settings;
     this.logger = options.logger;
     this.preserveHost = options.settings.proxy.preserveHost;
+    this.observer = options.observer ?? NO_OBSERVER;
+    this.versionHeader = options.settings.proxy.versionHeader;
     this.logFault = rateLimited(this.logger);
     this.isTrusted = options.settings.trustedProxies.length > 0 ? compileCidrList(options.settings.trustedProxies) : NEVER_TRUSTED;
     this.registry = new PoolRegistry((origin) => this.logger.debug({ origin }, 'closed the pool of a server no snapshot uses'));
@@ -139,7 +144,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     if (framing !== undefined) {
       // Framing we cannot trust leaves the rest of the connection unreadable: answer and close.
       this.poisoned.add(socket);
-      writeErrorResponse(res, 'GG_BAD_REQUEST', `ambiguous request framing: ${framing}`, true);
+      exchange.bytesSent = writeErrorResponse(res, 'GG_BAD_REQUEST', `ambiguous request framing: ${framing}`, true);
       req.resume();
       return;
     }
@@ -186,6 +191,12 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   exchangeClosed(exchange: Exchange): void {
     if (exchange.generation !== undefined) this.registry.release(exchange.generation);
     this.inFlight--;
+    try {
+      this.observer.requestClosed(exchange);
+    } catch (error) {
+      // Observability must never cost a request or the process.
+      this.logFault('observer', 'error', { err: error }, 'recording a request failed');
+    }
     if (this.inFlight === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
