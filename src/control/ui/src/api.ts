@@ -48,10 +48,10 @@ export const session = {
   },
 };
 
-/** Calls the API with `token` (default: the session's); throws ApiError with the API's message. */
-export async function call<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown, token = session.token()): Promise<T> {
+/** Calls the API with `token` (default: the session's; null: none); throws ApiError with the API's message. */
+export async function call<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown, token: string | null | undefined = session.token()): Promise<T> {
   const headers: Record<string, string> = { accept: 'application/json' };
-  if (token !== undefined) headers.authorization = `Bearer ${token}`;
+  if (token !== undefined && token !== null) headers.authorization = `Bearer ${token}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
   let response: Response;
   try {
@@ -76,7 +76,8 @@ export async function call<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: st
 const service = (name: string) => `/v1/services/${encodeURIComponent(name)}`;
 
 export const api = {
-  status: (token?: string) => call<StatusResult>('GET', '/v1/status', undefined, token ?? session.token()),
+  /** The status with `token` (null: without one, to learn whether the API needs a token at all). */
+  status: (token?: string | null) => call<StatusResult>('GET', '/v1/status', undefined, token === undefined ? session.token() : token),
   services: () => call<ServiceList>('GET', '/v1/services'),
   upstreams: () => call<UpstreamList>('GET', '/v1/upstreams'),
   metrics: () => call<MetricJson[]>('GET', '/v1/metrics'),

@@ -82,6 +82,8 @@ export class LiveChart {
       for (const pair of this.data.series) for (const line of pair) line.shift();
     }
     this.plots.forEach((plot, i) => plot.setData([this.data.x, ...this.data.series[i]!] as uPlot.AlignedData));
+    // How many points are drawn: lets a browser test see the chart move without reading pixels.
+    this.element.dataset.points = String(this.data.x.length);
   }
 
   /** Empties the charts (another service chosen). */
@@ -89,6 +91,7 @@ export class LiveChart {
     this.data.x.length = 0;
     for (const pair of this.data.series) for (const line of pair) line.length = 0;
     this.plots.forEach((plot) => plot.setData([[], [], []]));
+    this.element.dataset.points = '0';
   }
 
   destroy(): void {

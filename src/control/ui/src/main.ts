@@ -281,7 +281,7 @@ function enter(noAuth: boolean): void {
 async function boot(): Promise<void> {
   // Without admin.tokens the API answers without a token (loopback only): no login then.
   try {
-    await api.status(undefined);
+    await api.status(null);
     session.save(undefined);
     enter(true);
     return;
