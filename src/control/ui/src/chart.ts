@@ -20,6 +20,11 @@ const panels: Panel[] = [
   { title: 'p99 latency', unit: 'ms', value: (f, v) => (f[v].p99 === null ? null : f[v].p99! * 1000), format: (v) => (v >= 100 ? v.toFixed(0) : v.toFixed(1)) },
 ];
 
+/** Axis times as a clock (the date would only repeat itself over five minutes). */
+const clock = (seconds: number) => new Date(seconds * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+/** Axis values: whole numbers as such, others with one decimal. */
+const tick = (value: number) => (Number.isInteger(value) ? String(value) : value >= 10 ? value.toFixed(0) : value.toFixed(1));
+
 /**
  * Three small uPlot charts side by side (requests/s, error rate, p99), stable and candidate in
  * each, over the last five minutes; a point per poll. Figures of versions with no traffic are gaps.
@@ -43,11 +48,13 @@ export class LiveChart {
         height: 150,
         legend: { show: false },
         cursor: { drag: { x: false, y: false }, points: { size: 6 } },
-        padding: [8, 8, 0, 0],
-        scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(max ?? 0, panel.unit === '%' ? 1 : 1) * 1.15] } },
+        // Room on the right for the last time label.
+        padding: [8, 24, 0, 0],
+        // From zero, with headroom; an idle chart still shows a 0..1 scale rather than none.
+        scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(max ?? 0, 1) * 1.15] } },
         axes: [
-          { stroke: '#6b7280', grid: { stroke: '#eef0f3', width: 1 }, ticks: { show: false }, font: '11px system-ui, sans-serif', space: 60 },
-          { stroke: '#6b7280', grid: { stroke: '#eef0f3', width: 1 }, ticks: { show: false }, font: '11px system-ui, sans-serif', size: 44, values: (_u, ticks) => ticks.map((t) => panel.format(t)) },
+          { stroke: '#6b7280', grid: { stroke: '#eef0f3', width: 1 }, ticks: { show: false }, font: '11px system-ui, sans-serif', space: 70, values: (_u, ticks) => ticks.map(clock) },
+          { stroke: '#6b7280', grid: { stroke: '#eef0f3', width: 1 }, ticks: { show: false }, font: '11px system-ui, sans-serif', size: 44, values: (_u, ticks) => ticks.map(tick) },
         ],
         series: [
           {},

@@ -129,8 +129,17 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
   function percentControl(current: number, apply: (percent: number) => void, label: string): HTMLElement {
     const slider = h('input', { type: 'range', min: 0, max: 100, step: 1, value: current, 'aria-label': 'Candidate percentage (slider)' });
     const number = h('input', { type: 'number', min: 0, max: 100, step: 0.01, value: current, class: 'percent-input', 'data-testid': 'percentage', 'aria-label': 'Candidate percentage' });
-    slider.addEventListener('input', () => (number.value = slider.value));
-    number.addEventListener('input', () => (slider.value = number.value));
+    // The track fills up to the thumb (a CSS variable: range inputs have no standard fill).
+    const paint = () => slider.style.setProperty('--fill', `${slider.value}%`);
+    slider.addEventListener('input', () => {
+      number.value = slider.value;
+      paint();
+    });
+    number.addEventListener('input', () => {
+      slider.value = number.value;
+      paint();
+    });
+    paint();
     const chips = QUICK_PERCENTS.map((p) =>
       h(
         'button',
@@ -140,6 +149,7 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
           onclick: () => {
             slider.value = String(p);
             number.value = String(p);
+            paint();
           },
         },
         `${p} %`,
