@@ -46,6 +46,24 @@ describe('the dashboard, in chromium, against a gateway process under traffic', 
     expect(result?.failures).toEqual([]);
   });
 
+  it('serves the page without a token (it holds no secrets), bundled and same-origin only; the API still needs the token', async () => {
+    const index = await fetch(`${demo.adminUrl}/ui/`);
+    expect(index.status).toBe(200);
+    expect(index.headers.get('content-security-policy')).toContain("default-src 'self'");
+    expect(index.headers.get('cache-control')).toBe('no-cache');
+    const html = await index.text();
+    // Everything the page loads comes from the admin listener itself: no CDN, no external font.
+    expect(html).not.toMatch(/(src|href)="(https?:)?\/\//);
+    const script = /src="(\/ui\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+    expect(script).toBeDefined();
+    const bundle = await fetch(`${demo.adminUrl}${script}`);
+    expect(bundle.status).toBe(200);
+    expect(bundle.headers.get('cache-control')).toContain('immutable');
+    expect((await fetch(`${demo.adminUrl}/ui/no-such-file.js`)).status).toBe(404);
+    const api = await fetch(`${demo.adminUrl}/v1/status`);
+    expect(api.status).toBe(401);
+  });
+
   it('redirects / to /ui/, refuses a wrong token with the API\'s message and lets the right one in', async () => {
     await page.goto(`${demo.adminUrl}/`);
     expect(new URL(page.url()).pathname).toBe('/ui/');
