@@ -162,4 +162,33 @@ describe('the dashboard, in chromium, against a gateway process under traffic', 
       { withinMs: 10_000 },
     );
   }, 30_000);
+
+  it('goes full (everyone on the candidate) and finishes (everyone on stable) with the controls', async () => {
+    await page.getByRole('link', { name: 'shop' }).click();
+    await page.getByRole('button', { name: 'Go full' }).click();
+    await until(() => page.getByTestId('release-state').textContent()).toBe('full');
+    await eventually(async () => expect((await candidateShare(traffic, 1_000)).share).toBe(1), { withinMs: 5_000 });
+    // The drain report of full shows on the page.
+    await until(() => page.getByTestId('drain').textContent()).toMatch(/drained|in flight/);
+
+    await page.getByRole('button', { name: 'Finish' }).click();
+    await until(() => page.getByTestId('release-state').textContent()).toBe('idle');
+    await eventually(async () => expect((await candidateShare(traffic, 1_000)).share).toBe(0), { withinMs: 5_000 });
+  }, 30_000);
+});
+
+describe('the dashboard of an admin API without tokens (loopback only)', () => {
+  it('opens without a login', async () => {
+    const [open, browser] = await Promise.all([startDashboardGateway({ tokens: false }), launchChromium()]);
+    try {
+      const page = await browser.context.newPage();
+      await page.goto(`${open.adminUrl}/ui/`);
+      await page.getByTestId('release-state').waitFor();
+      expect(await page.getByLabel('Admin token').count()).toBe(0);
+      expect(await page.locator('.pill', { hasText: 'no token (loopback)' }).count()).toBe(1);
+    } finally {
+      await browser.close();
+      await open.close();
+    }
+  });
 });

@@ -27,14 +27,19 @@ export interface DashboardGateway {
 
 /** Backends, then the gateway in front of them: service `shop`, stable `shop-v1`, a second upstream `shop-v2`, callers identified by x-user-id. */
 export async function startDashboardGateway(
-  options: { handler?: (name: string) => (req: http.IncomingMessage, res: http.ServerResponse) => boolean | void; release?: Record<string, unknown> } = {},
+  options: {
+    handler?: (name: string) => (req: http.IncomingMessage, res: http.ServerResponse) => boolean | void;
+    release?: Record<string, unknown>;
+    /** False: no admin.tokens (the API takes requests without a token, on loopback only). */
+    tokens?: boolean;
+  } = {},
 ): Promise<DashboardGateway> {
   const [stable, candidate] = await Promise.all([startBackend('stable', options.handler?.('stable')), startBackend('candidate', options.handler?.('candidate'))]);
   const gateway = await startGatewayProcess({
     config: {
       // The access log would write a line per request of the traffic loop; the tests read none.
       log: { access: { enabled: false } },
-      admin: { listen: '127.0.0.1:0', tokens: [{ name: 'ops', tokenEnv: 'GG_DASHBOARD_TOKEN' }] },
+      admin: { listen: '127.0.0.1:0', tokens: options.tokens === false ? [] : [{ name: 'ops', tokenEnv: 'GG_DASHBOARD_TOKEN' }] },
       upstreams: { 'shop-v1': { servers: [stable.url] }, 'shop-v2': { servers: [candidate.url] } },
       identity: { sources: [{ header: { name: 'x-user-id' } }] },
       services: [{ name: 'shop', stable: 'shop-v1', ...(options.release ? { release: options.release } : {}) }],
