@@ -61,7 +61,7 @@ export function registerDemoCommand(program: Command): void {
       const configPath = path.resolve(dir, 'graygate.yaml');
       writeFileSync(configPath, demoConfig(port, stable.url, candidate.url));
       const config = await loadConfigFile(configPath);
-      const logger = createLogger({ level: config.settings.log.level });
+      const logger = createLogger({ level: config.settings.log.level, format: config.settings.log.format });
       let gateway;
       try {
         gateway = await startGateway({ settings: config.settings, configPath, logger, createDataPlane: await selectDataPlane() });

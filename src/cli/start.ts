@@ -99,7 +99,7 @@ export async function runStart(options: StartOptions): Promise<number> {
       const base = settings.store.kind === 'redis' ? settings.store : isDropIn ? { pollMs: 500 } : {};
       settings.store = RedisStoreSettings.parse({ ...base, kind: 'redis', url: options.redis });
     }
-    logger = createLogger({ level: settings.log.level });
+    logger = createLogger({ level: settings.log.level, format: settings.log.format });
     const absoluteConfig = configPath ? path.resolve(configPath) : undefined;
     let store: Store | undefined;
     if (isDropIn) {

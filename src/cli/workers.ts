@@ -4,7 +4,10 @@ import type { RoutingDocument, Settings } from '../config/schema.js';
 import type { CreateDataPlane, DataPlane, DataPlaneStats } from '../dataplane/runtime.js';
 import { runtimeName } from '../dataplane/select.js';
 import type { IdentityContext } from '../identity/source.js';
+import { createAccessLog } from '../observe/access-log.js';
 import { createLogger, type Logger } from '../observe/log.js';
+import { Registry, registerIdentityMetrics, RequestMetrics, type MetricsJson } from '../observe/metrics.js';
+import { combineObservers } from '../observe/request-observer.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store } from '../store/store.js';
@@ -15,6 +18,8 @@ import type { Store } from '../store/store.js';
  * keys, as a single process does) and sends every document it applied, with the key values it was
  * compiled with, to every worker, which compiles it and swaps its snapshot. Token lookups on a
  * cache miss are asked of the primary's store; each worker keeps its own identity cache.
+ * Each worker records its requests in a registry of its own; the primary's admin API asks every
+ * worker for it (`gg:metrics`) and sums them with prom-client's AggregatorRegistry.
  */
 
 /** What `--workers` (or GRAYGATE_WORKERS) asks for: a count, or one per core when absent. */
@@ -47,13 +52,15 @@ type ToWorker =
   | StartMessage
   | RoutingMessage
   | { readonly type: 'gg:drain'; readonly graceMs: number }
+  | { readonly type: 'gg:metrics'; readonly id: number }
   | { readonly type: 'gg:key'; readonly id: number; readonly value?: string; readonly error?: string };
 type ToPrimary =
   | { readonly type: 'gg:ready' }
   | { readonly type: 'gg:listening'; readonly host: string; readonly port: number }
   | { readonly type: 'gg:stats'; readonly stats: DataPlaneStats; readonly draining?: boolean }
   | { readonly type: 'gg:readKey'; readonly id: number; readonly key: string; readonly deadlineMs: number }
-  | { readonly type: 'gg:start-failed'; readonly message: string };
+  | { readonly type: 'gg:start-failed'; readonly message: string }
+  | { readonly type: 'gg:metrics'; readonly id: number; readonly metrics: MetricsJson };
 
 function isMessage(value: unknown): value is { type: string } {
   return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string' && (value as { type: string }).type.startsWith('gg:');
@@ -62,6 +69,8 @@ function isMessage(value: unknown): value is { type: string } {
 // ---- primary -------------------------------------------------------------------------------
 
 const STATS_EVERY_MS = 100;
+/** How long a scrape waits for a worker's metrics; one that does not answer (busy dying) is left out. */
+const METRICS_WAIT_MS = 2_000;
 /** A worker that dies sooner than this after it started counts as a crash loop: back off. */
 const QUICK_CRASH_MS = 2_000;
 const MAX_RESTART_DELAY_MS = 5_000;
@@ -87,6 +96,8 @@ export class ClusterDataPlane implements DataPlane {
   private draining = false;
   private drainPromise: Promise<void> | undefined;
   private quickCrashes = 0;
+  private nextMetricsId = 0;
+  private readonly metricsWaiters = new Map<number, (metrics: MetricsJson) => void>();
 
   constructor(
     private readonly count: number,
@@ -145,6 +156,36 @@ export class ClusterDataPlane implements DataPlane {
       inFlightRequests += slot.stats.inFlightRequests;
     }
     return { openConnections, inFlightRequests, upstreams: {} }; // TODO(h1): per-upstream sum
+  }
+
+  /**
+   * Every listening worker's registry as prom-client JSON, for the admin API to sum. Our own IPC
+   * rather than AggregatorRegistry.clusterMetrics(): that one returns only text, leaves the
+   * primary's metrics out, and fails the whole scrape when one worker (say, one just restarted)
+   * does not answer within its fixed 5 s. A worker that exited took its counts with it: the
+   * totals drop, which Prometheus's rate() reads as a counter reset.
+   */
+  collectMetrics(): Promise<MetricsJson[]> {
+    const asks = [...this.slots.values()]
+      .filter((slot) => slot.listening && slot.worker.isConnected())
+      .map(
+        (slot) =>
+          new Promise<MetricsJson | undefined>((resolve) => {
+            const id = ++this.nextMetricsId;
+            const timer = setTimeout(() => {
+              this.metricsWaiters.delete(id);
+              this.logger.debug({ worker: slot.worker.id }, 'a worker did not send its metrics in time; left out of this scrape');
+              resolve(undefined);
+            }, METRICS_WAIT_MS);
+            this.metricsWaiters.set(id, (metrics) => {
+              clearTimeout(timer);
+              this.metricsWaiters.delete(id);
+              resolve(metrics);
+            });
+            this.send(slot.worker, { type: 'gg:metrics', id });
+          }),
+      );
+    return Promise.all(asks).then((all) => all.filter((metrics): metrics is MetricsJson => metrics !== undefined));
   }
 
   drain(graceMs: number): Promise<void> {
@@ -219,6 +260,9 @@ export class ClusterDataPlane implements DataPlane {
         case 'gg:start-failed':
           onFailed?.(m.message);
           break;
+        case 'gg:metrics':
+          this.metricsWaiters.get(m.id)?.(m.metrics);
+          break;
       }
     });
     worker.on('error', (error) => this.logger.debug({ err: error, worker: worker.id }, 'worker IPC error'));
@@ -279,6 +323,7 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
     let dataPlane: DataPlane | undefined;
     let logger: Logger | undefined;
     let identityContext: IdentityContext | undefined;
+    let registry: Registry | undefined;
     let statsTimer: NodeJS.Timeout | undefined;
     let lastStats = '';
     let nextKeyId = 0;
@@ -323,11 +368,15 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
       switch (m.type) {
         case 'gg:start': {
           if (dataPlane) return;
-          logger = createLogger({ level: m.settings.log.level });
+          // Every line says which worker wrote it: with N workers one stdout carries N streams.
+          logger = createLogger({ level: m.settings.log.level, format: m.settings.log.format }).child({ worker: process.pid });
           // The primary compiled this document against its store already, so a tokenLookup source
           // here means the store can look keys up; a worker asks the primary on a cache miss.
           identityContext = { readKey, logger };
-          dataPlane = createDataPlane({ settings: m.settings, logger });
+          registry = new Registry();
+          registerIdentityMetrics(registry, identityContext);
+          const observer = combineObservers(new RequestMetrics(registry), createAccessLog(logger, m.settings.log.access));
+          dataPlane = createDataPlane({ settings: m.settings, logger, observer });
           install(m.routing);
           dataPlane.listen().then(
             (address) => {
@@ -351,6 +400,21 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
         case 'gg:routing':
           if (dataPlane) install(m);
           break;
+        case 'gg:metrics': {
+          const id = m.id;
+          if (registry === undefined) {
+            send({ type: 'gg:metrics', id, metrics: [] });
+            break;
+          }
+          registry.getMetricsAsJSON().then(
+            (metrics) => send({ type: 'gg:metrics', id, metrics }),
+            (error: unknown) => {
+              logger?.warn({ err: error }, 'could not collect this worker\'s metrics');
+              send({ type: 'gg:metrics', id, metrics: [] });
+            },
+          );
+          break;
+        }
         case 'gg:key': {
           const waiter = keyWaiters.get(m.id);
           if (!waiter) return;

@@ -1,3 +1,5 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { startBackend, type Backend } from '../helpers/backend.js';
@@ -6,14 +8,15 @@ import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-pro
 import { parsePrometheusText, value, type Sample } from './prometheus-text.js';
 
 const TOKEN = 'metrics-scraper-token-0123456789';
+const bun = path.join(fileURLToPath(new URL('../..', import.meta.url)), 'node_modules/.bin/bun');
 
 /**
  * Known traffic through the real gateway process, then /metrics read back: every counter and
  * histogram count must match it exactly, per served version and status class. With --workers the
  * requests land on different workers (a new connection each), and the primary must sum them.
  */
-function describeKnownTraffic(workers: number): void {
-  describe(`metrics after known traffic, --workers ${workers}`, () => {
+function describeKnownTraffic(workers: number, runtime: 'node' | 'bun'): void {
+  describe(`metrics after known traffic, --workers ${workers} on ${runtime}`, () => {
     let stable: Backend;
     let candidate: Backend;
     let gateway: GatewayProcess;
@@ -43,6 +46,7 @@ function describeKnownTraffic(workers: number): void {
         },
         env: { GG_METRICS_TOKEN: TOKEN, GRAYGATE_WORKERS: String(workers) },
         readyWithinMs: 20_000,
+        ...(runtime === 'bun' ? { runtime: bun } : {}),
       });
       const line = await gateway.waitForLog((entry) => entry.event === 'admin-listening');
       adminUrl = `http://127.0.0.1:${String(line.port)}`;
@@ -80,6 +84,14 @@ function describeKnownTraffic(workers: number): void {
 
       // A worker records a request when its response has closed, which may be just after the
       // client read it: wait for the last one to land, then compare everything exactly.
+      if (workers > 1) {
+        // Both workers served (so the totals below are sums), and each request has its access line.
+        await eventually(() => {
+          const access = gateway.logs().filter((line) => line.event === 'access' && String(line.path).startsWith('/app'));
+          expect(access).toHaveLength(55);
+          expect(new Set(access.map((line) => line.worker)).size).toBe(workers);
+        });
+      }
       const samples = await eventually(
         async () => {
           const read = await scrape();
@@ -129,4 +141,7 @@ function describeKnownTraffic(workers: number): void {
   });
 }
 
-describeKnownTraffic(1);
+describeKnownTraffic(1, 'node');
+describeKnownTraffic(2, 'node');
+describeKnownTraffic(1, 'bun');
+describeKnownTraffic(2, 'bun');

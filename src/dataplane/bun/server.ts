@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Settings, Upstream } from '../../config/schema.js';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import { rateLimited } from '../../observe/log.js';
+import { NO_OBSERVER, type ExchangeRecord, type RequestObserver } from '../../observe/request-observer.js';
 import { compileCidrList } from '../../rules/cidr.js';
 import type { CompiledService, Decision, RoutingSnapshot } from '../../rules/snapshot.js';
 import { RoundRobin, ServerHealth, classifyUpstreamError, isRetryableRequest } from '../balancer.js';
@@ -43,6 +44,52 @@ function isPromise(value: unknown): value is Promise<void> {
   return value !== undefined && typeof (value as Promise<void>).then === 'function';
 }
 
+/**
+ * What the observer is told of one request. Bun hands the response body to the client after
+ * `fetch` has returned, so a request is reported when its response head is handed over: the
+ * duration is time to the response head, and bytes are the Content-Length (-1 without one).
+ */
+class BunExchangeRecord implements ExchangeRecord {
+  facts: BunRequestFacts | undefined = undefined;
+  decision: Decision | undefined = undefined;
+  upstreamName: string | undefined = undefined;
+  serverOrigin: string | undefined = undefined;
+  status = 0;
+  bytesSent = -1;
+  durationMs = 0;
+  readonly aborted = false;
+
+  constructor(
+    private readonly request: Request,
+    private readonly startedAt: number,
+  ) {}
+
+  get method(): string {
+    return this.request.method;
+  }
+
+  get path(): string {
+    if (this.facts !== undefined) return this.facts.path;
+    // Refused before facts were made (framing, upgrade): cut the path out of the absolute URL.
+    const url = this.request.url;
+    const start = url.indexOf('/', url.indexOf('://') + 3);
+    if (start < 0) return '/';
+    const query = url.indexOf('?', start);
+    return query < 0 ? url.slice(start) : url.slice(start, query);
+  }
+
+  get identitySource(): string | undefined {
+    return this.facts?.identitySource;
+  }
+
+  finish(response: Response): void {
+    this.durationMs = performance.now() - this.startedAt;
+    this.status = response.status;
+    const length = response.headers.get('content-length');
+    this.bytesSent = length === null ? -1 : Number(length);
+  }
+}
+
 /** The error a client abort or a timeout passes to fetch. */
 class GatewayAbort extends Error {
   constructor(readonly code: string) {
@@ -64,6 +111,8 @@ export class BunDataPlane implements DataPlane {
   private readonly logger: Logger;
   private readonly isTrusted: (ip: string) => boolean;
   private readonly logFault: ReturnType<typeof rateLimited>;
+  private readonly observer: RequestObserver;
+  private readonly versionHeader: string | undefined;
   private inFlight = 0;
   private draining = false;
   private drainPromise: Promise<void> | undefined;
@@ -72,6 +121,8 @@ export class BunDataPlane implements DataPlane {
     this.settings = options.settings;
     this.logger = options.logger;
     this.logFault = rateLimited(this.logger);
+    this.observer = options.observer ?? NO_OBSERVER;
+    this.versionHeader = options.settings.proxy.versionHeader;
     this.isTrusted = options.settings.trustedProxies.length > 0 ? compileCidrList(options.settings.trustedProxies) : NEVER_TRUSTED;
   }
 
@@ -124,18 +175,28 @@ export class BunDataPlane implements DataPlane {
 
   private async handle(request: Request, server: BunServer): Promise<Response> {
     this.inFlight++;
+    const record = new BunExchangeRecord(request, performance.now());
+    let response: Response;
     try {
-      return await this.route(request, server);
+      response = await this.route(request, server, record);
     } catch (error) {
       this.logFault('internal', 'error', { err: error, url: request.url }, 'unexpected error while routing a request');
-      return errorResponse('GG_INTERNAL', 'unexpected error in the gateway', this.draining);
+      response = errorResponse('GG_INTERNAL', 'unexpected error in the gateway', this.draining);
     } finally {
       // Counts until the response head is handed to Bun; Bun's own stop() waits for the bodies.
       this.inFlight--;
     }
+    record.finish(response);
+    try {
+      this.observer.requestClosed(record);
+    } catch (error) {
+      // Observability must never cost a request.
+      this.logFault('observer', 'error', { err: error }, 'recording a request failed');
+    }
+    return response;
   }
 
-  private async route(request: Request, server: BunServer): Promise<Response> {
+  private async route(request: Request, server: BunServer, record: BunExchangeRecord): Promise<Response> {
     const generation = this.generation;
     const rawHeaders: string[] = [];
     request.headers.forEach((value, name) => rawHeaders.push(name, value));
@@ -148,6 +209,7 @@ export class BunDataPlane implements DataPlane {
     if (generation === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', 'no routing is loaded yet', this.draining);
     const peerIp = unwrapMappedIpv4(server.requestIP(request)?.address ?? '');
     const facts = new BunRequestFacts(request, peerIp, this.isTrusted(peerIp), this.isTrusted);
+    record.facts = facts;
     const service = generation.snapshot.matchService(facts.host, facts.path);
     if (service === undefined) return errorResponse('GG_NO_SERVICE', `no service matches host "${facts.host}" and path "${facts.path}"`, this.draining);
     if (service.needsIdentity) {
@@ -161,7 +223,8 @@ export class BunDataPlane implements DataPlane {
       this.logFault('decide', 'warn', { service: service.name, err: error }, 'deciding failed; routing to stable');
       decision = service.stableDecision;
     }
-    return this.forward(request, rawHeaders, facts, generation, service, decision);
+    record.decision = decision;
+    return this.forward(request, rawHeaders, facts, generation, service, decision, record);
   }
 
   private async forward(
@@ -171,6 +234,7 @@ export class BunDataPlane implements DataPlane {
     generation: Generation,
     service: CompiledService,
     decision: Decision,
+    record: BunExchangeRecord,
   ): Promise<Response> {
     const now = Date.now();
     let upstream = generation.upstreams.get(decision.upstream);
@@ -186,11 +250,15 @@ export class BunDataPlane implements DataPlane {
       const index = upstream.balancer.pick(Date.now(), tried);
       if (index < 0) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, this.draining);
       const entry = upstream.balancer.servers[index]!;
+      record.upstreamName = upstream.name;
+      record.serverOrigin = entry.origin;
       const outcome = await this.attempt(request, rawHeaders, facts, hasBody, upstream, entry, decision);
       if (outcome instanceof Response) return outcome;
       const failure = outcome;
+      // A client that left is not the upstream's failure.
+      if (!request.signal.aborted) this.observer.upstreamFailed(upstream.name, failure.code, failure.isConnectFailure);
       if (failure.isConnectFailure) {
-        entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy);
+        if (entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy)) this.observer.serverEjected(upstream.name, entry.origin);
         if (retryable) {
           (tried ??= new Set()).add(index);
           this.logFault(`upstream-connect:${upstream.name}`, 'warn', { upstream: upstream.name, server: entry.origin, code: failure.code }, `${failure.message}; trying another server`);
@@ -255,7 +323,7 @@ export class BunDataPlane implements DataPlane {
     const cookies = response.headers.getSetCookie();
     if (cookies.length > 0) upstreamHeaders['set-cookie'] = cookies;
     const out = buildClientResponseHeaders(upstreamHeaders);
-    applyDecisionHeaders(out, decision, facts);
+    applyDecisionHeaders(out, decision, facts, this.versionHeader, upstream.name);
     if (this.draining) out.connection = 'close';
     const clientHeaders = new Headers();
     for (const name in out) {
@@ -296,7 +364,9 @@ export class BunDataPlane implements DataPlane {
 
 /** A JSON error response `{"error":{"code","message"}}`. */
 function errorResponse(code: ErrorCode, message: string, close: boolean): Response {
-  const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
+  const body = JSON.stringify({ error: { code, message } });
+  // Stated, so the access log and metrics can report the bytes of error answers too.
+  const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(body)) };
   if (close) headers.connection = 'close';
-  return new Response(JSON.stringify({ error: { code, message } }), { status: ErrorCodes[code].status, headers });
+  return new Response(body, { status: ErrorCodes[code].status, headers });
 }
