@@ -1,4 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { z } from 'zod';
 import { formatIssues } from '../../config/issues.js';
@@ -28,6 +32,43 @@ export interface AdminServerOptions {
   readonly version?: string;
   /** Where `tokenEnv` names are looked up (default process.env). */
   readonly env?: NodeJS.ProcessEnv;
+  /** The built dashboard (default: dist/ui of this package, which `npm run build` writes). */
+  readonly uiDir?: string;
+}
+
+// Both src/control/api and dist/control/api are three levels below the package root, so the
+// same path finds the built dashboard whether the API runs from dist/ or from the sources.
+const defaultUiDir = fileURLToPath(new URL('../../../dist/ui/', import.meta.url));
+
+// The page and its bundle come from this origin only; the API is called on the same origin.
+const UI_CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/**
+ * The dashboard (src/control/ui, bundled into dist/ui) at /ui/, `/` redirecting there. The files
+ * hold no secrets, so they need no token; every API call the page makes sends the token the
+ * operator typed. Hashed bundles are cached for good, index.html is revalidated on each load.
+ */
+function serveDashboard(app: FastifyInstance, uiDir: string): void {
+  app.get('/', (_request, reply) => reply.redirect('/ui/', 302));
+  if (!existsSync(path.join(uiDir, 'index.html'))) {
+    app.get('/ui/*', () => {
+      throw new GraygateError('GG_NOT_FOUND', `the dashboard is not built (no ${path.join(uiDir, 'index.html')}); run npm run build`);
+    });
+    return;
+  }
+  void app.register(fastifyStatic, {
+    root: uiDir,
+    prefix: '/ui/',
+    redirect: true,
+    cacheControl: false,
+    setHeaders(reply, filePath) {
+      const immutable = filePath.includes(`${path.sep}assets${path.sep}`);
+      void reply.header('cache-control', immutable ? 'public, max-age=31536000, immutable' : 'no-cache');
+      void reply.header('content-security-policy', UI_CSP);
+      void reply.header('x-content-type-options', 'nosniff');
+      void reply.header('referrer-policy', 'no-referrer');
+    },
+  });
 }
 
 /** Every route of the admin API (the OpenAPI route adds itself). */
@@ -105,14 +146,16 @@ function errorReply(error: unknown, context: AdminContext): { status: number; bo
 
 /**
  * Builds the admin API (fastify) over a running gateway's context, without listening. Every route
- * but health, readiness and the OpenAPI document needs `Authorization: Bearer <token>` when tokens
- * are configured; the token's name is the actor recorded for each write.
+ * but health, readiness, the OpenAPI document and the dashboard's static files needs
+ * `Authorization: Bearer <token>` when tokens are configured; the token's name is the actor
+ * recorded for each write.
  */
 export function buildAdminApp(options: AdminServerOptions): FastifyInstance {
   const { settings, context } = options;
   const tokens = resolveTokens(settings, options.env ?? process.env);
   const app = Fastify({ bodyLimit: settings.bodyLimitBytes, logger: false, return503OnClosing: true });
   const routes = adminRoutes(options.version);
+  serveDashboard(app, options.uiDir ?? defaultUiDir);
 
   app.setErrorHandler((error, _request, reply) => {
     const { status, body } = errorReply(error, context);
