@@ -44,6 +44,12 @@ describe('graygate demo', () => {
     execFileSync('sh', ['-c', `sed -i 's/state: canary/state: full/' ${configPath}`]);
     await eventually(async () => expect(await text(`${url}/`)).toMatch(/^hello from candidate/), { withinMs: 5_000 });
 
+    // The dashboard and the CLI's server are printed, and answer.
+    const admin = /dashboard\s+(http:\/\/127\.0\.0\.1:\d+)\/ui\//.exec(output)![1]!;
+    expect(await text(`${admin}/ui/`)).toMatch(/<html/i);
+    const status = execFileSync(process.execPath, [cliPath, 'status', '--url', admin], { encoding: 'utf8' });
+    expect(status).toMatch(/shop/);
+
     child.kill('SIGINT');
     expect(await exited).toBe(0);
     expect(output).toContain('graygate demo stopped.');
