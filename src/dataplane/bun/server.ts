@@ -47,6 +47,9 @@ const BUN_ERROR_CODES: Readonly<Record<string, string>> = {
   TimeoutError: 'UND_ERR_HEADERS_TIMEOUT',
 };
 
+/** Response bodies with a Content-Length up to this size are not timed for idleness (see attempt()). */
+const WATCHED_BODY_BYTES = 256 * 1024;
+
 /** Request headers Bun's client WebSocket writes itself, for its own handshake with the upstream. */
 const OWN_HANDSHAKE_HEADERS: ReadonlySet<string> = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol']);
 
@@ -495,8 +498,13 @@ export class BunDataPlane implements DataPlane, TunnelHost {
       if (typeof value === 'string') clientHeaders.set(name, value);
       else for (const item of value) clientHeaders.append(name, item);
     }
-    // The upstream body stream goes to the client as it arrives, never buffered whole.
-    const body = response.body === null || timeouts.idleMs <= 0 ? response.body : this.watchIdle(response.body, timeouts.idleMs, controller, upstream.name);
+    // The upstream body stream goes to the client as it arrives, never buffered whole. Timing its
+    // reads (watchIdle) takes it off Bun's native pipe, which costs half the throughput, so only
+    // bodies that can stall for long are watched: streamed ones (no Content-Length) and large ones.
+    // A short body with a length rides the native pipe, bounded by Bun's own socket idle timeout.
+    const length = response.headers.get('content-length');
+    const watched = response.body !== null && timeouts.idleMs > 0 && (length === null || Number(length) > WATCHED_BODY_BYTES);
+    const body = watched ? this.watchIdle(response.body!, timeouts.idleMs, controller, upstream.name) : response.body;
     return new Response(body, { status: response.status, statusText: response.statusText, headers: clientHeaders });
   }
 
