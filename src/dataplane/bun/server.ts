@@ -376,67 +376,48 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     // the process count is); a fallback to stable moves the count.
     upstream.counter.inFlight++;
     try {
-      return await this.dispatch(request, rawHeaders, facts, generation, service, decision, record, upstream, (next) => {
-        upstream!.counter.inFlight--;
-        next.counter.inFlight++;
-        upstream = next;
-      });
-    } finally {
-      upstream.counter.inFlight--;
-    }
-  }
-
-  /** Tries the servers of `chosen`, then stable for a candidate that cannot connect (`moveTo` says so). */
-  private async dispatch(
-    request: Request,
-    rawHeaders: readonly string[],
-    facts: BunRequestFacts,
-    generation: Generation,
-    service: CompiledService,
-    decision: Decision,
-    record: BunExchangeRecord,
-    chosen: UpstreamRuntime,
-    moveTo: (upstream: UpstreamRuntime) => void,
-  ): Promise<Response> {
-    let upstream = chosen;
-    const hasBody = request.body !== null && request.method !== 'GET' && request.method !== 'HEAD';
-    const retryable = isRetryableRequest(request.method, hasBody);
-    let tried: Set<number> | undefined;
-    let resetRetried = false;
-    for (;;) {
-      const index = upstream.balancer.pick(Date.now(), tried);
-      if (index < 0) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, this.draining);
-      const entry = upstream.balancer.servers[index]!;
-      record.upstreamName = upstream.name;
-      record.serverOrigin = entry.origin;
-      const outcome = await this.attempt(request, rawHeaders, facts, hasBody, upstream, entry, decision);
-      if (outcome instanceof Response) return outcome;
-      const failure = outcome;
-      // A client that left is not the upstream's failure.
-      if (!request.signal.aborted) this.observer.upstreamFailed(upstream.name, failure.code, failure.isConnectFailure);
-      if (failure.isConnectFailure) {
-        if (entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy)) this.observer.serverEjected(upstream.name, entry.origin);
-        if (retryable) {
-          (tried ??= new Set()).add(index);
-          this.logFault(`upstream-connect:${upstream.name}`, 'warn', { upstream: upstream.name, server: entry.origin, code: failure.code }, `${failure.message}; trying another server`);
-          if (tried.size < upstream.balancer.servers.length) continue;
-          const stable = generation.upstreams.get(service.stableDecision.upstream);
-          if (stable !== undefined && stable !== upstream) {
-            moveTo(stable);
-            upstream = stable;
-            tried = undefined;
-            continue;
+      const hasBody = request.body !== null && request.method !== 'GET' && request.method !== 'HEAD';
+      const retryable = isRetryableRequest(request.method, hasBody);
+      let tried: Set<number> | undefined;
+      let resetRetried = false;
+      for (;;) {
+        const index = upstream.balancer.pick(Date.now(), tried);
+        if (index < 0) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, this.draining);
+        const entry = upstream.balancer.servers[index]!;
+        record.upstreamName = upstream.name;
+        record.serverOrigin = entry.origin;
+        const outcome = await this.attempt(request, rawHeaders, facts, hasBody, upstream, entry, decision);
+        if (outcome instanceof Response) return outcome;
+        const failure = outcome;
+        // A client that left is not the upstream's failure.
+        if (!request.signal.aborted) this.observer.upstreamFailed(upstream.name, failure.code, failure.isConnectFailure);
+        if (failure.isConnectFailure) {
+          if (entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy)) this.observer.serverEjected(upstream.name, entry.origin);
+          if (retryable) {
+            (tried ??= new Set()).add(index);
+            this.logFault(`upstream-connect:${upstream.name}`, 'warn', { upstream: upstream.name, server: entry.origin, code: failure.code }, `${failure.message}; trying another server`);
+            if (tried.size < upstream.balancer.servers.length) continue;
+            const stable = generation.upstreams.get(service.stableDecision.upstream);
+            if (stable !== undefined && stable !== upstream) {
+              upstream.counter.inFlight--;
+              stable.counter.inFlight++;
+              upstream = stable;
+              tried = undefined;
+              continue;
+            }
           }
         }
+        // LESSONS "Stale pooled sockets": a pooled connection the server closed just as it was reused
+        // fails before any response byte. A body-less idempotent request is sent once more.
+        if (failure.code === 'GG_UPSTREAM_RESET' && retryable && !resetRetried && !request.signal.aborted) {
+          resetRetried = true;
+          continue;
+        }
+        this.logFault(`upstream:${failure.code}`, 'warn', { upstream: upstream.name, code: failure.code }, failure.message);
+        return errorResponse(failure.code, `${failure.message} (upstream "${upstream.name}")`, this.draining || hasBody);
       }
-      // LESSONS "Stale pooled sockets": a pooled connection the server closed just as it was reused
-      // fails before any response byte. A body-less idempotent request is sent once more.
-      if (failure.code === 'GG_UPSTREAM_RESET' && retryable && !resetRetried && !request.signal.aborted) {
-        resetRetried = true;
-        continue;
-      }
-      this.logFault(`upstream:${failure.code}`, 'warn', { upstream: upstream.name, code: failure.code }, failure.message);
-      return errorResponse(failure.code, `${failure.message} (upstream "${upstream.name}")`, this.draining || hasBody);
+    } finally {
+      upstream.counter.inFlight--;
     }
   }
 
