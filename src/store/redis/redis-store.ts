@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Cluster, Command, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { Cluster, Command, Redis, ReplyError, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisStoreSettings, RoutingDocument } from '../../config/schema.js';
 import { ConfigError, GraygateError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../observe/log.js';
@@ -286,6 +286,22 @@ export class RedisStore implements Store {
     }
   }
 
+  /**
+   * `run` for reads, which are safe to send twice: a read whose connection went away under it
+   * (a READONLY reply, a failover, makes the connection reconnect to find the master) is sent
+   * once more on the new connection instead of failing. A reply error (the server answered) is
+   * not retried. Writes never come through here.
+   */
+  private async read<T>(what: string, operation: (client: Client) => Promise<T>): Promise<T> {
+    await this.whenReady(this.control, what);
+    try {
+      return await operation(this.control);
+    } catch (error) {
+      if (this.isClosed || error instanceof ReplyError) throw unavailable(what, this.target.display, error);
+      return this.run(what, operation);
+    }
+  }
+
   /** Parses one stored entry (`{version, meta, document}` JSON) and validates its document. */
   private parseEntry(text: string, where: string, epoch?: string): StoredVersion {
     let raw: unknown;
@@ -321,7 +337,7 @@ export class RedisStore implements Store {
   /** The current version. ConfigError when it does not validate; GG_STORE_EMPTY when none is stored; GG_STORE_UNAVAILABLE when unreachable. */
   async current(): Promise<StoredVersion> {
     // One MGET (the keys share a slot): the document and the epoch it belongs to, atomically.
-    const [text, epoch] = await this.run('reading the routing document', (client) => client.mget(this.keys.doc, this.keys.epoch));
+    const [text, epoch] = await this.read('reading the routing document', (client) => client.mget(this.keys.doc, this.keys.epoch));
     if (text === null || text === '' || text === undefined) {
       throw new GraygateError(
         'GG_STORE_EMPTY',
@@ -420,14 +436,14 @@ export class RedisStore implements Store {
   async history(options: { limit?: number } = {}): Promise<StoredVersion[]> {
     const limit = options.limit ?? this.settings.historyLimit;
     if (limit <= 0) return [];
-    const members = await this.run('reading history', (client) => client.zrevrange(this.keys.history, 0, limit - 1));
+    const members = await this.read('reading history', (client) => client.zrevrange(this.keys.history, 0, limit - 1));
     return members.map((member) => this.parseEntry(member, `redis ${this.keys.history}`));
   }
 
   /** One version from history; GG_VERSION_UNKNOWN when it is not kept. */
   async version(version: number): Promise<StoredVersion> {
     const members = Number.isSafeInteger(version)
-      ? await this.run('reading history', (client) => client.zrangebyscore(this.keys.history, version, version))
+      ? await this.read('reading history', (client) => client.zrangebyscore(this.keys.history, version, version))
       : [];
     const member = members[0];
     if (member === undefined) {
@@ -457,7 +473,7 @@ export class RedisStore implements Store {
   /** Values of plain keys (e.g. `Grayscale_Range`) for compiling a snapshot; GG_STORE_UNAVAILABLE when unreachable. */
   async readKeys(keys: readonly string[]): Promise<ReadonlyMap<string, string | undefined>> {
     // One GET per key rather than MGET: in a Cluster the keys may live in different slots.
-    const values = await this.run('reading keys', (client) => Promise.all(keys.map((key) => client.get(key))));
+    const values = await this.read('reading keys', (client) => Promise.all(keys.map((key) => client.get(key))));
     return new Map(keys.map((key, i) => [key, nullToUndefined(values[i] ?? null)]));
   }
 
