@@ -46,6 +46,9 @@ describe('admin API: health, readiness, OpenAPI (no token needed)', () => {
     // The drain report is documented with its scope and per-upstream figures.
     const drainDoc = JSON.stringify(openapi.body.paths['/v1/services/{name}/release/drain'].get);
     for (const word of ['"fleet"', 'gatewaysBehind', 'upstreams', 'stable']) expect(drainDoc).toContain(word);
+    // The Prometheus exposition is text, its JSON twin is JSON.
+    expect(Object.keys(openapi.body.paths['/metrics'].get.responses[200].content)).toEqual(['text/plain; version=0.0.4']);
+    expect(Object.keys(openapi.body.paths['/v1/metrics'].get.responses[200].content)).toEqual(['application/json']);
   });
 });
 

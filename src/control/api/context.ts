@@ -59,6 +59,8 @@ export interface Route<B extends z.ZodType = z.ZodType, Q extends z.ZodType = z.
   readonly body?: B;
   readonly query?: Q;
   readonly response: z.ZodType;
+  /** Media type of the 200 answer; `application/json` unless said (the Prometheus text exposition is not JSON). */
+  readonly responseType?: string;
   /** Status codes the route answers besides 200, for the OpenAPI document. */
   readonly errors?: readonly number[];
   handler(request: AdminRequest<z.output<B>, z.output<Q>>, context: AdminContext): Promise<AdminReply>;

@@ -13,6 +13,7 @@ export const metricsRoutes: Route[] = [
     summary: 'Prometheus text exposition of the gateway\'s metrics (with --workers: every worker summed). Needs the bearer token when tokens are configured.',
     tag: 'metrics',
     response: z.string(),
+    responseType: 'text/plain; version=0.0.4',
     async handler(_request, context) {
       return { headers: { 'content-type': context.metrics.contentType }, body: await context.metrics.text() };
     },

@@ -17,7 +17,7 @@ export function openApiDocument(routes: readonly Route[], version: string): Reco
         parameters.push({ name, in: 'query', required: (query.required ?? []).includes(name), schema: schema as { type: string } });
       }
     }
-    const responses: Record<string, unknown> = { 200: { description: 'OK', content: { 'application/json': { schema: jsonSchema(route.response, 'output') } } } };
+    const responses: Record<string, unknown> = { 200: { description: 'OK', content: { [route.responseType ?? 'application/json']: { schema: jsonSchema(route.response, 'output') } } } };
     const errors = new Set<number>([...(route.errors ?? []), ...(route.auth === false ? [] : [401]), ...(route.body ? [400, 413] : [])]);
     for (const status of [...errors].sort()) {
       const codes = Object.entries(ErrorCodes).filter(([, entry]) => entry.status === status).map(([code]) => code);
