@@ -25,6 +25,12 @@ export interface IdentityChain {
   readonly inputs: readonly RequestInput[];
   /** Source kinds in order, for logs and explain. */
   readonly kinds: readonly string[];
+  /**
+   * What `facts.identitySource` is set to, per source: its kind and, when it reads one named
+   * request input, that input's name (`header:x-user-id`, `cookie:uid`, `tokenLookup:token`), so
+   * an access line tells two sources of one kind apart. Never the value.
+   */
+  readonly labels: readonly string[];
 }
 
 /** The config key of a one-key source config (the schema guarantees exactly one). */
@@ -40,6 +46,7 @@ export function buildIdentityChain(sources: readonly IdentitySourceConfig[], opt
   const context = options.context ?? {};
   const onError = options.onError;
   const kinds: string[] = [];
+  const labels: string[] = [];
   const resolvers: IdentityResolver[] = [];
   const inputs: RequestInput[] = [];
   const issues: string[] = [];
@@ -57,7 +64,10 @@ export function buildIdentityChain(sources: readonly IdentitySourceConfig[], opt
       return;
     }
     kinds.push(kind);
-    inputs.push(...source.inputs(sourceConfig));
+    const sourceInputs = source.inputs(sourceConfig);
+    const named = sourceInputs.length === 1 && 'name' in sourceInputs[0]! ? sourceInputs[0].name : undefined;
+    labels.push(named === undefined ? kind : `${kind}:${named}`);
+    inputs.push(...sourceInputs);
   });
   if (issues.length > 0) throw new ConfigError(issues);
   const count = resolvers.length;
@@ -74,7 +84,7 @@ export function buildIdentityChain(sources: readonly IdentitySourceConfig[], opt
   const accept = (facts: RequestFacts, value: string, index: number): void => {
     facts.userId = value;
     facts.numericUserId = canonicalNumericId(value);
-    facts.identitySource = kinds[index];
+    facts.identitySource = labels[index];
   };
 
   // Walks sources from `start`. Stays synchronous until a source hands back a Promise; only that
@@ -123,5 +133,5 @@ export function buildIdentityChain(sources: readonly IdentitySourceConfig[], opt
     return walk(facts, 0);
   };
 
-  return Object.freeze({ resolve, inputs: Object.freeze(inputs), kinds: Object.freeze(kinds) });
+  return Object.freeze({ resolve, inputs: Object.freeze(inputs), kinds: Object.freeze(kinds), labels: Object.freeze(labels) });
 }

@@ -26,11 +26,11 @@ describe('identity chain', () => {
     const chain = buildIdentityChain(sources([{ header: { name: 'x-user-id' } }, { cookie: { name: 'uid' } }]));
     const both = makeFacts({ headers: { 'x-user-id': '42' }, cookies: { uid: 'alice' } });
     expect(chain.resolve(both)).toBeUndefined(); // not a Promise: the sync fast path
-    expect([both.userId, both.numericUserId, both.identitySource]).toEqual(['42', 42, 'header']);
+    expect([both.userId, both.numericUserId, both.identitySource]).toEqual(['42', 42, 'header:x-user-id']);
 
     const cookieOnly = makeFacts({ cookies: { uid: 'alice' } });
     chain.resolve(cookieOnly);
-    expect([cookieOnly.userId, cookieOnly.numericUserId, cookieOnly.identitySource]).toEqual(['alice', undefined, 'cookie']);
+    expect([cookieOnly.userId, cookieOnly.numericUserId, cookieOnly.identitySource]).toEqual(['alice', undefined, 'cookie:uid']);
 
     const none = makeFacts({ headers: { 'x-other': '1' } });
     chain.resolve(none);
@@ -43,7 +43,7 @@ describe('identity chain', () => {
     const chain = buildIdentityChain(sources([{ header: { name: 'x-user-id' } }, { cookie: { name: 'uid' } }]));
     const facts = makeFacts({ headers: { 'x-user-id': '' }, cookies: { uid: '007' } });
     chain.resolve(facts);
-    expect([facts.userId, facts.numericUserId, facts.identitySource]).toEqual(['007', undefined, 'cookie']);
+    expect([facts.userId, facts.numericUserId, facts.identitySource]).toEqual(['007', undefined, 'cookie:uid']);
   });
 
   it('clears an identity left on the facts before resolving', () => {
@@ -66,7 +66,7 @@ describe('identity chain', () => {
     const pending = chain.resolve(facts);
     expect(pending).toBeInstanceOf(Promise);
     await pending;
-    expect([facts.userId, facts.numericUserId, facts.identitySource]).toEqual(['1234', 1234, 'tokenLookup']);
+    expect([facts.userId, facts.numericUserId, facts.identitySource]).toEqual(['1234', 1234, 'tokenLookup:token']);
     expect(store.reads).toEqual(['TOKEN_abc']);
 
     const again = makeFacts({ headers: { token: 'abc' } });
@@ -80,7 +80,7 @@ describe('identity chain', () => {
     const chain = buildIdentityChain(sources([{ tokenLookup: {} }, { header: { name: 'x-user-id' } }]), { context: store.context });
     const facts = makeFacts({ headers: { token: 'nobody', 'x-user-id': '7' } });
     await chain.resolve(facts);
-    expect([facts.userId, facts.identitySource]).toEqual(['7', 'header']);
+    expect([facts.userId, facts.identitySource]).toEqual(['7', 'header:x-user-id']);
   });
 
   it('a failing store counts as no identity and never rejects', async () => {
@@ -104,7 +104,7 @@ describe('identity chain', () => {
     });
     const facts = makeFacts({ headers: { token: 'abc', 'x-user-id': '7' } });
     expect(chain.resolve(facts)).toBeUndefined();
-    expect([facts.userId, facts.identitySource]).toEqual(['7', 'header']);
+    expect([facts.userId, facts.identitySource]).toEqual(['7', 'header:x-user-id']);
     expect(errors.map(([kind]) => kind)).toEqual(['tokenLookup']);
   });
 

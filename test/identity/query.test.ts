@@ -31,6 +31,6 @@ describe('query identity', () => {
     const chain = buildIdentityChain(document.identity.sources);
     const facts = makeFacts({ query: { uid: '42' } });
     expect(chain.resolve(facts)).toBeUndefined(); // synchronous
-    expect([facts.userId, facts.numericUserId, facts.identitySource]).toEqual(['42', 42, 'query']);
+    expect([facts.userId, facts.numericUserId, facts.identitySource]).toEqual(['42', 42, 'query:uid']);
   });
 });

@@ -92,7 +92,7 @@ describe('access log with token identity (Redis)', () => {
       upstream: 'app-v2',
       server: candidate.url,
       rule: 'first-users',
-      identity: 'tokenLookup',
+      identity: 'tokenLookup:token',
     });
     expect(byPath.get('/orders/1')!.bytes).toBe(Buffer.byteLength(first.body));
     expect(typeof byPath.get('/orders/1')!.durationMs).toBe('number');

@@ -614,7 +614,7 @@ describe('anonymous sticky id', () => {
     const snapshot = compileRouting(document({}), 1);
     const known = makeFacts({ headers: { 'x-user-id': '42' } });
     await snapshot.matchService('h', '/')!.resolveIdentity(known);
-    expect(known).toMatchObject({ userId: '42', identitySource: 'header', mintedAnonymousCookie: undefined });
+    expect(known).toMatchObject({ userId: '42', identitySource: 'header:x-user-id', mintedAnonymousCookie: undefined });
     const plain = snapshot.matchService('h', '/static')!;
     expect(plain.needsIdentity).toBe(false);
     const facts = makeFacts();
