@@ -5,7 +5,7 @@ import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import { HeaderName } from '../config/primitives.js';
 import { ConfigError } from '../errors.js';
-import { defineIdentitySource, MAX_USER_ID_LENGTH, type IdentityResolver } from './source.js';
+import { defineIdentitySource, MAX_USER_ID_LENGTH, type IdentityContext, type IdentityResolver } from './source.js';
 
 /**
  * The caller's id from a claim of a signed JWT (RFC 7519), read from a header (`Authorization:
@@ -162,11 +162,38 @@ function idFromClaim(value: unknown): string | undefined {
 // Cached "no identity": lru-cache stores no undefined, and an id is never empty.
 const REJECTED = '';
 
+/** Counts of what JWT identity did, for metrics (plain integers bumped on the hot path). */
+export interface JwtStats {
+  /** Answered from the cache (an accepted or a rejected token). */
+  hits: number;
+  /** Signatures checked that gave an id. */
+  verified: number;
+  /** Signatures checked that gave none: bad signature, expired, wrong issuer, no such claim. */
+  rejected: number;
+  /** Refused before any check: not a JWS, or an algorithm not allowed (`none` included). */
+  refused: number;
+}
+
+/** Per IdentityContext (kept for the gateway's life), so counts survive config changes. */
+const statsByContext = new WeakMap<IdentityContext, JwtStats>();
+
+/** The JWT counts of `context`, all zero when no JWT source was ever created for it. */
+export function jwtStats(context: IdentityContext): JwtStats {
+  return { ...(statsByContext.get(context) ?? { hits: 0, verified: 0, rejected: 0, refused: 0 }) };
+}
+
+function statsFor(context: IdentityContext): JwtStats {
+  let stats = statsByContext.get(context);
+  if (stats === undefined) statsByContext.set(context, (stats = { hits: 0, verified: 0, rejected: 0, refused: 0 }));
+  return stats;
+}
+
 export const jwtIdentity = defineIdentitySource({
   kind: 'jwt',
   schema: JwtIdentityConfig,
   inputs: (config) => (config.cookie !== undefined ? [{ kind: 'cookie', name: config.cookie }] : [{ kind: 'header', name: config.header ?? 'authorization' }]),
-  create(config) {
+  create(config, context) {
+    const stats = statsFor(context);
     const { key: keySource, algorithms } = loadKey(config);
     void loadJose();
     let key: KeyObject | JWTVerifyGetKey | undefined = typeof keySource === 'function' ? undefined : keySource;
@@ -192,6 +219,8 @@ export const jwtIdentity = defineIdentitySource({
         key ??= (keySource as (jose: Jose) => JWTVerifyGetKey)(module);
         const { payload } = await module.jwtVerify(token, key as KeyObject, options);
         const id = idFromClaim(payload[claim]);
+        if (id === undefined) stats.rejected++;
+        else stats.verified++;
         const now = Date.now();
         const untilExpiry = payload.exp === undefined ? MAX_CACHE_TTL_MS : payload.exp * 1000 - now;
         const ttl = Math.min(MAX_CACHE_TTL_MS, untilExpiry);
@@ -200,6 +229,7 @@ export const jwtIdentity = defineIdentitySource({
       } catch {
         // Bad signature, expired, wrong issuer…: no identity. Not-yet-valid tokens may become
         // valid, so rejections are remembered only briefly.
+        stats.rejected++;
         cache.set(raw, REJECTED, { ttl: REJECTED_TTL_MS });
         return undefined;
       } finally {
@@ -211,7 +241,10 @@ export const jwtIdentity = defineIdentitySource({
       const raw = fromCookie !== undefined ? facts.cookie(fromCookie) : facts.header(headerName);
       if (raw === undefined || raw.length === 0 || raw.length > MAX_TOKEN_LENGTH) return undefined;
       const cached = cache.get(raw);
-      if (cached !== undefined) return cached === REJECTED ? undefined : cached;
+      if (cached !== undefined) {
+        stats.hits++;
+        return cached === REJECTED ? undefined : cached;
+      }
       const inFlight = pending.get(raw);
       if (inFlight) return inFlight;
       let token: string | undefined = raw;
@@ -227,9 +260,13 @@ export const jwtIdentity = defineIdentitySource({
         try {
           alg = jose.decodeProtectedHeader(token).alg;
         } catch {
+          stats.refused++;
           return undefined;
         }
-        if (typeof alg !== 'string' || !allowed.has(alg)) return undefined;
+        if (typeof alg !== 'string' || !allowed.has(alg)) {
+          stats.refused++;
+          return undefined;
+        }
       }
       const promise = verify(raw, token);
       pending.set(raw, promise);

@@ -3,6 +3,7 @@ import type { DataPlaneStats } from '../dataplane/runtime.js';
 import type { ErrorCode } from '../errors.js';
 import type { ConfigSyncStats } from '../gateway/config-sync.js';
 import type { IdentityContext } from '../identity/source.js';
+import { jwtStats } from '../identity/jwt.js';
 import { tokenLookupStats } from '../identity/token-lookup.js';
 import type { Decision } from '../rules/snapshot.js';
 import { servedVersion, type ExchangeRecord, type RequestObserver } from './request-observer.js';
@@ -293,12 +294,13 @@ export class RequestMetrics implements RequestObserver {
  * counts of `context` (they are plain integers bumped on the hot path; nothing more is done per
  * request). result: `hit` (answered from the cache, a known or a known-unknown token), `miss` (the
  * store was asked and answered), `error` (the store failed, or too many lookups were in flight),
- * `timeout` (no answer within the deadline).
+ * `timeout` (no answer within the deadline). For `source="jwt"`: `hit` (cache), `miss` (a signature
+ * was checked), `invalid` (no identity from the token: refused before the check or by it).
  */
 export function registerIdentityMetrics(registry: Registry, context: IdentityContext): void {
   new Counter({
     name: 'graygate_identity_lookups_total',
-    help: 'Identity lookups by source and result: hit (cache) | miss (asked the store) | error | timeout.',
+    help: 'Identity lookups by source and result: hit (cache) | miss (asked the store, or checked a JWT signature) | error | timeout | invalid (JWT refused).',
     labelNames: ['source', 'result'],
     registers: [registry],
     collect() {
@@ -309,6 +311,10 @@ export function registerIdentityMetrics(registry: Registry, context: IdentityCon
       this.labels('tokenLookup', 'miss').inc(stats.answered);
       this.labels('tokenLookup', 'error').inc(stats.failures - stats.timeouts + stats.shed);
       this.labels('tokenLookup', 'timeout').inc(stats.timeouts);
+      const jwt = jwtStats(context);
+      this.labels('jwt', 'hit').inc(jwt.hits);
+      this.labels('jwt', 'miss').inc(jwt.verified + jwt.rejected);
+      this.labels('jwt', 'invalid').inc(jwt.rejected + jwt.refused);
     },
   });
 }

@@ -7,8 +7,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { formatIssues } from '../../src/config/issues.js';
 import { RoutingDocument } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
-import { jwtIdentity } from '../../src/identity/jwt.js';
-import type { IdentityResolver } from '../../src/identity/source.js';
+import { Registry } from 'prom-client';
+import { jwtIdentity, jwtStats } from '../../src/identity/jwt.js';
+import type { IdentityContext, IdentityResolver } from '../../src/identity/source.js';
+import { registerIdentityMetrics } from '../../src/observe/metrics.js';
 import { eventually } from '../helpers/eventually.js';
 import { makeFacts, type FactsInit } from '../helpers/facts.js';
 
@@ -31,9 +33,9 @@ function issuesOf(config: unknown): string[] {
 }
 
 /** Parses through the real document schema, then creates the resolver. */
-function create(config: unknown): IdentityResolver {
+function create(config: unknown, context: IdentityContext = {}): IdentityResolver {
   const parsed = RoutingDocument.parse(documentWith(config)).identity.sources[0]!.jwt!;
-  return jwtIdentity.create(parsed, {});
+  return jwtIdentity.create(parsed, context);
 }
 
 async function resolve(resolver: IdentityResolver, init: FactsInit): Promise<string | undefined> {
@@ -87,6 +89,29 @@ describe('jwt identity', () => {
     const b = resolver(makeFacts(bearer(token)));
     expect(a).toBe(b);
     expect(await a).toBe('user-1');
+  });
+
+  it('counts cache hits, checked signatures and refusals per context, and the metrics report them', async () => {
+    const context: IdentityContext = {};
+    const resolver = create({ secret: SECRET }, context);
+    const token = await sign('HS256', secretBytes);
+    expect(await resolve(resolver, bearer(token))).toBe('user-1');
+    expect(resolver(makeFacts(bearer(token)))).toBe('user-1');
+    expect(await resolve(resolver, bearer(await sign('HS256', new TextEncoder().encode('another-secret-that-is-32-bytes-long'))))).toBeUndefined();
+    expect(resolver(makeFacts(bearer(new UnsecuredJWT({ sub: 'x' }).encode())))).toBeUndefined();
+    expect(resolver(makeFacts(bearer('not-a-jwt')))).toBeUndefined();
+    // A new config for the same gateway (same context) keeps counting.
+    const again = create({ secret: SECRET, claim: 'nope' }, context);
+    expect(await resolve(again, bearer(token))).toBeUndefined();
+    expect(jwtStats(context)).toEqual({ hits: 1, verified: 1, rejected: 2, refused: 2 });
+    expect(jwtStats({})).toEqual({ hits: 0, verified: 0, rejected: 0, refused: 0 });
+
+    const registry = new Registry();
+    registerIdentityMetrics(registry, context);
+    const text = await registry.metrics();
+    expect(text).toContain('graygate_identity_lookups_total{source="jwt",result="hit"} 1');
+    expect(text).toContain('graygate_identity_lookups_total{source="jwt",result="miss"} 3');
+    expect(text).toContain('graygate_identity_lookups_total{source="jwt",result="invalid"} 4');
   });
 
   it('takes the id from valid RS256 and ES256 tokens with a PEM public key', async () => {
