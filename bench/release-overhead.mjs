@@ -43,7 +43,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cliPath, createRun, groupCpuSeconds, loadTool, median, root, runLoad, startBackends, startRedis } from './lib/harness.mjs';
+import { cliPath, createRun, groupCpuSeconds, loadTool, root, runLoad, startBackends, startRedis } from './lib/harness.mjs';
 import { bunPath, CALLERS, probe, seedRedis, startGateway, stopGateway } from './lib/gateways.mjs';
 
 const RELEASES = ['seed', 'typical', 'large'];
@@ -129,7 +129,7 @@ function medianInterval(values) {
   return { low: sorted[k - 1], high: sorted[n - k], coverage: 1 - 2 * binomialCdfHalf(k - 1, n) };
 }
 
-/** Median of an even count: the mean of the two middle values (harness.median takes the upper). */
+/** The median; of an even count, the mean of the two middle values (harness.median takes the upper one). */
 const middle = (values) => {
   const s = [...values].sort((a, b) => a - b);
   const h = Math.floor(s.length / 2);
@@ -227,10 +227,10 @@ async function main() {
     '',
     '| shape | median req/s | median CPU µs/req | req/s × none (median of rounds) | 95 % CI | CPU/req × none | 95 % CI | verdict: ≤ 5 % fewer req/s | CPU/req within 5 % |',
     '|---|--:|--:|--:|---|--:|---|---|---|',
-    `| none | ${Math.round(median(noneRps))} | ${fix(median(per('none', 'cpuUsPerReq')), 1)} | 1 | | 1 | | reference | |`,
+    `| none | ${Math.round(middle(noneRps))} | ${fix(middle(per('none', 'cpuUsPerReq')), 1)} | 1 | | 1 | | reference | |`,
     ...comparisons.map(
       (c) =>
-        `| ${c.shape} | ${Math.round(median(per(c.shape, 'rps')))} | ${fix(median(per(c.shape, 'cpuUsPerReq')), 1)} | ${fix(c.rps.median)} | ${span(c.rps.ci)} | ${fix(c.cpu.median)} | ${span(c.cpu.ci)} | ${c.verdict} | ${c.cpuVerdict} |`,
+        `| ${c.shape} | ${Math.round(middle(per(c.shape, 'rps')))} | ${fix(middle(per(c.shape, 'cpuUsPerReq')), 1)} | ${fix(c.rps.median)} | ${span(c.rps.ci)} | ${fix(c.cpu.median)} | ${span(c.cpu.ci)} | ${c.verdict} | ${c.cpuVerdict} |`,
     ),
     '',
     `(ratios: per round, shape ÷ none of the same round; CI: the sign test's for the median, coverage ${comparisons[0]?.rps.ci ? `${(100 * comparisons[0].rps.ci.coverage).toFixed(1)} %` : '–'} with ${comparisons[0]?.pairs ?? 0} paired rounds; ` +
