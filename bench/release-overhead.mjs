@@ -7,7 +7,7 @@
 //   node bench/release-overhead.mjs --runtime bun --workers 2
 //   node bench/release-overhead.mjs --rounds 4 --duration 1 --warmup 1   # a smoke run
 //   flags: --runtime node|bun (node) --workers N (1) --rounds N (16) --duration s (3)
-//          --warmup s (5) --conns N (50) --shapes seed,typical,large --control
+//          --warmup s (5) --conns N (50) --shapes seed,typical,large --control --own-headers
 //
 // Why this shape of bench: run to run, req/s on a shared 2-core box moves by 10–15 %, while the
 // decision itself is 150–400 ns of a ~70 µs request. Measuring shapes one after the other (as
@@ -28,7 +28,8 @@
 // no-release gateway (none-b): its true ratio is 1, so its interval shows what the bench
 // resolves on this box.
 //
-// Shapes (the suite's configs, bench/lib/gateways.mjs), all at -c50 on /:
+// Shapes (the suite's configs, bench/lib/gateways.mjs), all at -c50 on /, all loaded with the
+// same request by default (headers TOKEN and x-user-id; see SAME_REQUEST):
 //   none      no release                                  the reference
 //   seed      TOKEN header → TOKEN_<token> in Redis (cache warm) → uid, range from Grayscale_Range
 //   typical   header identity + 3 rules (50-id deny list, header, 5 %)
@@ -44,15 +45,24 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { cliPath, createRun, groupCpuSeconds, loadTool, root, runLoad, startBackends, startRedis } from './lib/harness.mjs';
-import { bunPath, CALLERS, probe, seedRedis, startGateway, stopGateway } from './lib/gateways.mjs';
+import { bunPath, CALLERS, probe, seedRedis, startGateway, stopGateway, TOKEN } from './lib/gateways.mjs';
 
 const RELEASES = ['seed', 'typical', 'large'];
 const TARGET = 0.95; // at most 5 % fewer requests/s than no release
 const SETUP_SECONDS = 8; // backends, redis, gateways starting, probes (measured: 3–8 s)
 const PER_RUN_OVERHEAD_SECONDS = 0.3; // wrk start, /proc reads
+/**
+ * The request every gateway is loaded with by default: all the callers' headers at once, so two
+ * gateways differ only in their release (clients send their token whether or not a release
+ * reads it; a bigger request costs the same with or without one). With it, seed finds user 1234
+ * through the token (candidate), typical reads x-user-id 1234 (the 5 % rule decides), large
+ * matches nothing (1234 is no multiple of 3). --own-headers sends each shape only its own
+ * caller's headers instead, as the suite does (none then gets no header at all).
+ */
+const SAME_REQUEST = { TOKEN, 'x-user-id': '1234' };
 
 function parseFlags(argv) {
-  const flags = { runtime: 'node', workers: 1, rounds: 16, duration: 3, warmup: 5, conns: 50, shapes: RELEASES, control: false };
+  const flags = { runtime: 'node', workers: 1, rounds: 16, duration: 3, warmup: 5, conns: 50, shapes: RELEASES, control: false, ownHeaders: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -68,10 +78,11 @@ function parseFlags(argv) {
     else if (arg === '--conns') flags.conns = Number(value());
     else if (arg === '--shapes') flags.shapes = value().split(',').filter((s) => s !== 'none');
     else if (arg === '--control') flags.control = true;
+    else if (arg === '--own-headers') flags.ownHeaders = true;
     else if (arg === '--help' || arg === '-h') {
       process.stdout.write(
         'node bench/release-overhead.mjs [--runtime node|bun] [--workers 1] [--rounds 16] [--duration 3] [--warmup 5] [--conns 50]\n' +
-          `                                 [--shapes ${RELEASES.join(',')}] [--control]\n`,
+          `                                 [--shapes ${RELEASES.join(',')}] [--control] [--own-headers]\n`,
       );
       process.exit(0);
     } else throw new Error(`unknown flag ${arg} (try --help)`);
@@ -174,6 +185,10 @@ async function main() {
   // Measured shapes: none first, the releases, and the second no-release gateway if asked.
   const shapes = ['none', ...flags.shapes, ...(flags.control ? ['none-b'] : [])];
   const configOf = (shape) => (shape === 'none-b' ? 'none' : shape);
+  const callerOf = (shape) => {
+    const { headers, expect } = CALLERS[configOf(shape)];
+    return { headers: flags.ownHeaders ? headers : SAME_REQUEST, expect };
+  };
   const orders = williamsOrders(shapes.length);
   const expected = SETUP_SECONDS + shapes.length * flags.warmup + flags.rounds * shapes.length * (flags.duration + PER_RUN_OVERHEAD_SECONDS);
   const started = Date.now();
@@ -195,10 +210,10 @@ async function main() {
       gateways[shape] = await startGateway(run, { runtime: flags.runtime, workers: flags.workers, kind: configOf(shape), backends, redis });
     }),
   );
-  for (const shape of shapes) await probe(gateways[shape].port, CALLERS[configOf(shape)]);
+  for (const shape of shapes) await probe(gateways[shape].port, callerOf(shape));
   // JIT, the token cache, the upstream pools: a fresh process spends several times more CPU
   // per request in its first seconds.
-  if (flags.warmup > 0) for (const shape of shapes) runLoad(gateways[shape].port, CALLERS[configOf(shape)].headers, { duration: flags.warmup, conns: flags.conns });
+  if (flags.warmup > 0) for (const shape of shapes) runLoad(gateways[shape].port, callerOf(shape).headers, { duration: flags.warmup, conns: flags.conns });
   log(`gateways up and warm (backends ${backends.kind})`);
 
   const rounds = [];
@@ -208,7 +223,7 @@ async function main() {
     for (const shape of order) {
       const gateway = gateways[shape];
       const cpuBefore = groupCpuSeconds(gateway.pgid);
-      const result = runLoad(gateway.port, CALLERS[configOf(shape)].headers, { duration: flags.duration, conns: flags.conns });
+      const result = runLoad(gateway.port, callerOf(shape).headers, { duration: flags.duration, conns: flags.conns });
       const cpu = groupCpuSeconds(gateway.pgid) - cpuBefore;
       if (!(result.requests > 0)) result.errors ||= 'no request completed';
       runs[shape] = { ...result, cpuUsPerReq: (cpu * 1e6) / result.requests };
@@ -223,7 +238,7 @@ async function main() {
   const per = (shape, key) => rounds.map((round) => round.runs[shape]?.[key]).filter(Number.isFinite);
   const noneRps = per('none', 'rps');
   const lines = [
-    `## Release vs no release: ${label}, ${rounds.length} interleaved rounds × ${flags.duration} s (${loadTool()} -t1 -c${flags.conns}, backends ${backends.kind})`,
+    `## Release vs no release: ${label}, ${rounds.length} interleaved rounds × ${flags.duration} s (${loadTool()} -t1 -c${flags.conns}, backends ${backends.kind}; ${flags.ownHeaders ? "each shape its own caller's headers" : 'the same request for all: TOKEN and x-user-id headers'})`,
     '',
     '| shape | median req/s | median CPU µs/req | req/s × none (median of rounds) | 95 % CI | CPU/req × none | 95 % CI | verdict: ≤ 5 % fewer req/s | CPU/req within 5 % |',
     '|---|--:|--:|--:|---|--:|---|---|---|',
