@@ -6,18 +6,22 @@
 //   npm run bench:release                                  # build, then ~4 min
 //   node bench/release-overhead.mjs --runtime bun --workers 2
 //   node bench/release-overhead.mjs --rounds 4 --duration 1 --warmup 1   # a smoke run
-//   flags: --runtime node|bun (node) --workers N (1) --rounds N (16) --duration s (3)
-//          --warmup s (5) --conns N (50) --shapes seed,typical,large --control --own-headers
+//   flags: --runtime node|bun (node) --workers N (1) --rounds N (40) --duration s (1)
+//          --warmup s (5) --conns N (50) --shapes seed,typical,large --control --own-headers --no-pin
 //
-// Why this shape of bench: run to run, req/s on a shared 2-core box moves by 10–15 %, while the
-// decision itself is 150–400 ns of a ~70 µs request. Measuring shapes one after the other (as
-// the suite does) compares figures taken minutes apart; here every shape's gateway runs at once
-// (one process group each: none, seed, typical, large, same runtime and workers, same
-// backends), and they are measured in many short rounds, each round measuring every shape once,
-// in an order that changes every round (a Williams design: over each cycle of rounds every shape
-// follows every other exactly once, and each stands once in each position). Whatever drifts on
-// the box drifts for all shapes of a round alike, so the ratio within a round keeps the release's
-// cost and loses most of the noise.
+// Why this shape of bench: req/s on a shared 2-core box moves by 10–30 % from one run to the
+// next, while the decision itself is 150–400 ns of a ~70–90 µs request. Measuring shapes one
+// after the other (as the suite does) compares figures taken minutes apart; here every shape's
+// gateway runs at once (one process group each: none, seed, typical, large, same runtime and
+// workers, same backends), and they are measured in many short rounds, each round measuring
+// every shape once, in an order that changes every round (a Williams design: over each cycle of
+// rounds every shape follows every other exactly once, and stands once in each position). What
+// drifts on the box drifts for all shapes of a round alike, and the ratio within a round keeps
+// the release's cost. Much of the noise is per run, not drift (a run lands at 0.5× or 1× of
+// its neighbours whichever shape it measures, even with nothing else busy): it is the number of
+// rounds that narrows the interval, hence many 1 s rounds rather than a few long ones (40 × 1 s:
+// about ±3 %; 16 × 3 s: about ±7–15 %, measured here). Each run also records what other
+// processes took of the box meanwhile (/proc/stat less this bench's own processes).
 //
 // Per shape against none, over the rounds: the median of the per-round ratios of req/s and of
 // CPU µs/request (utime+stime of the gateway's process group from /proc ÷ requests), each with
@@ -35,8 +39,8 @@
 //   typical   header identity + 3 rules (50-id deny list, header, 5 %)
 //   large     header identity + 10 header rules, 50 CIDRs, a 100k-id list (every rule evaluated)
 //
-// Time: the expected duration is printed at the start (default ≈ 4 min: 16 rounds × 4 shapes ×
-// 3 s, plus 5 s of warm-up per gateway). Everything listens on 127.0.0.1, every load run is
+// Time: the expected duration is printed at the start (default ≈ 4 min: 40 rounds × 4 shapes ×
+// 1 s, plus wrk's start per run and 5 s of warm-up per gateway). Everything listens on 127.0.0.1, every load run is
 // bounded, and every process started here is stopped at the end. Table on stdout; raw figures
 // (every round) in bench/results/release-overhead-<time>.json. Load: wrk -t1 when installed,
 // else autocannon. Run it alone on the box: `flock /tmp/gg-bench.lock npm run bench:release`.
@@ -44,13 +48,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cliPath, createRun, groupCpuSeconds, loadTool, root, runLoad, startBackends, startRedis } from './lib/harness.mjs';
+import { cliPath, createRun, groupCpuSeconds, has, loadTool, machineBusySeconds, ownCpuSeconds, root, runLoad, startBackends, startRedis } from './lib/harness.mjs';
 import { bunPath, CALLERS, probe, seedRedis, startGateway, stopGateway, TOKEN } from './lib/gateways.mjs';
 
 const RELEASES = ['seed', 'typical', 'large'];
 const TARGET = 0.95; // at most 5 % fewer requests/s than no release
 const SETUP_SECONDS = 8; // backends, redis, gateways starting, probes (measured: 3–8 s)
-const PER_RUN_OVERHEAD_SECONDS = 0.3; // wrk start, /proc reads
+const PER_RUN_OVERHEAD_SECONDS = 0.35; // wrk start, /proc reads
 /**
  * The request every gateway is loaded with by default: all the callers' headers at once, so two
  * gateways differ only in their release (clients send their token whether or not a release
@@ -62,7 +66,7 @@ const PER_RUN_OVERHEAD_SECONDS = 0.3; // wrk start, /proc reads
 const SAME_REQUEST = { TOKEN, 'x-user-id': '1234' };
 
 function parseFlags(argv) {
-  const flags = { runtime: 'node', workers: 1, rounds: 16, duration: 3, warmup: 5, conns: 50, shapes: RELEASES, control: false, ownHeaders: false };
+  const flags = { runtime: 'node', workers: 1, rounds: 40, duration: 1, warmup: 5, conns: 50, shapes: RELEASES, control: false, ownHeaders: false, pin: true };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -79,10 +83,11 @@ function parseFlags(argv) {
     else if (arg === '--shapes') flags.shapes = value().split(',').filter((s) => s !== 'none');
     else if (arg === '--control') flags.control = true;
     else if (arg === '--own-headers') flags.ownHeaders = true;
+    else if (arg === '--no-pin') flags.pin = false;
     else if (arg === '--help' || arg === '-h') {
       process.stdout.write(
-        'node bench/release-overhead.mjs [--runtime node|bun] [--workers 1] [--rounds 16] [--duration 3] [--warmup 5] [--conns 50]\n' +
-          `                                 [--shapes ${RELEASES.join(',')}] [--control] [--own-headers]\n`,
+        'node bench/release-overhead.mjs [--runtime node|bun] [--workers 1] [--rounds 40] [--duration 1] [--warmup 5] [--conns 50]\n' +
+          `                                 [--shapes ${RELEASES.join(',')}] [--control] [--own-headers] [--no-pin]\n`,
       );
       process.exit(0);
     } else throw new Error(`unknown flag ${arg} (try --help)`);
@@ -200,6 +205,16 @@ async function main() {
   );
   if (flags.rounds % orders.length !== 0) log(`note: ${flags.rounds} rounds is not a whole number of cycles of ${orders.length}: the orders are not fully balanced`);
 
+  // Pinning: the gateways on the last `workers` cores, this bench and all it starts besides them
+  // (wrk, the backends, redis) on the others, so that no run shares the gateway's core with wrk
+  // or nginx by the scheduler's chance (on the 2-core box, 40 rounds: the per-round ratios spread
+  // by 17–21 % pinned against 31 % unpinned). Only with more cores than workers, and taskset.
+  const cores = os.cpus().length;
+  const list = (from, to) => (from === to ? `${from}` : `${from}-${to}`);
+  const pin = flags.pin && cores > flags.workers && has('taskset') ? { gateways: list(cores - flags.workers, cores - 1), rest: list(0, cores - flags.workers - 1) } : undefined;
+  if (pin) execFileSync('taskset', ['-a', '-p', '-c', pin.rest, String(process.pid)], { stdio: 'ignore' });
+  log(pin ? `pinned: gateways on CPU ${pin.gateways}; wrk, backends and redis on CPU ${pin.rest}` : 'not pinned (--no-pin, no taskset, or no core to spare)');
+
   const run = createRun('graygate-release');
   const backends = await startBackends(run);
   const redis = shapes.includes('seed') ? await startRedis(run) : undefined;
@@ -207,7 +222,7 @@ async function main() {
   const gateways = {};
   await Promise.all(
     shapes.map(async (shape) => {
-      gateways[shape] = await startGateway(run, { runtime: flags.runtime, workers: flags.workers, kind: configOf(shape), backends, redis });
+      gateways[shape] = await startGateway(run, { runtime: flags.runtime, workers: flags.workers, kind: configOf(shape), backends, redis, cpus: pin?.gateways });
     }),
   );
   for (const shape of shapes) await probe(gateways[shape].port, callerOf(shape));
@@ -216,20 +231,34 @@ async function main() {
   if (flags.warmup > 0) for (const shape of shapes) runLoad(gateways[shape].port, callerOf(shape).headers, { duration: flags.warmup, conns: flags.conns });
   log(`gateways up and warm (backends ${backends.kind})`);
 
+  // CPU seconds so far: the whole box, every process of this bench (itself and the wrk runs it
+  // waited for, the gateways, backends and redis), and the gateway measured.
+  const sampleCpu = (gateway) => ({
+    at: Date.now(),
+    machine: machineBusySeconds(),
+    ours: ownCpuSeconds() + run.groups().reduce((sum, pgid) => sum + groupCpuSeconds(pgid), 0),
+    gateway: groupCpuSeconds(gateway.pgid),
+  });
   const rounds = [];
   for (let r = 0; r < flags.rounds; r++) {
     const order = orders[r % orders.length].map((i) => shapes[i]);
     const runs = {};
     for (const shape of order) {
       const gateway = gateways[shape];
-      const cpuBefore = groupCpuSeconds(gateway.pgid);
+      const before = sampleCpu(gateway);
       const result = runLoad(gateway.port, callerOf(shape).headers, { duration: flags.duration, conns: flags.conns });
-      const cpu = groupCpuSeconds(gateway.pgid) - cpuBefore;
+      const after = sampleCpu(gateway);
       if (!(result.requests > 0)) result.errors ||= 'no request completed';
-      runs[shape] = { ...result, cpuUsPerReq: (cpu * 1e6) / result.requests };
+      // What the rest of the box (other users' processes) took of its cores during this run.
+      const others = Math.max(0, after.machine - before.machine - (after.ours - before.ours)) / (((after.at - before.at) / 1000) * os.cpus().length);
+      runs[shape] = { ...result, cpuUsPerReq: ((after.gateway - before.gateway) * 1e6) / result.requests, others };
     }
-    rounds.push({ round: r + 1, order, loadavg: os.loadavg()[0], runs });
-    log(`round ${r + 1}/${flags.rounds} (${order.join(' ')}): ${shapes.map((s) => `${s} ${Math.round(runs[s].rps)}${runs[s].errors ? ' (errors)' : ''}`).join(', ')} req/s`);
+    const others = Math.max(...Object.values(runs).map((x) => x.others));
+    rounds.push({ round: r + 1, order, loadavg: os.loadavg()[0], others, runs });
+    log(
+      `round ${r + 1}/${flags.rounds} (${order.join(' ')}): ${shapes.map((s) => `${s} ${Math.round(runs[s].rps)}${runs[s].errors ? ' (errors)' : ''}`).join(', ')} req/s; ` +
+        `others took up to ${(100 * others).toFixed(0)} % of the box`,
+    );
   }
   for (const shape of shapes) await stopGateway(gateways[shape]);
 
@@ -237,8 +266,9 @@ async function main() {
   const comparisons = shapes.filter((s) => s !== 'none').map((s) => compare(rounds, s, 'none'));
   const per = (shape, key) => rounds.map((round) => round.runs[shape]?.[key]).filter(Number.isFinite);
   const noneRps = per('none', 'rps');
+  const othersPerRun = rounds.flatMap((round) => Object.values(round.runs).map((x) => x.others));
   const lines = [
-    `## Release vs no release: ${label}, ${rounds.length} interleaved rounds × ${flags.duration} s (${loadTool()} -t1 -c${flags.conns}, backends ${backends.kind}; ${flags.ownHeaders ? "each shape its own caller's headers" : 'the same request for all: TOKEN and x-user-id headers'})`,
+    `## Release vs no release: ${label}, ${rounds.length} interleaved rounds × ${flags.duration} s (${loadTool()} -t1 -c${flags.conns}, backends ${backends.kind}; ${flags.ownHeaders ? "each shape its own caller's headers" : 'the same request for all: TOKEN and x-user-id headers'}; ${pin ? `gateways pinned to CPU ${pin.gateways}, the rest to ${pin.rest}` : 'not pinned'})`,
     '',
     '| shape | median req/s | median CPU µs/req | req/s × none (median of rounds) | 95 % CI | CPU/req × none | 95 % CI | verdict: ≤ 5 % fewer req/s | CPU/req within 5 % |',
     '|---|--:|--:|--:|---|--:|---|---|---|',
@@ -250,6 +280,7 @@ async function main() {
     '',
     `(ratios: per round, shape ÷ none of the same round; CI: the sign test's for the median, coverage ${comparisons[0]?.rps.ci ? `${(100 * comparisons[0].rps.ci.coverage).toFixed(1)} %` : '–'} with ${comparisons[0]?.pairs ?? 0} paired rounds; ` +
       `none alone moved ${Math.round(Math.min(...noneRps))}–${Math.round(Math.max(...noneRps))} req/s across rounds; ` +
+      `other processes took ${(100 * middle(othersPerRun)).toFixed(0)} % of the box during the median run (at most ${(100 * Math.max(...othersPerRun)).toFixed(0)} %); ` +
       `${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at the end; rounds with errors are left out of the ratios: ${rounds.filter((r) => Object.values(r.runs).some((x) => x.errors)).length})`,
   ];
   process.stdout.write(`\n${lines.join('\n')}\n`);
@@ -259,7 +290,7 @@ async function main() {
   writeFileSync(
     file,
     JSON.stringify(
-      { when: new Date().toISOString(), flags, shapes, tool: loadTool(), backends: backends.kind, host: { cpus: os.cpus().length, loadavg: os.loadavg(), node: process.version, commit: gitCommit() }, comparisons, rounds },
+      { when: new Date().toISOString(), flags, pin, shapes, tool: loadTool(), backends: backends.kind, host: { cpus: os.cpus().length, loadavg: os.loadavg(), node: process.version, commit: gitCommit() }, comparisons, rounds },
       null,
       1,
     ),
