@@ -40,7 +40,6 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { request } from 'undici';
 import {
   cliPath,
   createRun,
@@ -57,9 +56,9 @@ import {
   startRedis,
   waitPort,
 } from './lib/harness.mjs';
+import { bunPath, CALLERS, probe, seedRedis, sleep, startGateway, stopGateway } from './lib/gateways.mjs';
 
 const ALL_SHAPES = ['none', 'seed', 'typical', 'large', '1mb', 'c1000', 'c5000', 'idle1000', 'idle5000'];
-const TOKEN = 'HGdsakGDKSFGkgcshalGF';
 const NOFILE_NEEDED = 12_000; // 5,000 client sockets + as many on the gateway side, plus slack
 
 // ---- flags ---------------------------------------------------------------------------------
@@ -129,18 +128,15 @@ function ensureNofile(flags) {
 
 /** Each shape: which routing config, and the load (or the idle hold) it is measured with. */
 function shapeSpec(name, conns) {
-  const seed = { config: 'seed', headers: { TOKEN }, expect: 'gray' };
+  const seed = { config: 'seed', ...CALLERS.seed };
   switch (name) {
     case 'none':
-      return { config: 'none', headers: {}, expect: 'prod', conns, path: '/', baseline: 'plain' };
+      return { config: 'none', ...CALLERS.none, conns, path: '/', baseline: 'plain' };
     case 'seed':
       return { ...seed, conns, path: '/', baseline: 'plain', vsNone: true };
     case 'typical':
-      // uid 1234: not in the deny list, no beta header, so the percentage rule decides.
-      return { config: 'typical', headers: { 'x-user-id': '1234' }, conns, path: '/', baseline: 'plain', vsNone: true };
     case 'large':
-      // uid 1235 is not in the list (multiples of 3), 127.0.0.1 is in no CIDR, no flag header.
-      return { config: 'large', headers: { 'x-user-id': '1235' }, expect: 'prod', conns, path: '/', baseline: 'plain', vsNone: true };
+      return { config: name, ...CALLERS[name], conns, path: '/', baseline: 'plain', vsNone: true };
     case '1mb':
       return { ...seed, conns, path: '/1mb', baseline: '1mb' };
     case 'c1000':
@@ -155,65 +151,7 @@ function shapeSpec(name, conns) {
   throw new Error(name);
 }
 
-function routingConfig(kind, backends, redis) {
-  const upstreams = { prod: { servers: [backends.stable] }, gray: { servers: [backends.candidate] } };
-  const service = (release) => [{ name: 'app', stable: 'prod', ...(release ? { release: { candidate: 'gray', rules: release } } : {}) }];
-  switch (kind) {
-    case 'none':
-      return { upstreams, services: service() };
-    case 'seed':
-      return {
-        store: { kind: 'redis', url: redis.url, namespace: `suite-${Math.random().toString(36).slice(2, 8)}` },
-        upstreams,
-        identity: { sources: [{ tokenLookup: {} }] },
-        services: service([{ name: 'gray-range', uidRange: { fromKey: 'Grayscale_Range' } }]),
-      };
-    case 'typical':
-      return {
-        upstreams,
-        identity: { sources: [{ header: { name: 'x-user-id' } }] },
-        services: service([
-          { name: 'deny-vip', to: 'stable', uidList: { ids: Array.from({ length: 50 }, (_, i) => 900_000 + i) } },
-          { name: 'beta-header', header: { name: 'x-beta', equals: 'on' } },
-          { name: 'five-percent', percentage: { percent: 5 } },
-        ]),
-      };
-    case 'large': {
-      const cidrs = Array.from({ length: 50 }, (_, i) => (i % 5 === 4 ? `2001:db8:${i.toString(16)}::/48` : `10.${i}.0.0/16`));
-      return {
-        upstreams,
-        identity: { sources: [{ header: { name: 'x-user-id' } }] },
-        services: service([
-          ...Array.from({ length: 10 }, (_, i) => ({ name: `header-${i}`, header: { name: `x-flag-${i}`, oneOf: ['a', 'b', 'c'] } })),
-          { name: 'offices', cidr: { cidrs } },
-          { name: 'allow-list', uidList: { ids: Array.from({ length: 100_000 }, (_, i) => i * 3) } },
-        ]),
-      };
-    }
-  }
-  throw new Error(kind);
-}
-
 // ---- processes -----------------------------------------------------------------------------
-
-const bunPath = path.join(root, 'node_modules/.bin/bun');
-
-async function startGateway(run, { runtime, workers, kind, backends, redis }) {
-  const port = await freePort();
-  const config = path.join(run.dir, `gw-${runtime}-${workers}-${kind}.json`);
-  writeFileSync(
-    config,
-    JSON.stringify({ listen: `127.0.0.1:${port}`, log: { level: 'warn' }, proxy: { keepAliveTimeoutMs: 120_000 }, ...routingConfig(kind, backends, redis) }),
-  );
-  const command = runtime === 'bun' ? bunPath : process.execPath;
-  const child = run.start(`graygate ${runtime} -w${workers} ${kind}`, command, [cliPath, 'start', '--config', config, '--workers', String(workers)]);
-  await waitPort(port, 60_000);
-  // With --workers N the port is open once the first worker listens: wait for all N.
-  const deadline = Date.now() + 30_000;
-  while (workers > 1 && groupPids(child.pid).length < workers + 1 && Date.now() < deadline) await sleep(100);
-  await sleep(workers > 1 ? 500 : 0);
-  return { port, pgid: child.pid, child };
-}
 
 async function startNginxProxy(run, backends) {
   const port = await freePort();
@@ -231,30 +169,6 @@ http { access_log off; keepalive_requests 1000000;
   const child = run.start('nginx-proxy', 'nginx', ['-p', `${run.dir}/`, '-c', conf, '-g', 'daemon off;']);
   await waitPort(port);
   return { port, pgid: child.pid };
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * One request must get the expected answer before a gateway is measured. The first ones may
- * not yet (the range key or the routing is still reaching the workers): retry for up to 15 s.
- */
-async function probe(port, spec) {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    let problem;
-    try {
-      const response = await request(`http://127.0.0.1:${port}${spec.path ?? '/'}`, { headers: spec.headers, headersTimeout: 10_000, bodyTimeout: 10_000 });
-      const body = await response.body.text();
-      if (response.statusCode !== 200) problem = `status ${response.statusCode}`;
-      else if (spec.expect && (spec.path ?? '/') === '/' && body.trim() !== spec.expect) problem = `got ${body.trim()}, expected ${spec.expect}`;
-    } catch (error) {
-      problem = error.message;
-    }
-    if (problem === undefined) return;
-    if (Date.now() > deadline) throw new Error(`probe: ${problem}`);
-    await sleep(200);
-  }
 }
 
 /** Memory of each process of a group: the leader is the primary when there are workers. */
@@ -399,10 +313,7 @@ async function main() {
   const backends = await startBackends(run, { workerConnections: 16_384 });
   const needsRedis = shapes.some((s) => s.config === 'seed');
   const redis = needsRedis ? await startRedis(run) : undefined;
-  if (redis) {
-    redis.cli('SET', 'Grayscale_Range', '{"idStart":1,"idEnd":5000}');
-    redis.cli('SET', `TOKEN_${TOKEN}`, '1234');
-  }
+  if (redis) seedRedis(redis);
   const loadLabel = (conns) => `${tool} -c${conns}`;
   const log = (text) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${text}\n`);
   log(`shapes ${shapes.map((s) => s.name).join(',')}; runtimes ${flags.runtimes.join(',')}; workers ${flags.workers.join(',')}; ${flags.duration} s runs; load ${tool}; backends ${backends.kind}`);
@@ -434,7 +345,7 @@ async function main() {
             // One gateway at a time: stop the previous one so it holds no memory or CPU.
             for (const g of gateways.values()) await stopGateway(g);
             gateways.clear();
-            gateway = { ...(await startGateway(run, { runtime, workers, kind: shape.config, backends, redis })), workers };
+            gateway = await startGateway(run, { runtime, workers, kind: shape.config, backends, redis });
             gateways.set(shape.config, gateway);
             await probe(gateway.port, shape);
             // JIT, the token cache and the upstream pools: warm once per gateway. A fresh Node
@@ -471,19 +382,6 @@ async function main() {
   );
   process.stdout.write(`\nraw figures: ${path.relative(root, file)}; took ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
   run.stopAll();
-}
-
-/** SIGTERM to the gateway's process group; SIGKILL if it has not exited within 10 s. */
-async function stopGateway(gateway) {
-  gateway.child.stopping = true;
-  const exited = gateway.child.exitCode !== null ? Promise.resolve() : new Promise((resolve) => gateway.child.once('exit', resolve));
-  try {
-    process.kill(-gateway.pgid, 'SIGTERM');
-  } catch {}
-  await Promise.race([exited, sleep(10_000)]);
-  try {
-    process.kill(-gateway.pgid, 'SIGKILL');
-  } catch {}
 }
 
 function gitCommit() {

@@ -95,7 +95,9 @@ export function createRun(prefix) {
     children.push(child);
     return child;
   };
-  return { dir, workers, start, stopAll };
+  /** Process-group ids of every process started here and still running. */
+  const groups = () => children.filter((child) => child.exitCode === null).map((child) => child.pid);
+  return { dir, workers, start, stopAll, groups };
 }
 
 /** CPU seconds (user+system) used so far by the processes of a process group. */
@@ -107,12 +109,29 @@ export function groupCpuSeconds(pgid) {
   let ticks = 0;
   for (const pid of pids) {
     try {
-      const stat = execFileSync('cat', [`/proc/${pid}/stat`], { encoding: 'utf8' });
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       ticks += Number(fields[11]) + Number(fields[12]);
     } catch {}
   }
   return ticks / 100;
+}
+
+/**
+ * CPU seconds (user+system, all cores) the whole machine has spent busy so far, from /proc/stat;
+ * with groupCpuSeconds of one's own processes, what everything else on the box used meanwhile.
+ */
+export function machineBusySeconds() {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = fields;
+  return (user + nice + system + irq + softirq + (steal ?? 0)) / 100;
+}
+
+/** CPU seconds used so far by this process and by the children it has waited for (wrk, curl…). */
+export function ownCpuSeconds() {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / 100;
 }
 
 /**
