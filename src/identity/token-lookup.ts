@@ -84,6 +84,23 @@ function ownCopy(token: string): string {
   return Buffer.from(token, 'latin1').toString('latin1');
 }
 
+/**
+ * How a user id is kept in the cache: a canonical decimal id of up to 15 digits as a number (a
+ * small integer is stored in place in V8, a larger one as an 8-byte double, against 24–32 bytes
+ * for its string), anything else as the string itself. A hit turns the number back with String(),
+ * which gives the same characters: the id has no leading zero (isCanonicalUserId) and fewer
+ * than 16 digits, so it is an exact integer that prints in plain decimal.
+ */
+function toCached(userId: string): string | number {
+  const length = userId.length;
+  if (length > 15) return userId;
+  for (let i = 0; i < length; i++) {
+    const c = userId.charCodeAt(i);
+    if (c < 48 || c > 57) return userId;
+  }
+  return Number(userId);
+}
+
 /** Marks "known unknown" in the cache; never a valid user id. */
 const UNKNOWN = '';
 
@@ -121,7 +138,7 @@ export interface TokenLookupStats {
 
 /** What outlives config snapshots: the cache, lookups in flight, the log limiter, the counts. */
 interface TokenCache {
-  readonly entries: LRUCache<string, string>;
+  readonly entries: LRUCache<string, string | number>;
   readonly inFlight: Map<string, Promise<string | undefined>>;
   readonly log: ReturnType<typeof rateLimited>;
   readonly stats: TokenLookupStats;
@@ -145,7 +162,7 @@ function cacheFor(context: IdentityContext, config: TokenLookupConfig, logger: L
   let cache = caches.get(key);
   if (!cache) {
     cache = {
-      entries: new LRUCache<string, string>({ max: config.cacheMax, ttl: config.cacheTtlMs, updateAgeOnGet: false }),
+      entries: new LRUCache<string, string | number>({ max: config.cacheMax, ttl: config.cacheTtlMs, updateAgeOnGet: false }),
       inFlight: new Map(),
       log: rateLimited(logger),
       stats: { hits: 0, negativeHits: 0, lookups: 0, answered: 0, unknown: 0, failures: 0, timeouts: 0, garbage: 0, refused: 0, shed: 0 },
@@ -192,7 +209,7 @@ export const tokenLookupIdentity = defineIdentitySource({
       inFlight.delete(token);
       stats.answered++;
       if (value !== undefined && isCanonicalUserId(value)) {
-        entries.set(token, value);
+        entries.set(token, toCached(value));
         return value;
       }
       if (value === undefined) stats.unknown++;
@@ -227,7 +244,7 @@ export const tokenLookupIdentity = defineIdentitySource({
           return undefined;
         }
         stats.hits++;
-        return cached;
+        return typeof cached === 'number' ? String(cached) : cached;
       }
       // Cache miss: one lookup per token, whoever else is waiting for it shares it.
       let pending = inFlight.get(token);

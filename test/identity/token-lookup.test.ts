@@ -231,6 +231,30 @@ describe('tokenLookup identity', () => {
     );
   });
 
+  it('property: any canonical user id comes back from the cache unchanged, on the miss and on every hit', async () => {
+    const { resolve, key } = resolverFor({ cacheTtlMs: 60_000 });
+    let n = 0;
+    const digits = (min: number, max: number) => fc.stringMatching(new RegExp(`^[1-9]\\d{${min - 1},${max - 1}}$`));
+    const ids = fc.oneof(
+      fc.nat().map(String),
+      fc.constantFrom('0', '1', '2147483647', '2147483648', '4294967296', '999999999999999', '1000000000000000', '9007199254740993', '-0', '-5', '1e3', '0x10', '1.5', '+7'),
+      digits(10, 22),
+      fc.stringMatching(/^[\x21-\x7e]{1,40}$/),
+      fc.stringMatching(/^[\x21-\x7e]{250,256}$/),
+    );
+    await fc.assert(
+      fc.asyncProperty(ids, async (id) => {
+        fc.pre(isCanonicalUserId(id));
+        const token = `roundtrip-${++n}`;
+        await redis.client.set(key(token), id);
+        expect(await resolve(request(token))).toBe(id); // the miss: the value Redis returned
+        for (let i = 0; i < 2; i++) expect(resolve(request(token))).toBe(id); // hits: synchronous, from the cache
+      }),
+      { numRuns: 300 },
+    );
+    expect(n).toBeGreaterThan(200);
+  });
+
   it('property: a stored value is accepted only as printable ASCII without spaces, and digits only in canonical form', () => {
     fc.assert(
       fc.property(fc.oneof(fc.string({ maxLength: 300 }), fc.stringMatching(/^-?\d{1,20}$/), fc.nat().map(String)), (value) => {
