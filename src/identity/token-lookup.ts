@@ -85,9 +85,9 @@ function ownCopy(token: string): string {
 }
 
 /**
- * How a user id is kept in the cache: a canonical decimal id of up to 15 digits as a number (a
- * small integer is stored in place in V8, a larger one as an 8-byte double, against 24–32 bytes
- * for its string), anything else as the string itself. A hit turns the number back with String(),
+ * How a user id is kept in the cache: a canonical decimal id of up to 15 digits as a number (up
+ * to 2^31 - 1 V8 stores it in place, in the cache's value slot; above, as a 16-byte heap number;
+ * its string would take 24–32 bytes), anything else as the string itself. A hit turns the number back with String(),
  * which gives the same characters: the id has no leading zero (isCanonicalUserId) and fewer
  * than 16 digits, so it is an exact integer that prints in plain decimal.
  */
