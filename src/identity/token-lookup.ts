@@ -69,6 +69,38 @@ export function isCanonicalUserId(value: string): boolean {
   return !(isDigits && length > 1 && value.charCodeAt(0) === 48);
 }
 
+/**
+ * A copy of `token` that shares no memory with the string it came from. A header value can be a
+ * slice or a concatenation of a longer string (a cookie header, `Bearer …`, a raw header block):
+ * V8 keeps the whole parent alive as long as a slice of 13 characters or more lives (a
+ * SlicedString is a pointer to its parent and an offset), a concatenation keeps both halves
+ * (ConsString), and JSC's substrings share their base the same way. A cache key lives for
+ * cacheTtlMs and there are up to cacheMax of them, so each must weigh its own characters and no
+ * more. Encoding to bytes and decoding them makes the runtime build a new sequential string from
+ * the bytes, which cannot point at anything; latin1 is lossless here because a well-formed token
+ * is ASCII. About 150 ns, once per store lookup (a cache miss), never on a hit.
+ */
+function ownCopy(token: string): string {
+  return Buffer.from(token, 'latin1').toString('latin1');
+}
+
+/**
+ * How a user id is kept in the cache: a canonical decimal id of up to 15 digits as a number (up
+ * to 2^31 - 1 V8 stores it in place, in the cache's value slot; above, as a 16-byte heap number;
+ * its string would take 24–32 bytes), anything else as the string itself. A hit turns the number back with String(),
+ * which gives the same characters: the id has no leading zero (isCanonicalUserId) and fewer
+ * than 16 digits, so it is an exact integer that prints in plain decimal.
+ */
+function toCached(userId: string): string | number {
+  const length = userId.length;
+  if (length > 15) return userId;
+  for (let i = 0; i < length; i++) {
+    const c = userId.charCodeAt(i);
+    if (c < 48 || c > 57) return userId;
+  }
+  return Number(userId);
+}
+
 /** Marks "known unknown" in the cache; never a valid user id. */
 const UNKNOWN = '';
 
@@ -106,7 +138,7 @@ export interface TokenLookupStats {
 
 /** What outlives config snapshots: the cache, lookups in flight, the log limiter, the counts. */
 interface TokenCache {
-  readonly entries: LRUCache<string, string>;
+  readonly entries: LRUCache<string, string | number>;
   readonly inFlight: Map<string, Promise<string | undefined>>;
   readonly log: ReturnType<typeof rateLimited>;
   readonly stats: TokenLookupStats;
@@ -130,7 +162,7 @@ function cacheFor(context: IdentityContext, config: TokenLookupConfig, logger: L
   let cache = caches.get(key);
   if (!cache) {
     cache = {
-      entries: new LRUCache<string, string>({ max: config.cacheMax, ttl: config.cacheTtlMs, updateAgeOnGet: false }),
+      entries: new LRUCache<string, string | number>({ max: config.cacheMax, ttl: config.cacheTtlMs, updateAgeOnGet: false }),
       inFlight: new Map(),
       log: rateLimited(logger),
       stats: { hits: 0, negativeHits: 0, lookups: 0, answered: 0, unknown: 0, failures: 0, timeouts: 0, garbage: 0, refused: 0, shed: 0 },
@@ -177,7 +209,7 @@ export const tokenLookupIdentity = defineIdentitySource({
       inFlight.delete(token);
       stats.answered++;
       if (value !== undefined && isCanonicalUserId(value)) {
-        entries.set(token, value);
+        entries.set(token, toCached(value));
         return value;
       }
       if (value === undefined) stats.unknown++;
@@ -212,7 +244,7 @@ export const tokenLookupIdentity = defineIdentitySource({
           return undefined;
         }
         stats.hits++;
-        return cached;
+        return typeof cached === 'number' ? String(cached) : cached;
       }
       // Cache miss: one lookup per token, whoever else is waiting for it shares it.
       let pending = inFlight.get(token);
@@ -223,11 +255,13 @@ export const tokenLookupIdentity = defineIdentitySource({
         }
         stats.lookups++;
         const startedAt = Date.now();
-        pending = readKey(keyPrefix + token + keySuffix, deadlineMs).then(
-          (value) => remember(token, value),
-          (error: unknown) => fail(token, error, startedAt),
+        // The cache and the in-flight map keep their own copy of the token, never the header's.
+        const key = ownCopy(token);
+        pending = readKey(keyPrefix + key + keySuffix, deadlineMs).then(
+          (value) => remember(key, value),
+          (error: unknown) => fail(key, error, startedAt),
         );
-        inFlight.set(token, pending);
+        inFlight.set(key, pending);
       }
       return pending;
     };

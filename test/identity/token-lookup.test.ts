@@ -1,4 +1,6 @@
 import { Writable } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisStoreSettings } from '../../src/config/schema.js';
@@ -44,6 +46,15 @@ function resolverFor(config: Record<string, unknown> = {}, ctx: IdentityContext 
 }
 
 const request = (token?: string) => new LiteralFacts({ headers: token === undefined ? {} : { TOKEN: token } });
+
+/** V8 heap in use after a full collection (gc exposed at run time: the test workers start without --expose-gc). */
+function heapAfterGc(): number {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  gc();
+  gc();
+  return process.memoryUsage().heapUsed;
+}
 const gets = async () => (await commandCounts(redis.client)).get ?? 0;
 
 describe('tokenLookup identity', () => {
@@ -162,6 +173,32 @@ describe('tokenLookup identity', () => {
     expect(await gets()).toBe(before);
   });
 
+  it('the cache keeps its own copy of each token, never the longer string a header value was sliced from', async () => {
+    const { resolve, key } = resolverFor({ cacheTtlMs: 60_000, negativeTtlMs: 60_000 });
+    const count = 200;
+    const token = (i: number) => `sliced-token-${i}-of-a-longer-header`;
+    // Half known (cached with their id), half unknown (cached as unknown): both kinds of entry.
+    await redis.client.mset(...Array.from({ length: count / 2 }, (_, i) => [key(token(i)), String(1_000 + i)]).flat());
+    const before = heapAfterGc();
+    const answers = [];
+    for (let i = 0; i < count; i++) {
+      // The header value is a slice of a fresh 64 KiB string, as an adapter that slices values out
+      // of a raw header block (or a cookie, or `Bearer …`) would hand it over. Kept, each parent
+      // would be 64 KiB: 12.5 MiB for 200 entries.
+      const block = `${'h'.repeat(65_536)}${token(i)};`;
+      answers.push(await resolve(request(block.slice(65_536, 65_536 + token(i).length))));
+    }
+    const grown = heapAfterGc() - before;
+    expect(answers).toEqual(Array.from({ length: count }, (_, i) => (i < count / 2 ? String(1_000 + i) : undefined)));
+    expect(grown).toBeLessThan(2 * 2 ** 20);
+    // Still the same tokens: a sliced value, a flat one, hits answered synchronously from the copies.
+    expect(resolve(request(token(7)))).toBe('1007');
+    expect(resolve(request(`x${token(7)}`.slice(1)))).toBe('1007');
+    const negativeBefore = tokenLookupStats(context).negativeHits;
+    expect(resolve(request(token(count - 1)))).toBeUndefined();
+    expect(tokenLookupStats(context).negativeHits - negativeBefore).toBe(1);
+  });
+
   it('with Redis unreachable a miss is undefined at once', async () => {
     const down = await startRedis();
     const downStore = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: down.url }), { validate: validateRouting });
@@ -192,6 +229,30 @@ describe('tokenLookup identity', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('property: any canonical user id comes back from the cache unchanged, on the miss and on every hit', async () => {
+    const { resolve, key } = resolverFor({ cacheTtlMs: 60_000 });
+    let n = 0;
+    const digits = (min: number, max: number) => fc.stringMatching(new RegExp(`^[1-9]\\d{${min - 1},${max - 1}}$`));
+    const ids = fc.oneof(
+      fc.nat().map(String),
+      fc.constantFrom('0', '1', '2147483647', '2147483648', '4294967296', '999999999999999', '1000000000000000', '9007199254740993', '-0', '-5', '1e3', '0x10', '1.5', '+7'),
+      digits(10, 22),
+      fc.stringMatching(/^[\x21-\x7e]{1,40}$/),
+      fc.stringMatching(/^[\x21-\x7e]{250,256}$/),
+    );
+    await fc.assert(
+      fc.asyncProperty(ids, async (id) => {
+        fc.pre(isCanonicalUserId(id));
+        const token = `roundtrip-${++n}`;
+        await redis.client.set(key(token), id);
+        expect(await resolve(request(token))).toBe(id); // the miss: the value Redis returned
+        for (let i = 0; i < 2; i++) expect(resolve(request(token))).toBe(id); // hits: synchronous, from the cache
+      }),
+      { numRuns: 300 },
+    );
+    expect(n).toBeGreaterThan(200);
   });
 
   it('property: a stored value is accepted only as printable ASCII without spaces, and digits only in canonical form', () => {
