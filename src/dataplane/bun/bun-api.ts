@@ -79,6 +79,14 @@ export interface BunServeOptions {
   websocket?: BunWebSocketHandler<unknown>;
 }
 
+/** What Bun's `Headers.prototype.toJSON()` returns: lower-case names; Set-Cookie as an array, every other repeated header joined as `get()` joins it. */
+export type BunHeaderRecord = Record<string, string | string[]>;
+
+/** Bun's Headers: the standard ones plus `toJSON()`, every header in one native call. */
+export interface BunHeaders extends Headers {
+  toJSON(): BunHeaderRecord;
+}
+
 /** Bun's fetch takes these beyond the standard RequestInit. */
 export interface BunFetchInit extends RequestInit {
   decompress?: boolean;

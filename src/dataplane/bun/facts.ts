@@ -1,9 +1,11 @@
 import { AdapterRequestFacts } from '../request-facts.js';
+import type { BunHeaderRecord } from './bun-api.js';
 
 /**
  * RequestFacts over a fetch-style Request (Bun.serve); shared behaviour in AdapterRequestFacts.
  * Bun hands the URL in absolute form (`http://host:port/path?query`); path and query are cut
- * out of it once, on first use.
+ * out of it once, on first use. Headers are read from the record the adapter took once (Bun's
+ * toJSON), a property lookup instead of a native `get` per header a rule reads.
  */
 export class BunRequestFacts extends AdapterRequestFacts {
   private pathStart = -1;
@@ -11,6 +13,7 @@ export class BunRequestFacts extends AdapterRequestFacts {
 
   constructor(
     private readonly request: Request,
+    private readonly headers: BunHeaderRecord,
     peerIp: string,
     isFromTrustedProxy: boolean,
     isTrusted: (ip: string) => boolean,
@@ -46,7 +49,11 @@ export class BunRequestFacts extends AdapterRequestFacts {
   }
 
   header(name: string): string | undefined {
-    return this.request.headers.get(name) ?? undefined;
+    const value = this.headers[name];
+    if (typeof value === 'string') return value;
+    // Only Set-Cookie comes as an array: joined as Headers.get() joins it. Anything else is no
+    // header (the record is a plain object: `constructor` is Object.prototype's, not a header).
+    return Array.isArray(value) ? value.join(', ') : undefined;
   }
 
   protected rawQuery(): string {

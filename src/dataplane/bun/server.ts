@@ -6,11 +6,11 @@ import { NO_OBSERVER, type ExchangeRecord, type RequestObserver } from '../../ob
 import { compileCidrList } from '../../rules/cidr.js';
 import type { CompiledService, Decision, RoutingSnapshot } from '../../rules/snapshot.js';
 import { RoundRobin, ServerHealth, classifyUpstreamError, isRetryableRequest } from '../balancer.js';
-import { applyDecisionHeaders } from '../decision-headers.js';
-import { buildClientResponseHeaders, buildUpstreamRequestHeaders, checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
+import { buildUpstreamRequestHeaders, checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
 import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
-import { bunRuntime, type BunFetchInit, type BunServer, type BunWebSocketHandler } from './bun-api.js';
+import { bunRuntime, type BunFetchInit, type BunHeaders, type BunServer, type BunWebSocketHandler } from './bun-api.js';
 import { BunRequestFacts } from './facts.js';
+import { applyDecisionHeadersTo, headerList, stripHopByHop } from './headers.js';
 import { openUpstreamWebSocket, Tunnel, tunnelHandlers, type TunnelHost } from './websocket.js';
 
 const NEVER_TRUSTED = (): boolean => false;
@@ -247,8 +247,9 @@ export class BunDataPlane implements DataPlane, TunnelHost {
   /** The response, or undefined when the request became a WebSocket tunnel (Bun answered the 101). */
   private async route(request: Request, server: BunServer, record: BunExchangeRecord): Promise<Response | undefined> {
     const generation = this.generation;
-    const rawHeaders: string[] = [];
-    request.headers.forEach((value, name) => rawHeaders.push(name, value));
+    // Every header in one native call (Bun's toJSON), as the flat list the shared rules take.
+    const headerRecord = (request.headers as BunHeaders).toJSON();
+    const rawHeaders = headerList(headerRecord);
     const framing = checkRequestFraming(rawHeaders);
     if (framing !== undefined) return errorResponse('GG_BAD_REQUEST', `ambiguous request framing: ${framing}`, true);
     const upgrade = request.headers.get('upgrade');
@@ -260,7 +261,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     }
     if (generation === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', 'no routing is loaded yet', this.draining);
     const peerIp = unwrapMappedIpv4(server.requestIP(request)?.address ?? '');
-    const facts = new BunRequestFacts(request, peerIp, this.isTrusted(peerIp), this.isTrusted);
+    const facts = new BunRequestFacts(request, headerRecord, peerIp, this.isTrusted(peerIp), this.isTrusted);
     record.facts = facts;
     const service = generation.snapshot.matchService(facts.host, facts.path);
     if (service === undefined) return errorResponse('GG_NO_SERVICE', `no service matches host "${facts.host}" and path "${facts.path}"`, this.draining);
@@ -432,8 +433,8 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     decision: Decision,
   ): Promise<Response | { code: ErrorCode; isConnectFailure: boolean; message: string }> {
     const list = buildUpstreamRequestHeaders(rawHeaders, facts, { preserveHost: this.settings.proxy.preserveHost, originHost: entry.hostHeader, bodyUntouched: true });
-    const headers = new Headers();
-    for (let i = 0; i < list.length; i += 2) headers.append(list[i]!, list[i + 1]!);
+    const upstreamHeaders = new Headers();
+    for (let i = 0; i < list.length; i += 2) upstreamHeaders.append(list[i]!, list[i + 1]!);
     const controller = new AbortController();
     // A client that leaves aborts the upstream request, so its connection and buffers are released.
     const onClientAbort = () => controller.abort(new GatewayAbort('GG_CLIENT_CLOSED'));
@@ -446,13 +447,14 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     const path = facts.pathAndQuery;
     const init: BunFetchInit = {
       method: request.method,
-      headers,
+      headers: upstreamHeaders,
       body: hasBody ? request.body : null,
       redirect: 'manual',
       decompress: false,
       signal: controller.signal,
-      ...(hasBody ? { duplex: 'half' as const } : {}),
     };
+    // A streamed request body needs half-duplex; set only then (no object spread per request).
+    if (hasBody) init.duplex = 'half';
     let response: Response;
     try {
       response = await fetch(entry.origin + path, init);
@@ -464,29 +466,24 @@ export class BunDataPlane implements DataPlane, TunnelHost {
       clearTimeout(timer);
     }
     entry.health.recordSuccess();
-    const upstreamHeaders: Record<string, string | string[] | undefined> = {};
-    response.headers.forEach((value, name) => {
-      if (name !== 'set-cookie') upstreamHeaders[name] = value;
-    });
-    const cookies = response.headers.getSetCookie();
-    if (cookies.length > 0) upstreamHeaders['set-cookie'] = cookies;
-    const out = buildClientResponseHeaders(upstreamHeaders);
-    applyDecisionHeaders(out, decision, facts, this.versionHeader, upstream.name);
-    if (this.draining) out.connection = 'close';
-    const clientHeaders = new Headers();
-    for (const name in out) {
-      const value = out[name]!;
-      if (typeof value === 'string') clientHeaders.set(name, value);
-      else for (const item of value) clientHeaders.append(name, item);
-    }
-    // The upstream body stream goes to the client as it arrives, never buffered whole. Timing its
-    // reads (watchIdle) takes it off Bun's native pipe, which costs half the throughput, so only
-    // bodies that can stall for long are watched: streamed ones (no Content-Length) and large ones.
-    // A short body with a length rides the native pipe, bounded by Bun's own socket idle timeout.
-    const length = response.headers.get('content-length');
-    const watched = response.body !== null && timeouts.idleMs > 0 && (length === null || Number(length) > WATCHED_BODY_BYTES);
-    const body = watched ? this.watchIdle(response.body!, timeouts.idleMs, controller, upstream.name) : response.body;
-    return new Response(body, { status: response.status, statusText: response.statusText, headers: clientHeaders });
+    // Bun lets a fetched Response's headers be edited, and Bun.serve sends that Response as the
+    // answer: the head is edited in place (the shared rules: hop-by-hop and Connection-named
+    // headers out, decision headers in) and the Response itself goes back, with no copy of the
+    // headers and no JS stream over its body. The adapter tests pin that Bun still allows it.
+    const headers = response.headers;
+    stripHopByHop(headers);
+    applyDecisionHeadersTo(headers, decision, facts, this.versionHeader, upstream.name);
+    if (this.draining) headers.set('connection', 'close');
+    // The upstream body goes to the client as it arrives, never buffered whole. Timing its reads
+    // (watchIdle) takes it off Bun's native pipe, which costs half the throughput, so only bodies
+    // that can stall for long are watched: streamed ones (no Content-Length) and large ones. A
+    // short body with a length rides the native pipe, bounded by Bun's own socket idle timeout.
+    // (`body` is read last: reading it makes a JS stream of the native one.)
+    const length = headers.get('content-length');
+    const watched = timeouts.idleMs > 0 && (length === null || Number(length) > WATCHED_BODY_BYTES) && response.body !== null;
+    if (!watched) return response;
+    const body = this.watchIdle(response.body!, timeouts.idleMs, controller, upstream.name);
+    return new Response(body, { status: response.status, statusText: response.statusText, headers });
   }
 
   /**
