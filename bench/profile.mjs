@@ -2,7 +2,8 @@
 // Question: where does the Node data plane spend its CPU under load with the seed's rule?
 //
 //   npm run bench:profile                                # build, then ~20 s
-//   node bench/profile.mjs --duration 10 --conns 50 [--shape seed|none] [--out bench/results/profile-<time>]
+//   node bench/profile.mjs --duration 10 --conns 50 [--shape seed|none|1mb] [--out bench/results/profile-<time>]
+//   (1mb: the seed rule, each request fetching the backends' 1 MiB body from /1mb)
 //   node bench/profile.mjs --from some.cpuprofile        # only turn an existing profile into tables
 //
 // Starts nginx backends (node:http without nginx) and a redis-server with the seed's keys, runs
@@ -35,7 +36,7 @@ function parseFlags(argv) {
     else if (arg === '--from') flags.from = next();
     else throw new Error(`unknown flag ${arg}`);
   }
-  if (!['seed', 'none'].includes(flags.shape)) throw new Error('--shape: seed or none');
+  if (!['seed', 'none', '1mb'].includes(flags.shape)) throw new Error('--shape: seed, none or 1mb');
   return flags;
 }
 
@@ -48,7 +49,7 @@ async function record(flags, outDir) {
   const config = path.join(run.dir, 'profile.json');
   const upstreams = { prod: { servers: [backends.stable] }, gray: { servers: [backends.candidate] } };
   const routing =
-    flags.shape === 'seed'
+    flags.shape !== 'none'
       ? {
           store: { kind: 'redis', url: redis.url, namespace: 'profile' },
           identity: { sources: [{ tokenLookup: {} }] },
@@ -58,9 +59,10 @@ async function record(flags, outDir) {
   writeFileSync(config, JSON.stringify({ listen: `127.0.0.1:${port}`, log: { level: 'warn' }, upstreams, ...routing }));
   const gateway = run.start('graygate', process.execPath, ['--cpu-prof', `--cpu-prof-dir=${outDir}`, cliPath, 'start', '--config', config, '--workers', '1']);
   await waitPort(port, 30_000);
-  const headers = flags.shape === 'seed' ? { TOKEN } : {};
-  runLoad(port, headers, { duration: 2, conns: flags.conns }); // warm-up (JIT, token cache, pools)
-  const r = runLoad(port, headers, { duration: flags.duration, conns: flags.conns });
+  const headers = flags.shape !== 'none' ? { TOKEN } : {};
+  const urlPath = flags.shape === '1mb' ? '/1mb' : '/';
+  runLoad(port, headers, { duration: 2, conns: flags.conns, path: urlPath }); // warm-up (JIT, token cache, pools)
+  const r = runLoad(port, headers, { duration: flags.duration, conns: flags.conns, path: urlPath });
   process.stderr.write(`load (${loadTool()} -c${flags.conns}, ${flags.duration} s): ${Math.round(r.rps)} req/s, p99 ${r.p99.toFixed(2)} ms, errors ${r.errors}\n`);
   // SIGTERM: graygate drains and exits 0, and Node writes the profile on the way out.
   const exited = new Promise((resolve) => gateway.once('exit', resolve));

@@ -193,7 +193,9 @@ export class Exchange implements Dispatcher.DispatchHandler, ExchangeRecord {
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
-    if (this.clientGone) return;
+    // undici hands over an empty chunk each time the parser resumes after a pause; written, it
+    // costs a cork, a tick and a zero-length write(2) on the client socket (seen in strace).
+    if (this.clientGone || chunk.length === 0) return;
     this.bytesSent += chunk.length;
     // Backpressure: a slow client pauses the upstream socket instead of buffering in memory.
     if (!this.res.write(chunk) && !this.waitingForDrain) {
