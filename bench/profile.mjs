@@ -2,7 +2,8 @@
 // Question: where does the Node data plane spend its CPU under load with the seed's rule?
 //
 //   npm run bench:profile                                # build, then ~20 s
-//   node bench/profile.mjs --duration 10 --conns 50 [--shape seed|none|typical|large] [--min-pct 1] [--out bench/results/profile-<time>]
+//   node bench/profile.mjs --duration 10 --conns 50 [--shape seed|none|typical|large|1mb] [--min-pct 1] [--out bench/results/profile-<time>]
+//   (1mb: the seed rule, each request fetching the backends' 1 MiB body from /1mb)
 //   node bench/profile.mjs --from some.cpuprofile        # only turn an existing profile into tables
 //
 // Starts nginx backends (node:http without nginx) and a redis-server with the seed's keys, runs
@@ -39,7 +40,7 @@ function parseFlags(argv) {
     else if (arg === '--from') flags.from = next();
     else throw new Error(`unknown flag ${arg}`);
   }
-  if (!Object.hasOwn(CALLERS, flags.shape)) throw new Error(`--shape: one of ${Object.keys(CALLERS).join(', ')}`);
+  if (flags.shape !== '1mb' && !Object.hasOwn(CALLERS, flags.shape)) throw new Error(`--shape: one of ${Object.keys(CALLERS).join(', ')}, 1mb`);
   if (!(flags.minPct >= 0)) throw new Error('--min-pct: a share in %, ≥ 0');
   return flags;
 }
@@ -48,11 +49,14 @@ async function record(flags, outDir) {
   const run = createRun('graygate-profile');
   const [backends, redis] = await Promise.all([startBackends(run), startRedis(run)]);
   seedRedis(redis);
-  const gateway = await startGateway(run, { kind: flags.shape, backends, redis, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${outDir}`] });
-  const { headers } = CALLERS[flags.shape];
-  await probe(gateway.port, CALLERS[flags.shape]);
-  runLoad(gateway.port, headers, { duration: 2, conns: flags.conns }); // warm-up (JIT, token cache, pools)
-  const r = runLoad(gateway.port, headers, { duration: flags.duration, conns: flags.conns });
+  // 1mb: the seed's routing; only the path differs.
+  const kind = flags.shape === '1mb' ? 'seed' : flags.shape;
+  const urlPath = flags.shape === '1mb' ? '/1mb' : '/';
+  const gateway = await startGateway(run, { kind, backends, redis, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${outDir}`] });
+  const { headers } = CALLERS[kind];
+  await probe(gateway.port, CALLERS[kind]);
+  runLoad(gateway.port, headers, { duration: 2, conns: flags.conns, path: urlPath }); // warm-up (JIT, token cache, pools)
+  const r = runLoad(gateway.port, headers, { duration: flags.duration, conns: flags.conns, path: urlPath });
   process.stderr.write(`load (${loadTool()} -c${flags.conns}, ${flags.shape}, ${flags.duration} s): ${Math.round(r.rps)} req/s, p99 ${r.p99.toFixed(2)} ms, errors ${r.errors}\n`);
   // SIGTERM: graygate drains and exits 0, and Node writes the profile on the way out.
   await stopGateway(gateway);

@@ -44,6 +44,8 @@ function writeStream(out: NodeJS.WritableStream & { destroyed?: boolean }, total
 let backend: Backend;
 let gateway: PlaneUnderTest;
 const endlessClosed: number[] = [];
+/** Bytes the backend has handed to its response on /endless, summed over requests. */
+let endlessWritten = 0;
 
 beforeAll(async () => {
   backend = await startBackend('stream', (req, res) => {
@@ -71,7 +73,10 @@ beforeAll(async () => {
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
       let i = 0;
       const pump = (): void => {
-        while (!res.destroyed && res.write(chunkAt(i++, CHUNK)));
+        while (!res.destroyed) {
+          endlessWritten += CHUNK;
+          if (!res.write(chunkAt(i++, CHUNK))) break;
+        }
         if (!res.destroyed) res.once('drain', pump);
       };
       res.on('close', () => endlessClosed.push(Date.now()));
@@ -144,6 +149,32 @@ describe('streaming', () => {
     expect(result.length).toBe(TOTAL);
     expect(result.sha256).toBe(expected);
     if (path === '/download') expect(result.te).toBeUndefined();
+  });
+});
+
+describe('slow clients', () => {
+  it('pause the upstream: what reaches the gateway stops growing until the client reads again', async () => {
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    let seen = 0;
+    const req = http.get(`${gateway.url}/endless`, { agent: false });
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      req.on('response', resolve);
+      req.on('error', reject);
+    });
+    res.on('data', (chunk: Buffer) => (seen += chunk.length));
+    await eventually(() => expect(seen).toBeGreaterThan(1 * MB));
+    // The client stops reading; kernel buffers and the gateway's queue fill, then the upstream
+    // must be paused instead of streaming on into the gateway's memory.
+    res.pause();
+    await sleep(500);
+    const stalledAt = endlessWritten;
+    await sleep(500);
+    expect(endlessWritten - stalledAt).toBeLessThan(1 * MB);
+    // Reading again resumes the stream end to end.
+    const before = seen;
+    res.resume();
+    await eventually(() => expect(seen - before).toBeGreaterThan(16 * MB), { withinMs: 5_000 });
+    req.destroy();
   });
 });
 

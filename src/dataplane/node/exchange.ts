@@ -193,9 +193,14 @@ export class Exchange implements Dispatcher.DispatchHandler, ExchangeRecord {
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
-    if (this.clientGone) return;
+    // undici hands over an empty chunk each time the parser resumes after a pause; written, it
+    // costs a cork, a tick and a zero-length write(2) on the client socket (seen in strace).
+    if (this.clientGone || chunk.length === 0) return;
     this.bytesSent += chunk.length;
     // Backpressure: a slow client pauses the upstream socket instead of buffering in memory.
+    // This pauses after nearly every 64 KiB read (write() answers false past the socket's 16 KiB
+    // high-water mark); pausing only past 128 KiB queued was tried and measured no better (CPU
+    // per 1 MiB request worse in 2 of 3 interleaved runs, p99 worse), so it stays per chunk.
     if (!this.res.write(chunk) && !this.waitingForDrain) {
       this.waitingForDrain = true;
       controller.pause();
