@@ -100,7 +100,10 @@ export function rawExchange(port: number, bytes: string | Buffer, withinMs = 3_0
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
-    const timer = setTimeout(() => socket.destroy(), withinMs);
+    // Timed from the connection, not the call: the bytes are queued until it is up, and on a busy
+    // box a short window could close it before they were ever sent.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    socket.once('connect', () => (timer = setTimeout(() => socket.destroy(), withinMs)));
     socket.on('data', (chunk: Buffer) => chunks.push(chunk));
     socket.on('error', (error) => {
       clearTimeout(timer);

@@ -49,7 +49,7 @@ describe('explainRequest', () => {
       version: 'candidate',
       upstream: 'v2',
       reason: 'first-users',
-      identity: { source: 'header', userId: '50' },
+      identity: { source: 'header:x-user-id', userId: '50' },
       rules: [
         { name: 'blocked', to: 'stable', matched: false },
         { name: 'testers', to: 'v2', matched: false },
