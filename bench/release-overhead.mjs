@@ -48,7 +48,20 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cliPath, createRun, groupCpuSeconds, has, loadTool, machineBusySeconds, ownCpuSeconds, root, runLoad, startBackends, startRedis } from './lib/harness.mjs';
+import {
+  cliPath,
+  createRun,
+  gitCommit,
+  groupCpuSeconds,
+  has,
+  loadTool,
+  machineBusySeconds,
+  ownCpuSeconds,
+  root,
+  runLoad,
+  startBackends,
+  startRedis,
+} from './lib/harness.mjs';
 import { bunPath, CALLERS, probe, seedRedis, startGateway, stopGateway, TOKEN } from './lib/gateways.mjs';
 
 const RELEASES = ['seed', 'typical', 'large'];
@@ -297,14 +310,6 @@ async function main() {
   );
   process.stdout.write(`\nraw figures: ${path.relative(root, file)}; took ${((Date.now() - started) / 1000).toFixed(0)} s (expected ≈ ${Math.round(expected)} s)\n`);
   run.stopAll();
-}
-
-function gitCommit() {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
-  } catch {
-    return undefined;
-  }
 }
 
 main().catch((error) => {

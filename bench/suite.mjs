@@ -35,7 +35,7 @@
 // figures to bench/results/suite-<time>.json. Everything listens on 127.0.0.1, every load run
 // is bounded, and every process started here (own process groups) is stopped at the end.
 // Gateways run with proxy.keepAliveTimeoutMs 120 s so idle connections outlive the hold.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -44,6 +44,7 @@ import {
   cliPath,
   createRun,
   freePort,
+  gitCommit,
   groupCpuSeconds,
   groupPids,
   has,
@@ -382,14 +383,6 @@ async function main() {
   );
   process.stdout.write(`\nraw figures: ${path.relative(root, file)}; took ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
   run.stopAll();
-}
-
-function gitCommit() {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
-  } catch {
-    return undefined;
-  }
 }
 
 main().catch((error) => {

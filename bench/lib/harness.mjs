@@ -247,3 +247,12 @@ export const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(v
 
 /** Which load tool runLoad uses. */
 export const loadTool = () => (has('wrk') ? 'wrk' : 'autocannon');
+
+/** The short commit the figures were measured at, for the raw results; undefined outside a git checkout. */
+export function gitCommit() {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return undefined;
+  }
+}

@@ -4,22 +4,12 @@ import { applyDecisionHeadersTo, headerList, stripHopByHop } from '../../src/dat
 import { applyDecisionHeaders } from '../../src/dataplane/decision-headers.js';
 import { buildClientResponseHeaders } from '../../src/dataplane/headers.js';
 import type { Decision } from '../../src/rules/snapshot.js';
+import { decision } from '../helpers/decision.js';
 import { makeFacts } from '../helpers/facts.js';
 
 // The Bun adapter applies the shared header rules to Headers in place instead of rebuilding them;
 // these tests hold it to the shared functions on the same input, so the rules stay in one place.
 
-const decision = (overrides: Partial<Decision>): Decision => ({
-  service: 's',
-  version: 'candidate',
-  upstream: 'v2',
-  candidate: 'v2',
-  reason: 'rule 1',
-  dependsOnCaller: true,
-  vary: undefined,
-  cachePrivate: false,
-  ...overrides,
-});
 
 /** A Headers as the record buildClientResponseHeaders takes (Set-Cookie as an array, as undici parses it). */
 function record(headers: Headers): Record<string, string | string[]> {

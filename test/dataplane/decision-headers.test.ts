@@ -2,19 +2,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { applyDecisionHeaders, privateCacheControl } from '../../src/dataplane/decision-headers.js';
 import type { Decision } from '../../src/rules/snapshot.js';
+import { decision } from '../helpers/decision.js';
 import { makeFacts } from '../helpers/facts.js';
 
-const decision = (overrides: Partial<Decision>): Decision => ({
-  service: 's',
-  version: 'candidate',
-  upstream: 'v2',
-  candidate: 'v2',
-  reason: 'rule 1',
-  dependsOnCaller: true,
-  vary: undefined,
-  cachePrivate: false,
-  ...overrides,
-});
 
 describe('privateCacheControl', () => {
   it('drops what addresses shared caches and keeps the rest', () => {
