@@ -19,7 +19,7 @@ const UidRangeConfig = z
       .optional()
       .meta({
         description:
-          'Read the range from this store key instead, in the OpenResty recipe\'s form {"idStart":1,"idEnd":5000} (both bounds inclusive), ' +
+          'Read the range from this store key instead, in the OpenResty recipe\'s form {"idStart":1,"idEnd":5000} (both bounds inclusive; see rangeStart), ' +
           'e.g. Grayscale_Range. Watched live; a malformed value is refused and the last good range stays; an absent key matches nobody.',
       }),
     rangeStart: z
