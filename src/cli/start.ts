@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadConfigFile, parseSettings } from '../config/load.js';
-import { RedisStoreSettings, type Settings } from '../config/schema.js';
+import { RedisStoreSettings, type RoutingDocument, type Settings } from '../config/schema.js';
 import { ListenAddress } from '../config/primitives.js';
 import { runtimeName, selectDataPlane } from '../dataplane/select.js';
 import { ConfigError, isGraygateError } from '../errors.js';
@@ -10,7 +10,7 @@ import { createStore, startGateway, type Gateway } from '../gateway/gateway.js';
 import { watchSettings } from '../gateway/settings-watch.js';
 import { FixedDocumentStore } from '../store/fixed-store.js';
 import type { Store } from '../store/store.js';
-import { dropInDocument } from './drop-in.js';
+import { DROP_IN_TOKEN_ENV, dropInAdmin, dropInDocument, flagsIgnored } from './drop-in.js';
 import { ClusterDataPlane, isWorkerProcess, runWorker, workerCount } from './workers.js';
 import { createLogger, type Logger } from '../observe/log.js';
 
@@ -24,6 +24,9 @@ export interface StartOptions {
   tokenHeader: string;
   tokenKey: string;
   rangeKey: string;
+  rangeStart?: 'inclusive' | 'exclusive';
+  admin?: string;
+  adminTokenEnv?: string;
   workers?: string;
 }
 
@@ -42,6 +45,11 @@ export function registerStartCommand(program: Command): void {
     .option('--token-key <template>', 'drop-in mode: Redis key holding the user id of {token}', 'TOKEN_{token}')
     .option('--workers <n>', 'worker processes sharing the listen address: a number, or "auto" for one per core (default: GRAYGATE_WORKERS, else auto); 1 runs a single process')
     .option('--range-key <key>', 'drop-in mode: Redis key holding the gray range {"idStart":N,"idEnd":M}', 'Grayscale_Range')
+    .addOption(
+      new Option('--range-start <bound>', 'drop-in mode: whether idStart itself is in the range (exclusive: the recipe\'s UserId > idStart)').choices(['inclusive', 'exclusive']).default('inclusive'),
+    )
+    .option('--admin <address>', 'drop-in mode: serve the admin API, metrics, dashboard and CLI here (host:port); the routing then lives in Redis, seeded from the flags')
+    .option('--admin-token-env <name>', `drop-in mode: environment variable holding the admin token (default ${DROP_IN_TOKEN_ENV}, when set)`)
     .addHelpText(
       'after',
       `
@@ -52,6 +60,10 @@ Drop-in for the OpenResty + Lua + Redis recipe (no config file needed):
   the range from the key Grayscale_Range ({"idStart":1,"idEnd":5000}, both bounds inclusive):
   users inside the range go to the candidate, everyone else (no token, unknown token, Redis
   trouble) to stable. SET Grayscale_Range in redis-cli and it applies within milliseconds.
+  --range-start exclusive makes it idStart < id <= idEnd, the recipe's own UserId > idStart.
+  --admin 127.0.0.1:9901 adds the admin API, metrics, dashboard and CLI (token from
+  ${DROP_IN_TOKEN_ENV}): \`graygate release full default\` sends everyone to the candidate,
+  \`graygate release finish default\` returns to the range rule.
 
 On SIGTERM or SIGINT the gateway stops accepting, lets in-flight requests finish (proxy.shutdownGraceMs), and exits 0.
 A config edit that fails validation is refused with a log line naming the field; the last good rules stay in force.
@@ -85,6 +97,7 @@ export async function runStart(options: StartOptions): Promise<number> {
   let logger: Logger;
   let cluster: ClusterDataPlane | undefined;
   let fileSettings: Settings | undefined;
+  let dropIn: RoutingDocument | undefined;
   const source = configPath ?? 'the command line';
   try {
     const config = configPath ? await loadConfigFile(configPath) : { settings: parseSettings({}, 'defaults'), routing: undefined };
@@ -96,6 +109,7 @@ export async function runStart(options: StartOptions): Promise<number> {
       settings.listen = listen.data;
     }
     if (options.logLevel) settings.log = { ...settings.log, level: options.logLevel as typeof settings.log.level };
+    if (isDropIn && options.admin !== undefined) settings.admin = parseSettings({ admin: dropInAdmin(options.admin, options.adminTokenEnv, process.env) }, '--admin').admin;
     if (options.redis) {
       // Keep the file's other Redis settings (namespace, timeouts) and replace only the address.
       // The drop-in mode polls its keys more often: the recipe it replaces read them per request.
@@ -107,12 +121,17 @@ export async function runStart(options: StartOptions): Promise<number> {
     let store: Store | undefined;
     if (isDropIn) {
       const keys = await createStore(settings, undefined, logger);
-      const document = dropInDocument({ stable: options.stable!, candidate: options.candidate!, tokenHeader: options.tokenHeader, tokenKey: options.tokenKey, rangeKey: options.rangeKey });
-      store = new FixedDocumentStore(document, { actor: 'graygate start', reason: 'drop-in mode' }, keys);
+      dropIn = dropInDocument({ stable: options.stable!, candidate: options.candidate!, tokenHeader: options.tokenHeader, tokenKey: options.tokenKey, rangeKey: options.rangeKey, ...(options.rangeStart ? { rangeStart: options.rangeStart } : {}) });
+      // With --admin the release lifecycle writes the routing, so it lives in Redis (seeded from
+      // the flags on an empty store) where it survives restarts and every such gateway shares it.
+      // Without, the flags fix it and Redis holds only the recipe's keys.
+      store = options.admin !== undefined ? keys : new FixedDocumentStore(dropIn, { actor: 'graygate start', reason: 'drop-in mode' }, keys);
     }
     gateway = await startGateway({
       settings,
       ...(absoluteConfig ? { configPath: absoluteConfig } : {}),
+      // With a store handed in, configPath only names where a seed came from.
+      ...(dropIn && options.admin !== undefined ? { seedDocument: dropIn, configPath: 'the command line (drop-in flags)' } : {}),
       logger,
       createDataPlane: workers === 1 ? await selectDataPlane() : ({ settings: planeSettings, logger: planeLogger }) => (cluster = new ClusterDataPlane(workers, planeSettings, planeLogger)),
       ...(store ? { store } : {}),
@@ -125,6 +144,16 @@ export async function runStart(options: StartOptions): Promise<number> {
   }
   // Settings are read once; an edit to them in the file is announced, not silently ignored.
   const settingsWatch = configPath ? watchSettings({ configPath: path.resolve(configPath), startedWith: fileSettings!, logger }) : undefined;
+  if (dropIn && options.admin !== undefined && gateway.sync.snapshot) {
+    const ignored = flagsIgnored(gateway.sync.snapshot.document, dropIn);
+    if (ignored.length > 0) {
+      logger.warn(
+        { event: 'drop-in-flags-ignored', version: gateway.sync.version, fields: ignored },
+        `Redis holds routing version ${gateway.sync.version}, which differs from the flags at ${ignored.join(', ')}; the store's routing is served ` +
+          '(it may hold a release in progress): change it with `graygate config apply`, or clear the store\'s {graygate} keys to seed it from the flags again',
+      );
+    }
+  }
   const { host, port } = gateway.address;
   logger.info(
     { event: 'listening', host, port, version: gateway.sync.version, store: gateway.store.kind, workers, runtime: runtimeName() },
@@ -143,6 +172,7 @@ function checkUsage(options: StartOptions, configPath: string | undefined, isDro
     if (!options.redis) return 'the drop-in mode needs --redis URL (where TOKEN_<token> and Grayscale_Range live)';
     return undefined;
   }
+  if (options.admin !== undefined || options.adminTokenEnv !== undefined) return '--admin and --admin-token-env belong to the drop-in mode; with --config, use the file\'s admin section';
   if (!configPath) return 'no config file: pass --config FILE, or the drop-in flags --redis --stable --candidate (or try `graygate demo`).';
   return undefined;
 }

@@ -1,5 +1,6 @@
-import type { CacheMode, Release, RoutingDocument, Rule, Service, WeightedCandidate } from '../config/schema.js';
+import type { CacheMode, Condition, Release, RoutingDocument, Rule, Service, WeightedCandidate } from '../config/schema.js';
 import { GraygateError } from '../errors.js';
+import { strategies } from '../rules/strategies/index.js';
 
 /**
  * The release lifecycle as a state machine (DESIGN.md "Release lifecycle", LESSONS.md "Lifecycle
@@ -11,6 +12,12 @@ import { GraygateError } from '../errors.js';
  * `idle` is a service with no release, or one whose release says `state: idle`. `finish` and
  * `rollback` remove the release: no rule is left that could reach the candidate, and the
  * history keeps what it was.
+ *
+ * Rules that read a store key (a `uidRange` with `fromKey: Grayscale_Range`) are the exception:
+ * who they send to the candidate is decided by writing that key, as in the recipe graygate
+ * replaces, where the range rule outlives every release and the next one starts with a SET.
+ * `finish` returns such a release to canary with only those rules, and `rollback` leaves it idle
+ * with only those rules (so nothing reaches the candidate, and `start` resumes it).
  */
 
 export type LifecycleState = 'idle' | 'canary' | 'full';
@@ -51,6 +58,22 @@ export interface ActionResult {
 
 /** The rule name `percentage` is kept under, so `set --percent` replaces it in place. */
 export const PERCENTAGE_RULE = 'percentage';
+
+/** True when `rule` (or a condition inside it) reads a store key: the key, not the lifecycle, decides who it sends. */
+export function readsStoreKey(rule: Rule | Condition): boolean {
+  for (const [key, value] of Object.entries(rule as Record<string, unknown>)) {
+    if (value === undefined || key === 'name' || key === 'to') continue;
+    if (key === 'all' || key === 'any') {
+      if ((value as Condition[]).some(readsStoreKey)) return true;
+    } else if (key === 'not') {
+      if (readsStoreKey(value as Condition)) return true;
+    } else {
+      const strategy = (strategies as Record<string, { storeKeys?(config: unknown): readonly string[] }>)[key];
+      if ((strategy?.storeKeys?.(value)?.length ?? 0) > 0) return true;
+    }
+  }
+  return false;
+}
 
 /** The lifecycle state of a service. */
 export function stateOf(service: Service): LifecycleState {
@@ -173,8 +196,19 @@ export function applyAction(document: RoutingDocument, serviceName: string, acti
     case 'finish':
     case 'rollback': {
       if (release === undefined) return { document: next, from, to, changed: false };
-      delete target.release;
-      break;
+      const standing = release.rules.filter((rule) => readsStoreKey(rule));
+      if (standing.length === 0) {
+        delete target.release;
+        break;
+      }
+      // The store key's rules stay; a finished release is back in canary on them alone.
+      const state: LifecycleState = action === 'finish' ? 'canary' : 'idle';
+      const kept: Release = { ...release, state, rules: standing.map((rule) => clone(rule)) };
+      if (release.candidates !== undefined) kept.candidates = release.candidates.map((c) => ({ ...c }));
+      // Rollback stays idempotent: an idle release holding only such rules is already rolled back.
+      if (action === 'rollback' && from === 'idle' && standing.length === release.rules.length) return { document: next, from, to, changed: false };
+      target.release = kept;
+      return { document: next, from, to: state, changed: true };
     }
   }
   return { document: next, from, to, changed: true };

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseRoutingDocument } from '../../src/config/load.js';
 import type { RoutingDocument } from '../../src/config/schema.js';
-import { applyAction, stateOf, transitions, type ActionParams, type LifecycleAction } from '../../src/control/lifecycle.js';
+import { applyAction, readsStoreKey, stateOf, transitions, type ActionParams, type LifecycleAction } from '../../src/control/lifecycle.js';
 import { GraygateError } from '../../src/errors.js';
 import { compileRouting } from '../../src/rules/compile.js';
 import { makeFacts } from '../helpers/facts.js';
@@ -131,6 +131,8 @@ describe('release lifecycle: properties', () => {
     fc.record({ from: fc.integer({ min: 0, max: 10_000 }), width: fc.integer({ min: 0, max: 10_000 }) }).map(({ from, width }) => ({ uidRange: { ranges: [{ from, to: from + width }] } })),
     fc.constantFrom('a', 'b', '1').map((value) => ({ header: { name: 'x-canary', equals: value } })),
     fc.constantFrom('a', 'b').map((value) => ({ to: 'stable', header: { name: 'x-deny', equals: value } })),
+    // A rule whose range lives in a store key (the recipe's Grayscale_Range): it outlives finish and rollback.
+    fc.constant({ uidRange: { fromKey: 'Grayscale_Range' } }),
   );
   const paramsArb: fc.Arbitrary<ActionParams> = fc.record(
     {
@@ -167,7 +169,14 @@ describe('release lifecycle: properties', () => {
           expect(allowed).toBe(true);
           // Throws (failing the property) when a move produced an invalid document.
           document = parseRoutingDocument(result.document);
-          expect(stateOf(document.services.find((s) => s.name === service)!)).toBe(transitions[action].to);
+          const after = document.services.find((s) => s.name === service)!;
+          expect(stateOf(after)).toBe(result.to);
+          // The table's target, except a finished release that keeps its store-key rules: back to canary on them alone.
+          if (result.to !== transitions[action].to) {
+            expect([action, result.to]).toEqual(['finish', 'canary']);
+            expect(after.release!.rules.length).toBeGreaterThan(0);
+            expect(after.release!.rules.every((rule) => readsStoreKey(rule))).toBe(true);
+          }
         }
       }),
       { numRuns: 300 },
@@ -203,3 +212,42 @@ describe('release lifecycle: properties', () => {
   });
 });
 
+
+describe('release lifecycle: a rule that reads a store key outlives the release', () => {
+  // The drop-in's document: the recipe's range rule, its range in the Grayscale_Range key.
+  const rangeRule = { name: 'gray-range', to: 'candidate', uidRange: { fromKey: 'Grayscale_Range' } };
+  const dropIn = (): RoutingDocument =>
+    parseRoutingDocument({
+      upstreams: { stable: { servers: ['http://127.0.0.1:1'] }, candidate: { servers: ['http://127.0.0.1:2'] } },
+      identity: { sources: [{ header: { name: 'x-user-id' } }] },
+      services: [{ name: 'default', stable: 'stable', release: { candidate: 'candidate', state: 'canary', rules: [rangeRule] } }],
+    });
+  const versionWith = (document: RoutingDocument, range: string | undefined, userId: string) =>
+    compileRouting(document, 1, { storeValue: (key: string) => (key === 'Grayscale_Range' ? range : undefined) })
+      .matchService('h', '/')!
+      .decide(makeFacts({ userId })).version;
+
+  it('full sends everyone to the candidate; finish returns to canary on the range rule alone, and the key decides again', () => {
+    const set = move(dropIn(), 'default', 'set', { rules: [rangeRule, { name: 'testers', header: { name: 'x-canary', equals: '1' } }] as never });
+    const full = move(set.document, 'default', 'full');
+    expect(versionWith(full.document, '{"idStart":1,"idEnd":10}', '500')).toBe('candidate');
+    const finished = move(full.document, 'default', 'finish');
+    expect([finished.from, finished.to]).toEqual(['full', 'canary']);
+    expect(finished.document.services[0]!.release!.rules).toEqual([rangeRule]);
+    expect(versionWith(finished.document, '{"idStart":1,"idEnd":10}', '5')).toBe('candidate');
+    expect(versionWith(finished.document, '{"idStart":1,"idEnd":10}', '500')).toBe('stable');
+    expect(versionWith(finished.document, '{"idStart":1,"idEnd":1000}', '500')).toBe('candidate');
+    expect(versionWith(finished.document, undefined, '5')).toBe('stable');
+  });
+
+  it('rollback leaves it idle (nobody on the candidate) with the range rule kept, idempotent; start resumes it', () => {
+    const rolled = move(dropIn(), 'default', 'rollback');
+    expect([rolled.from, rolled.to, rolled.changed]).toEqual(['canary', 'idle', true]);
+    expect(rolled.document.services[0]!.release).toMatchObject({ state: 'idle', candidate: 'candidate', rules: [rangeRule] });
+    expect(versionWith(rolled.document, '{"idStart":1,"idEnd":10}', '5')).toBe('stable');
+    expect(move(rolled.document, 'default', 'rollback').changed).toBe(false);
+    const resumed = move(rolled.document, 'default', 'start');
+    expect(resumed.document.services[0]!.release).toMatchObject({ state: 'canary', candidate: 'candidate', rules: [rangeRule] });
+    expect(versionWith(resumed.document, '{"idStart":1,"idEnd":10}', '5')).toBe('candidate');
+  });
+});

@@ -149,7 +149,7 @@ export const releaseRoutes: Route[] = [
     url: '/v1/services/:name/release/:action',
     summary:
       'A release action: start (idle → canary, with candidate and rules or percentage), set (canary: rules, percentage), full (canary → full), ' +
-      'finish (full → idle, the release removed), rollback (any → idle at once; idempotent). Illegal moves are 409 GG_ILLEGAL_TRANSITION.',
+      'finish (full → idle, the release removed; rules that read a store key stay, back in canary), rollback (any → idle at once; idempotent). Illegal moves are 409 GG_ILLEGAL_TRANSITION.',
     tag: 'releases',
     body: ActionBody,
     response: ActionResult,

@@ -3,6 +3,7 @@ import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { ConfigError } from '../../errors.js';
+import { planConfigApply } from '../config-apply.js';
 import { diffValues, formatChanges } from '../diff.js';
 import { AdminCallError, createClient, ExitCode, withClientOptions, type ClientOptions } from './client.js';
 import { print, printJson, run } from './output.js';
@@ -49,31 +50,61 @@ export function registerConfigCommand(program: Command): void {
   withClientOptions(
     config
       .command('apply')
-      .description('Replace the routing document with a file\'s (its upstreams, services, identity): shows the diff, asks, then writes naming the version it diffed against.')
+      .description(
+        'Replace the routing document with a file\'s (its upstreams, services, identity): shows the diff, asks, then writes naming the version it diffed against. ' +
+          'A release whose section in the file is unchanged since an earlier version is kept as it is live (the lifecycle moved it on since).',
+      )
       .argument('<file>', 'YAML or JSON: a routing document or a whole config file')
       .requiredOption('--reason <text>', 'why (kept in the history)')
-      .option('-y, --yes', 'do not ask (for scripts)'),
-  ).action(async (file: string, options: ClientOptions & { reason: string; yes?: boolean }) =>
+      .option('-y, --yes', 'do not ask (for scripts)')
+      .option('--release-from-file', 'apply every release section of the file as written, even one unchanged since an earlier version'),
+  ).action(async (file: string, options: ClientOptions & { reason: string; yes?: boolean; releaseFromFile?: boolean }) =>
     run(options.json, async () => {
       const client = createClient(options);
-      const document = await routingFromFile(file);
+      const fromFile = await routingFromFile(file);
       const current = await client.call('GET', '/v1/config');
+      // Earlier versions tell an edited release section from one the lifecycle has moved on from.
+      const history = {
+        versions: async () => ((await client.call('GET', '/v1/history?limit=1000')).versions as { version: number }[]).map((entry) => entry.version),
+        read: async (version: number) => {
+          try {
+            return (await client.call('GET', `/v1/history/${version}`)).document;
+          } catch (error) {
+            // A version trimmed from the history between the list and the read.
+            if (error instanceof AdminCallError && error.status === 404) return undefined;
+            throw error;
+          }
+        },
+      };
+      const plan = await planConfigApply(current, fromFile, history, { releaseFromFile: options.releaseFromFile === true });
+      const document = plan.document;
       const changes = diffValues(current.document, document);
+      const releases = plan.releases;
+      const refused = releases.filter((decision) => decision.outcome === 'refused');
+      if (refused.length > 0) {
+        if (options.json) printJson({ changed: false, version: current.version, changes, releases });
+        for (const decision of refused) process.stderr.write(`graygate: not applied: ${decision.message}\n`);
+        return ExitCode.refused;
+      }
       if (changes.length === 0) {
-        if (options.json) printJson({ changed: false, version: current.version, changes });
-        else print(`no changes against version ${current.version}`);
+        if (options.json) printJson({ changed: false, version: current.version, changes, releases });
+        else {
+          print(`no changes against version ${current.version}`);
+          for (const decision of releases) print(decision.message);
+        }
         return ExitCode.ok;
       }
       if (!options.json) {
         print(`changes against version ${current.version}:`);
         for (const line of formatChanges(changes)) print(`  ${line}`);
+        for (const decision of releases) print(decision.message);
       }
       if (!options.yes && !(await confirm('apply these changes? [y/N] '))) {
         process.stderr.write(`graygate: not applied${process.stdin.isTTY ? '' : ' (no terminal to ask on: pass --yes)'}\n`);
         return ExitCode.refused;
       }
       const result = await client.call('PUT', '/v1/config', { reason: options.reason, version: current.version, document });
-      if (options.json) printJson({ ...result, changes });
+      if (options.json) printJson({ ...result, changes, releases });
       else print(`applied: routing version ${result.previousVersion} → ${result.version}`);
       return ExitCode.ok;
     }),

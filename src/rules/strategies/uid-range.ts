@@ -19,8 +19,16 @@ const UidRangeConfig = z
       .optional()
       .meta({
         description:
-          'Read the range from this store key instead, in the OpenResty recipe\'s form {"idStart":1,"idEnd":5000} (both bounds inclusive), ' +
+          'Read the range from this store key instead, in the OpenResty recipe\'s form {"idStart":1,"idEnd":5000} (both bounds inclusive; see rangeStart), ' +
           'e.g. Grayscale_Range. Watched live; a malformed value is refused and the last good range stays; an absent key matches nobody.',
+      }),
+    rangeStart: z
+      .enum(['inclusive', 'exclusive'])
+      .optional()
+      .meta({
+        description:
+          'With fromKey: whether idStart itself is in the range. `inclusive` (the default: idStart..idEnd, like every other graygate range) ' +
+          'or `exclusive` (idStart < id <= idEnd, the `UserId > idStart` test of the original OpenResty recipe). idEnd is always inclusive.',
       }),
   })
   .superRefine((config, ctx) => {
@@ -28,6 +36,10 @@ const UidRangeConfig = z
       if (config.from !== undefined || config.to !== undefined || config.ranges) {
         ctx.addIssue({ code: 'custom', message: 'give either fromKey or from/to/ranges, not both' });
       }
+      return;
+    }
+    if (config.rangeStart !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['rangeStart'], message: 'only with fromKey (configured ranges are inclusive: write from as the first id in)' });
       return;
     }
     const hasSingle = config.from !== undefined || config.to !== undefined;
@@ -127,7 +139,12 @@ export const uidRange = defineStrategy({
       const value = context.storeValue(config.fromKey);
       // An absent key is a release nobody is in yet, exactly as in the recipe.
       if (value === undefined) return matchesNobody;
-      ranges = [parseStoredRange(config.fromKey, value)];
+      const stored = parseStoredRange(config.fromKey, value);
+      // The recipe's own test is `UserId > idStart`: an exclusive start is the next integer id.
+      if (config.rangeStart === 'exclusive') stored.from += 1;
+      // {"idStart":5,"idEnd":5} with an exclusive start holds no id, as in the recipe.
+      if (stored.from > stored.to) return matchesNobody;
+      ranges = [stored];
     } else {
       ranges = normalizeRanges(config);
     }

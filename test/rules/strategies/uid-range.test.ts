@@ -77,3 +77,30 @@ describe('uidRange lookup', () => {
     );
   });
 });
+
+describe('uidRange fromKey: the start bound', () => {
+  const compileWith = (value: string, rangeStart?: 'inclusive' | 'exclusive') =>
+    uidRange.compile(uidRange.schema.parse({ fromKey: 'Grayscale_Range', ...(rangeStart ? { rangeStart } : {}) }), {
+      storeValue: (key) => (key === 'Grayscale_Range' ? value : undefined),
+      releaseSeed: 's',
+    });
+
+  it('inclusive by default, and exclusive on request: idStart < id <= idEnd, as the recipe\'s `UserId > idStart`', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: -1_000, max: 1_000 }), fc.integer({ min: 0, max: 50 }), fc.integer({ min: -1_100, max: 1_100 }), (start, width, id) => {
+        const value = JSON.stringify({ idStart: start, idEnd: start + width });
+        const facts = makeFacts({ userId: String(id) });
+        expect(compileWith(value)(facts)).toBe(start <= id && id <= start + width);
+        expect(compileWith(value, 'inclusive')(facts)).toBe(start <= id && id <= start + width);
+        expect(compileWith(value, 'exclusive')(facts)).toBe(start < id && id <= start + width);
+      }),
+    );
+  });
+
+  it('rangeStart is refused without fromKey, naming the field', () => {
+    const result = uidRange.schema.safeParse({ from: 1, to: 5, rangeStart: 'exclusive' });
+    expect(result.success).toBe(false);
+    expect(result.error!.issues.map((issue) => issue.path.join('.'))).toContain('rangeStart');
+    expect(uidRange.schema.safeParse({ fromKey: 'k', rangeStart: 'open' }).success).toBe(false);
+  });
+});
