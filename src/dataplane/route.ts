@@ -246,7 +246,8 @@ export class UpstreamAttempts<S extends ServerEntry = ServerEntry> {
         this.tried = undefined;
         break;
       case 'fail':
-        host.fault(`upstream:${failure.code}`, { upstream: upstream.name, server: server?.origin, code: failure.code }, failure.message);
+        // Keyed per upstream as well: one upstream's storm of failures must not hide another's.
+        host.fault(`upstream:${upstream.name}:${failure.code}`, { upstream: upstream.name, server: server?.origin, code: failure.code }, failure.message);
         break;
     }
     return step;
