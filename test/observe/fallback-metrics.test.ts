@@ -64,6 +64,8 @@ describe.each(runtimes)('failure metrics on %s', (_runtime, binary) => {
     gateway = await startGatewayProcess({
       runtime: binary,
       args: ['--workers', '1'],
+      // A busy shared box can take long to start a process; starting is not what is tested here.
+      readyWithinMs: 60_000,
       config: {
         admin: { listen: '127.0.0.1:0' },
         log: { level: 'info', access: { sample: 0 } },
@@ -157,6 +159,7 @@ describe('the fallback counter under --workers', () => {
     const [candidate] = await deadPorts(1);
     gateway = await startGatewayProcess({
       args: ['--workers', '2'],
+      readyWithinMs: 60_000,
       config: {
         admin: { listen: '127.0.0.1:0' },
         log: { access: { sample: 0 } },
