@@ -17,6 +17,8 @@ export const ErrorCodes = {
   },
   GG_NO_SERVICE: { status: 404, doc: 'No service matches the request host and path.' },
   GG_BAD_REQUEST: { status: 400, doc: 'The request framing is ambiguous or malformed (e.g. Content-Length with Transfer-Encoding).' },
+  GG_REQUEST_TIMEOUT: { status: 408, doc: 'The client did not send a complete request (headers, or the whole request) within proxy.clientHeadersTimeoutMs / proxy.clientRequestTimeoutMs; the connection is closed.' },
+  GG_HEADERS_TOO_LARGE: { status: 431, doc: 'The request headers exceed what the gateway parses (Node: 16 KiB in total); the connection is closed.' },
   GG_UPSTREAM_CONNECT: { status: 502, doc: 'No server of the upstream accepted a connection.' },
   GG_UPSTREAM_RESET: { status: 502, doc: 'The upstream closed the connection or sent an invalid response.' },
   GG_UPSTREAM_TIMEOUT: { status: 504, doc: 'The upstream did not answer in time (connect, response headers, or idle body).' },

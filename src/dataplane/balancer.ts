@@ -18,8 +18,14 @@ export class ServerHealth {
     return this.ejectedUntil <= now;
   }
 
-  /** A connection was refused or timed out; ejects after `ejectAfterFailures` in a row, and then returns true (for the metric). */
+  /**
+   * A connection was refused or timed out; ejects after `ejectAfterFailures` in a row, and then
+   * returns true (for the metric). While the server is ejected, failures of requests that were
+   * already under way (or that tried it because nothing else was left) are part of the same
+   * outage: they neither count towards a new ejection nor prolong this one.
+   */
   recordConnectFailure(now: number, policy: HealthPolicy): boolean {
+    if (this.ejectedUntil > now) return false;
     this.consecutiveFailures++;
     if (this.consecutiveFailures >= policy.ejectAfterFailures) {
       this.ejectedUntil = now + policy.ejectForMs;

@@ -55,5 +55,6 @@ export function createAccessLog(logger: Logger, settings: AccessLogSettings): Re
     },
     upstreamFailed() {},
     serverEjected() {},
+    fellBack() {},
   };
 }

@@ -6,7 +6,7 @@ import type { IdentityContext } from '../identity/source.js';
 import { jwtStats } from '../identity/jwt.js';
 import { tokenLookupStats } from '../identity/token-lookup.js';
 import type { Decision } from '../rules/snapshot.js';
-import { servedVersion, type ExchangeRecord, type RequestObserver } from './request-observer.js';
+import { FALLBACK_REASONS, servedVersion, type ExchangeRecord, type FallbackReason, type RequestObserver } from './request-observer.js';
 
 /**
  * graygate's Prometheus metrics (prom-client). Names and labels are a contract (the dashboard in
@@ -202,6 +202,8 @@ interface DecisionSeries {
   readonly upstream: string;
   readonly series: Series;
   others: Map<string, Series> | undefined;
+  /** Fallback cells by FALLBACK_REASONS index (stable is one upstream per decision's snapshot). */
+  fallback: (CounterCell | undefined)[] | undefined;
 }
 
 /**
@@ -212,6 +214,7 @@ interface DecisionSeries {
 export class RequestMetrics implements RequestObserver {
   private readonly requests: HeldCounter;
   private readonly duration: HeldHistogram;
+  private readonly fallbacks: HeldCounter;
   private readonly upstreamErrors: Counter<string>;
   private readonly ejections: Counter<string>;
   private readonly byDecision = new WeakMap<Decision, DecisionSeries>();
@@ -229,6 +232,12 @@ export class RequestMetrics implements RequestObserver {
       'Time from the request to the end of the response (Bun: to the response head), by service and served version.',
       ['service', 'version'],
       DURATION_BUCKETS_SECONDS,
+      registry,
+    );
+    this.fallbacks = new HeldCounter(
+      'graygate_fallback_total',
+      'Requests (and upgrades) the rules sent to a candidate that went to stable instead, by service, from (candidate upstream), to (stable upstream) and reason: no_server | unhealthy (every server ejected) | connect_failure.',
+      ['service', 'from', 'to', 'reason'],
       registry,
     );
     // Failures and ejections are rare: prom-client's own counters are cheap enough for them.
@@ -261,13 +270,32 @@ export class RequestMetrics implements RequestObserver {
     this.ejections.inc({ upstream });
   }
 
-  private seriesOf(decision: Decision | undefined, upstreamName: string | undefined): Series {
-    if (decision === undefined) return this.unmatched;
+  fellBack(decision: Decision, to: string, reason: FallbackReason): void {
+    // A candidate that fails over does so for every request while it is down: held cells, one
+    // WeakMap lookup and an increment, like the request counts.
+    const entry = this.entryOf(decision);
+    const index = FALLBACK_REASONS.indexOf(reason);
+    const cells = (entry.fallback ??= []);
+    let cell = cells[index];
+    if (cell === undefined || cell.labels.to !== to) {
+      cell = this.fallbacks.cell({ service: decision.service, from: decision.upstream, to, reason });
+      cells[index] = cell;
+    }
+    cell.value++;
+  }
+
+  private entryOf(decision: Decision): DecisionSeries {
     let entry = this.byDecision.get(decision);
     if (entry === undefined) {
-      entry = { upstream: decision.upstream, series: this.newSeries(decision, decision.upstream), others: undefined };
+      entry = { upstream: decision.upstream, series: this.newSeries(decision, decision.upstream), others: undefined, fallback: undefined };
       this.byDecision.set(decision, entry);
     }
+    return entry;
+  }
+
+  private seriesOf(decision: Decision | undefined, upstreamName: string | undefined): Series {
+    if (decision === undefined) return this.unmatched;
+    const entry = this.entryOf(decision);
     if (upstreamName === undefined || upstreamName === entry.upstream) return entry.series;
     // Served by another upstream than decided (fail-safe to stable): rare, so a Map is fine.
     entry.others ??= new Map();

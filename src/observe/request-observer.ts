@@ -37,15 +37,31 @@ export interface RequestObserver {
   requestClosed(record: ExchangeRecord): void;
   /** One failed attempt at an upstream (a retried attempt counts too), classified by its error code. */
   upstreamFailed(upstream: string, code: ErrorCode, isConnectFailure: boolean): void;
-  /** Passive health ejected one server of `upstream`. */
+  /** Passive health ejected one server of `upstream` (once per ejection, however many requests fail on it meanwhile). */
   serverEjected(upstream: string, origin: string): void;
+  /**
+   * The rules sent the request (or upgrade) to a candidate that could not take it, and it goes to
+   * stable upstream `to` instead. At most once per request.
+   */
+  fellBack(decision: Decision, to: string, reason: FallbackReason): void;
 }
+
+/**
+ * Why a request the rules sent to a candidate went to stable: the candidate upstream has no
+ * server (`no_server`), every server of it is ejected (`unhealthy`), or none of its servers
+ * accepted a connection for this request (`connect_failure`).
+ */
+export type FallbackReason = 'no_server' | 'unhealthy' | 'connect_failure';
+
+/** Every FallbackReason, in a fixed order (metrics index cells by it). */
+export const FALLBACK_REASONS: readonly FallbackReason[] = ['no_server', 'unhealthy', 'connect_failure'];
 
 /** Observes nothing: the data planes' default, for tests and embedders that want no metrics. */
 export const NO_OBSERVER: RequestObserver = Object.freeze({
   requestClosed() {},
   upstreamFailed() {},
   serverEjected() {},
+  fellBack() {},
 });
 
 /** Calls every observer in turn (metrics first, then the access log). */
@@ -66,6 +82,10 @@ export function combineObservers(...observers: RequestObserver[]): RequestObserv
         a!.serverEjected(upstream, origin);
         b!.serverEjected(upstream, origin);
       },
+      fellBack: (decision, to, reason) => {
+        a!.fellBack(decision, to, reason);
+        b!.fellBack(decision, to, reason);
+      },
     };
   }
   return {
@@ -77,6 +97,9 @@ export function combineObservers(...observers: RequestObserver[]): RequestObserv
     },
     serverEjected: (upstream, origin) => {
       for (const observer of observers) observer.serverEjected(upstream, origin);
+    },
+    fellBack: (decision, to, reason) => {
+      for (const observer of observers) observer.fellBack(decision, to, reason);
     },
   };
 }

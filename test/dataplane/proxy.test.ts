@@ -323,11 +323,21 @@ describe('slow and malformed clients', () => {
     try {
       const started = Date.now();
       const reply = await rawExchange(plane.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ', 5_000);
-      expect(reply).toMatch(/^HTTP\/1\.1 408 /);
+      expect(reply).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+      expect(reply).toContain('"code":"GG_REQUEST_TIMEOUT"');
       expect(Date.now() - started).toBeLessThan(3_000);
     } finally {
       await plane.close();
     }
+  });
+
+  it('answers 431 GG_HEADERS_TOO_LARGE to headers beyond what the gateway parses, and closes', async () => {
+    const before = stable.seen.length;
+    const reply = await rawExchange(gateway.port, `GET /big HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(reply).toMatch(/^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+    expect(reply).toContain('"code":"GG_HEADERS_TOO_LARGE"');
+    expect(reply).toMatch(/\r\nconnection: close\r\n/i);
+    expect(stable.seen.slice(before).some((r) => r.url === '/big')).toBe(false);
   });
 
   it('answers 400 GG_BAD_REQUEST to a request line it cannot parse', async () => {

@@ -64,7 +64,7 @@ describe('the Grafana dashboard (grafana/graygate-dashboard.json)', () => {
 
   it('has the panels the issue asks for', () => {
     const titles = dashboard.panels.map((panel) => panel.title.toLowerCase());
-    for (const wanted of ['requests per second by version', 'error rate', 'p99', 'upstream errors', 'ejections', 'identity lookups', 'routing version', 'config reloads', 'open connections']) {
+    for (const wanted of ['requests per second by version', 'error rate', 'p99', 'upstream errors', 'ejections', 'fallback', 'identity lookups', 'routing version', 'config reloads', 'open connections']) {
       expect(titles.some((title) => title.includes(wanted)), wanted).toBe(true);
     }
   });

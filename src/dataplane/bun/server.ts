@@ -1,12 +1,14 @@
 import type { Logger } from 'pino';
-import type { Settings, Upstream } from '../../config/schema.js';
-import { ErrorCodes, type ErrorCode } from '../../errors.js';
+import type { Settings } from '../../config/schema.js';
+import type { ErrorCode } from '../../errors.js';
 import { rateLimited } from '../../observe/log.js';
 import { NO_OBSERVER, type ExchangeRecord, type RequestObserver } from '../../observe/request-observer.js';
 import { compileCidrList } from '../../rules/cidr.js';
 import type { CompiledService, Decision, RoutingSnapshot } from '../../rules/snapshot.js';
-import { RoundRobin, ServerHealth, classifyUpstreamError, isRetryableRequest } from '../balancer.js';
+import { classifyUpstreamError, type ServerHealth, type UpstreamFailure } from '../balancer.js';
+import { errorAnswer } from '../error-response.js';
 import { buildUpstreamRequestHeaders, checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
+import { buildUpstreams, decideOrStable, hasRequestBody, identify, UpstreamAttempts, type RouteGeneration, type ServerEntry, type UpstreamCounter, type UpstreamRuntime } from '../route.js';
 import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
 import { bunRuntime, type BunFetchInit, type BunHeaders, type BunServer, type BunWebSocketHandler } from './bun-api.js';
 import { BunRequestFacts } from './facts.js';
@@ -15,28 +17,8 @@ import { openUpstreamWebSocket, Tunnel, tunnelHandlers, type TunnelHost } from '
 
 const NEVER_TRUSTED = (): boolean => false;
 
-interface ServerEntry {
-  readonly origin: string;
-  readonly hostHeader: string;
-  readonly health: ServerHealth;
-}
-
-/** Requests in flight to one upstream name, shared by every snapshot that names it. */
-interface UpstreamCounter {
-  inFlight: number;
-}
-
-interface UpstreamRuntime {
-  readonly name: string;
-  readonly config: Upstream;
-  readonly balancer: RoundRobin<ServerEntry>;
-  readonly counter: UpstreamCounter;
-}
-
-interface Generation {
-  readonly snapshot: RoutingSnapshot;
-  readonly upstreams: ReadonlyMap<string, UpstreamRuntime>;
-}
+/** Bun keeps upstream connections itself (fetch): a server is the shared entry and nothing more. */
+type Generation = RouteGeneration<ServerEntry>;
 
 /** Bun's fetch reports failures by `code` names of its own; mapped to the errno names the shared classifier knows. */
 const BUN_ERROR_CODES: Readonly<Record<string, string>> = {
@@ -53,20 +35,13 @@ const WATCHED_BODY_BYTES = 256 * 1024;
 /** Request headers Bun's client WebSocket writes itself, for its own handshake with the upstream. */
 const OWN_HANDSHAKE_HEADERS: ReadonlySet<string> = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol']);
 
-function isPromise(value: unknown): value is Promise<void> {
-  return value !== undefined && typeof (value as Promise<void>).then === 'function';
-}
-
 /**
  * What the observer is told of one request. Bun hands the response body to the client after
  * `fetch` has returned, so a request is reported when its response head is handed over: the
  * duration is time to the response head, and bytes are the Content-Length (-1 without one).
  */
-class BunExchangeRecord implements ExchangeRecord {
+class BunExchangeRecord extends UpstreamAttempts implements ExchangeRecord {
   facts: BunRequestFacts | undefined = undefined;
-  decision: Decision | undefined = undefined;
-  upstreamName: string | undefined = undefined;
-  serverOrigin: string | undefined = undefined;
   status = 0;
   bytesSent = -1;
   durationMs = 0;
@@ -75,7 +50,9 @@ class BunExchangeRecord implements ExchangeRecord {
   constructor(
     private readonly request: Request,
     private readonly startedAt: number,
-  ) {}
+  ) {
+    super();
+  }
 
   get method(): string {
     return this.request.method;
@@ -117,6 +94,7 @@ class GatewayAbort extends Error {
  * cannot do the way node:http does is listed in the README ("Bun data plane").
  */
 export class BunDataPlane implements DataPlane, TunnelHost {
+  readonly observer: RequestObserver;
   private server: BunServer | undefined;
   private generation: Generation | undefined;
   private readonly health = new Map<string, ServerHealth>();
@@ -125,7 +103,6 @@ export class BunDataPlane implements DataPlane, TunnelHost {
   private readonly logger: Logger;
   private readonly isTrusted: (ip: string) => boolean;
   private readonly logFault: ReturnType<typeof rateLimited>;
-  private readonly observer: RequestObserver;
   private readonly versionHeader: string | undefined;
   private inFlight = 0;
   /** Open WebSocket tunnels, from the upstream's 101 until either side closed. */
@@ -164,24 +141,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
   }
 
   setSnapshot(snapshot: RoutingSnapshot): void {
-    const upstreams = new Map<string, UpstreamRuntime>();
-    const origins = new Set<string>();
-    for (const [name, config] of Object.entries(snapshot.upstreams)) {
-      const servers = config.servers.map((server): ServerEntry => {
-        const url = new URL(server);
-        origins.add(url.origin);
-        let health = this.health.get(url.origin);
-        if (health === undefined) {
-          health = new ServerHealth();
-          this.health.set(url.origin, health);
-        }
-        return { origin: url.origin, hostHeader: url.host, health };
-      });
-      let counter = this.counters.get(name);
-      if (counter === undefined) this.counters.set(name, (counter = { inFlight: 0 }));
-      upstreams.set(name, { name, config, balancer: new RoundRobin(servers, config.health), counter });
-    }
-    for (const origin of this.health.keys()) if (!origins.has(origin)) this.health.delete(origin);
+    const upstreams = buildUpstreams<ServerEntry>(snapshot, this.health, this.counters, (url, _config, health) => ({ origin: url.origin, hostHeader: url.host, health }), true);
     // A name no longer routed to is forgotten once nothing is in flight to it (see stats()).
     this.generation = { snapshot, upstreams };
   }
@@ -194,7 +154,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     const upstreams: Record<string, { inFlightRequests: number; openConnections: number }> = {};
     const routed = this.generation?.upstreams;
     for (const [name, counter] of this.counters) {
-      if (counter.inFlight === 0 && routed?.has(name) !== true) {
+      if (counter.inFlight === 0 && counter.tunnels === 0 && routed?.has(name) !== true) {
         this.counters.delete(name);
         continue;
       }
@@ -265,60 +225,46 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     record.facts = facts;
     const service = generation.snapshot.matchService(facts.host, facts.path);
     if (service === undefined) return errorResponse('GG_NO_SERVICE', `no service matches host "${facts.host}" and path "${facts.path}"`, this.draining);
-    if (service.needsIdentity) {
-      const pending = service.resolveIdentity(facts);
-      if (isPromise(pending)) await pending.catch(() => undefined);
+    const pending = identify(service, facts);
+    if (pending !== undefined) await pending.catch(() => undefined);
+    const decision = decideOrStable(this, service, facts);
+    // RFC 9112 §6.3: the framing headers say whether a body follows, whatever the method (a GET
+    // may carry one); an upgrade request has none.
+    const hasBody = upgrade === null && hasRequestBody(headerRecord['transfer-encoding'] as string | undefined, headerRecord['content-length'] as string | undefined);
+    // Bun.serve reads and discards the body of a GET or HEAD (its Request has none), and Bun's
+    // fetch refuses to send one: forwarding the request would drop the body silently.
+    if (hasBody && request.body === null) {
+      record.decision = decision;
+      return errorResponse('GG_BAD_REQUEST', `the Bun data plane cannot forward a request body on ${request.method} (Bun discards it); send it with another method, or run graygate on Node`, true);
     }
-    let decision: Decision;
+    if (!record.choose(this, generation, service, decision, request.method, hasBody, Date.now())) {
+      return errorResponse('GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`, this.draining || upgrade !== null);
+    }
     try {
-      decision = service.decide(facts);
-    } catch (error) {
-      this.logFault('decide', 'warn', { service: service.name, err: error }, 'deciding failed; routing to stable');
-      decision = service.stableDecision;
+      if (upgrade !== null) return await this.bridge(request, server, rawHeaders, facts, record);
+      return await this.forward(request, rawHeaders, facts, hasBody, record);
+    } finally {
+      // Counted in flight to its upstream until the response head is handed to Bun (as the
+      // process count is), or until the upgrade became a tunnel (counted as a tunnel from then).
+      record.released();
     }
-    record.decision = decision;
-    if (upgrade !== null) return this.bridge(request, server, rawHeaders, facts, generation, service, decision);
-    return this.forward(request, rawHeaders, facts, generation, service, decision, record);
-  }
-
-  /**
-   * The decided upstream, or stable when the decision is a candidate with no server available
-   * (fail safe: a candidate that cannot take the request never fails it).
-   */
-  private chooseUpstream(generation: Generation, service: CompiledService, decision: Decision): UpstreamRuntime | undefined {
-    const upstream = generation.upstreams.get(decision.upstream);
-    if (decision.version === 'candidate' && (upstream === undefined || !upstream.balancer.hasAvailable(Date.now()))) {
-      return generation.upstreams.get(service.stableDecision.upstream);
-    }
-    return upstream;
   }
 
   /**
    * A WebSocket upgrade, routed like a request: opens a client WebSocket to a server of the chosen
-   * upstream (connect failures try the next server, then stable), and only once that upstream
-   * answered 101 switches the client over, with the upstream's subprotocol. Resolves with
-   * undefined once switched (Bun writes the 101), or with the error response.
+   * upstream (after a failure the shared attempt policy says: another server, stable, or fail), and
+   * only once that upstream answered 101 switches the client over, with the upstream's subprotocol.
+   * Resolves with undefined once switched (Bun writes the 101), or with the error response.
    */
-  private async bridge(
-    request: Request,
-    server: BunServer,
-    rawHeaders: readonly string[],
-    facts: BunRequestFacts,
-    generation: Generation,
-    service: CompiledService,
-    decision: Decision,
-  ): Promise<Response | undefined> {
-    let upstream = this.chooseUpstream(generation, service, decision);
-    if (upstream === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`, true);
+  private async bridge(request: Request, server: BunServer, rawHeaders: readonly string[], facts: BunRequestFacts, attempts: BunExchangeRecord): Promise<Response | undefined> {
     const protocols = (request.headers.get('sec-websocket-protocol') ?? '')
       .split(',')
       .map((token) => token.trim())
       .filter((token) => token !== '');
-    let tried: Set<number> | undefined;
     for (;;) {
-      const index = upstream.balancer.pick(Date.now(), tried);
-      if (index < 0) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, true);
-      const entry = upstream.balancer.servers[index]!;
+      const upstream = attempts.upstream!;
+      const entry = attempts.pick(Date.now());
+      if (entry === undefined) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, true);
       const list = buildUpstreamRequestHeaders(rawHeaders, facts, { preserveHost: this.settings.proxy.preserveHost, originHost: entry.hostHeader, bodyUntouched: true });
       const headers = new Headers();
       for (let i = 0; i < list.length; i += 2) {
@@ -329,7 +275,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
       const url = `ws${entry.origin.slice(4)}${facts.pathAndQuery}`;
       const outcome = await openUpstreamWebSocket(url, headers, protocols, timeouts.connectMs + timeouts.responseHeadersMs, request.signal);
       if (!('code' in outcome)) {
-        entry.health.recordSuccess();
+        attempts.answered();
         const tunnel = new Tunnel(this, outcome, upstream.name);
         // An empty Sec-WebSocket-Protocol keeps Bun from choosing the client's first offer itself:
         // the client gets what the upstream chose, or none when it chose none.
@@ -344,81 +290,31 @@ export class BunDataPlane implements DataPlane, TunnelHost {
         this.tunnels.add(tunnel);
         return undefined;
       }
+      // A client that left is not the upstream's failure.
       if (request.signal.aborted) return errorResponse('GG_UPSTREAM_RESET', outcome.message, true);
-      if (outcome.isConnectFailure) {
-        entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy);
-        (tried ??= new Set()).add(index);
-        this.logFault(`upstream-connect:${upstream.name}`, 'warn', { upstream: upstream.name, server: entry.origin, code: outcome.code }, `${outcome.message}; trying another server`);
-        if (tried.size < upstream.balancer.servers.length) continue;
-        const stable = generation.upstreams.get(service.stableDecision.upstream);
-        if (stable !== undefined && stable !== upstream) {
-          upstream = stable;
-          tried = undefined;
-          continue;
-        }
+      if (outcome.refusedWith !== undefined) {
+        // The upstream answered, with another status than 101: the server is up, and its answer is
+        // not a failure to retry. Bun's client does not expose that answer, so the client gets a 502.
+        attempts.answered();
+        this.logFault(`upgrade-refused:${upstream.name}`, 'warn', { upstream: upstream.name, status: outcome.refusedWith }, outcome.message);
+        return errorResponse(outcome.code, `${outcome.message} (upstream "${upstream.name}")`, true);
       }
-      this.logFault(`upgrade:${outcome.code}`, 'warn', { upstream: upstream.name, code: outcome.code }, outcome.message);
-      return errorResponse(outcome.code, `${outcome.message} (upstream "${upstream.name}")`, true);
+      if (attempts.failed(this, outcome, false, Date.now()) === 'fail') return errorResponse(outcome.code, `${outcome.message} (upstream "${upstream.name}")`, true);
     }
   }
 
-  private async forward(
-    request: Request,
-    rawHeaders: readonly string[],
-    facts: BunRequestFacts,
-    generation: Generation,
-    service: CompiledService,
-    decision: Decision,
-    record: BunExchangeRecord,
-  ): Promise<Response> {
-    let upstream = this.chooseUpstream(generation, service, decision);
-    if (upstream === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`, this.draining);
-    // Counted in flight to the upstream it goes to until the response head is handed to Bun (as
-    // the process count is); a fallback to stable moves the count.
-    upstream.counter.inFlight++;
-    try {
-      const hasBody = request.body !== null && request.method !== 'GET' && request.method !== 'HEAD';
-      const retryable = isRetryableRequest(request.method, hasBody);
-      let tried: Set<number> | undefined;
-      let resetRetried = false;
-      for (;;) {
-        const index = upstream.balancer.pick(Date.now(), tried);
-        if (index < 0) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, this.draining);
-        const entry = upstream.balancer.servers[index]!;
-        record.upstreamName = upstream.name;
-        record.serverOrigin = entry.origin;
-        const outcome = await this.attempt(request, rawHeaders, facts, hasBody, upstream, entry, decision);
-        if (outcome instanceof Response) return outcome;
-        const failure = outcome;
-        // A client that left is not the upstream's failure.
-        if (!request.signal.aborted) this.observer.upstreamFailed(upstream.name, failure.code, failure.isConnectFailure);
-        if (failure.isConnectFailure) {
-          if (entry.health.recordConnectFailure(Date.now(), upstream.balancer.policy)) this.observer.serverEjected(upstream.name, entry.origin);
-          if (retryable) {
-            (tried ??= new Set()).add(index);
-            this.logFault(`upstream-connect:${upstream.name}`, 'warn', { upstream: upstream.name, server: entry.origin, code: failure.code }, `${failure.message}; trying another server`);
-            if (tried.size < upstream.balancer.servers.length) continue;
-            const stable = generation.upstreams.get(service.stableDecision.upstream);
-            if (stable !== undefined && stable !== upstream) {
-              upstream.counter.inFlight--;
-              stable.counter.inFlight++;
-              upstream = stable;
-              tried = undefined;
-              continue;
-            }
-          }
-        }
-        // LESSONS "Stale pooled sockets": a pooled connection the server closed just as it was reused
-        // fails before any response byte. A body-less idempotent request is sent once more.
-        if (failure.code === 'GG_UPSTREAM_RESET' && retryable && !resetRetried && !request.signal.aborted) {
-          resetRetried = true;
-          continue;
-        }
-        this.logFault(`upstream:${failure.code}`, 'warn', { upstream: upstream.name, code: failure.code }, failure.message);
-        return errorResponse(failure.code, `${failure.message} (upstream "${upstream.name}")`, this.draining || hasBody);
+  private async forward(request: Request, rawHeaders: readonly string[], facts: BunRequestFacts, hasBody: boolean, record: BunExchangeRecord): Promise<Response> {
+    for (;;) {
+      const upstream = record.upstream!;
+      const entry = record.pick(Date.now());
+      if (entry === undefined) return errorResponse('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`, this.draining);
+      const outcome = await this.attempt(request, rawHeaders, facts, hasBody, upstream, entry, record.decision!);
+      if (outcome instanceof Response) return outcome;
+      // A client that left is not the upstream's failure; after a failure the shared policy decides.
+      if (request.signal.aborted || record.failed(this, outcome, false, Date.now()) === 'fail') {
+        // A request body already (partly) read leaves the client connection in an unknown state.
+        return errorResponse(outcome.code, `${outcome.message} (upstream "${upstream.name}")`, this.draining || hasBody);
       }
-    } finally {
-      upstream.counter.inFlight--;
     }
   }
 
@@ -431,7 +327,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     upstream: UpstreamRuntime,
     entry: ServerEntry,
     decision: Decision,
-  ): Promise<Response | { code: ErrorCode; isConnectFailure: boolean; message: string }> {
+  ): Promise<Response | UpstreamFailure> {
     const list = buildUpstreamRequestHeaders(rawHeaders, facts, { preserveHost: this.settings.proxy.preserveHost, originHost: entry.hostHeader, bodyUntouched: true });
     const upstreamHeaders = new Headers();
     for (let i = 0; i < list.length; i += 2) upstreamHeaders.append(list[i]!, list[i + 1]!);
@@ -565,11 +461,8 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
 
-/** A JSON error response `{"error":{"code","message"}}`. */
+/** The data plane's error answer as a Bun Response (Content-Length stated, so the access log and metrics report its bytes). */
 function errorResponse(code: ErrorCode, message: string, close: boolean): Response {
-  const body = JSON.stringify({ error: { code, message } });
-  // Stated, so the access log and metrics can report the bytes of error answers too.
-  const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(body)) };
-  if (close) headers.connection = 'close';
-  return new Response(body, { status: ErrorCodes[code].status, headers });
+  const answer = errorAnswer(code, message, close);
+  return new Response(answer.body, { status: answer.status, headers: answer.headers });
 }

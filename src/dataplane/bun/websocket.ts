@@ -27,6 +27,8 @@ export interface UpgradeFailure {
   readonly code: ErrorCode;
   readonly isConnectFailure: boolean;
   readonly message: string;
+  /** The upstream's status when it answered with another than 101 (an answer, not a failure). */
+  readonly refusedWith?: number;
 }
 
 /**
@@ -86,7 +88,7 @@ export function openUpstreamWebSocket(
       const text = event.message ?? '';
       const status = /Expected 101 status code: (\d{3})/.exec(text)?.[1];
       if (status !== undefined) {
-        failure = { code: 'GG_UPSTREAM_RESET', isConnectFailure: false, message: `the upstream refused the WebSocket upgrade with status ${status}` };
+        failure = { code: 'GG_UPSTREAM_RESET', isConnectFailure: false, message: `the upstream refused the WebSocket upgrade with status ${status}`, refusedWith: Number(status) };
       } else if (/Missing client protocol/.test(text)) {
         // Bun's client follows the WHATWG rule: subprotocols were offered and the upstream's 101
         // chose none, so it fails the connection (RFC 6455 alone would let the client decide).

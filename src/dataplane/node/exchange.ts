@@ -1,23 +1,22 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { ErrorCodes, type ErrorCode } from '../../errors.js';
-import type { ExchangeRecord, RequestObserver } from '../../observe/request-observer.js';
+import type { ErrorCode } from '../../errors.js';
+import type { ExchangeRecord } from '../../observe/request-observer.js';
 import type { CompiledService, Decision } from '../../rules/snapshot.js';
-import { classifyUpstreamError, isRetryableRequest, type UpstreamFailure } from '../balancer.js';
+import { classifyUpstreamError } from '../balancer.js';
 import { applyDecisionHeaders } from '../decision-headers.js';
+import { errorAnswer } from '../error-response.js';
 import { buildClientResponseHeaders, buildUpstreamRequestHeaders } from '../headers.js';
+import { hasRequestBody, UpstreamAttempts, type RouteHost } from '../route.js';
 import type { NodeRequestFacts } from './facts.js';
-import type { Generation, UpstreamRuntime } from './upstream.js';
+import type { Generation, NodeServer } from './upstream.js';
 
 /** What an exchange needs from the data plane that owns it. */
-export interface ExchangeHost {
+export interface ExchangeHost extends RouteHost {
   readonly preserveHost: boolean;
   readonly isDraining: boolean;
   /** Called once, when the client response has closed (finished or not). */
   exchangeClosed(exchange: Exchange): void;
-  fault(key: string, fields: object, message: string): void;
-  /** Metrics and access log: told of upstream failures here, of the request in `exchangeClosed`. */
-  readonly observer: RequestObserver;
   /** The response header naming the served version (`proxy.versionHeader`), if any. */
   readonly versionHeader: string | undefined;
 }
@@ -49,31 +48,25 @@ class ClientClosedError extends Error {
 }
 
 /**
- * One proxied request: chooses a server, forwards through undici's dispatch API with
- * backpressure both ways, retries connect failures where that is safe, and maps failures to
- * coded error responses. It is undici's handler for the request, so its methods are the
- * handler callbacks and no per-request closures are needed. It is also the record of the request
- * the observer gets when it closes (ExchangeRecord), so reporting it allocates nothing.
+ * One proxied request on node:http: forwards through undici's dispatch API with backpressure both
+ * ways and maps what happens to the shared attempt policy (UpstreamAttempts: which server, retry,
+ * stable, fail). It is undici's handler for the request, so its methods are the handler callbacks
+ * and no per-request closures are needed. It is also the record of the request the observer gets
+ * when it closes (ExchangeRecord), so reporting it allocates nothing.
  */
-export class Exchange implements Dispatcher.DispatchHandler, ExchangeRecord {
+export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher.DispatchHandler, ExchangeRecord {
   controller: Controller | undefined = undefined;
   waitingForDrain = false;
   private responseStarted = false;
   private clientGone = false;
   private settled = false;
-  private upstream: UpstreamRuntime | undefined = undefined;
-  decision: Decision | undefined = undefined;
   status = 0;
   bytesSent = 0;
   durationMs = 0;
   aborted = false;
   private readonly startedAt = performance.now();
-  private service: CompiledService | undefined = undefined;
-  private serverIndex = -1;
-  private tried: Set<number> | undefined = undefined;
   private hasBody = false;
   private chunkedResponse = false;
-  private resetRetried = false;
 
   constructor(
     private readonly host: ExchangeHost,
@@ -82,6 +75,7 @@ export class Exchange implements Dispatcher.DispatchHandler, ExchangeRecord {
     readonly res: ServerResponse,
     readonly facts: NodeRequestFacts,
   ) {
+    super();
     (res as TaggedResponse)[kExchange] = this;
     res.once('close', onResponseClose);
   }
@@ -98,55 +92,28 @@ export class Exchange implements Dispatcher.DispatchHandler, ExchangeRecord {
     return this.facts.identitySource;
   }
 
-  get upstreamName(): string | undefined {
-    return this.upstream?.name;
-  }
-
-  get serverOrigin(): string | undefined {
-    return this.serverIndex < 0 ? undefined : this.upstream?.balancer.servers[this.serverIndex]?.origin;
-  }
-
   /** Forwards the request as `decision` says (after the service was matched and decided). */
   forward(service: CompiledService, decision: Decision, now: number): void {
     // The client may have left while identity was being looked up: nothing to forward.
     if (this.clientGone) return;
-    this.service = service;
-    this.decision = decision;
-    const req = this.req;
-    const headers = req.headers;
-    this.hasBody = headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0');
+    const headers = this.req.headers;
+    this.hasBody = hasRequestBody(headers['transfer-encoding'], headers['content-length']);
     const generation = this.generation!;
-    let upstream = generation.upstreams.get(decision.upstream);
-    // Fail safe: a candidate with no server that can take the request sends it to stable.
-    if (decision.version === 'candidate' && (upstream === undefined || !upstream.balancer.hasAvailable(now))) {
-      upstream = generation.upstreams.get(service.stableDecision.upstream);
-    }
-    if (upstream === undefined) {
+    if (!this.choose(this.host, generation, service, decision, this.method, this.hasBody, now)) {
       this.respondError('GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`);
       return;
     }
-    this.moveTo(upstream);
     this.attempt(now);
   }
 
-  /** Counts this request in flight to `upstream` (and no longer to the one it was going to). */
-  private moveTo(upstream: UpstreamRuntime): void {
-    if (this.upstream !== undefined) this.upstream.counter.inFlight--;
-    upstream.counter.inFlight++;
-    this.upstream = upstream;
-  }
-
   private attempt(now: number): void {
-    const upstream = this.upstream!;
-    const index = upstream.balancer.pick(now, this.tried);
-    if (index < 0) {
-      this.respondError('GG_UPSTREAM_CONNECT', `no server of upstream "${upstream.name}" accepted a connection`);
+    const server = this.pick(now);
+    if (server === undefined) {
+      this.respondError('GG_UPSTREAM_CONNECT', `no server of upstream "${this.upstream!.name}" accepted a connection`);
       return;
     }
-    this.serverIndex = index;
-    const server = upstream.balancer.servers[index]!;
     const req = this.req;
-    const timeouts = upstream.config.timeouts;
+    const timeouts = this.upstream!.config.timeouts;
     try {
       server.pool.dispatch(
         {
@@ -181,7 +148,7 @@ export class Exchange implements Dispatcher.DispatchHandler, ExchangeRecord {
     // 1xx informational (103 Early Hints…): Node already answered any 100-continue itself;
     // the final response follows on the same exchange.
     if (statusCode < 200) return;
-    this.upstream!.balancer.servers[this.serverIndex]!.health.recordSuccess();
+    this.answered();
     if (this.clientGone) return;
     const out = buildClientResponseHeaders(headers);
     applyDecisionHeaders(out, this.decision!, this.facts, this.host.versionHeader, this.upstream!.name);
@@ -224,59 +191,21 @@ export class Exchange implements Dispatcher.DispatchHandler, ExchangeRecord {
   }
 
   onResponseError(_controller: Controller | undefined, error: Error): void {
+    // A client that left is not the upstream's failure.
     if (this.clientGone || this.settled) return;
     const failure = classifyUpstreamError(error);
-    const upstream = this.upstream;
-    if (upstream !== undefined) this.host.observer.upstreamFailed(upstream.name, failure.code, failure.isConnectFailure);
-    if (upstream !== undefined && this.serverIndex >= 0 && failure.isConnectFailure && !this.responseStarted) {
-      const now = Date.now();
-      const server = upstream.balancer.servers[this.serverIndex]!;
-      if (server.health.recordConnectFailure(now, upstream.balancer.policy)) this.host.observer.serverEjected(upstream.name, server.origin);
-      if (this.retryAfterConnectFailure(now, failure)) return;
-    }
-    // LESSONS "Stale pooled sockets": a pooled connection the server closed just as we reused
-    // it fails before any response byte. A body-less idempotent request is sent once more.
-    if (failure.code === 'GG_UPSTREAM_RESET' && !this.responseStarted && !this.resetRetried && upstream !== undefined && isRetryableRequest(this.req.method ?? 'GET', this.hasBody)) {
-      this.resetRetried = true;
+    const step = this.failed(this.host, failure, this.responseStarted, Date.now());
+    if (step !== 'fail') {
       this.attempt(Date.now());
       return;
     }
-    this.fail(failure, error);
-  }
-
-  /** Tries another server, or stable instead of the candidate; false when there is nothing left. */
-  private retryAfterConnectFailure(now: number, failure: UpstreamFailure): boolean {
-    if (!isRetryableRequest(this.req.method ?? 'GET', this.hasBody)) return false;
-    const upstream = this.upstream!;
-    (this.tried ??= new Set()).add(this.serverIndex);
-    this.host.fault(`upstream-connect:${upstream.name}`, { upstream: upstream.name, server: upstream.balancer.servers[this.serverIndex]!.origin, code: failure.code }, `${failure.message}; trying another server`);
-    if (this.tried.size < upstream.balancer.servers.length) {
-      this.attempt(now);
-      return true;
-    }
-    const stableName = this.service!.stableDecision.upstream;
-    if (upstream.name !== stableName) {
-      const stable = this.generation!.upstreams.get(stableName);
-      if (stable !== undefined) {
-        this.moveTo(stable);
-        this.tried = undefined;
-        this.attempt(now);
-        return true;
-      }
-    }
-    return false;
-  }
-
-  private fail(failure: UpstreamFailure, error: Error): void {
     this.settled = true;
-    const upstream = this.upstream?.name ?? '?';
-    this.host.fault(`upstream:${failure.code}`, { upstream, code: failure.code, cause: (error as { code?: string }).code ?? error.message }, failure.message);
     if (this.responseStarted) {
       // Headers are gone: the only honest signal left is to cut the connection.
       this.res.destroy();
       return;
     }
-    this.respondError(failure.code, `${failure.message} (upstream "${upstream}")`);
+    this.respondError(failure.code, `${failure.message} (upstream "${this.upstream!.name}")`);
   }
 
   /** Answers with `{"error":{"code","message"}}` unless a response was already started. */
@@ -300,26 +229,19 @@ export class Exchange implements Dispatcher.DispatchHandler, ExchangeRecord {
     if (!res.writableFinished) {
       this.aborted = true;
       this.clientGone = true;
-      // LESSONS "Client aborts": abort upstream so its socket and buffers are released.
+      // A client that left aborts the upstream request, so its socket and buffers are released.
       this.controller?.abort(new ClientClosedError());
     }
     // 'close' fires once per response, so the count is released exactly once.
-    if (this.upstream !== undefined) this.upstream.counter.inFlight--;
+    this.released();
     this.host.exchangeClosed(this);
   }
 }
 
-/** Writes a JSON error response on a node:http response that has not started; returns the body's length. */
+/** Writes the data plane's error answer on a node:http response that has not started; returns the body's length. */
 export function writeErrorResponse(res: ServerResponse, code: ErrorCode, message: string, close: boolean): number {
-  const body = JSON.stringify({ error: { code, message } });
-  const length = Buffer.byteLength(body);
-  const headers: Record<string, string | number> = {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': length,
-    'cache-control': 'no-store',
-  };
-  if (close) headers.connection = 'close';
-  res.writeHead(ErrorCodes[code].status, headers);
-  res.end(body);
-  return length;
+  const answer = errorAnswer(code, message, close);
+  res.writeHead(answer.status, answer.headers);
+  res.end(answer.body);
+  return answer.length;
 }

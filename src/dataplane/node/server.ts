@@ -3,18 +3,18 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Settings } from '../../config/schema.js';
-import type { ErrorCode } from '../../errors.js';
 import { rateLimited } from '../../observe/log.js';
 import { NO_OBSERVER, type RequestObserver } from '../../observe/request-observer.js';
 import { compileCidrList } from '../../rules/cidr.js';
-import type { CompiledService, Decision, RoutingSnapshot } from '../../rules/snapshot.js';
+import type { CompiledService, RoutingSnapshot } from '../../rules/snapshot.js';
 import { checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
+import { decideOrStable, identify, UpstreamAttempts } from '../route.js';
 import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
 import { Exchange, writeErrorResponse, type ExchangeHost } from './exchange.js';
 import { NodeRequestFacts } from './facts.js';
 import { startMemoryGuard } from './memory-guard.js';
 import { proxyUpgrade, writeRawError, type UpgradeHost } from './upgrade.js';
-import { PoolRegistry, type Generation, type UpstreamRuntime } from './upstream.js';
+import { PoolRegistry, type NodeServer } from './upstream.js';
 
 const NEVER_TRUSTED = (): boolean => false;
 
@@ -45,14 +45,10 @@ function adoptAbsoluteForm(req: IncomingMessage): void {
   for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'host') raw[i + 1] = authority;
 }
 
-function isPromise(value: unknown): value is Promise<void> {
-  return value !== undefined && typeof (value as Promise<void>).then === 'function';
-}
-
 /**
  * The node:http + undici data plane. Per request: one read of the current generation (snapshot
- * + pools), facts over the IncomingMessage, match → identity → decide → forward. Everything
- * that does not need node:http or undici lives in `dataplane/*.ts` for the Bun adapter to share.
+ * + pools), facts over the IncomingMessage, then the shared route (`dataplane/route.ts`: match →
+ * identity → decide → choose → attempt policy); this file and its neighbours only move bytes.
  */
 export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   readonly preserveHost: boolean;
@@ -186,29 +182,20 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       exchange.respondError('GG_NO_SERVICE', `no service matches host "${facts.host}" and path "${facts.path}"`);
       return;
     }
-    if (service.needsIdentity) {
-      const pending = service.resolveIdentity(facts);
-      if (isPromise(pending)) {
-        // Only a cache miss waits (one store lookup); the steady state stays synchronous.
-        pending.then(
-          () => this.decideAndForward(exchange, service),
-          () => this.decideAndForward(exchange, service),
-        );
-        return;
-      }
+    const pending = identify(service, facts);
+    if (pending !== undefined) {
+      // Only a cache miss waits (one store lookup); the steady state stays synchronous.
+      pending.then(
+        () => this.decideAndForward(exchange, service),
+        () => this.decideAndForward(exchange, service),
+      );
+      return;
     }
     this.decideAndForward(exchange, service);
   }
 
   private decideAndForward(exchange: Exchange, service: CompiledService): void {
-    let decision: Decision;
-    try {
-      decision = service.decide(exchange.facts);
-    } catch (error) {
-      // decide() is pure and should not throw; if it does, stable is the safe answer.
-      this.fault('decide', { service: service.name, err: error }, 'deciding failed; routing to stable');
-      decision = service.stableDecision;
-    }
+    const decision = decideOrStable(this, service, exchange.facts);
     try {
       exchange.forward(service, decision, Date.now());
     } catch (error) {
@@ -238,15 +225,10 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       socket.destroy();
       return;
     }
-    const code: ErrorCode = 'GG_BAD_REQUEST';
-    if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT' || error.code === 'HPE_HEADER_OVERFLOW') {
-      const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 408;
-      const text = status === 431 ? 'Request Header Fields Too Large' : 'Request Timeout';
-      const body = JSON.stringify({ error: { code, message: text.toLowerCase() } });
-      socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-      return;
-    }
-    writeRawError(socket, code, `malformed request (${error.code ?? 'parse error'})`);
+    // Node's parser gave up on the request; the answer says why, with the status of its own code.
+    if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') writeRawError(socket, 'GG_REQUEST_TIMEOUT', 'the request was not received in time');
+    else if (error.code === 'HPE_HEADER_OVERFLOW') writeRawError(socket, 'GG_HEADERS_TOO_LARGE', 'the request headers are too large');
+    else writeRawError(socket, 'GG_BAD_REQUEST', `malformed request (${error.code ?? 'parse error'})`);
   }
 
   // ---- upgrades --------------------------------------------------------------------------
@@ -281,39 +263,27 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       return;
     }
     const proceed = (): void => {
-      let decision: Decision;
-      try {
-        decision = service.decide(facts);
-      } catch {
-        decision = service.stableDecision;
-      }
-      const chosen = this.chooseUpstream(generation, service, decision);
-      const stable = generation.upstreams.get(service.stableDecision.upstream);
+      const decision = decideOrStable(this, service, facts);
+      const attempts = new UpstreamAttempts<NodeServer>();
+      // An upgrade request has no body (RFC 9110 §7.8): it may go to another server or stable.
+      const chosen = attempts.choose(this, generation, service, decision, req.method ?? 'GET', false, Date.now());
       this.registry.release(generation);
-      if (chosen === undefined) {
-        writeRawError(socket, 'GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined`);
+      if (!chosen) {
+        writeRawError(socket, 'GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`);
         return;
       }
-      if (socket.destroyed) return;
-      proxyUpgrade(this, req, socket, head, facts, chosen, stable);
+      if (socket.destroyed) {
+        attempts.released();
+        return;
+      }
+      proxyUpgrade(this, req, socket, head, facts, attempts);
     };
-    if (service.needsIdentity) {
-      const pending = service.resolveIdentity(facts);
-      if (isPromise(pending)) {
-        pending.then(proceed, proceed);
-        return;
-      }
+    const pending = identify(service, facts);
+    if (pending !== undefined) {
+      pending.then(proceed, proceed);
+      return;
     }
     proceed();
-  }
-
-  /** The decided upstream, or stable when the decision is a candidate with no server available. */
-  private chooseUpstream(generation: Generation, service: CompiledService, decision: Decision): UpstreamRuntime | undefined {
-    const upstream = generation.upstreams.get(decision.upstream);
-    if (decision.version === 'candidate' && (upstream === undefined || !upstream.balancer.hasAvailable(Date.now()))) {
-      return generation.upstreams.get(service.stableDecision.upstream);
-    }
-    return upstream;
   }
 
   tunnelOpened(client: Duplex, upstream: Duplex): void {

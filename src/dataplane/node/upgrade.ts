@@ -2,33 +2,29 @@ import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { ErrorCodes, type ErrorCode } from '../../errors.js';
-import { classifyUpstreamError, isRetryableRequest } from '../balancer.js';
+import type { ErrorCode } from '../../errors.js';
+import { classifyUpstreamError } from '../balancer.js';
+import { rawErrorResponse } from '../error-response.js';
 import { buildUpstreamRequestHeaders, connectionTokens, HOP_BY_HOP } from '../headers.js';
+import type { RouteHost, UpstreamAttempts } from '../route.js';
 import type { NodeRequestFacts } from './facts.js';
-import type { ServerEntry, UpstreamRuntime } from './upstream.js';
+import type { NodeServer } from './upstream.js';
 
 /** What the upgrade path needs from the data plane. */
-export interface UpgradeHost {
+export interface UpgradeHost extends RouteHost {
   readonly preserveHost: boolean;
-  fault(key: string, fields: object, message: string): void;
   /** A tunnel is open (both sockets piped) / closed, for drain and stats. */
   tunnelOpened(client: Duplex, upstream: Duplex): void;
   tunnelClosed(client: Duplex, upstream: Duplex): void;
 }
 
-/** Writes a complete error response on a raw client socket and closes it. */
+/** Writes the data plane's error answer on a raw client socket and closes it. */
 export function writeRawError(socket: Duplex, code: ErrorCode, message: string): void {
   if (socket.destroyed || !socket.writable) {
     socket.destroy();
     return;
   }
-  const status = ErrorCodes[code].status;
-  const body = JSON.stringify({ error: { code, message } });
-  socket.end(
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
-  );
+  socket.end(rawErrorResponse(code, message));
 }
 
 /**
@@ -54,23 +50,13 @@ function headerValue(rawHeaders: readonly string[], lower: string): string | und
 const KEEP_ON_SWITCH: ReadonlySet<string> = new Set(['connection', 'upgrade']);
 
 /**
- * Connects an HTTP Upgrade (WebSocket or other) to a server of `upstream` and pipes the two
- * sockets. Error and close handlers are on both sockets before any byte is written (LESSONS
- * "WebSocket breakage"); a non-101 reply is passed to the client and the connection closed; a
- * connect failure tries the next server, and a candidate that cannot connect falls back to
- * `stable`.
+ * Connects an HTTP Upgrade (WebSocket or other) to a server of the upstream `attempts` chose and
+ * pipes the two sockets. Error and close handlers are on both sockets before any byte is written:
+ * a reset on either side must never become an uncaught 'error', and a close must release both. A
+ * non-101 reply is passed to the client and the connection closed; after a failure the shared
+ * attempt policy says what to try next (another server, stable) or to answer with the error.
  */
-export function proxyUpgrade(
-  host: UpgradeHost,
-  req: IncomingMessage,
-  client: Duplex,
-  head: Buffer,
-  facts: NodeRequestFacts,
-  upstream: UpstreamRuntime,
-  stable: UpstreamRuntime | undefined,
-): void {
-  let current = upstream;
-  let tried: Set<number> | undefined;
+export function proxyUpgrade(host: UpgradeHost, req: IncomingMessage, client: Duplex, head: Buffer, facts: NodeRequestFacts, attempts: UpstreamAttempts<NodeServer>): void {
   let upstreamRequest: http.ClientRequest | undefined;
   let finished = false;
   let isTunnel = false;
@@ -81,32 +67,29 @@ export function proxyUpgrade(
   // In flight to its upstream from the choice until the client socket closes: a handshake, a
   // refused upgrade being passed on, or an open tunnel (a long-lived socket to stable means stable
   // has not drained). 'close' fires once, so the count is released exactly once.
-  current.counter.inFlight++;
   client.once('close', () => {
-    current.counter.inFlight--;
-    if (isTunnel) current.counter.tunnels--;
+    if (isTunnel) attempts.upstream!.counter.tunnels--;
+    attempts.released();
   });
 
   const attempt = (): void => {
-    const now = Date.now();
-    const index = current.balancer.pick(now, tried);
-    if (index < 0) {
+    const server = attempts.pick(Date.now());
+    if (server === undefined) {
       finished = true;
-      writeRawError(client, 'GG_UPSTREAM_CONNECT', `no server of upstream "${current.name}" accepted a connection`);
+      writeRawError(client, 'GG_UPSTREAM_CONNECT', `no server of upstream "${attempts.upstream!.name}" accepted a connection`);
       return;
     }
-    const server = current.balancer.servers[index]!;
-    connect(server, index);
+    connect(server);
   };
 
-  const connect = (server: ServerEntry, index: number): void => {
+  const connect = (server: NodeServer): void => {
     const raw = buildUpstreamRequestHeaders(req.rawHeaders, facts, {
       preserveHost: host.preserveHost,
       originHost: server.hostHeader,
       bodyUntouched: true,
     });
     raw.push('connection', 'upgrade', 'upgrade', req.headers.upgrade ?? 'websocket');
-    const timeouts = current.config.timeouts;
+    const timeouts = attempts.upstream!.config.timeouts;
     const request = (server.isTls ? https : http).request({
       host: server.hostname,
       // SNI takes host names only (RFC 6066 §3).
@@ -128,33 +111,19 @@ export function proxyUpgrade(
     request.on('error', (error: Error & { code?: string }) => {
       if (answered || finished) return;
       answered = true;
+      // A client that left is not the upstream's failure.
       if (client.destroyed) return;
       const failure = classifyUpstreamError(error);
-      if (failure.isConnectFailure) {
-        server.health.recordConnectFailure(Date.now(), current.balancer.policy);
-        if (isRetryableRequest(req.method ?? 'GET', false)) {
-          (tried ??= new Set()).add(index);
-          host.fault(`upstream-connect:${current.name}`, { upstream: current.name, server: server.origin }, `${failure.message}; trying another server`);
-          if (tried.size < current.balancer.servers.length) return attempt();
-          if (stable !== undefined && current !== stable) {
-            current.counter.inFlight--;
-            stable.counter.inFlight++;
-            current = stable;
-            tried = undefined;
-            return attempt();
-          }
-        }
-      }
+      if (attempts.failed(host, failure, false, Date.now()) !== 'fail') return attempt();
       finished = true;
-      host.fault(`upgrade:${failure.code}`, { upstream: current.name, cause: error.code ?? error.message }, failure.message);
-      writeRawError(client, failure.code, `${failure.message} (upstream "${current.name}")`);
+      writeRawError(client, failure.code, `${failure.message} (upstream "${attempts.upstream!.name}")`);
     });
     request.on('response', (response) => {
       // The server declined to switch: pass its answer on, then close (the client's socket is
       // not in a state to carry another request).
       answered = true;
       finished = true;
-      server.health.recordSuccess();
+      attempts.answered();
       response.on('error', () => client.destroy());
       client.write(
         `HTTP/1.1 ${response.statusCode} ${response.statusMessage ?? ''}\r\n${headLines(response.rawHeaders, undefined)}connection: close\r\n\r\n`,
@@ -166,7 +135,7 @@ export function proxyUpgrade(
     request.on('upgrade', (response, upstreamSocket: Duplex, upstreamHead: Buffer) => {
       answered = true;
       finished = true;
-      server.health.recordSuccess();
+      attempts.answered();
       client.removeListener('close', onClientGone);
       upstreamSocket.on('error', () => upstreamSocket.destroy());
       // A tunnel ends when either side is done. Server sockets allow half-open connections, so
@@ -185,7 +154,7 @@ export function proxyUpgrade(
       }
       host.tunnelOpened(client, upstreamSocket);
       isTunnel = true;
-      current.counter.tunnels++;
+      attempts.upstream!.counter.tunnels++;
       client.once('close', () => host.tunnelClosed(client, upstreamSocket));
       (upstreamSocket as { setTimeout?: (ms: number) => void }).setTimeout?.(0);
       // An anonymous caller minted an id to decide this upgrade: hand it back on the 101, so the

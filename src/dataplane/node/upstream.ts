@@ -1,54 +1,32 @@
 import { Pool } from 'undici';
 import type { Upstream } from '../../config/schema.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
+import type { ServerHealth } from '../balancer.js';
+import { buildUpstreams, type RouteGeneration, type ServerEntry, type UpstreamCounter, type UpstreamRuntime } from '../route.js';
 import type { UpstreamLoad } from '../runtime.js';
-import { RoundRobin, ServerHealth } from '../balancer.js';
 
-/** One server of an upstream: its origin, its keep-alive pool, its passive health. */
-export interface ServerEntry {
-  /** `http://host:port` */
-  readonly origin: string;
-  /** `host:port` as the origin names it, for Host when `preserveHost` is off. */
-  readonly hostHeader: string;
+/** One server of an upstream on Node: the shared entry plus its keep-alive pool and socket address. */
+export interface NodeServer extends ServerEntry {
   readonly hostname: string;
   readonly port: number;
   readonly isTls: boolean;
   readonly pool: Pool;
-  readonly health: ServerHealth;
 }
 
-/**
- * What is in flight to one upstream name, shared by every generation that names it (like health
- * per origin), so a request or tunnel that outlives its snapshot is still counted. Plain integers:
- * the hot path adds and subtracts, `PoolRegistry.loads()` reads.
- */
-export class UpstreamCounter {
-  /** Requests dispatched to the upstream and not yet closed, tunnels included. */
-  inFlight = 0;
-  /** Upgrade tunnels open to its servers (their own sockets, outside the pools). */
-  tunnels = 0;
-}
-
-/** An upstream as the data plane uses it for one snapshot. */
-export interface UpstreamRuntime {
-  readonly name: string;
-  readonly config: Upstream;
-  readonly balancer: RoundRobin<ServerEntry>;
-  readonly counter: UpstreamCounter;
-}
+export type NodeUpstream = UpstreamRuntime<NodeServer>;
 
 /**
  * A snapshot together with the upstream pools it routes to. A request takes the current
  * generation once and keeps it to the end (counted in `inFlight`), so a pool is closed only
  * when no request of any generation that names it can still dispatch to it.
  */
-export class Generation {
+export class Generation implements RouteGeneration<NodeServer> {
   inFlight = 0;
   retired = false;
 
   constructor(
     readonly snapshot: RoutingSnapshot,
-    readonly upstreams: ReadonlyMap<string, UpstreamRuntime>,
+    readonly upstreams: ReadonlyMap<string, NodeUpstream>,
     readonly poolKeys: ReadonlySet<string>,
   ) {}
 }
@@ -80,11 +58,12 @@ export class PoolRegistry {
 
   /** Builds the generation for `snapshot` (reusing pools) and makes it current. */
   install(snapshot: RoutingSnapshot): Generation {
-    const upstreams = new Map<string, UpstreamRuntime>();
     const keys = new Set<string>();
-    for (const [name, config] of Object.entries(snapshot.upstreams)) {
-      const servers: ServerEntry[] = config.servers.map((server) => {
-        const url = new URL(server);
+    const upstreams = buildUpstreams<NodeServer>(
+      snapshot,
+      this.health,
+      this.counters,
+      (url, config, health) => {
         const origin = url.origin;
         const key = poolKey(origin, config);
         keys.add(key);
@@ -93,22 +72,13 @@ export class PoolRegistry {
           record = { pool: createPool(origin, config), origin };
           this.pools.set(key, record);
         }
-        let health = this.health.get(origin);
-        if (health === undefined) {
-          health = new ServerHealth();
-          this.health.set(origin, health);
-        }
         const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
         const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
         return { origin, hostHeader: url.host, hostname, port, isTls: url.protocol === 'https:', pool: record.pool, health };
-      });
-      let counter = this.counters.get(name);
-      if (counter === undefined) {
-        counter = new UpstreamCounter();
-        this.counters.set(name, counter);
-      }
-      upstreams.set(name, { name, config, balancer: new RoundRobin(servers, config.health), counter });
-    }
+      },
+      // Older generations may still be in use: sweep() forgets health once none names an origin.
+      false,
+    );
     const generation = new Generation(snapshot, upstreams, keys);
     const previous = this.currentGeneration;
     this.currentGeneration = generation;

@@ -1,6 +1,8 @@
 import { Counter, Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { LiveFigures, quantileBetween, sampleOf, WINDOW_MS, type MetricJson } from '../../../src/control/ui/src/metrics.js';
+import { RequestMetrics } from '../../../src/observe/metrics.js';
+import type { Decision } from '../../../src/rules/snapshot.js';
 
 /**
  * The dashboard's live figures from what `GET /v1/metrics` returns: a real prom-client registry
@@ -47,8 +49,8 @@ describe('live figures from the metrics endpoint', () => {
     expect(shop.stable.rps).toBeCloseTo(20);
     expect(shop.candidate.rps).toBeCloseTo(5);
     expect(figures.figures('absent')).toEqual({
-      stable: { rps: 0, errorRate: null, p99: null },
-      candidate: { rps: 0, errorRate: null, p99: null },
+      stable: { rps: 0, errorRate: null, p99: null, upstreamErrors: null, ejections: null, fallback: null },
+      candidate: { rps: 0, errorRate: null, p99: null, upstreamErrors: null, ejections: null, fallback: 0 },
     });
   });
 
@@ -116,5 +118,33 @@ describe('live figures from the metrics endpoint', () => {
   it('quantileBetween: null without requests, the highest finite bound when the rank is in +Inf', () => {
     expect(quantileBetween(0.99, new Map([[0.1, 0], [Infinity, 0]]), undefined)).toBeNull();
     expect(quantileBetween(0.99, new Map([[0.1, 1], [1, 1], [Infinity, 100]]), undefined)).toBe(1);
+  });
+
+  it('gives upstream errors and ejections per version (by its upstreams) and the candidate\'s fallbacks to stable, over the window', async () => {
+    // The gateway's own RequestMetrics, fed as the data plane feeds it.
+    const registry = new Registry();
+    const metrics = new RequestMetrics(registry);
+    const decision = (version: 'stable' | 'candidate', upstream: string): Decision =>
+      Object.freeze({ service: 'shop', version, upstream, candidate: version === 'candidate' ? upstream : undefined, reason: 'rule 1', dependsOnCaller: true, vary: undefined, cachePrivate: false });
+    const toCandidate = decision('candidate', 'shop-v2');
+    const read = async () => (await registry.getMetricsAsJSON()) as unknown as MetricJson[];
+    const figures = new LiveFigures();
+    // Before the window: history.
+    metrics.upstreamFailed('shop-v2', 'GG_UPSTREAM_CONNECT', true);
+    metrics.fellBack(toCandidate, 'shop-v1', 'connect_failure');
+    figures.add(sampleOf(await read(), 0));
+    for (let i = 0; i < 3; i++) metrics.upstreamFailed('shop-v2', 'GG_UPSTREAM_CONNECT', true);
+    metrics.upstreamFailed('shop-v2', 'GG_UPSTREAM_TIMEOUT', false);
+    metrics.serverEjected('shop-v2');
+    metrics.upstreamFailed('shop-v1', 'GG_UPSTREAM_RESET', false);
+    metrics.upstreamFailed('other-v1', 'GG_UPSTREAM_RESET', false);
+    for (let i = 0; i < 2; i++) metrics.fellBack(toCandidate, 'shop-v1', 'connect_failure');
+    for (let i = 0; i < 5; i++) metrics.fellBack(toCandidate, 'shop-v1', 'unhealthy');
+    figures.add(sampleOf(await read(), 1_000));
+    const shop = figures.figures('shop', { stable: ['shop-v1'], candidate: ['shop-v2'] })!;
+    expect(shop.candidate).toMatchObject({ upstreamErrors: 4, ejections: 1, fallback: 7 });
+    expect(shop.stable).toMatchObject({ upstreamErrors: 1, ejections: 0, fallback: null });
+    // Without the upstream names the version's errors are unknown, not zero.
+    expect(figures.figures('shop')!.candidate.upstreamErrors).toBeNull();
   });
 });

@@ -1,6 +1,7 @@
 /**
  * Live figures from `GET /v1/metrics` (prom-client's `getMetricsAsJSON()`): requests/s, error
- * rate and p99 per version of one service. Counters and histograms are cumulative, so every
+ * rate and p99 per version of one service, and what went wrong on each version's upstreams
+ * (upstream errors, ejections) and the candidate's requests that stable served (fallback). Counters and histograms are cumulative, so every
  * figure is a difference between two polls: requests/s between the last two, error rate and
  * p99 over a sliding window (WINDOW_MS), which a single poll's handful of requests would make
  * jumpy. Pure (no DOM, no clock of its own), so it is tested under Node with a real registry.
@@ -15,6 +16,9 @@ export interface MetricJson {
 
 export const REQUESTS_TOTAL = 'graygate_requests_total';
 export const REQUEST_DURATION = 'graygate_request_duration_seconds';
+export const UPSTREAM_ERRORS = 'graygate_upstream_errors_total';
+export const EJECTIONS = 'graygate_upstream_ejections_total';
+export const FALLBACK = 'graygate_fallback_total';
 /** Error rate and p99 are over this much time: long enough to hold some requests, short enough to follow a change. */
 export const WINDOW_MS = 10_000;
 export const VERSIONS = ['stable', 'candidate'] as const;
@@ -28,11 +32,22 @@ interface Cumulative {
   buckets: Map<number, number>;
 }
 
-/** What one poll read: per service, per version. */
+/** Cumulative failure counts of one upstream, as read at one poll. */
+interface UpstreamCumulative {
+  errors: number;
+  ejections: number;
+}
+
+/** What one poll read: per service, per version; per upstream; fallbacks per service. */
 export interface Sample {
   readonly atMs: number;
   readonly services: ReadonlyMap<string, ReadonlyMap<Version, Cumulative>>;
+  readonly upstreams: ReadonlyMap<string, UpstreamCumulative>;
+  readonly fallback: ReadonlyMap<string, number>;
 }
+
+/** The upstreams each version of a service is served by (several candidates with A/B/n). */
+export type VersionUpstreams = Readonly<Record<Version, readonly string[]>>;
 
 export interface VersionFigures {
   /** Requests per second between the last two polls. */
@@ -41,6 +56,12 @@ export interface VersionFigures {
   readonly errorRate: number | null;
   /** 99th percentile latency over the window, in seconds; null without requests. */
   readonly p99: number | null;
+  /** Failed attempts at the version's upstreams over the window; null when its upstreams are not known. */
+  readonly upstreamErrors: number | null;
+  /** Servers of the version's upstreams ejected over the window; null when its upstreams are not known. */
+  readonly ejections: number | null;
+  /** Candidate: requests the rules sent to it that stable served, over the window. Stable: null. */
+  readonly fallback: number | null;
 }
 
 export type Figures = Readonly<Record<Version, VersionFigures>>;
@@ -55,10 +76,31 @@ function cumulativeOf(services: Map<string, Map<Version, Cumulative>>, service: 
   return entry;
 }
 
+function upstreamOf(upstreams: Map<string, UpstreamCumulative>, name: string): UpstreamCumulative {
+  let entry = upstreams.get(name);
+  if (!entry) upstreams.set(name, (entry = { errors: 0, ejections: 0 }));
+  return entry;
+}
+
 /** Reads one poll's metrics; metrics it does not know are ignored, labels other than these summed over. */
 export function sampleOf(metrics: readonly MetricJson[], atMs: number): Sample {
   const services = new Map<string, Map<Version, Cumulative>>();
+  const upstreams = new Map<string, UpstreamCumulative>();
+  const fallback = new Map<string, number>();
   for (const metric of metrics) {
+    if (metric.name === UPSTREAM_ERRORS || metric.name === EJECTIONS) {
+      for (const { labels, value } of metric.values) {
+        if (typeof labels.upstream !== 'string') continue;
+        const entry = upstreamOf(upstreams, labels.upstream);
+        if (metric.name === EJECTIONS) entry.ejections += value;
+        else entry.errors += value;
+      }
+      continue;
+    }
+    if (metric.name === FALLBACK) {
+      for (const { labels, value } of metric.values) if (typeof labels.service === 'string') fallback.set(labels.service, (fallback.get(labels.service) ?? 0) + value);
+      continue;
+    }
     if (metric.name === REQUESTS_TOTAL) {
       for (const { labels, value } of metric.values) {
         if (!isVersion(labels.version) || typeof labels.service !== 'string') continue;
@@ -76,7 +118,7 @@ export function sampleOf(metrics: readonly MetricJson[], atMs: number): Sample {
       }
     }
   }
-  return { atMs, services };
+  return { atMs, services, upstreams, fallback };
 }
 
 /** An increase of a cumulative value; a drop means the gateway restarted, so the new value is all new. */
@@ -124,17 +166,31 @@ export class LiveFigures {
     this.samples = [];
   }
 
-  /** The figures of `service` at the last poll; null before two polls. */
-  figures(service: string): Figures | null {
+  /**
+   * The figures of `service` at the last poll; null before two polls. `upstreams` names the
+   * upstreams of each version, for their errors and ejections (null figures without it).
+   */
+  figures(service: string, upstreams?: VersionUpstreams): Figures | null {
     const last = this.samples[this.samples.length - 1];
     const previous = this.samples[this.samples.length - 2];
     const oldest = this.samples[0];
     if (!last || !previous || !oldest) return null;
     const seconds = (last.atMs - previous.atMs) / 1000;
     const get = (sample: Sample, version: Version) => sample.services.get(service)?.get(version);
+    const upstreamIncrease = (version: Version, field: keyof UpstreamCumulative): number | null => {
+      if (!upstreams) return null;
+      let total = 0;
+      for (const name of upstreams[version]) total += increase(last.upstreams.get(name)?.[field] ?? 0, oldest.upstreams.get(name)?.[field] ?? 0);
+      return total;
+    };
+    const failures = (version: Version) => ({
+      upstreamErrors: upstreamIncrease(version, 'errors'),
+      ejections: upstreamIncrease(version, 'ejections'),
+      fallback: version === 'candidate' ? increase(last.fallback.get(service) ?? 0, oldest.fallback.get(service) ?? 0) : null,
+    });
     const one = (version: Version): VersionFigures => {
       const now = get(last, version);
-      if (!now) return { rps: 0, errorRate: null, p99: null };
+      if (!now) return { rps: 0, errorRate: null, p99: null, ...failures(version) };
       const before = get(previous, version);
       const windowStart = get(oldest, version);
       const requests = increase(now.requests, before?.requests ?? 0);
@@ -144,6 +200,7 @@ export class LiveFigures {
         rps: seconds > 0 ? requests / seconds : 0,
         errorRate: windowRequests > 0 ? Math.min(1, windowErrors / windowRequests) : null,
         p99: quantileBetween(0.99, now.buckets, windowStart?.buckets),
+        ...failures(version),
       };
     };
     return { stable: one('stable'), candidate: one('candidate') };

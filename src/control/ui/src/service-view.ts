@@ -4,7 +4,7 @@ import { h, replace } from './dom.js';
 import { describeCondition, stateOf } from './format.js';
 import type { App } from './main.js';
 import type { View } from './view.js';
-import { VERSIONS, type Figures, type Version } from './metrics.js';
+import { VERSIONS, type Figures, type Version, type VersionUpstreams } from './metrics.js';
 
 export type ServiceView = View;
 
@@ -28,6 +28,13 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
   let drain: DrainReport | undefined;
 
   const service = (): Service | undefined => app.state.services.find((s) => s.name === name);
+  /** Each version's upstreams, for their errors and ejections. */
+  const upstreams = (): VersionUpstreams | undefined => {
+    const s = service();
+    if (!s) return undefined;
+    const candidates = s.release?.candidate !== undefined ? [s.release.candidate] : (s.release?.candidates?.map((c) => c.upstream) ?? []);
+    return { stable: [s.stable], candidate: candidates };
+  };
 
   // ---- live figures ----
   const tile = (version: Version) =>
@@ -43,6 +50,13 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
         h('dd', { 'data-testid': `errors-${version}` }, '–'),
         h('dt', {}, 'p99'),
         h('dd', { 'data-testid': `p99-${version}` }, '–'),
+        h('dt', { title: 'Failed attempts at its upstreams, last 10 s' }, 'upstream errors'),
+        h('dd', { 'data-testid': `upstream-errors-${version}` }, '–'),
+        h('dt', { title: 'Servers ejected by passive health, last 10 s' }, 'ejections'),
+        h('dd', { 'data-testid': `ejections-${version}` }, '–'),
+        ...(version === 'candidate'
+          ? [h('dt', { title: 'Requests the rules sent to the candidate that stable served, last 10 s' }, 'fell back to stable'), h('dd', { 'data-testid': 'fallback-candidate' }, '–')]
+          : []),
       ),
     );
   const shareTile = h(
@@ -65,7 +79,10 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
       set(`rps-${version}`, rate(f.rps));
       set(`errors-${version}`, fixed(f.errorRate === null ? null : f.errorRate * 100, 1, ' %'));
       set(`p99-${version}`, fixed(f.p99 === null ? null : f.p99 * 1000, 1, ' ms'));
+      set(`upstream-errors-${version}`, fixed(f.upstreamErrors, 0, ''));
+      set(`ejections-${version}`, fixed(f.ejections, 0, ''));
     }
+    set('fallback-candidate', fixed(figures.candidate.fallback, 0, ''));
     const total = figures.stable.rps + figures.candidate.rps;
     const share = total > 0 ? (figures.candidate.rps / total) * 100 : null;
     set('share-candidate', share === null ? '–' : share.toFixed(share >= 10 || share === 0 ? 0 : 1));
@@ -340,13 +357,13 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
   };
   update();
   // The chart starts from the polls already taken, so switching services does not wait.
-  showFigures(app.figures.figures(name));
+  showFigures(app.figures.figures(name, upstreams()));
 
   return {
     element,
     update,
     metrics(atMs) {
-      const figures = app.figures.figures(name);
+      const figures = app.figures.figures(name, upstreams());
       chart.push(atMs, figures);
       showFigures(figures);
     },
