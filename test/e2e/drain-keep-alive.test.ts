@@ -74,6 +74,8 @@ function loopClient(port: number, id: number, result: ClientResult): Promise<Cli
 interface RunOutcome {
   clients: ClientResult[];
   exitCode: number | string;
+  /** From SIGTERM to the process's exit, for the record only. */
+  drainMs: number;
 }
 
 async function oneRun(start: () => Promise<GatewayProcess>): Promise<RunOutcome> {
@@ -88,9 +90,11 @@ async function oneRun(start: () => Promise<GatewayProcess>): Promise<RunOutcome>
       },
       { withinMs: 30_000 },
     );
+    const signalledAt = Date.now();
     const exited = gateway.stop('SIGTERM');
     const results = await Promise.all(clients);
-    return { clients: results, exitCode: await exited };
+    const exitCode = await exited;
+    return { clients: results, exitCode, drainMs: Date.now() - signalledAt };
   } finally {
     if (gateway.child.exitCode === null && gateway.child.signalCode === null) gateway.child.kill('SIGKILL');
   }
@@ -140,7 +144,7 @@ describe('SIGTERM under back-to-back keep-alive clients', () => {
         lostPerRun.push(lostIn(outcome));
       }
       // One line per mode for the record (requests lost per run).
-      console.log(`drain ${mode}: lost per run ${JSON.stringify(lostPerRun)} over ${RUNS} runs of ${CLIENTS} clients`);
+      console.log(`drain ${mode}: lost per run ${JSON.stringify(lostPerRun)}, drain ms ${JSON.stringify(outcomes.map((o) => o.drainMs))} over ${RUNS} runs of ${CLIENTS} clients`);
       expect(lostPerRun).toEqual(lostPerRun.map(() => 0));
       for (const outcome of outcomes) {
         expect(outcome.exitCode).toBe(0);
