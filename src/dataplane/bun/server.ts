@@ -13,6 +13,7 @@ import { BunRequestFacts } from './facts.js';
 import { applyDecisionHeadersTo, headerList, stripHopByHop } from './headers.js';
 import { openUpstreamWebSocket, Tunnel, tunnelHandlers, type TunnelHost } from './websocket.js';
 import { idleGraceFor, waitForQuiet } from '../shutdown.js';
+import { pathForLog } from '../../observe/redact.js';
 
 const NEVER_TRUSTED = (): boolean => false;
 
@@ -230,7 +231,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     try {
       response = await this.route(request, server, record);
     } catch (error) {
-      this.logFault('internal', 'error', { err: error, url: request.url }, 'unexpected error while routing a request');
+      this.logFault('internal', 'error', { err: error, path: pathForLog(request.url) }, 'unexpected error while routing a request');
       response = errorResponse('GG_INTERNAL', 'unexpected error in the gateway', this.draining);
     } finally {
       // Counts until the response head is handed to Bun; Bun's own stop() waits for the bodies.

@@ -11,6 +11,7 @@ import type { CompiledService, Decision, RoutingSnapshot } from '../../rules/sna
 import { checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
 import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
 import { ClientConnections, idleGraceFor } from '../shutdown.js';
+import { pathForLog } from '../../observe/redact.js';
 import { Exchange, writeErrorResponse, type ExchangeHost } from './exchange.js';
 import { NodeRequestFacts } from './facts.js';
 import { startMemoryGuard } from './memory-guard.js';
@@ -153,7 +154,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       this.routeRequest(req, res);
     } catch (error) {
       // A bug must cost one request, never the process and every connection on it.
-      this.logFault('internal', 'error', { err: error, url: req.url }, 'unexpected error while routing a request');
+      this.logFault('internal', 'error', { err: error, path: pathForLog(req.url) }, 'unexpected error while routing a request');
       if (!res.headersSent) writeErrorResponse(res, 'GG_INTERNAL', 'unexpected error in the gateway', true);
       else res.destroy();
     }
