@@ -12,7 +12,7 @@ import { startRedis, type RedisServer } from '../helpers/redis.js';
 
 // Every credential a caller or an operator hands the gateway (login tokens and the store keys
 // built from them, a JWT, Authorization and Cookie values, secrets in the query string, the admin
-// token) must stay out of everything every process writes, in every mode and through every
+// token, the store's password) must stay out of everything every process writes, in every mode and through every
 // fault that makes the gateway talk: lookups that time out (Redis stopped) and a Redis that is
 // gone. The log level is trace, the most verbose. Each secret is long and random, and the output
 // is searched for the part of it after its first four characters (the most a log may show).
@@ -77,7 +77,8 @@ describe('no secret in any output of any mode', () => {
       if (runtime !== undefined) expect(existsSync(bun), `${bun} (npm install installs bun as an optional dependency)`).toBe(true);
       const secrets = secretsBag();
       const adminToken = secrets.add('admin');
-      let redis: RedisServer | undefined = await startRedis();
+      // The store's password travels in its URL (the config file): it is a secret too.
+      let redis: RedisServer | undefined = await startRedis({ password: secrets.add('redispw') });
       let gateway: GatewayProcess | undefined;
       try {
         const known = secrets.add('known');
