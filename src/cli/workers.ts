@@ -351,7 +351,8 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
         const id = ++nextKeyId;
         const timer = setTimeout(() => {
           keyWaiters.delete(id);
-          rejectKey(new Error(`token lookup of ${key} timed out after ${deadlineMs} ms`));
+          // The key is built from a login token: errors never name it (the caller logs a hint).
+          rejectKey(new Error(`no answer from the primary within ${deadlineMs} ms`));
         }, deadlineMs);
         keyWaiters.set(id, { resolve: resolveKey, reject: rejectKey, timer });
         send({ type: 'gg:readKey', id, key, deadlineMs });

@@ -15,6 +15,7 @@ export interface IdentityContext {
   /**
    * Reads one key from the store with a deadline (token → user id). Rejects on timeout or
    * store failure; the caller then treats the identity as unknown (the request goes to stable).
+   * Its errors never name the key: the key is built from a login token, and errors get logged.
    */
   readKey?(key: string, deadlineMs: number): Promise<string | undefined>;
   /** Where sources log faults they swallow (garbage values, failed lookups), at a bounded rate. */

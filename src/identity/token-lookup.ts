@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { HeaderName, Milliseconds } from '../config/primitives.js';
 import { ConfigError } from '../errors.js';
 import { rateLimited, silentLogger, type Logger } from '../observe/log.js';
+import { describeSecretKey } from '../observe/redact.js';
 import { defineIdentitySource, MAX_USER_ID_LENGTH, type IdentityContext } from './source.js';
 
 /**
@@ -103,11 +104,6 @@ function toCached(userId: string): string | number {
 
 /** Marks "known unknown" in the cache; never a valid user id. */
 const UNKNOWN = '';
-
-/** The part of a token safe to log: tokens are credentials. */
-function tokenHint(token: string): string {
-  return token.length <= 4 ? '…' : `${token.slice(0, 4)}…`;
-}
 
 /** Lookups in flight at once, per cache; beyond it a miss goes straight to stable (store in trouble). */
 const MAX_IN_FLIGHT = 10_000;
@@ -215,7 +211,7 @@ export const tokenLookupIdentity = defineIdentitySource({
       if (value === undefined) stats.unknown++;
       else {
         stats.garbage++;
-        log('tokenLookup.garbage', 'warn', { key: `${keyPrefix}${tokenHint(token)}${keySuffix}`, length: value.length }, 'token lookup: the stored value is not a user id; the request goes to stable');
+        log('tokenLookup.garbage', 'warn', { key: describeSecretKey(keyPrefix, token, keySuffix), length: value.length }, 'token lookup: the stored value is not a user id; the request goes to stable');
       }
       if (negativeTtlMs > 0) entries.set(token, UNKNOWN, { ttl: negativeTtlMs });
       return undefined;
@@ -226,7 +222,7 @@ export const tokenLookupIdentity = defineIdentitySource({
       // Stores word their deadline errors differently (Redis, the --workers primary): the clock
       // says it for all of them.
       if (Date.now() - startedAt >= deadlineMs) stats.timeouts++;
-      log('tokenLookup.failed', 'warn', { err: (error as Error)?.message ?? String(error) }, 'token lookup failed or timed out; the request goes to stable');
+      log('tokenLookup.failed', 'warn', { key: describeSecretKey(keyPrefix, token, keySuffix), err: (error as Error)?.message ?? String(error) }, 'token lookup failed or timed out; the request goes to stable');
       return undefined;
     };
 

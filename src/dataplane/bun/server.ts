@@ -14,6 +14,8 @@ import { bunRuntime, type BunFetchInit, type BunHeaders, type BunServer, type Bu
 import { BunRequestFacts } from './facts.js';
 import { applyDecisionHeadersTo, headerList, stripHopByHop } from './headers.js';
 import { openUpstreamWebSocket, Tunnel, tunnelHandlers, type TunnelHost } from './websocket.js';
+import { idleGraceFor, waitForQuiet } from '../shutdown.js';
+import { pathForLog } from '../../observe/redact.js';
 
 const NEVER_TRUSTED = (): boolean => false;
 
@@ -105,6 +107,8 @@ export class BunDataPlane implements DataPlane, TunnelHost {
   private readonly logFault: ReturnType<typeof rateLimited>;
   private readonly versionHeader: string | undefined;
   private inFlight = 0;
+  /** Requests ever started: the drain waits for it to stop changing. */
+  private requestsStarted = 0;
   /** Open WebSocket tunnels, from the upstream's 101 until either side closed. */
   private readonly tunnels = new Set<Tunnel>();
   private draining = false;
@@ -181,12 +185,13 @@ export class BunDataPlane implements DataPlane, TunnelHost {
 
   private async handle(request: Request, server: BunServer): Promise<Response | undefined> {
     this.inFlight++;
+    this.requestsStarted++;
     const record = new BunExchangeRecord(request, performance.now());
     let response: Response | undefined;
     try {
       response = await this.route(request, server, record);
     } catch (error) {
-      this.logFault('internal', 'error', { err: error, url: request.url }, 'unexpected error while routing a request');
+      this.logFault('internal', 'error', { err: error, path: pathForLog(request.url) }, 'unexpected error while routing a request');
       response = errorResponse('GG_INTERNAL', 'unexpected error in the gateway', this.draining);
     } finally {
       // Counts until the response head is handed to Bun; Bun's own stop() waits for the bodies.
@@ -434,13 +439,15 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     this.draining = true;
     const server = this.server;
     if (server === undefined) return;
-    const deadline = Date.now() + Math.max(0, graceMs);
-    // Stop accepting; Bun closes idle keep-alive connections and resolves once every connection
-    // is done, WebSockets included.
+    const startedAt = Date.now();
+    const deadline = startedAt + Math.max(0, graceMs);
+    // Bun's stop() closes every idle keep-alive connection at once, under a request its client
+    // may already be sending, and Bun cannot close one connection alone. So the listener stays
+    // open (answering with `Connection: close`) until nothing has been in flight or started for
+    // the idle grace: then every connection left has been idle that long, and stop() is safe.
+    await waitForQuiet({ startedAt, deadline, idleGraceMs: idleGraceFor(graceMs), activity: () => this.requestsStarted, inFlight: () => server.pendingRequests });
+    // Resolves once every connection is done, WebSockets included.
     const stopped = Promise.resolve(server.stop(false)).then(() => 'done' as const);
-    // HTTP requests in flight (bodies included: Bun counts a request until its response ended)
-    // may finish within the grace.
-    while (server.pendingRequests > 0 && Date.now() < deadline) await delay(Math.min(50, deadline - Date.now()));
     // Tunnels (WebSockets) have no natural end: like the Node adapter, they are closed once the
     // HTTP requests are done, with 1001 "going away" to both sides.
     for (const tunnel of this.tunnels) tunnel.close(1001, 'the gateway is shutting down');
@@ -455,10 +462,6 @@ export class BunDataPlane implements DataPlane, TunnelHost {
       await server.stop(true);
     }
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
 
 /** The data plane's error answer as a Bun Response (Content-Length stated, so the access log and metrics report its bytes). */

@@ -1,5 +1,5 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Settings } from '../../config/schema.js';
@@ -10,6 +10,8 @@ import type { CompiledService, RoutingSnapshot } from '../../rules/snapshot.js';
 import { checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
 import { decideOrStable, identify, UpstreamAttempts } from '../route.js';
 import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
+import { ClientConnections, idleGraceFor } from '../shutdown.js';
+import { pathForLog } from '../../observe/redact.js';
 import { Exchange, writeErrorResponse, type ExchangeHost } from './exchange.js';
 import { NodeRequestFacts } from './facts.js';
 import { startMemoryGuard } from './memory-guard.js';
@@ -68,7 +70,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   private draining = false;
   private drainPromise: Promise<void> | undefined;
   private stopMemoryGuard: (() => void) | undefined;
-  private idleWaiters: (() => void)[] = [];
+  /** Which connections have a request in flight, for a drain that closes only idle ones. */
+  private readonly connections = new ClientConnections<Socket>();
 
   constructor(options: DataPlaneOptions) {
     this.settings = options.settings;
@@ -98,7 +101,11 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     );
     this.server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
+      this.connections.opened(socket);
+      socket.once('close', () => {
+        this.sockets.delete(socket);
+        this.connections.forget(socket);
+      });
     });
     this.server.on('clientError', (error: Error & { code?: string }, socket: Duplex) => this.handleClientError(error, socket));
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head));
@@ -143,7 +150,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       this.routeRequest(req, res);
     } catch (error) {
       // A bug must cost one request, never the process and every connection on it.
-      this.logFault('internal', 'error', { err: error, url: req.url }, 'unexpected error while routing a request');
+      this.logFault('internal', 'error', { err: error, path: pathForLog(req.url) }, 'unexpected error while routing a request');
       if (!res.headersSent) writeErrorResponse(res, 'GG_INTERNAL', 'unexpected error in the gateway', true);
       else res.destroy();
     }
@@ -155,6 +162,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     const generation = this.registry.acquire();
     this.inFlight++;
     const socket = req.socket;
+    this.connections.requestStarted(socket);
     const peerIp = unwrapMappedIpv4(socket.remoteAddress ?? '');
     const facts = new NodeRequestFacts(req, peerIp, this.isTrusted(peerIp), this.isTrusted);
     const exchange = new Exchange(this, generation, req, res, facts);
@@ -207,16 +215,12 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   exchangeClosed(exchange: Exchange): void {
     if (exchange.generation !== undefined) this.registry.release(exchange.generation);
     this.inFlight--;
+    this.connections.requestEnded(exchange.req.socket);
     try {
       this.observer.requestClosed(exchange);
     } catch (error) {
       // Observability must never cost a request or the process.
       this.logFault('observer', 'error', { err: error }, 'recording a request failed');
-    }
-    if (this.inFlight === 0 && this.idleWaiters.length > 0) {
-      const waiters = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const resolve of waiters) resolve();
     }
   }
 
@@ -234,6 +238,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   // ---- upgrades --------------------------------------------------------------------------
 
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // The connection leaves HTTP: tunnels are closed by the drain once requests are done.
+    this.connections.forget(req.socket);
     // Before any I/O: a reset on either side must never become an uncaught 'error'.
     socket.on('error', (error: Error & { code?: string }) => {
       this.logger.debug({ code: error.code }, 'client socket error on an upgraded connection');
@@ -302,26 +308,14 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   }
 
   private async runDrain(graceMs: number): Promise<void> {
-    const deadline = Date.now() + Math.max(0, graceMs);
+    const startedAt = Date.now();
+    const deadline = startedAt + Math.max(0, graceMs);
     this.draining = true;
-    // Stop accepting. Responses from now on carry `Connection: close`; idle keep-alive sockets
-    // are closed now and swept again while in-flight requests finish (LESSONS: server.close()
-    // alone races keep-alive).
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
-    const sweep = setInterval(() => this.server.closeIdleConnections(), 100);
-    sweep.unref();
-    if (this.inFlight > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        new Promise<void>((resolve) => this.idleWaiters.push(resolve)),
-        new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-        }),
-      ]);
-      clearTimeout(timer);
-    }
-    clearInterval(sweep);
+    // Stop accepting, but not through http.Server#close(): it also closes every idle keep-alive
+    // connection at once, under a request its client may already be sending. Idle connections
+    // are closed by the drain after a grace; busy ones close after their `Connection: close`.
+    const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(this.server, () => resolve()));
+    await this.connections.drain({ startedAt, deadline, idleGraceMs: idleGraceFor(graceMs), close: (socket) => socket.destroy(), inFlight: () => this.inFlight });
     if (this.inFlight > 0) this.logger.warn({ inFlight: this.inFlight }, 'shutdown grace ended with requests in flight; closing them');
     // Tunnels (WebSockets) have no natural end: they are closed once HTTP requests are done.
     for (const [client, upstream] of this.tunnels) {
