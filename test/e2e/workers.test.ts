@@ -90,7 +90,7 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
   });
 
   it('starts N workers behind one address, and every one of them routes by a change within the propagation target', async () => {
-    gateway = await startGatewayProcess({ config: { listen: '127.0.0.1:0', ...config('1') }, args: ['--workers', '2'], runtime });
+    gateway = await startGatewayProcess({ config: { listen: '127.0.0.1:0', ...config('1') }, args: ['--workers', '2'], runtime, readyWithinMs: 90_000 });
     const listening = await gateway.waitForLog((line) => line.event === 'listening');
     expect(listening.workers).toBe(2);
     expect(listening.runtime).toBe(name);
@@ -149,6 +149,7 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
         config: { listen: '127.0.0.1:0', upstreams: { v1: { servers: [slow.url] } }, services: [{ name: 'app', stable: 'v1' }], proxy: { shutdownGraceMs: 10_000 } },
         args: ['--workers', '2'],
         runtime,
+        readyWithinMs: 90_000,
       });
       const workers = childPids(gateway.pid);
       expect(workers).toHaveLength(2);
@@ -170,7 +171,7 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
     }
   });
 
-  it('looks tokens up through the primary: the drop-in recipe with 2 workers routes by TOKEN_<token> and follows Grayscale_Range', async () => {
+  it('looks tokens up in each worker: the drop-in recipe with 2 workers routes by TOKEN_<token> and follows Grayscale_Range', async () => {
     const redis = await startRedis();
     let dropIn: GatewayProcess | undefined;
     try {
@@ -180,6 +181,7 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
       dropIn = await startGatewayProcess({
         args: ['--listen', '127.0.0.1:0', '--redis', redis.url, '--stable', stable.url, '--candidate', candidate.url, '--workers', '2'],
         runtime,
+        readyWithinMs: 90_000,
       });
       const ask = async (token: string) => {
         const answers: string[] = [];

@@ -31,8 +31,10 @@ interface Slot {
   /** The snapshot it confirmed serving (`seq` of a RoutingMessage), 0 before the first. */
   servedSeq: number;
   servedVersion: number | null;
-  /** When it was last sent the newest snapshot (its start, or a broadcast, or a resend). */
+  /** Since when it has not served the newest snapshot: when one was sent to it while it was current. */
   sentAt: number;
+  /** When the newest snapshot was last sent to it (a broadcast, or a resend to a worker behind). */
+  resentAt: number;
   /** Logged as behind, not yet caught up. */
   flaggedBehind: boolean;
   onDrainStats?: ((stats: DataPlaneStats) => void) | undefined;
@@ -102,11 +104,14 @@ export class ClusterDataPlane implements DataPlane {
 
   setSnapshot(snapshot: RoutingSnapshot): void {
     const values: [string, string | undefined][] = [...(snapshot.storeValues ?? new Map<string, string | undefined>())];
+    const previous = this.seq;
     this.routing = { type: 'gg:routing', seq: ++this.seq, version: snapshot.version, document: snapshot.document, values };
     const now = Date.now();
     for (const slot of this.slots.values()) {
       if (!slot.started) continue; // it gets the newest routing with its start
-      slot.sentAt = now;
+      // A worker already behind stays behind since then; a current one starts its clock now.
+      if (slot.servedSeq >= previous) slot.sentAt = now;
+      slot.resentAt = now;
       this.send(slot.worker, this.routing);
     }
   }
@@ -204,7 +209,7 @@ export class ClusterDataPlane implements DataPlane {
     for (const slot of this.slots.values()) {
       if (!this.counts(slot)) continue;
       if (slot.servedSeq >= routing.seq) continue;
-      if (now - slot.sentAt < WORKER_CONFIRM_MS) continue;
+      if (now - slot.sentAt < WORKER_CONFIRM_MS || now - slot.resentAt < WORKER_CONFIRM_MS) continue;
       const pid = slot.worker.process.pid;
       const fields = { event: 'worker-behind', worker: slot.worker.id, pid, servedVersion: slot.servedVersion, version: routing.version, behindMs: now - slot.sentAt };
       if (!slot.flaggedBehind) {
@@ -213,7 +218,7 @@ export class ClusterDataPlane implements DataPlane {
       } else {
         this.logger.debug(fields, `worker ${pid} is still behind; sending routing version ${routing.version} again`);
       }
-      slot.sentAt = now;
+      slot.resentAt = now;
       this.send(slot.worker, routing);
     }
   }
@@ -278,6 +283,7 @@ export class ClusterDataPlane implements DataPlane {
       servedSeq: 0,
       servedVersion: null,
       sentAt: Date.now(),
+      resentAt: Date.now(),
       flaggedBehind: false,
     };
     this.slots.set(worker.id, slot);
@@ -290,7 +296,7 @@ export class ClusterDataPlane implements DataPlane {
           // startGateway installs the first snapshot before it calls listen(), so routing is set.
           if (this.routing !== undefined) {
             slot.started = true;
-            slot.sentAt = Date.now();
+            slot.sentAt = slot.resentAt = Date.now();
             this.send(worker, { type: 'gg:start', settings: this.settings, routing: this.routing });
           }
           break;
