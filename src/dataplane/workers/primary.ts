@@ -137,7 +137,9 @@ export class ClusterDataPlane implements DataPlane {
   }
 
   workers(): WorkerServing[] {
-    return [...this.slots.values()].filter((slot) => this.counts(slot)).map((slot) => this.describe(slot));
+    // A worker still starting is not reported behind: it serves nothing until it listens, and
+    // installs the newest routing before it does.
+    return [...this.slots.values()].filter((slot) => this.counts(slot) && slot.listening).map((slot) => this.describe(slot));
   }
 
   stats(): DataPlaneStats {
@@ -191,7 +193,7 @@ export class ClusterDataPlane implements DataPlane {
     return this.drainPromise;
   }
 
-  /** A worker that serves (or is about to): it counts for `settled`, lag and metrics. */
+  /** A worker that serves (or is about to): a write's acknowledgement waits for it. */
   private counts(slot: Slot): boolean {
     return slot.started && !slot.worker.isDead() && slot.worker.isConnected();
   }
@@ -207,7 +209,7 @@ export class ClusterDataPlane implements DataPlane {
     if (this.draining || routing === undefined) return;
     const now = Date.now();
     for (const slot of this.slots.values()) {
-      if (!this.counts(slot)) continue;
+      if (!this.counts(slot) || !slot.listening) continue;
       if (slot.servedSeq >= routing.seq) continue;
       if (now - slot.sentAt < WORKER_CONFIRM_MS || now - slot.resentAt < WORKER_CONFIRM_MS) continue;
       const pid = slot.worker.process.pid;
