@@ -11,7 +11,8 @@ import { watchSettings } from '../gateway/settings-watch.js';
 import { FixedDocumentStore } from '../store/fixed-store.js';
 import type { Store } from '../store/store.js';
 import { DROP_IN_TOKEN_ENV, dropInAdmin, dropInDocument, flagsIgnored } from './drop-in.js';
-import { ClusterDataPlane, isWorkerProcess, runWorker, workerCount } from './workers.js';
+import { ClusterDataPlane, isWorkerProcess, runWorker } from '../dataplane/workers/index.js';
+import { workerCount } from './workers.js';
 import { createLogger, type Logger } from '../observe/log.js';
 
 export interface StartOptions {
@@ -95,7 +96,6 @@ export async function runStart(options: StartOptions): Promise<number> {
   }
   let gateway: Gateway;
   let logger: Logger;
-  let cluster: ClusterDataPlane | undefined;
   let fileSettings: Settings | undefined;
   let dropIn: RoutingDocument | undefined;
   const source = configPath ?? 'the command line';
@@ -133,11 +133,10 @@ export async function runStart(options: StartOptions): Promise<number> {
       // With a store handed in, configPath only names where a seed came from.
       ...(dropIn && options.admin !== undefined ? { seedDocument: dropIn, configPath: 'the command line (drop-in flags)' } : {}),
       logger,
-      createDataPlane: workers === 1 ? await selectDataPlane() : ({ settings: planeSettings, logger: planeLogger }) => (cluster = new ClusterDataPlane(workers, planeSettings, planeLogger)),
+      createDataPlane: workers === 1 ? await selectDataPlane() : ({ settings: planeSettings, logger: planeLogger }) => new ClusterDataPlane(workers, planeSettings, planeLogger),
       ...(store ? { store } : {}),
       ...(settings.store.kind !== 'file' && config.routing ? { seedDocument: config.routing } : {}),
     });
-    (cluster as ClusterDataPlane | undefined)?.attachStore(gateway.store);
   } catch (error) {
     reportStartFailure(source, error);
     return 1;

@@ -13,12 +13,16 @@ import type { RoutingSnapshot } from '../rules/snapshot.js';
 export interface DataPlane {
   /** Starts listening; resolves with the bound address (port 0 picks a free port). */
   listen(): Promise<{ host: string; port: number }>;
+  /** Installs a new snapshot. Requests already routed finish on the one they started with. */
+  setSnapshot(snapshot: RoutingSnapshot): void;
   /**
-   * Installs a new snapshot. Requests already routed finish on the one they started with.
-   * `storeValue` gives the store key values (e.g. `Grayscale_Range`) it was compiled with, for a
-   * data plane that compiles the same document again elsewhere (the `--workers` primary).
+   * For a data plane whose requests are served by other processes (`--workers`): resolves once
+   * every one of them serves the last snapshot set, or after `withinMs` naming those that do not
+   * yet. Absent: `setSnapshot` serves the snapshot before it returns.
    */
-  setSnapshot(snapshot: RoutingSnapshot, storeValue?: (key: string) => string | undefined): void;
+  settled?(withinMs: number): Promise<ServedReport>;
+  /** For the same data plane: the routing version each worker serves, and whether it is behind. */
+  workers?(): readonly WorkerServing[];
   /**
    * Graceful stop: stop accepting, tell keep-alive clients `Connection: close`, close idle
    * sockets, let in-flight requests finish for up to `graceMs`, then destroy what remains.
@@ -45,6 +49,24 @@ export interface DataPlaneStats {
    * that stable has drained after `full`.
    */
   readonly upstreams: Readonly<Record<string, UpstreamLoad>>;
+}
+
+/** One worker process as the `--workers` primary sees it. */
+export interface WorkerServing {
+  readonly pid: number;
+  /** The routing version it confirmed serving (null before its first). */
+  readonly version: number | null;
+  /** Has it confirmed the last snapshot the primary sent? */
+  readonly current: boolean;
+  /** Since when it has not confirmed the last snapshot, in ms (0 when current). */
+  readonly behindMs: number;
+}
+
+export interface ServedReport {
+  /** True when every worker serves the last snapshot (always true for a single process). */
+  readonly everywhere: boolean;
+  /** The workers that did not confirm it in time. */
+  readonly behind: readonly WorkerServing[];
 }
 
 export interface UpstreamLoad {

@@ -99,6 +99,8 @@ export class ConfigSync {
   private lastRefusalKey: string | undefined;
   private readonly logOutage: ReturnType<typeof rateLimited>;
   private saving: Promise<void> = Promise.resolve();
+  /** Versions applied by `applyWritten`: a read that began before one of them answers nothing newer. */
+  private localWrites = 0;
 
   constructor(private readonly options: ConfigSyncOptions) {
     this.current = options.initial;
@@ -169,6 +171,23 @@ export class ConfigSync {
 
   stats(): ConfigSyncStats {
     return { version: this.current?.version, applied: this.applied, refused: this.refused, storeErrors: this.storeErrors, lastError: this.lastError };
+  }
+
+  /**
+   * Applies a version this gateway has just written, as the store's compare-and-set returned it,
+   * without reading the store again: the writer is acknowledged only once it is served, and a
+   * store that stops answering right after the write must not hold that back. A read that began
+   * before this call is not trusted to go back from it (see `readOnce`). Returns false when the
+   * document could not be compiled (refused, like a read one; the last good snapshot stays).
+   */
+  applyWritten(stored: StoredVersion): boolean {
+    if (this.stopped) return false;
+    this.localWrites++;
+    const known = this.currentStored;
+    const sameLine = stored.epoch === undefined || known?.epoch === undefined || stored.epoch === known.epoch;
+    // A newer version of the same line is served already (a notification's read got there first).
+    if (sameLine && this.current !== undefined && stored.version <= this.current.version) return true;
+    return this.install(stored);
   }
 
   /** Serves the document saved by `saveLastGood` when nothing else can be served at boot. */
@@ -257,6 +276,7 @@ export class ConfigSync {
   }
 
   private async readOnce(): Promise<void> {
+    const writesBefore = this.localWrites;
     let stored: StoredVersion;
     try {
       stored = await this.options.store.current();
@@ -270,6 +290,15 @@ export class ConfigSync {
     if (this.lastError?.kind === 'outage') this.options.logger.info({ storeErrors: this.storeErrors }, 'store answered again');
     const served = this.current?.version;
     const known = this.currentStored;
+    if (this.localWrites !== writesBefore) {
+      // This gateway applied its own write while the read was under way: the read may predate
+      // that write, so it can only bring something newer of the same line, never take it back.
+      const sameLine = stored.epoch === undefined || known?.epoch === undefined || stored.epoch === known.epoch;
+      if (!sameLine || (served !== undefined && stored.version <= served)) {
+        this.recovered();
+        return;
+      }
+    }
     // A new epoch: the store lost its data and was seeded again. Its version numbers start over
     // and say nothing against ours, and every gateway must follow the store or the fleet splits.
     const newEpoch = stored.epoch !== undefined && known?.epoch !== undefined && stored.epoch !== known.epoch;
@@ -293,14 +322,20 @@ export class ConfigSync {
       this.recovered();
       return;
     }
+    this.install(stored);
+  }
+
+  /** Compiles and serves `stored`; false (and refused) when it does not compile. */
+  private install(stored: StoredVersion): boolean {
+    const served = this.current?.version;
     let snapshot: RoutingSnapshot;
     try {
       snapshot = this.options.compile(stored.document, stored.version);
-      if (this.stopped) return;
+      if (this.stopped) return false;
       this.options.apply(snapshot);
     } catch (error) {
       this.refuse(error, stored.version);
-      return;
+      return false;
     }
     this.current = snapshot;
     this.currentStored = stored;
@@ -308,6 +343,7 @@ export class ConfigSync {
     this.recovered();
     this.saveLastGood(stored);
     this.options.logger.info({ version: stored.version, previous: served, actor: stored.meta.actor, reason: stored.meta.reason }, `applied routing version ${stored.version}`);
+    return true;
   }
 
   private refuse(error: unknown, version: number | undefined): void {

@@ -4,12 +4,12 @@ import path from 'node:path';
 import { parseRoutingDocument } from '../config/load.js';
 import type { RoutingDocument, Settings } from '../config/schema.js';
 import type { CreateDataPlane, DataPlane } from '../dataplane/runtime.js';
+import type { ServedAck } from '../control/api/context.js';
 import { GraygateError, isGraygateError } from '../errors.js';
-import type { IdentityContext } from '../identity/source.js';
-import { createAccessLog } from '../observe/access-log.js';
+import { createServing } from '../dataplane/serving.js';
+import { registerWorkerMetrics } from '../dataplane/workers/metrics.js';
 import type { Logger } from '../observe/log.js';
-import { metricsSource, Registry, registerGatewayMetrics, registerIdentityMetrics, RequestMetrics, type MetricsSource } from '../observe/metrics.js';
-import { combineObservers } from '../observe/request-observer.js';
+import { metricsSource, registerGatewayMetrics, type MetricsSource } from '../observe/metrics.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store, StoredVersion } from '../store/store.js';
@@ -127,6 +127,35 @@ async function readLastGood(file: string): Promise<{ version: number; document: 
 }
 
 /**
+ * How long a write through the admin API waits for every worker to confirm the version it wrote
+ * before it answers. Beyond it, the answer says which workers do not serve it yet (they are sent
+ * it again; see ClusterDataPlane).
+ */
+const WRITE_CONFIRM_MS = 1_000;
+
+/**
+ * Serves a version this gateway just wrote, from the compare-and-set's answer (no second read of
+ * the store, which may have stopped answering), and resolves once every process of this gateway
+ * serves it, or after WRITE_CONFIRM_MS saying which do not yet.
+ */
+async function applyWritten(sync: ConfigSync, dataPlane: DataPlane, written: StoredVersion): Promise<ServedAck> {
+  if (!sync.applyWritten(written)) {
+    const refusal = sync.stats().lastError;
+    return { everywhere: false, version: sync.version ?? null, behind: [], message: `version ${written.version} is stored but this gateway refused to serve it: ${refusal?.message ?? 'it did not compile'}` };
+  }
+  const report = dataPlane.settled ? await dataPlane.settled(WRITE_CONFIRM_MS) : { everywhere: true, behind: [] };
+  const version = sync.version ?? null;
+  if (report.everywhere) return { everywhere: true, version, behind: [] };
+  const behind = report.behind.map((worker) => ({ pid: worker.pid, version: worker.version }));
+  return {
+    everywhere: false,
+    version,
+    behind,
+    message: `version ${written.version} is stored and served by this gateway's primary, but ${behind.length} worker(s) did not confirm it within ${WRITE_CONFIRM_MS} ms (${behind.map((w) => `pid ${w.pid} serves ${w.version ?? 'nothing'}`).join(', ')}); it is being sent again`,
+  };
+}
+
+/**
  * Starts a gateway: reads the routing document (refusing to start on an invalid one, with the
  * issues), compiles it, starts listening, and from then on applies every newer valid version
  * live while keeping the last good one when a change is refused.
@@ -134,25 +163,23 @@ async function readLastGood(file: string): Promise<{ version: number; document: 
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const { settings, logger } = options;
   const store = options.store ?? (await createStore(settings, options.configPath, logger));
-  // One registry per gateway (not prom-client's global one), so several gateways in one process
-  // (tests, embedders) never mix their counts.
-  const registry = new Registry();
-  const requestMetrics = new RequestMetrics(registry);
-  const dataPlane = options.createDataPlane({ settings, logger, observer: combineObservers(requestMetrics, createAccessLog(logger, settings.log.access)) });
-  // Long-lived: identity caches (token lookups) are kept per context, across snapshots.
-  const identityContext: IdentityContext = {
-    ...(store.readKey ? { readKey: (key: string, deadlineMs: number) => store.readKey!(key, deadlineMs) } : {}),
+  // Wired as every process that serves requests is: a single process serves them itself; the
+  // `--workers` primary's data plane hands its snapshots on, and each worker wires its own the same way.
+  const { dataPlane, registry, identityContext } = createServing({
+    settings,
     logger,
-  };
-  registerIdentityMetrics(registry, identityContext);
+    createDataPlane: options.createDataPlane,
+    readKey: store.readKey ? (key: string, deadlineMs: number) => store.readKey!(key, deadlineMs) : undefined,
+  });
+  if (dataPlane.workers) registerWorkerMetrics(registry, () => dataPlane.workers!());
   let served: RoutingSnapshot | undefined;
   // When the served version last changed (a store key recompile keeps the version): the drain
   // report waits until a version has been served a moment before trusting a count of 0.
   let servedSince = Date.now();
-  const install = (snapshot: RoutingSnapshot, storeValue: (key: string) => string | undefined) => {
+  const install = (snapshot: RoutingSnapshot) => {
     if (snapshot.version !== served?.version) servedSince = Date.now();
     served = snapshot;
-    dataPlane.setSnapshot(snapshot, storeValue);
+    dataPlane.setSnapshot(snapshot);
   };
   const keyFeed: StoreKeyFeed = new StoreKeyFeed({
     store,
@@ -162,8 +189,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     recompile: (values) => {
       const current = sync.snapshot;
       if (!current) return;
-      const storeValue = (key: string) => values.get(key);
-      install(compileRouting(current.document, current.version, { storeValue, identityContext }), storeValue);
+      install(compileRouting(current.document, current.version, { storeValue: (key) => values.get(key), identityContext }));
     },
   });
   // A store handed in (tests, the drop-in mode's fixed document) keeps no copy on disk.
@@ -173,7 +199,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     store,
     compile: (document, version) => compileRouting(document, version, { storeValue: keyFeed.value, identityContext }),
     apply: (snapshot) => {
-      install(snapshot, keyFeed.value);
+      install(snapshot);
       void keyFeed.follow(storeKeysOf(snapshot.document));
     },
     logger,
@@ -229,7 +255,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           localLoad,
           syncStats: () => sync.stats(),
           metrics,
-          afterWrite: () => void sync.refresh(),
+          applyWritten: (written) => applyWritten(sync, dataPlane, written),
+          ...(dataPlane.workers ? { workers: () => dataPlane.workers!() } : {}),
           logger,
         },
       });

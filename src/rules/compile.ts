@@ -502,6 +502,7 @@ export function compileRouting(document: RoutingDocument, version: number, optio
     version,
     document,
     upstreams: document.upstreams,
+    storeValues: new Map(storeKeysOf(document).map((key) => [key, storeValue(key)])),
     matchService,
   });
 }

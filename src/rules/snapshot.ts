@@ -14,6 +14,11 @@ export interface RoutingSnapshot {
   readonly document: RoutingDocument;
   /** Upstreams by name, for the data plane to build (or reuse) its connection pools. */
   readonly upstreams: Readonly<Record<string, Upstream>>;
+  /**
+   * The store key values (e.g. `Grayscale_Range`) the rules were compiled with, by key: with the
+   * document and version, all it takes to compile the same snapshot again in another process.
+   */
+  readonly storeValues?: ReadonlyMap<string, string | undefined>;
   /** The service that takes a request, or `undefined` (the gateway answers 404). No I/O. */
   matchService(host: string, path: string): CompiledService | undefined;
 }

@@ -36,6 +36,7 @@ describe('the admin API of a gateway running two workers', () => {
         services: [{ name: 'app', stable: 'app-v1' }],
       },
       env: { GG_WORKERS_TOKEN: TOKEN, GRAYGATE_WORKERS: '2' },
+      readyWithinMs: 50_000,
     });
     const line = await gateway.waitForLog((entry) => entry.event === 'admin-listening');
     env = { GRAYGATE_ADMIN_URL: `http://127.0.0.1:${String(line.port)}`, GRAYGATE_ADMIN_TOKEN: TOKEN };

@@ -89,8 +89,8 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
     await Promise.all([stable?.close(), candidate?.close()]);
   });
 
-  it('starts N workers behind one address, and every one of them routes by a change within the propagation target', async () => {
-    gateway = await startGatewayProcess({ config: { listen: '127.0.0.1:0', ...config('1') }, args: ['--workers', '2'], runtime });
+  it('starts N workers behind one address, and every one of them routes by a change within the propagation target', { timeout: 180_000 }, async () => {
+    gateway = await startGatewayProcess({ config: { listen: '127.0.0.1:0', ...config('1') }, args: ['--workers', '2'], runtime, readyWithinMs: 90_000 });
     const listening = await gateway.waitForLog((line) => line.event === 'listening');
     expect(listening.workers).toBe(2);
     expect(listening.runtime).toBe(name);
@@ -110,7 +110,7 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
     expect(gateway.logs().filter((line) => line.event === 'applied' || /applied routing version 2/.test(String(line.msg)))).toHaveLength(1);
   });
 
-  it('restarts a worker that was killed, with the current routing, and keeps serving meanwhile', async () => {
+  it('restarts a worker that was killed, with the current routing, and keeps serving meanwhile', { timeout: 180_000 }, async () => {
     const before = childPids(gateway!.pid);
     const victim = before[0]!;
     process.kill(victim, 'SIGKILL');
@@ -132,7 +132,7 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
     expect(new Set(await versions(10, { 'x-canary': '1' }))).toEqual(new Set(['stable']));
   });
 
-  it('drains every worker on SIGTERM: requests in flight on each complete, the counts are summed, the group exits 0', async () => {
+  it('drains every worker on SIGTERM: requests in flight on each complete, the counts are summed, the group exits 0', { timeout: 180_000 }, async () => {
     await gateway!.stop('SIGKILL');
     gateway = undefined;
     const releases: (() => void)[] = [];
@@ -149,6 +149,7 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
         config: { listen: '127.0.0.1:0', upstreams: { v1: { servers: [slow.url] } }, services: [{ name: 'app', stable: 'v1' }], proxy: { shutdownGraceMs: 10_000 } },
         args: ['--workers', '2'],
         runtime,
+        readyWithinMs: 90_000,
       });
       const workers = childPids(gateway.pid);
       expect(workers).toHaveLength(2);
@@ -170,7 +171,7 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
     }
   });
 
-  it('looks tokens up through the primary: the drop-in recipe with 2 workers routes by TOKEN_<token> and follows Grayscale_Range', async () => {
+  it('looks tokens up in each worker: the drop-in recipe with 2 workers routes by TOKEN_<token> and follows Grayscale_Range', { timeout: 180_000 }, async () => {
     const redis = await startRedis();
     let dropIn: GatewayProcess | undefined;
     try {
@@ -180,6 +181,7 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
       dropIn = await startGatewayProcess({
         args: ['--listen', '127.0.0.1:0', '--redis', redis.url, '--stable', stable.url, '--candidate', candidate.url, '--workers', '2'],
         runtime,
+        readyWithinMs: 90_000,
       });
       const ask = async (token: string) => {
         const answers: string[] = [];

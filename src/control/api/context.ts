@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { parseRoutingDocument } from '../../config/load.js';
 import type { RoutingDocument } from '../../config/schema.js';
-import type { DataPlaneStats } from '../../dataplane/runtime.js';
+import type { DataPlaneStats, WorkerServing } from '../../dataplane/runtime.js';
 import { GraygateError, isGraygateError } from '../../errors.js';
 import type { ConfigSyncStats } from '../../gateway/config-sync.js';
 import type { Logger } from '../../observe/log.js';
@@ -25,8 +25,14 @@ export interface AdminContext {
   syncStats(): ConfigSyncStats;
   /** The gateway's metrics (every worker's, summed), for /metrics and /v1/metrics. */
   readonly metrics: MetricsSource;
-  /** Called after each write so this gateway rereads the store at once (others hear it by pub/sub or poll). */
-  afterWrite(): void;
+  /**
+   * Serves a version this gateway just wrote (the compare-and-set's answer) in every process of
+   * the gateway, and resolves once they do or a bound passed; other gateways hear of it by pub/sub
+   * or poll.
+   */
+  applyWritten(written: StoredVersion): Promise<ServedAck>;
+  /** With `--workers`: each worker's served version and whether it is behind (for /readyz). */
+  workers?(): readonly WorkerServing[];
   readonly logger: Logger;
 }
 
@@ -90,12 +96,26 @@ export async function currentOrEmpty(store: Store): Promise<StoredVersion | unde
   }
 }
 
+/** Whether the gateway that took a write serves it everywhere (every worker) when it answers. */
+export interface ServedAck {
+  /** True once every process of this gateway serves the written version (or a newer one). */
+  readonly everywhere: boolean;
+  /** The version this gateway serves as it answers. */
+  readonly version: number | null;
+  /** Workers that did not confirm it in time, with the version they do serve. */
+  readonly behind: readonly { readonly pid: number; readonly version: number | null }[];
+  /** When not everywhere: what is and is not served, in a sentence. */
+  readonly message?: string;
+}
+
 export interface WriteOutcome {
   readonly changed: boolean;
   readonly previousVersion: number;
   readonly version: number;
   readonly actor: string;
   readonly reason: string;
+  /** For a write that changed something: whether this gateway serves it everywhere yet. */
+  readonly served?: ServedAck;
 }
 
 /**
@@ -103,7 +123,8 @@ export interface WriteOutcome {
  * `mutate` build the next document, validates it with parseRoutingDocument (400 naming every
  * field) before the store sees it, and writes it as one compare-and-set version with actor and
  * reason. A concurrent writer that got in between the read and the write makes this one 409.
- * `mutate` returning `changed: false` writes nothing.
+ * `mutate` returning `changed: false` writes nothing. It answers once this gateway serves what it
+ * wrote in every process, or says in `served` that some do not yet (the write stands either way).
  */
 export async function commitChange(
   context: AdminContext,
@@ -129,8 +150,11 @@ export async function commitChange(
     { event: 'admin-write', actor: write.actor, reason: write.reason, previousVersion: currentVersion, version: written.version },
     `routing version ${written.version} written by ${write.actor} (was ${currentVersion}): ${write.reason}`,
   );
-  context.afterWrite();
-  return { changed: true, previousVersion: currentVersion, version: written.version, actor: write.actor, reason: write.reason };
+  // Read your writes: the answer waits until this gateway serves the version it wrote (from the
+  // compare-and-set's answer, not a second read of a store that may have stopped meanwhile).
+  const served = await context.applyWritten(written);
+  if (!served.everywhere) context.logger.warn({ event: 'write-not-served-everywhere', version: written.version, behind: served.behind }, served.message ?? `version ${written.version} is not yet served everywhere`);
+  return { changed: true, previousVersion: currentVersion, version: written.version, actor: write.actor, reason: write.reason, served };
 }
 
 /** The current document, or GG_STORE_EMPTY. */

@@ -1,3 +1,4 @@
+import { isBehind } from '../../dataplane/workers/metrics.js';
 import { isGraygateError } from '../../errors.js';
 import { candidatesOf } from '../../config/release-checks.js';
 import { stateOf } from '../lifecycle.js';
@@ -21,14 +22,24 @@ export const healthRoutes: Route[] = [
   defineRoute({
     method: 'GET',
     url: '/readyz',
-    summary: 'Ready (200) once the gateway serves a routing snapshot, else 503. No token needed.',
+    summary: 'Ready (200) once the gateway serves a routing snapshot in every worker, else 503. No token needed.',
     tag: 'health',
     auth: false,
     response: Ready,
     errors: [503],
     async handler(_request, context) {
       const snapshot = context.snapshot();
-      return { status: snapshot ? 200 : 503, body: { ready: snapshot !== undefined, servedVersion: snapshot?.version ?? null } };
+      const workers = context.workers?.().map((worker) => ({ pid: worker.pid, version: worker.version, behind: isBehind(worker), behindMs: worker.behindMs }));
+      const behind = workers?.filter((worker) => worker.behind) ?? [];
+      // A worker that serves an older routing than the others answers some requests by it: not ready.
+      const ready = snapshot !== undefined && behind.length === 0;
+      const reason =
+        snapshot === undefined
+          ? 'no routing snapshot is served yet'
+          : behind.length > 0
+            ? `${behind.length} worker(s) have not confirmed routing version ${snapshot.version}: ${behind.map((w) => `pid ${w.pid} serves ${w.version ?? 'nothing'}`).join(', ')}`
+            : undefined;
+      return { status: ready ? 200 : 503, body: { ready, servedVersion: snapshot?.version ?? null, ...(workers ? { workers } : {}), ...(reason ? { reason } : {}) } };
     },
   }),
   defineRoute({

@@ -54,6 +54,15 @@ export const WriteResult = z
     version: z.number().int().meta({ description: 'The current version after the write.' }),
     actor: z.string(),
     reason: z.string(),
+    served: z
+      .object({
+        everywhere: z.boolean().meta({ description: 'True once every process of the gateway that took the write (every worker) routes by this version or a newer one.' }),
+        version: z.number().int().nullable().meta({ description: 'The version this gateway serves as it answers.' }),
+        behind: z.array(z.object({ pid: z.number().int(), version: z.number().int().nullable() })).meta({ description: 'Workers that did not confirm the version in time, and the version each serves.' }),
+        message: z.string().optional().meta({ description: 'When not everywhere: what is and is not served yet.' }),
+      })
+      .optional()
+      .meta({ description: 'For a write that changed something: whether this gateway serves it everywhere yet. The write stands either way.' }),
   })
   .meta({ description: 'What a write did: the versions before and after.' });
 export const ActionResult = WriteResult.extend({ service: z.string(), from: ReleaseState, to: ReleaseState });
@@ -134,7 +143,15 @@ export const StatusResult = z.object({
   lastSyncError: z.unknown().optional(),
 });
 export const Health = z.object({ status: z.literal('ok') });
-export const Ready = z.object({ ready: z.boolean(), servedVersion: z.number().int().nullable() });
+export const Ready = z.object({
+  ready: z.boolean(),
+  servedVersion: z.number().int().nullable(),
+  workers: z
+    .array(z.object({ pid: z.number().int(), version: z.number().int().nullable(), behind: z.boolean(), behindMs: z.number().int() }))
+    .optional()
+    .meta({ description: 'With --workers: the version each worker serves; a worker behind makes the gateway not ready.' }),
+  reason: z.string().optional().meta({ description: 'Why not ready.' }),
+});
 export const ErrorBody = z.object({
   error: z.object({ code: z.string(), message: z.string(), issues: z.array(z.string()).optional() }),
 });

@@ -106,7 +106,12 @@ export function createClient(options: ClientOptions): AdminClient {
       } catch {
         parsed = undefined;
       }
-      if (response.statusCode >= 200 && response.statusCode < 300) return parsed as never;
+      if (response.statusCode >= 200 && response.statusCode < 300) {
+        // A write that stands but is not yet served by every worker of the gateway: say so, whatever the command prints.
+        const served = (parsed as { served?: { everywhere?: boolean; message?: string } } | undefined)?.served;
+        if (served?.everywhere === false && served.message) process.stderr.write(`graygate: warning: ${served.message}\n`);
+        return parsed as never;
+      }
       const error = (parsed as { error?: { code?: string; message?: string; issues?: string[] } } | undefined)?.error;
       throw new AdminCallError(response.statusCode, error?.code ?? `HTTP ${response.statusCode}`, error?.message ?? text.slice(0, 300), error?.issues ?? []);
     },

@@ -1,0 +1,38 @@
+import type { Settings } from '../config/schema.js';
+import type { IdentityContext } from '../identity/source.js';
+import { createAccessLog } from '../observe/access-log.js';
+import type { Logger } from '../observe/log.js';
+import { Registry, registerIdentityMetrics, RequestMetrics } from '../observe/metrics.js';
+import { combineObservers } from '../observe/request-observer.js';
+import type { CreateDataPlane, DataPlane } from './runtime.js';
+
+/** What serves requests in one process: its data plane, the registry it records into, its identity context. */
+export interface Serving {
+  readonly dataPlane: DataPlane;
+  /** This process's registry: request metrics, identity lookups (and whatever the caller adds). */
+  readonly registry: Registry;
+  /** Long-lived: identity caches (token lookups) are kept per context, across snapshots. */
+  readonly identityContext: IdentityContext;
+}
+
+/**
+ * Wires a data plane the one way every process that serves requests does (the single process and
+ * each `--workers` worker): request metrics and the access log as its observer, identity lookups
+ * through `readKey` (the store's, read from this process) with their metrics.
+ */
+export function createServing(options: {
+  readonly settings: Settings;
+  readonly logger: Logger;
+  readonly createDataPlane: CreateDataPlane;
+  readonly readKey?: ((key: string, deadlineMs: number) => Promise<string | undefined>) | undefined;
+}): Serving {
+  const { settings, logger } = options;
+  // One registry per process (not prom-client's global one), so several gateways in one process
+  // (tests, embedders) never mix their counts.
+  const registry = new Registry();
+  const identityContext: IdentityContext = { ...(options.readKey ? { readKey: options.readKey } : {}), logger };
+  registerIdentityMetrics(registry, identityContext);
+  const observer = combineObservers(new RequestMetrics(registry), createAccessLog(logger, settings.log.access));
+  const dataPlane = options.createDataPlane({ settings, logger, observer });
+  return { dataPlane, registry, identityContext };
+}

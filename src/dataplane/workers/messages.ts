@@ -1,0 +1,50 @@
+import type { RoutingDocument, Settings } from '../../config/schema.js';
+import type { MetricsJson } from '../../observe/metrics.js';
+import type { DataPlaneStats } from '../runtime.js';
+
+/**
+ * What the `--workers` primary and its workers say to each other over node:cluster's IPC channel
+ * (structured clone). Every type starts with `gg:` so other messages on the channel are ignored.
+ */
+
+/** One snapshot to serve: the document, its version, and the store key values it was compiled with. */
+export interface RoutingMessage {
+  readonly type: 'gg:routing';
+  /**
+   * The primary's count of snapshots handed out. Versions alone cannot say which snapshot is newer:
+   * a store key change recompiles the same version, and a store seeded again starts its versions
+   * over. A worker confirms the `seq` it serves.
+   */
+  readonly seq: number;
+  readonly version: number;
+  readonly document: RoutingDocument;
+  readonly values: [string, string | undefined][];
+}
+
+export interface StartMessage {
+  readonly type: 'gg:start';
+  readonly settings: Settings;
+  readonly routing: RoutingMessage;
+}
+
+export type ToWorker =
+  | StartMessage
+  | RoutingMessage
+  | { readonly type: 'gg:drain'; readonly graceMs: number }
+  | { readonly type: 'gg:metrics'; readonly id: number };
+
+export type ToPrimary =
+  | { readonly type: 'gg:ready' }
+  | { readonly type: 'gg:listening'; readonly host: string; readonly port: number }
+  /** The snapshot this worker serves from now on (sent after each install, and when one failed to compile). */
+  | { readonly type: 'gg:served'; readonly seq: number; readonly version: number }
+  | { readonly type: 'gg:stats'; readonly stats: DataPlaneStats; readonly draining?: boolean }
+  | { readonly type: 'gg:start-failed'; readonly message: string }
+  | { readonly type: 'gg:metrics'; readonly id: number; readonly metrics: MetricsJson };
+
+export function isMessage(value: unknown): value is { type: string } {
+  return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string' && (value as { type: string }).type.startsWith('gg:');
+}
+
+/** How often a worker sends its load figures (on change only). */
+export const STATS_EVERY_MS = 100;
