@@ -61,7 +61,8 @@ describe('a rule change', () => {
 
 describe('drain', () => {
   it('lets in-flight requests finish, refuses new connections and closes idle keep-alive sockets', async () => {
-    const gateway = await startPlane(canaryDocument([backend.url], [backend.url]));
+    // Keep-alive far longer than the test: an idle socket that closes was closed by the drain.
+    const gateway = await startPlane(canaryDocument([backend.url], [backend.url]), { proxy: { keepAliveTimeoutMs: 600_000 } });
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     try {
       // An idle keep-alive connection.
@@ -84,11 +85,10 @@ describe('drain', () => {
         upstreams: { stable: { inFlightRequests: 1, openConnections: 2 }, candidate: { inFlightRequests: 0, openConnections: 2 } },
       });
 
-      const started = Date.now();
-      const drained = gateway.plane.drain(10_000);
+      // A grace far longer than any wait below: the drain must end when the last request does.
+      let drainEnded = false;
+      const drained = gateway.plane.drain(600_000).then(() => (drainEnded = true));
       await idleSocketClosed;
-      // Closed by the drain, not by the 5 s keep-alive timeout.
-      expect(Date.now() - started).toBeLessThan(1_000);
       await eventually(async () => expect(await connectRefused(gateway.port)).toBe(true));
 
       // The in-flight request completes, told to close its connection.
@@ -98,8 +98,8 @@ describe('drain', () => {
       expect(reply.status).toBe(200);
       expect(reply.body.toString()).toBe('done');
       expect(reply.headers.connection).toBe('close');
+      await eventually(() => expect(drainEnded).toBe(true));
       await drained;
-      expect(Date.now() - started).toBeLessThan(5_000);
       expect(gateway.plane.stats()).toEqual({
         openConnections: 0,
         inFlightRequests: 0,
@@ -122,8 +122,8 @@ describe('drain', () => {
     const started = Date.now();
     await gateway.plane.drain(300);
     const took = Date.now() - started;
+    // Not before the grace (the request is held until the end of the test, so only the cap ends it).
     expect(took).toBeGreaterThanOrEqual(250);
-    expect(took).toBeLessThan(3_000);
     expect(await outcome).toBe('cut');
     expect(gateway.plane.stats().openConnections).toBe(0);
   });
