@@ -27,7 +27,7 @@ function freshGet(url: string, headers: Record<string, string> = {}): Promise<{ 
       res.on('error', reject);
     });
     req.on('error', reject);
-    req.setTimeout(5_000, () => req.destroy(new Error(`no answer from ${url} within 5 s`)));
+    req.setTimeout(60_000, () => req.destroy(new Error(`no answer from ${url} within 60 s`)));
   });
 }
 
