@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,6 +6,7 @@ import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.js';
 import { cliPath } from '../helpers/gateway-process.js';
+import { killProcessGroup, spawnTracked } from '../helpers/processes.js';
 
 async function text(url: string, headers: Record<string, string> = {}): Promise<string> {
   const response = await request(url, { headers });
@@ -16,14 +17,12 @@ async function text(url: string, headers: Record<string, string> = {}): Promise<
 // versions, flip a rule live.
 describe('graygate demo', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'graygate-demo-test-'));
-  const child = spawn(process.execPath, [cliPath, 'demo', '--port', '0', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnTracked(process.execPath, [cliPath, 'demo', '--port', '0', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
-  afterAll(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
+  afterAll(() => killProcessGroup(child));
 
   it('prints commands that show both versions, and a live edit that flips a caller', async () => {
     await eventually(() => expect(output).toContain('Ctrl-C stops the demo'), { withinMs: 15_000 });

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { cliPath } from '../helpers/gateway-process.js';
+import { trackProcess } from '../helpers/processes.js';
 
 export interface CliResult {
   code: number;
@@ -19,6 +20,8 @@ export function graygate(args: string[], env: NodeJS.ProcessEnv = {}): Promise<C
         resolve({ code, stdout: String(stdout), stderr: String(stderr) });
       },
     );
+    // Killed with the test file or the run should it hang (the timeout covers a live worker only).
+    if (child.pid !== undefined) trackProcess(child.pid);
     child.stdin?.end();
   });
 }

@@ -36,7 +36,7 @@ afterAll(async () => {
 const user = (id: number) => versionFor(admin.proxyUrl, { 'x-user-id': String(id) });
 
 // Each case runs the real CLI several times; a process start can take seconds on a busy 2-core box.
-describe('graygate CLI over the admin API', { timeout: 90_000 }, () => {
+describe('graygate CLI over the admin API', { timeout: 300_000 }, () => {
   it('status prints a table, --json the API answer; server and token from flags, env or a config file', async () => {
     const table = await graygate(['status'], env);
     expect(table.code).toBe(0);

@@ -62,7 +62,7 @@ describe('a rule change', () => {
 
 describe('drain', () => {
   it('lets in-flight requests finish, refuses new connections and closes idle keep-alive sockets after the idle grace', async () => {
-    // A keep-alive timeout far beyond the test: only the drain can close the idle socket.
+    // Keep-alive far longer than the test: an idle socket that closes was closed by the drain.
     const gateway = await startPlane(canaryDocument([backend.url], [backend.url]), { proxy: { keepAliveTimeoutMs: 600_000 } });
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     try {
@@ -86,8 +86,10 @@ describe('drain', () => {
         upstreams: { stable: { inFlightRequests: 1, openConnections: 2 }, candidate: { inFlightRequests: 0, openConnections: 2 } },
       });
 
+      // A grace far longer than any wait below: the drain must end when the last request does.
       const started = Date.now();
-      const drained = gateway.plane.drain(120_000);
+      let drainEnded = false;
+      const drained = gateway.plane.drain(600_000).then(() => (drainEnded = true));
       await eventually(async () => expect(await connectRefused(gateway.port)).toBe(true));
       await idleSocketClosed;
       // Closed by the drain, but not at once: a request its client may already be sending gets
@@ -101,6 +103,7 @@ describe('drain', () => {
       expect(reply.status).toBe(200);
       expect(reply.body.toString()).toBe('done');
       expect(reply.headers.connection).toBe('close');
+      await eventually(() => expect(drainEnded).toBe(true));
       await drained;
       expect(gateway.plane.stats()).toEqual({
         openConnections: 0,
@@ -124,8 +127,8 @@ describe('drain', () => {
     const started = Date.now();
     await gateway.plane.drain(300);
     const took = Date.now() - started;
+    // Not before the grace (the request is held until the end of the test, so only the cap ends it).
     expect(took).toBeGreaterThanOrEqual(250);
-    expect(took).toBeLessThan(3_000);
     expect(await outcome).toBe('cut');
     expect(gateway.plane.stats().openConnections).toBe(0);
   });

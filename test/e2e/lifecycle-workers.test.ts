@@ -61,7 +61,7 @@ describe('the admin API of a gateway running two workers', () => {
     expect(full.code).toBe(0);
     expect(full.stdout).toContain('stable of app has drained');
     expect([...(await answers('9000'))]).toEqual(['candidate']);
-  }, 90_000);
+  }, 300_000);
 
   it('sums per-upstream counts over the workers: requests held on the candidate through both are in the drain report and status', async () => {
     const [url, token] = [env.GRAYGATE_ADMIN_URL!, env.GRAYGATE_ADMIN_TOKEN!];
@@ -85,5 +85,5 @@ describe('the admin API of a gateway running two workers', () => {
     }
     expect((await Promise.all(replies)).map((reply) => reply.status)).toEqual([200, 200, 200, 200]);
     await eventually(async () => expect((await api('/v1/services/app/release/drain')).upstreams['app-v2'].inFlightRequests).toBe(0), { withinMs: 3_000 });
-  }, 30_000);
+  }, 300_000);
 });

@@ -3,7 +3,7 @@ import type { RedisStore } from '../../src/store/redis/redis-store.js';
 import { startBackend, type Backend } from '../helpers/backend.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
-import { runLoad, versionFor } from '../helpers/load.js';
+import { startLoad, versionFor } from '../helpers/load.js';
 import { rawCommand, startRedisCluster, type RedisCluster } from '../helpers/redis.js';
 import { routingDocument, SEED_TOKEN, SEED_USER_ID, writerStore, writeNext } from '../helpers/redis-routing.js';
 
@@ -57,12 +57,12 @@ describe('a gateway on a 3-master Redis Cluster', () => {
   });
 
   it('applies a compare-and-set change (the document keys share one slot) and the next one, with no failed request', async () => {
-    const load = runLoad({ url: gateway.url, headers: { TOKEN: SEED_TOKEN }, durationMs: 1_500, maxRequests: 3_000, concurrency: 2 });
+    const load = startLoad({ url: gateway.url, headers: { TOKEN: SEED_TOKEN }, maxMs: 300_000, maxRequests: 50_000, concurrency: 2 });
     expect(await writeNext(writer, routingDocument(routing('idle')), 'pause the release')).toBe(2);
     await eventually(async () => expect(await versionFor(gateway.url, { TOKEN: SEED_TOKEN })).toBe('prod'), { withinMs: 3_000 });
     expect(await writeNext(writer, routingDocument(routing('full')), 'everyone to gray')).toBe(3);
     await eventually(async () => expect(await versionFor(gateway.url)).toBe('gray'), { withinMs: 3_000 });
-    const result = await load;
+    const result = await load.stop();
     expect(result.failures).toEqual([]);
     expect(result.failed).toBe(0);
     expect((await writer.history()).map((entry) => entry.version)).toEqual([3, 2, 1]);

@@ -54,15 +54,15 @@ describe('boot with Redis down', () => {
     expect(await first.stop()).toBe(0);
 
     await redis.kill('SIGKILL');
-    const second = await startGatewayProcess({ dir, config: config(), readyWithinMs: 15_000 });
+    const second = await startGatewayProcess({ dir, config: config(), });
     gateways.push(second);
     const said = second.logs().find((line) => String(line.msg).includes('last good') && String(line.msg).includes('version 2'));
     expect(said, second.output()).toBeDefined();
     expect(said!.path).toBe(lastGoodPath);
     // Version 2's rules, not the file's: 1234 is out, 50 is in; every request succeeds.
-    const load = await runLoad({ url: second.url, headers: { 'x-user-id': '1234' }, durationMs: 1_000, maxRequests: 500, concurrency: 2, check: (v) => v === 'stable' });
+    const load = await runLoad({ url: second.url, headers: { 'x-user-id': '1234' }, durationMs: 120_000, maxRequests: 200, concurrency: 2, check: (v) => v === 'stable' });
     expect(load.failures).toEqual([]);
-    expect(load.sent).toBeGreaterThan(10);
+    expect(load.sent).toBe(200);
     expect(await versionFor(second.url, { 'x-user-id': '50' })).toBe('candidate');
 
     // Redis is back (with its data): the gateway resyncs, and a later change applies.

@@ -98,5 +98,5 @@ describe('admin writes while the gateway\'s Redis is a read-only replica', () =>
     expect(status.status).toBe(200);
     expect(status.body).toMatchObject({ version: 1, servedVersion: 1 });
     expect(await versionFor(gateway.url, { 'x-user-id': '42' })).toBe('candidate');
-  }, 60_000);
+  }, 300_000);
 });

@@ -49,8 +49,8 @@ describe('a gateway on Sentinel through SENTINEL FAILOVER', () => {
       url: gateway.url,
       headers: user,
       concurrency: 4,
-      maxMs: 40_000,
-      maxRequests: 60_000,
+      maxMs: 300_000,
+      maxRequests: 200_000,
       check: (version) => version === 'candidate' || (changeWritten && version === 'stable'),
     });
     try {
@@ -95,7 +95,7 @@ describe('a gateway on Sentinel through SENTINEL FAILOVER', () => {
     let result: LoadResult;
     try {
       await eventually(async () => expect(await versionFor(dropIn.url, { TOKEN: SEED_TOKEN })).toBe('candidate'), { withinMs: 3_000 });
-      const load = startBackgroundLoad({ url: dropIn.url, headers: { TOKEN: SEED_TOKEN }, concurrency: 2, maxMs: 40_000, maxRequests: 40_000 });
+      const load = startBackgroundLoad({ url: dropIn.url, headers: { TOKEN: SEED_TOKEN }, concurrency: 2, maxMs: 300_000, maxRequests: 200_000 });
       try {
         await sentinel.sentinel.call('SENTINEL', 'FAILOVER', sentinel.masterName);
         await eventually(async () => expect(await sentinel.masterPort()).not.toBe(master), { withinMs: 20_000, everyMs: 100 });

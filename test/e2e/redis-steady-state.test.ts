@@ -7,7 +7,7 @@ import { commandCounts, startRedis, type RedisServer } from '../helpers/redis.js
 import { SEED_TOKEN, SEED_USER_ID } from '../helpers/redis-routing.js';
 
 /**
- * Issue 4, "Must show" 5: in the steady state a request makes no Redis call. The token is cached
+ * In the steady state a request makes no Redis call. The token is cached
  * and the range compiled into the snapshot, so N warm requests must cost the same Redis commands
  * as 10 N: none, apart from the subscriber's keep-alive PINGs, which follow the clock.
  */
@@ -17,6 +17,8 @@ describe('steady state: no Redis command per request', () => {
   let gray: Backend;
   let gateway: GatewayProcess;
   const PING_MS = 1_000;
+  /** A bound on each load run (it ends at its request count long before, even on a loaded box). */
+  const LOAD_CAP_MS = 240_000;
 
   beforeAll(async () => {
     [redis, prod, gray] = await Promise.all([startRedis(), startBackend('prod'), startBackend('gray')]);
@@ -24,10 +26,11 @@ describe('steady state: no Redis command per request', () => {
     await redis.client.set(`TOKEN_${SEED_TOKEN}`, SEED_USER_ID);
     gateway = await startGatewayProcess({
       config: {
-        // A long poll, so what is counted is the request path: polls would add a few GETs a second.
-        store: { kind: 'redis', url: redis.url, namespace: 'steady', pollMs: 120_000, pingMs: PING_MS },
+        // A poll longer than the test, so what is counted is the request path: polls would add
+        // a few GETs a second.
+        store: { kind: 'redis', url: redis.url, namespace: 'steady', pollMs: 3_600_000, pingMs: PING_MS },
         upstreams: { prod: { servers: [prod.url] }, gray: { servers: [gray.url] } },
-        identity: { sources: [{ tokenLookup: { cacheTtlMs: 120_000 } }] },
+        identity: { sources: [{ tokenLookup: { cacheTtlMs: 3_600_000 } }] },
         services: [{ name: 'app', stable: 'prod', release: { candidate: 'gray', rules: [{ uidRange: { fromKey: 'Grayscale_Range' } }] } }],
       },
     });
@@ -52,7 +55,8 @@ describe('steady state: no Redis command per request', () => {
   async function measure(requests: number) {
     const before = await commandCounts(redis.client);
     const startedAt = Date.now();
-    const load = await runLoad({ url: gateway.url, headers: { TOKEN: SEED_TOKEN }, durationMs: 15_000, maxRequests: requests, concurrency: 4, check: (v) => v === 'gray' });
+    // Bounded by the count: how long the requests take is the box's business, not the property's.
+    const load = await runLoad({ url: gateway.url, headers: { TOKEN: SEED_TOKEN }, durationMs: LOAD_CAP_MS, maxRequests: requests, concurrency: 4, check: (v) => v === 'gray' });
     const elapsedMs = Date.now() - startedAt;
     const after = await commandCounts(redis.client);
     return {
@@ -86,12 +90,12 @@ describe('steady state: no Redis command per request', () => {
     expect(large.pings).toBeLessThanOrEqual(2 * (Math.ceil(large.elapsedMs / PING_MS) + 1));
     // Load reports follow the clock: at most one per 250 ms, however many requests.
     expect(large.reports).toBeLessThanOrEqual(Math.ceil(large.elapsedMs / 250) + 2);
-  });
+  }, 600_000);
 
   it('an unknown token costs one lookup, then is cached as unknown (no lookup per request)', async () => {
     const before = (await commandCounts(redis.client)).get ?? 0;
     const startedAt = Date.now();
-    const load = await runLoad({ url: gateway.url, headers: { TOKEN: 'unknownButWellFormed' }, durationMs: 10_000, maxRequests: 300, concurrency: 4, check: (v) => v === 'prod' });
+    const load = await runLoad({ url: gateway.url, headers: { TOKEN: 'unknownButWellFormed' }, durationMs: LOAD_CAP_MS, maxRequests: 300, concurrency: 4, check: (v) => v === 'prod' });
     expect(load.failed).toBe(0);
     const elapsedMs = Date.now() - startedAt;
     const gets = ((await commandCounts(redis.client)).get ?? 0) - before;
@@ -103,7 +107,7 @@ describe('steady state: no Redis command per request', () => {
   it('oversized or malformed tokens are refused before any Redis call; a garbage user id routes to prod, never a 5xx', async () => {
     const before = (await commandCounts(redis.client)).get ?? 0;
     for (const token of ['x'.repeat(300), 'has space', 'semi;colon', 'ünïcode']) {
-      const load = await runLoad({ url: gateway.url, headers: { TOKEN: token }, durationMs: 5_000, maxRequests: 20, concurrency: 2, check: (v) => v === 'prod' });
+      const load = await runLoad({ url: gateway.url, headers: { TOKEN: token }, durationMs: LOAD_CAP_MS, maxRequests: 20, concurrency: 2, check: (v) => v === 'prod' });
       expect(load.failures).toEqual([]);
       expect(load.sent).toBe(20);
     }
@@ -111,7 +115,7 @@ describe('steady state: no Redis command per request', () => {
     await redis.client.set('TOKEN_garbageValue', '12 34');
     await redis.client.set('TOKEN_leadingZero', '01234');
     for (const token of ['garbageValue', 'leadingZero']) {
-      const load = await runLoad({ url: gateway.url, headers: { TOKEN: token }, durationMs: 5_000, maxRequests: 20, concurrency: 2, check: (v) => v === 'prod' });
+      const load = await runLoad({ url: gateway.url, headers: { TOKEN: token }, durationMs: LOAD_CAP_MS, maxRequests: 20, concurrency: 2, check: (v) => v === 'prod' });
       expect(load.failures).toEqual([]);
     }
     expect(gateway.output()).toMatch(/not a user id/);

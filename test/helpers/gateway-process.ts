@@ -1,13 +1,36 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { eventually } from './eventually.js';
+import { eventually, WAIT_CAP_MS } from './eventually.js';
+import { killProcessGroup, spawnTracked } from './processes.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 export const cliPath = path.join(root, 'dist/cli/main.js');
+
+/**
+ * How long a gateway may take to log that it listens before the start counts as failed. Start-up
+ * is not what these tests measure: on a loaded box, compiling, connecting to Redis and forking
+ * workers can take tens of seconds, and a hung start still fails (after this long).
+ */
+export const GATEWAY_READY_CAP_MS = 90_000;
+
+/**
+ * The environment a test gateway starts with. Unless a test asks (its `env`), the process count
+ * comes from `GG_TEST_WORKERS`: unset runs one process (what the suites were written against);
+ * a number runs that many workers; `default` leaves GRAYGATE_WORKERS unset, so the CLI's own
+ * default (one worker per core) applies, as for a user.
+ */
+export function gatewayEnv(env: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const choice = process.env.GG_TEST_WORKERS;
+  const merged: NodeJS.ProcessEnv = { ...process.env };
+  if (choice === undefined || choice === '') merged.GRAYGATE_WORKERS = merged.GRAYGATE_WORKERS ?? '1';
+  else if (choice === 'default') delete merged.GRAYGATE_WORKERS;
+  else merged.GRAYGATE_WORKERS = choice;
+  return { ...merged, ...env };
+}
 
 export interface GatewayProcess {
   /** `http://127.0.0.1:PORT` of the proxy listener. */
@@ -27,8 +50,10 @@ export interface GatewayProcess {
   peakRssKb(): number;
   /** Current resident set size (VmRSS), in KiB. */
   rssKb(): number;
-  /** Sends `signal` and resolves with the exit code (or the signal name). */
+  /** Sends `signal` to the gateway (its primary under --workers) and resolves with the exit code (or the signal name). */
   stop(signal?: NodeJS.Signals): Promise<number | string>;
+  /** SIGKILLs the gateway's whole process group (primary and workers); resolves once the primary is gone. */
+  kill(): Promise<number | string>;
 }
 
 /**
@@ -43,6 +68,7 @@ export async function startGatewayProcess(options: {
   config?: Record<string, unknown>;
   args?: string[];
   env?: NodeJS.ProcessEnv;
+  /** Waits at least this long for the start (never less than GATEWAY_READY_CAP_MS). */
   readyWithinMs?: number;
   dir?: string;
   /** The runtime that runs the CLI: node (this one) by default, or e.g. node_modules/.bin/bun. */
@@ -54,16 +80,20 @@ export async function startGatewayProcess(options: {
   if (options.config) {
     writeFileSync(configPath, stringify({ listen: '127.0.0.1:0', ...options.config }));
   }
-  const child = spawn(options.runtime ?? process.execPath, [cliPath, 'start', ...(options.config ? ['--config', configPath] : []), ...args], {
+  // Its own process group: a failed or interrupted test kills it together with its workers.
+  const child = spawnTracked(options.runtime ?? process.execPath, [cliPath, 'start', ...(options.config ? ['--config', configPath] : []), ...args], {
     cwd: dir,
-    // One process unless a test asks for workers: the suites were written against one process.
-    env: { GRAYGATE_WORKERS: '1', ...process.env, ...options.env },
+    env: gatewayEnv(options.env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  const readyCapMs = Math.max(options.readyWithinMs ?? 0, GATEWAY_READY_CAP_MS);
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start within ${options.readyWithinMs ?? 10_000} ms:\n${output}`)), options.readyWithinMs ?? 10_000);
+    const timer = setTimeout(() => {
+      killProcessGroup(child);
+      reject(new Error(`gateway did not start within ${readyCapMs} ms:\n${output}`));
+    }, readyCapMs);
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
       // The start command logs one line with event "listening" and the bound port.
@@ -106,15 +136,19 @@ export async function startGatewayProcess(options: {
           const line = logs()
             .slice(waitOptions.since ?? 0)
             .find((entry) => match(entry));
-          if (!line) throw new Error(`no matching log line within ${waitOptions.withinMs ?? 5_000} ms; output so far:\n${output.slice(-4_000)}`);
+          if (!line) throw new Error(`no matching log line within ${Math.max(waitOptions.withinMs ?? 0, WAIT_CAP_MS)} ms; output so far:\n${output.slice(-4_000)}`);
           return line;
         },
-        { withinMs: waitOptions.withinMs ?? 5_000, everyMs: 20 },
+        { withinMs: waitOptions.withinMs, everyMs: 20 },
       ),
     peakRssKb: () => status('VmHWM'),
     rssKb: () => status('VmRSS'),
     stop: (signal = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+    kill: () => {
+      killProcessGroup(child);
       return exited;
     },
   };

@@ -9,51 +9,123 @@ export interface LoadResult {
   readonly byVersion: Record<string, number>;
 }
 
-/**
- * A bounded load loop: `concurrency` keep-alive clients send requests for `durationMs` (and at
- * most `maxRequests`); a request fails on a network error, a non-200 status, or when `check`
- * rejects the body. Resolves with the counts; never throws for a failed request.
- */
-export async function runLoad(options: {
+export interface LoadOptions {
+  /** A loopback URL. */
   url: string;
-  durationMs: number;
-  concurrency?: number;
+  /** The loop ends by itself after this long (a bound, never an expectation: stop it or let maxRequests end it). */
+  maxMs: number;
   maxRequests?: number;
-  headers?: Record<string, string>;
+  /** Clients, each sending one request at a time over keep-alive (default 4). */
+  concurrency?: number;
+  /** Headers of every request, or a function giving each request its own (e.g. a random caller). */
+  headers?: Record<string, string> | (() => Record<string, string>);
+  /** Pause between one client's requests, leaving CPU to the processes under test (default none). */
+  pauseMs?: number;
+  /** Accepts the version that answered (the `version` field of the test backends' JSON). */
   check?: (version: string) => boolean;
-}): Promise<LoadResult> {
-  const agent = new Agent({ keepAliveTimeout: 10_000, connections: options.concurrency ?? 4 });
-  const deadline = Date.now() + options.durationMs;
-  const maxRequests = options.maxRequests ?? 100_000;
+  /** Versions allowed at this moment: an answer passes when allowed as its request started or as it ended (a change lands in between). */
+  allowed?: () => ReadonlySet<string>;
+  /** Prefixes failure messages (which caller failed). */
+  label?: string;
+}
+
+export interface Load {
+  /** Requests sent so far. */
+  sent(): number;
+  /** True until `stop()` is called or a bound is reached. */
+  isRunning(): boolean;
+  /** Index of the next answer: pass it to `answersSince` to count only what comes after now. */
+  mark(): number;
+  /** Answers since `mark`, by version; a failed request counts as `failed`. */
+  answersSince(mark: number): Record<string, number>;
+  /** Resolves with the counts once a bound ends the loop (without stopping it). */
+  finished(): Promise<LoadResult>;
+  /** Ends the loop (requests in flight finish) and resolves with the counts. */
+  stop(): Promise<LoadResult>;
+}
+
+const FAILED = 'failed';
+
+/**
+ * The suite's one load loop: `concurrency` keep-alive clients send requests until `stop()`, and
+ * end by themselves after `maxMs` or `maxRequests`. Loopback targets only. A request fails on a
+ * network error, a non-200 status, or when `check` or `allowed` rejects the version that
+ * answered; a failed request is counted, never thrown. Tests assert what the answers were, not
+ * how many came in a given time: wait for a count with `eventually` instead.
+ */
+export function startLoad(options: LoadOptions): Load {
+  const target = new URL(options.url);
+  if (target.hostname !== '127.0.0.1' && target.hostname !== 'localhost' && target.hostname !== '[::1]') {
+    throw new Error(`load loops target loopback only, not ${target.hostname}`);
+  }
+  const concurrency = options.concurrency ?? 4;
+  const agent = new Agent({ keepAliveTimeout: 10_000, connections: concurrency });
+  const deadline = Date.now() + options.maxMs;
+  const maxRequests = options.maxRequests ?? 50_000;
+  const prefix = options.label ? `${options.label}: ` : '';
+  let stopped = false;
   let sent = 0;
   let failed = 0;
   const failures: string[] = [];
   const byVersion: Record<string, number> = {};
-  const fail = (why: string) => {
+  const answers: string[] = [];
+  const fail = (why: string, answered = false) => {
     failed++;
-    if (failures.length < 5) failures.push(why);
+    if (!answered) answers.push(FAILED);
+    if (failures.length < 5) failures.push(prefix + why);
   };
+  const running = () => !stopped && Date.now() < deadline && sent < maxRequests;
   const worker = async () => {
-    while (Date.now() < deadline && sent < maxRequests) {
+    while (running()) {
       sent++;
+      const expected = options.allowed?.();
       try {
-        const response = await request(options.url, { dispatcher: agent, headers: options.headers });
+        const headers = typeof options.headers === 'function' ? options.headers() : options.headers;
+        const response = await request(options.url, { dispatcher: agent, headers });
         const text = await response.body.text();
-        if (response.statusCode !== 200) {
-          fail(`status ${response.statusCode}: ${text.slice(0, 200)}`);
-          continue;
+        if (response.statusCode !== 200) fail(`status ${response.statusCode}: ${text.slice(0, 200)}`);
+        else {
+          const version = (JSON.parse(text) as { version: string }).version;
+          byVersion[version] = (byVersion[version] ?? 0) + 1;
+          answers.push(version);
+          if (options.check && !options.check(version)) fail(`unexpected version ${version} (request ${sent})`, true);
+          else if (expected && !expected.has(version) && !options.allowed!().has(version)) fail(`unexpected version ${version} (request ${sent})`, true);
         }
-        const version = (JSON.parse(text) as { version: string }).version;
-        byVersion[version] = (byVersion[version] ?? 0) + 1;
-        if (options.check && !options.check(version)) fail(`unexpected version ${version}`);
       } catch (error) {
         fail(`request failed: ${(error as Error).message}`);
       }
+      if (options.pauseMs) await new Promise((resolve) => setTimeout(resolve, options.pauseMs));
     }
   };
-  await Promise.all(Array.from({ length: options.concurrency ?? 4 }, worker));
-  await agent.close();
-  return { sent, failed, failures, byVersion };
+  const done = Promise.all(Array.from({ length: concurrency }, worker)).then(async () => {
+    await agent.close();
+    return { sent, failed, failures, byVersion };
+  });
+  return {
+    sent: () => sent,
+    isRunning: running,
+    mark: () => answers.length,
+    answersSince(mark) {
+      const counts: Record<string, number> = {};
+      for (const answer of answers.slice(mark)) counts[answer] = (counts[answer] ?? 0) + 1;
+      return counts;
+    },
+    finished: () => done,
+    stop: () => {
+      stopped = true;
+      return done;
+    },
+  };
+}
+
+/**
+ * A load run bounded by `maxRequests` (and, as a safety bound, `durationMs`): resolves with the
+ * counts once it ends. Give `durationMs` far more than the requests need, so the count ends the
+ * run and `sent` is what the test asked for, however loaded the box.
+ */
+export function runLoad(options: Omit<LoadOptions, 'maxMs'> & { durationMs: number }): Promise<LoadResult> {
+  const { durationMs, ...rest } = options;
+  return startLoad({ ...rest, maxMs: durationMs, maxRequests: options.maxRequests ?? 100_000 }).finished();
 }
 
 /** One GET; resolves with status, headers and the parsed JSON body (or the text). */

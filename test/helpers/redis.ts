@@ -1,15 +1,17 @@
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Cluster, Redis } from 'ioredis';
 import { eventually } from './eventually.js';
+import { spawnTracked } from './processes.js';
 
 /**
  * Private Redis processes for tests: real `redis-server` binaries (Debian's package; CI installs
  * it) on free loopback ports, in temp dirs, without persistence unless asked. Every process is
- * also killed when the test process exits, so a failed test cannot leave one behind.
+ * in a process group of its own and recorded (helpers/processes.ts), so it is killed when the
+ * test file, the worker or the run ends, also on failure or interruption.
  */
 
 const REDIS_SERVER = process.env.REDIS_SERVER ?? 'redis-server';
@@ -65,7 +67,7 @@ interface ServerProcess {
 }
 
 async function spawnServer(port: number, dir: string, args: string[]): Promise<ServerProcess> {
-  const child = spawn(REDIS_SERVER, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnTracked(REDIS_SERVER, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   const server: ServerProcess = { port, dir, child, exited: Promise.resolve(), output: '' };
   server.exited = new Promise<void>((resolve) => {

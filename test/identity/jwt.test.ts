@@ -10,6 +10,7 @@ import { ConfigError } from '../../src/errors.js';
 import { Registry } from 'prom-client';
 import { jwtIdentity, jwtStats } from '../../src/identity/jwt.js';
 import type { IdentityContext, IdentityResolver } from '../../src/identity/source.js';
+import { documentWithIdentity } from '../helpers/documents.js';
 import { registerIdentityMetrics } from '../../src/observe/metrics.js';
 import { eventually } from '../helpers/eventually.js';
 import { makeFacts, type FactsInit } from '../helpers/facts.js';
@@ -23,18 +24,14 @@ const pem = (key: KeyObject) => key.export({ type: 'spki', format: 'pem' }).toSt
 const dir = mkdtempSync(join(tmpdir(), 'graygate-jwt-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function documentWith(source: unknown): unknown {
-  return { upstreams: {}, services: [], identity: { sources: [{ jwt: source }] } };
-}
-
 function issuesOf(config: unknown): string[] {
-  const result = RoutingDocument.safeParse(documentWith(config), { reportInput: true });
+  const result = RoutingDocument.safeParse(documentWithIdentity({ jwt: config }), { reportInput: true });
   return result.success ? [] : formatIssues(result.error);
 }
 
 /** Parses through the real document schema, then creates the resolver. */
 function create(config: unknown, context: IdentityContext = {}): IdentityResolver {
-  const parsed = RoutingDocument.parse(documentWith(config)).identity.sources[0]!.jwt!;
+  const parsed = RoutingDocument.parse(documentWithIdentity({ jwt: config })).identity.sources[0]!.jwt!;
   return jwtIdentity.create(parsed, context);
 }
 
@@ -181,7 +178,7 @@ describe('jwt identity', () => {
     expect(await resolve(create({ secret: SECRET, cookie: 'session' }), { cookies: { session: token } })).toBe('user-1');
     expect(await resolve(create({ secret: SECRET, header: 'X-Token' }), { headers: { 'x-token': token } })).toBe('user-1');
     expect(await resolve(create({ secret: SECRET, header: 'X-Token' }), { headers: { 'x-token': `Bearer ${token}` } })).toBe('user-1');
-    expect(jwtIdentity.inputs(RoutingDocument.parse(documentWith({ secret: SECRET })).identity.sources[0]!.jwt!)).toEqual([
+    expect(jwtIdentity.inputs(RoutingDocument.parse(documentWithIdentity({ jwt: { secret: SECRET } })).identity.sources[0]!.jwt!)).toEqual([
       { kind: 'header', name: 'authorization' },
     ]);
   });

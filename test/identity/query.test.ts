@@ -3,16 +3,16 @@ import { formatIssues } from '../../src/config/issues.js';
 import { RoutingDocument } from '../../src/config/schema.js';
 import { buildIdentityChain } from '../../src/identity/chain.js';
 import { queryIdentity } from '../../src/identity/query.js';
+import { documentWithIdentity } from '../helpers/documents.js';
 import { makeFacts } from '../helpers/facts.js';
 
-const documentWith = (source: unknown) => ({ upstreams: {}, services: [], identity: { sources: [source] } });
 
 describe('query identity', () => {
   it('refuses a config without a parameter name, naming the path', () => {
-    const result = RoutingDocument.safeParse(documentWith({ query: { name: '' } }), { reportInput: true });
+    const result = RoutingDocument.safeParse(documentWithIdentity({ query: { name: '' } }), { reportInput: true });
     expect(result.success).toBe(false);
     expect(formatIssues(result.error!)).toEqual(['identity.sources[0].query.name: expected a query parameter name']);
-    const missing = RoutingDocument.safeParse(documentWith({ query: {} }), { reportInput: true });
+    const missing = RoutingDocument.safeParse(documentWithIdentity({ query: {} }), { reportInput: true });
     expect(formatIssues(missing.error!)[0]).toMatch(/^identity\.sources\[0\]\.query\.name: /);
   });
 

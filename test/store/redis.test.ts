@@ -196,9 +196,7 @@ describe('redis store: change notification', () => {
       const before = heard;
       // Bump the version behind graygate's back: no PUBLISH, so only the poll can notice.
       await redis.client.set(`{t${namespaces}}:version`, '2');
-      const start = Date.now();
       await eventually(() => expect(heard).toBeGreaterThan(before), { withinMs: 1_000 });
-      expect(Date.now() - start).toBeLessThan(1_000);
     } finally {
       stop();
     }
@@ -251,9 +249,8 @@ describe('redis store: Redis killed and restarted', () => {
     try {
       await eventually(() => expect(heard).toBeGreaterThan(0));
       await own.kill('SIGKILL');
-      const start = Date.now();
+      // Refused rather than left waiting for the server to return (which the test does not do).
       await expectCode(watcher!.current(), 'GG_STORE_UNAVAILABLE');
-      expect(Date.now() - start).toBeLessThan(1_500);
       await expectCode(watcher!.readKey('TOKEN_x', 50), 'GG_STORE_UNAVAILABLE');
       await eventually(() => expect(watcher!.reachable).toBe(false), { withinMs: 2_000 });
 
@@ -279,12 +276,13 @@ describe('redis store: readKey', () => {
     await redis.client.set('TOKEN_readkey', '1234');
     await eventually(async () => expect(await store!.readKey('TOKEN_readkey', 200)).toBe('1234'));
     expect(await store!.readKey('TOKEN_missing', 200)).toBeUndefined();
-    await rawCommand(redis.port, 'CLIENT PAUSE 1000 ALL');
+    // The pause outlasts the 50 ms deadline by far (even a loaded box's timer lag): rejecting at
+    // all, rather than answering 1234, means the read gave up at its deadline.
+    await rawCommand(redis.port, 'CLIENT PAUSE 5000 ALL');
     const start = performance.now();
     expect((await expectCode(store!.readKey('TOKEN_readkey', 50), 'GG_STORE_UNAVAILABLE')).message).toMatch(/no answer within 50 ms \(Command timed out\)/);
-    const elapsed = performance.now() - start;
-    expect(elapsed).toBeGreaterThanOrEqual(45);
-    expect(elapsed).toBeLessThan(600); // the pause lasts 1000 ms
+    // Never before the deadline (timer precision allows a few ms early).
+    expect(performance.now() - start).toBeGreaterThanOrEqual(45);
     await eventually(async () => expect(await store!.readKey('TOKEN_readkey', 200)).toBe('1234'), { withinMs: 3_000 });
   });
 });

@@ -3,7 +3,7 @@ import type http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium, type BrowserContext } from 'playwright-core';
-import { Agent, request } from 'undici';
+import { startLoad } from '../../helpers/load.js';
 import { startBackend, type Backend } from '../../helpers/backend.js';
 import { startGatewayProcess, type GatewayProcess } from '../../helpers/gateway-process.js';
 
@@ -74,50 +74,26 @@ export interface Traffic {
  * box. Bounded: it ends by itself after `maxMs` or `maxRequests`. Loopback only.
  */
 export function startTraffic(url: string, options: { maxMs: number; maxRequests?: number; concurrency?: number; pauseMs?: number }): Traffic {
-  if (!url.startsWith('http://127.0.0.1:')) throw new Error('traffic loops target loopback only');
-  const concurrency = options.concurrency ?? 3;
-  const agent = new Agent({ connections: concurrency, keepAliveTimeout: 10_000 });
-  const deadline = Date.now() + options.maxMs;
-  const maxRequests = options.maxRequests ?? 100_000;
-  const answers: string[] = [];
-  const failures: string[] = [];
-  let sent = 0;
-  let stopped = false;
-  const worker = async () => {
-    while (!stopped && Date.now() < deadline && sent < maxRequests) {
-      sent++;
-      const userId = String(1 + Math.floor(Math.random() * 1_000_000));
-      try {
-        const response = await request(url, { dispatcher: agent, headers: { 'x-user-id': userId } });
-        const text = await response.body.text();
-        if (response.statusCode === 200) answers.push((JSON.parse(text) as { version: string }).version);
-        else {
-          answers.push(`status ${response.statusCode}`);
-          if (failures.length < 5) failures.push(`status ${response.statusCode}: ${text.slice(0, 200)}`);
-        }
-      } catch (error) {
-        answers.push('error');
-        if (failures.length < 5) failures.push((error as Error).message);
-      }
-      await new Promise((resolve) => setTimeout(resolve, options.pauseMs ?? 8));
-    }
-  };
-  const done = Promise.all(Array.from({ length: concurrency }, worker)).then(() => agent.close());
+  const load = startLoad({
+    url,
+    maxMs: options.maxMs,
+    maxRequests: options.maxRequests ?? 100_000,
+    concurrency: options.concurrency ?? 3,
+    pauseMs: options.pauseMs ?? 8,
+    headers: () => ({ 'x-user-id': String(1 + Math.floor(Math.random() * 1_000_000)) }),
+  });
   return {
-    mark: () => answers.length,
+    mark: () => load.mark(),
     countsSince(mark) {
-      const counts = { stable: 0, candidate: 0, failed: 0, total: 0 };
-      for (const answer of answers.slice(mark)) {
-        counts.total++;
-        if (answer === 'stable' || answer === 'candidate') counts[answer]++;
-        else counts.failed++;
-      }
-      return counts;
+      const answers = load.answersSince(mark);
+      const stable = answers.stable ?? 0;
+      const candidate = answers.candidate ?? 0;
+      const total = Object.values(answers).reduce((sum, n) => sum + n, 0);
+      return { stable, candidate, failed: total - stable - candidate, total };
     },
     async stop() {
-      stopped = true;
-      await done;
-      return { sent, failed: answers.filter((a) => a !== 'stable' && a !== 'candidate').length, failures };
+      const { sent, failed, failures } = await load.stop();
+      return { sent, failed, failures };
     },
   };
 }

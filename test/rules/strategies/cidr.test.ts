@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { formatIssues } from '../../../src/config/issues.js';
-import { RoutingDocument } from '../../../src/config/schema.js';
 import { cidr } from '../../../src/rules/strategies/cidr.js';
 import type { Matcher } from '../../../src/rules/strategy.js';
+import { parsedRule, ruleIssues } from '../../helpers/documents.js';
 import { makeFacts } from '../../helpers/facts.js';
 import { strategyContract } from './contract.js';
 
@@ -21,21 +20,10 @@ strategyContract(cidr, {
   factsWithoutInput: [{ clientIp: '' }, { clientIp: 'unknown' }, { clientIp: '[::1]' }],
 });
 
-function documentWith(rule: unknown): unknown {
-  return {
-    upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
-    services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [rule] } }],
-  };
-}
-
-function issuesOf(config: unknown): string[] {
-  const result = RoutingDocument.safeParse(documentWith({ cidr: config }), { reportInput: true });
-  return result.success ? [] : formatIssues(result.error);
-}
+const issuesOf = (config: unknown) => ruleIssues(cidr, config);
 
 function compile(config: unknown): Matcher {
-  const parsed = RoutingDocument.parse(documentWith({ cidr: config })).services[0]!.release!.rules[0]!.cidr!;
-  return cidr.compile(parsed, { storeValue: () => undefined, releaseSeed: 'checkout' });
+  return cidr.compile(parsedRule(cidr, config), { storeValue: () => undefined, releaseSeed: 'checkout' });
 }
 
 describe('cidr strategy', () => {

@@ -7,6 +7,7 @@ import { ConfigError } from '../../../src/errors.js';
 import type { RequestFacts } from '../../../src/rules/facts.js';
 import { strategies } from '../../../src/rules/strategies/index.js';
 import type { CompileContext, Matcher, RequestInput, Strategy } from '../../../src/rules/strategy.js';
+import { documentWith } from '../../helpers/documents.js';
 import { makeFacts, type FactsInit } from '../../helpers/facts.js';
 
 /** What one strategy's contract run needs: configs it accepts and refuses, and facts to try. */
@@ -31,15 +32,9 @@ export interface StrategyContractCases {
   storeValues?: Readonly<Record<string, string>>;
 }
 
-const upstreams = { v1: { servers: ['http://127.0.0.1:9'] }, v2: { servers: ['http://127.0.0.1:10'] } };
-
-/** A whole routing document with one rule holding `{ [kind]: config }`. */
+/** A whole routing document with one rule holding `condition` (service "svc", in canary, ids from x-user-id). */
 export function documentWithCondition(condition: unknown): Record<string, unknown> {
-  return {
-    upstreams,
-    services: [{ name: 'svc', stable: 'v1', release: { candidate: 'v2', state: 'canary', rules: [condition] } }],
-    identity: { sources: [{ header: { name: 'x-user-id' } }] },
-  };
+  return documentWith(condition, { service: 'svc', state: 'canary', identitySources: [{ header: { name: 'x-user-id' } }] });
 }
 
 function contextFor(cases: StrategyContractCases): CompileContext {

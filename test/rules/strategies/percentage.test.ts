@@ -1,10 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatIssues } from '../../../src/config/issues.js';
-import { RoutingDocument } from '../../../src/config/schema.js';
 import { BUCKETS, bucketOf, deriveSeed } from '../../../src/rules/hash.js';
 import { percentage } from '../../../src/rules/strategies/percentage.js';
 import type { Matcher } from '../../../src/rules/strategy.js';
+import { parsedRule, ruleIssues } from '../../helpers/documents.js';
 import { makeFacts } from '../../helpers/facts.js';
 import { strategyContract } from './contract.js';
 
@@ -31,23 +30,11 @@ strategyContract(percentage, {
   factsWithoutInput: [{}, { headers: { 'x-user-id': '42' } }, { clientIp: '10.0.0.1' }],
 });
 
-function documentWith(rule: unknown): unknown {
-  return {
-    upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
-    services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [rule] } }],
-  };
-}
-
-function issuesOf(config: unknown): string[] {
-  const result = RoutingDocument.safeParse(documentWith({ percentage: config }), { reportInput: true });
-  return result.success ? [] : formatIssues(result.error);
-}
+const issuesOf = (config: unknown) => ruleIssues(percentage, config);
 
 /** Parses the config through the real document schema, then compiles it. */
 function compile(config: unknown, releaseSeed = 'checkout'): Matcher {
-  const document = RoutingDocument.parse(documentWith({ percentage: config }));
-  const parsed = document.services[0]!.release!.rules[0]!.percentage!;
-  return percentage.compile(parsed, { storeValue: () => undefined, releaseSeed });
+  return percentage.compile(parsedRule(percentage, config), { storeValue: () => undefined, releaseSeed });
 }
 
 const asUser = (userId: string) => makeFacts({ userId });

@@ -1,8 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { formatIssues } from '../../../src/config/issues.js';
-import { RoutingDocument } from '../../../src/config/schema.js';
 import { timeWindow } from '../../../src/rules/strategies/time-window.js';
 import type { Matcher } from '../../../src/rules/strategy.js';
+import { parsedRule, ruleIssues } from '../../helpers/documents.js';
 import { makeFacts } from '../../helpers/facts.js';
 import { strategyContract } from './contract.js';
 
@@ -22,21 +21,10 @@ strategyContract(timeWindow, {
   factsWithoutInput: [{}, { headers: { date: 'Tue, 01 Dec 2026 09:00:00 GMT' } }],
 });
 
-function documentWith(rule: unknown): unknown {
-  return {
-    upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
-    services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [rule] } }],
-  };
-}
-
-function issuesOf(config: unknown): string[] {
-  const result = RoutingDocument.safeParse(documentWith({ timeWindow: config }), { reportInput: true });
-  return result.success ? [] : formatIssues(result.error);
-}
+const issuesOf = (config: unknown) => ruleIssues(timeWindow, config);
 
 function compile(config: unknown): Matcher {
-  const parsed = RoutingDocument.parse(documentWith({ timeWindow: config })).services[0]!.release!.rules[0]!.timeWindow!;
-  return timeWindow.compile(parsed, { storeValue: () => undefined, releaseSeed: 'checkout' });
+  return timeWindow.compile(parsedRule(timeWindow, config), { storeValue: () => undefined, releaseSeed: 'checkout' });
 }
 
 // The clock is outside what is tested: fake it (only Date, no timers).

@@ -1,9 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatIssues } from '../../../src/config/issues.js';
-import { RoutingDocument } from '../../../src/config/schema.js';
 import { uidModulo } from '../../../src/rules/strategies/uid-modulo.js';
 import type { Matcher } from '../../../src/rules/strategy.js';
+import { parsedRule, ruleIssues } from '../../helpers/documents.js';
 import { makeFacts } from '../../helpers/facts.js';
 import { strategyContract } from './contract.js';
 
@@ -23,21 +22,10 @@ strategyContract(uidModulo, {
   factsWithoutInput: [{}, { userId: 'alice' }, { userId: '0101' }],
 });
 
-function documentWith(rule: unknown): unknown {
-  return {
-    upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
-    services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [rule] } }],
-  };
-}
-
-function issuesOf(config: unknown): string[] {
-  const result = RoutingDocument.safeParse(documentWith({ uidModulo: config }), { reportInput: true });
-  return result.success ? [] : formatIssues(result.error);
-}
+const issuesOf = (config: unknown) => ruleIssues(uidModulo, config);
 
 function compile(config: unknown): Matcher {
-  const parsed = RoutingDocument.parse(documentWith({ uidModulo: config })).services[0]!.release!.rules[0]!.uidModulo!;
-  return uidModulo.compile(parsed, { storeValue: () => undefined, releaseSeed: 'checkout' });
+  return uidModulo.compile(parsedRule(uidModulo, config), { storeValue: () => undefined, releaseSeed: 'checkout' });
 }
 
 describe('uidModulo', () => {
