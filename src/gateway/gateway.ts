@@ -186,7 +186,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     // First boot with the store down and no copy on disk: the config file's routing beats not starting.
     ...(options.seedDocument ? { fallback: { document: options.seedDocument, source: options.configPath ?? 'the config file' } } : {}),
   });
-  registerGatewayMetrics(registry, { syncStats: () => sync.stats(), dataPlaneStats: () => dataPlane.stats() });
+  // A refused store key value (a malformed Grayscale_Range) is a refused reload too.
+  const reloadStats = () => {
+    const stats = sync.stats();
+    return { ...stats, refused: stats.refused + keyFeed.refused };
+  };
+  registerGatewayMetrics(registry, { syncStats: reloadStats, dataPlaneStats: () => dataPlane.stats() });
   try {
     // After a data loss, the last routing this gateway served is closer to the fleet's than the
     // config file's (which may be weeks older than the live rules).
