@@ -1,6 +1,6 @@
 /**
  * Question: does deciding a request stay cheap as a release grows, and what does the token cache
- * cost in memory as it grows? (issue 6 targets: evaluation flat within 2× from 10 to 100k ids;
+ * cost in memory as it grows? (the aims: evaluation flat within 2× from 10 to 100k ids;
  * a token cache of 1M entries under 200 MB.)
  *
  *   npx tsx bench/cost-growth.ts              # or npm run bench:cost; 1–4 min (filling 1M tokens dominates)

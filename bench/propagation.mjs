@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Question: how long from a routing change written to Redis until every gateway of a fleet
-// routes by it? (issue 4: target p99 under 50 ms with pub/sub)
+// routes by it? (the aim: p99 under 50 ms, with pub/sub)
 //
 //   npm run build && node bench/propagation.mjs
 //   CHANGES=200 GATEWAYS=3 POLL_MS=2000 node bench/propagation.mjs

@@ -5,7 +5,7 @@
 //   npm run bench                        # build, then ~3 min: 4 targets x 2 modes x REPS runs
 //   DURATION=3 REPS=1 node bench/proxy-throughput.mjs
 //
-// Load: wrk -t1 -c$CONNS when installed (as in ../shared/bench-anchors), else autocannon.
+// Load: wrk -t1 -c$CONNS when installed, else autocannon.
 // Backend: nginx returning 5 bytes when installed (fast, so the proxy is what is measured),
 // else a node:http process. Modes: "rule" sends a header that makes graygate evaluate its rules
 // and pick the candidate; "plain" sends none (stable). Everything listens on 127.0.0.1, every

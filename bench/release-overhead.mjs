@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Question: does a release cost graygate more than 5 % of its requests/s against no release, at
-// the same worker count? (issue 6: "Any release vs. no release, same worker count: at most 5 %
-// fewer requests/s.")
+// the same worker count? (the aim: any release vs. no release, same worker count, at most 5 %
+// fewer requests/s.)
 //
 //   npm run bench:release                                  # build, then ~4 min
 //   node bench/release-overhead.mjs --runtime bun --workers 2

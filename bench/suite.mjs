@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Question: what does graygate cost, shape by shape, on Node and on Bun, with 1 and 2 workers,
-// compared with the backend directly and with nginx proxy_pass, all in one run? (issue 6)
+// compared with the backend directly and with nginx proxy_pass, all in one run?
 //
 //   npm run bench:suite                       # build, then the full suite (about 10 min)
 //   npm run build && node bench/suite.mjs --quick

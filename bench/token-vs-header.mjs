@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Question: what does the seed's identity scheme (TOKEN header → TOKEN_<token> in Redis → user
 // id, range from the Grayscale_Range key) cost per request once the token cache is warm,
-// compared with the same range rule on a trusted header? (issue 4: target within 10 %)
+// compared with the same range rule on a trusted header? (the aim: within 10 %)
 //
 //   npm run build && node bench/token-vs-header.mjs
 //   DURATION=5 REPS=3 CONNS=50 node bench/token-vs-header.mjs

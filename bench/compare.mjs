@@ -1,0 +1,172 @@
+// Question: how does graygate (the seed rule: TOKEN header → Redis TOKEN_<token> = uid, range from
+// the Grayscale_Range key) compare, in one run on this machine, with the backend direct, nginx
+// proxy_pass, and the OpenResty + Lua + Redis recipe it replaces, as published (a new Redis
+// connection per request) and tuned (a Redis pool and a 1 s per-worker cache)?
+//
+//   npm run bench:compare                                   # every row, 5 s × 2 reps (~4 min)
+//   npm run bench:compare -- --rows nginx,recipe,node:1 --duration 3 --reps 1
+//
+// Rows: direct, nginx, recipe, recipe-tuned, node:N, bun:N (graygate on that runtime with N
+// workers). Each (row, mode) is measured --reps times, interleaved (all rows, then all rows
+// again), with wrk -t1 (autocannon without wrk); mode gray sends the token of user 1234 (inside
+// the range: the candidate), mode prod sends no token. Before each measurement one request must
+// get the expected backend. Ratios are medians of the same run. nginx, its Lua module, lua-cjson
+// and lua-resty-lrucache come from Debian (apt-get install nginx libnginx-mod-http-lua
+// lua-resty-core lua-resty-lrucache lua-cjson); rows whose parts are missing are left out with a
+// line saying why. Everything listens on 127.0.0.1 and stops when the bench ends.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { createRun, gitCommit, groupCpuSeconds, has, loadTool, median, root, runLoad, startBackends, startRedis, freePort, waitPort } from './lib/harness.mjs';
+import { probe, seedRedis, startGateway, TOKEN } from './lib/gateways.mjs';
+
+const { values: flags } = parseArgs({
+  options: {
+    rows: { type: 'string', default: 'direct,nginx,recipe,recipe-tuned,node:1,node:2,bun:1,bun:2' },
+    duration: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '1' },
+    reps: { type: 'string', default: '2' },
+    conns: { type: 'string', default: '50' },
+    'nginx-workers': { type: 'string', default: '1' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (flags.help) {
+  console.log('usage: node bench/compare.mjs [--rows direct,nginx,recipe,recipe-tuned,node:1,node:2,bun:1,bun:2] [--duration 5] [--warmup 1] [--reps 2] [--conns 50] [--nginx-workers 1]');
+  process.exit(0);
+}
+const duration = Number(flags.duration);
+const warmup = Number(flags.warmup);
+const reps = Number(flags.reps);
+const conns = Number(flags.conns);
+const nginxWorkers = Number(flags['nginx-workers']);
+if (![duration, reps, conns, nginxWorkers].every((n) => Number.isInteger(n) && n > 0) || !(warmup >= 0)) {
+  console.error('--duration, --reps, --conns and --nginx-workers take whole numbers above 0; --warmup a number of seconds');
+  process.exit(2);
+}
+if (!existsSync(path.join(root, 'dist/cli/main.js'))) {
+  console.error('bench:compare: run `npm run build` first (npm run bench:compare does)');
+  process.exit(1);
+}
+
+const LUA_MODULES = ['/usr/lib/nginx/modules/ndk_http_module.so', '/usr/lib/nginx/modules/ngx_http_lua_module.so'];
+const hasLua = () => LUA_MODULES.every((file) => existsSync(file)) && existsSync('/usr/share/lua/5.1/resty/lrucache.lua');
+
+const readLoad = () => (existsSync('/proc/loadavg') ? readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') : 'unknown');
+
+const run = createRun('graygate-compare');
+const backends = await startBackends(run);
+const redis = await startRedis(run);
+seedRedis(redis);
+
+/** nginx in front of the two backends: `access` is a Lua access phase, or none for proxy_pass. */
+async function startNginx(name, access) {
+  const port = await freePort();
+  const conf = path.join(run.dir, `${name}.conf`);
+  const lua = access !== undefined;
+  writeFileSync(
+    conf,
+    `${lua ? LUA_MODULES.map((file) => `load_module ${file};`).join('\n') : ''}
+worker_processes ${nginxWorkers}; pid ${run.dir}/${name}.pid; error_log ${run.dir}/${name}-error.log warn;
+${lua ? 'env BENCH_REDIS_PORT;' : ''}
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  ${lua ? `lua_package_path "${root}bench/recipe/?.lua;/usr/share/lua/5.1/?.lua;;";` : ''}
+  upstream prod { server 127.0.0.1:${backends.stablePort}; keepalive 64; keepalive_requests 1000000; }
+  upstream gray { server 127.0.0.1:${backends.candidatePort}; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:${port} backlog=4096 reuseport;
+    location / { set $target prod; ${access ?? ''}
+      proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://$target; } } }
+`,
+  );
+  const child = run.start(name, 'env', [`BENCH_REDIS_PORT=${redis.port}`, 'nginx', '-p', `${run.dir}/`, '-c', conf, '-g', 'daemon off;']);
+  await waitPort(port);
+  return { port, pgid: child.pid };
+}
+
+const MODES = {
+  gray: { headers: { TOKEN }, expect: 'gray' },
+  prod: { headers: {}, expect: 'prod' },
+};
+
+// ---- start every row -------------------------------------------------------------------------
+const rows = [];
+const skipped = [];
+for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
+  if (id === 'direct') {
+    rows.push({ id, label: `backend direct (${backends.kind})`, portFor: (mode) => (mode === 'gray' ? backends.candidatePort : backends.stablePort) });
+  } else if (id === 'nginx') {
+    if (!has('nginx')) skipped.push('nginx: not installed (apt-get install nginx)');
+    else rows.push({ id, label: `nginx proxy_pass, ${nginxWorkers} worker(s)`, ...(await startNginx('nginx', undefined)), nginxOnlyProd: true });
+  } else if (id === 'recipe' || id === 'recipe-tuned') {
+    if (!has('nginx') || !hasLua()) skipped.push(`${id}: needs nginx with the Lua module (apt-get install nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson)`);
+    else {
+      const access = id === 'recipe' ? `access_by_lua_file ${root}bench/recipe/published.lua;` : 'access_by_lua_block { require("tuned").route() }';
+      const desc = id === 'recipe' ? 'the recipe as published (new Redis connection per request)' : 'the recipe tuned (Redis pool + 1 s cache)';
+      rows.push({ id, label: `${desc}, ${nginxWorkers} worker(s)`, ...(await startNginx(id, access)) });
+    }
+  } else if (/^(node|bun):\d+$/.test(id)) {
+    const [runtime, n] = id.split(':');
+    if (runtime === 'bun' && !existsSync(path.join(root, 'node_modules/.bin/bun'))) {
+      skipped.push(`${id}: no node_modules/.bin/bun (the optional dependency bun is not installed)`);
+      continue;
+    }
+    const gateway = await startGateway(run, { runtime, workers: Number(n), kind: 'seed', backends, redis });
+    rows.push({ id, label: `graygate on ${runtime === 'bun' ? 'Bun' : 'Node'}, --workers ${n}`, port: gateway.port, pgid: gateway.pgid });
+  } else {
+    console.error(`unknown row ${id}`);
+    process.exit(2);
+  }
+}
+for (const line of skipped) console.error(`left out: ${line}`);
+
+// ---- measure, interleaved --------------------------------------------------------------------
+const results = [];
+const startedAt = new Date().toISOString();
+console.error(`load: ${loadTool()} -c${conns}, ${duration} s × ${reps} per row and mode (+${warmup} s warm-up); load average ${readLoad()}`);
+for (let rep = 0; rep < reps; rep++) {
+  for (const row of rows) {
+    for (const [mode, spec] of Object.entries(MODES)) {
+      const port = row.portFor ? row.portFor(mode) : row.port;
+      const expect = row.nginxOnlyProd ? 'prod' : spec.expect;
+      await probe(port, { headers: spec.headers, expect });
+      if (warmup > 0) runLoad(port, spec.headers, { duration: warmup, conns });
+      const cpuBefore = row.pgid ? groupCpuSeconds(row.pgid) : NaN;
+      const r = runLoad(port, spec.headers, { duration, conns });
+      const cpu = row.pgid ? groupCpuSeconds(row.pgid) - cpuBefore : NaN;
+      results.push({ rep, row: row.id, mode, ...r, cpuUsPerReq: (cpu * 1e6) / r.requests });
+      console.error(`  ${row.id.padEnd(13)} ${mode}: ${Math.round(r.rps)} req/s, p99 ${r.p99} ms${r.errors ? `, ${r.errors} errors` : ''}`);
+    }
+  }
+}
+
+// ---- report ----------------------------------------------------------------------------------
+const med = (id, mode, key) => median(results.filter((r) => r.row === id && r.mode === mode).map((r) => r[key]));
+const fix = (n, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : '');
+const lines = [
+  `| row | mode | req/s | p99 ms | CPU µs/req | × nginx | × recipe | × recipe tuned | p99 × nginx | errors |`,
+  '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|',
+];
+for (const row of rows) {
+  for (const mode of Object.keys(MODES)) {
+    const rps = med(row.id, mode, 'rps');
+    const p99 = med(row.id, mode, 'p99');
+    const errors = results.filter((r) => r.row === row.id && r.mode === mode).reduce((sum, r) => sum + r.errors, 0);
+    lines.push(
+      `| ${row.label} | ${mode} | ${Math.round(rps)} | ${fix(p99)} | ${fix(med(row.id, mode, 'cpuUsPerReq'), 0)} | ${fix(rps / med('nginx', mode, 'rps'))} | ${fix(rps / med('recipe', mode, 'rps'))} | ${fix(rps / med('recipe-tuned', mode, 'rps'))} | ${fix(p99 / med('nginx', mode, 'p99'), 1)} | ${errors} |`,
+    );
+  }
+}
+console.log(lines.join('\n'));
+console.log(
+  `\n${loadTool()} -t1 -c${conns}, ${duration} s × ${reps} interleaved, medians; load average after: ${readLoad()}. ` +
+    'gray: the token of user 1234 (in the range); prod: no token. nginx proxy_pass sends both to prod. ' +
+    'Compare ratios of one run only: on a small box the load tool, the backends and the gateways share the cores.',
+);
+const outDir = path.join(root, 'bench/results');
+mkdirSync(outDir, { recursive: true });
+const file = path.join(outDir, `compare-${startedAt.replace(/[:.]/g, '-')}.json`);
+writeFileSync(file, JSON.stringify({ startedAt, commit: gitCommit(), tool: loadTool(), conns, duration, reps, nginxWorkers, rows: rows.map(({ id, label }) => ({ id, label })), skipped, results }, null, 2));
+console.error(`raw figures: ${path.relative(process.cwd(), file)}`);
+process.exit(0);
+
