@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import type { RoutingDocument, Settings } from '../config/schema.js';
 import type { CreateDataPlane, DataPlane, DataPlaneStats } from '../dataplane/runtime.js';
 import { runtimeName } from '../dataplane/select.js';
+import { identityCompiler } from '../identity/request-identity.js';
 import type { IdentityContext } from '../identity/source.js';
 import { createAccessLog } from '../observe/access-log.js';
 import { createLogger, type Logger } from '../observe/log.js';
@@ -340,7 +341,7 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
     const install = (routing: RoutingMessage) => {
       const values = new Map(routing.values);
       try {
-        dataPlane!.setSnapshot(compileRouting(routing.document, routing.version, { storeValue: (key) => values.get(key), identityContext: identityContext! }));
+        dataPlane!.setSnapshot(compileRouting(routing.document, routing.version, { storeValue: (key) => values.get(key), identity: identityCompiler({ context: identityContext! }) }));
       } catch (error) {
         // The primary compiled this document already; failing here would be a bug: keep serving the last one.
         logger!.error({ err: error, version: routing.version }, `worker ${process.pid}: could not compile routing version ${routing.version}; the last one stays`);

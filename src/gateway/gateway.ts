@@ -5,6 +5,7 @@ import { parseRoutingDocument } from '../config/load.js';
 import type { RoutingDocument, Settings } from '../config/schema.js';
 import type { CreateDataPlane, DataPlane } from '../dataplane/runtime.js';
 import { GraygateError, isGraygateError } from '../errors.js';
+import { identityCompiler } from '../identity/request-identity.js';
 import type { IdentityContext } from '../identity/source.js';
 import { createAccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/log.js';
@@ -145,6 +146,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     logger,
   };
   registerIdentityMetrics(registry, identityContext);
+  const identity = identityCompiler({ context: identityContext });
   let served: RoutingSnapshot | undefined;
   // When the served version last changed (a store key recompile keeps the version): the drain
   // report waits until a version has been served a moment before trusting a count of 0.
@@ -163,7 +165,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       const current = sync.snapshot;
       if (!current) return;
       const storeValue = (key: string) => values.get(key);
-      install(compileRouting(current.document, current.version, { storeValue, identityContext }), storeValue);
+      install(compileRouting(current.document, current.version, { storeValue, identity }), storeValue);
     },
   });
   // A store handed in (tests, the drop-in mode's fixed document) keeps no copy on disk.
@@ -171,7 +173,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const metrics = metricsSource(registry, dataPlane.collectMetrics ? () => dataPlane.collectMetrics!() : undefined);
   const sync: ConfigSync = new ConfigSync({
     store,
-    compile: (document, version) => compileRouting(document, version, { storeValue: keyFeed.value, identityContext }),
+    compile: (document, version) => compileRouting(document, version, { storeValue: keyFeed.value, identity }),
     apply: (snapshot) => {
       install(snapshot, keyFeed.value);
       void keyFeed.follow(storeKeysOf(snapshot.document));

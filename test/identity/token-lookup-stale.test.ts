@@ -120,20 +120,21 @@ describe('tokenLookup: stale-while-revalidate', () => {
   });
 
   it('Redis hung: a known token keeps its id through refreshes that time out; a never-seen one gets no id at its deadline', async () => {
-    const { resolve, key } = resolverFor({ cacheTtlMs: 100, deadlineMs: 50 });
+    // The deadline stays long (2 s): a warm-up lookup on a loaded box must not miss it.
+    const { resolve, key } = resolverFor({ cacheTtlMs: 100 });
     await redis.client.set(key('dave'), '11');
     await redis.client.set(key('erin'), '12');
     expect(await resolve(request('dave'))).toBe('11');
     const failuresBefore = tokenLookupStats(context).failures;
     redis.pause();
     try {
-      // Until at least two refreshes have timed out (each gives up after a second).
+      // Until at least two refreshes have timed out (each gives up after its deadline).
       await eventually(
         () => {
           expect(cachedAnswer(resolve, 'dave')).toBe('11');
           expect(tokenLookupStats(context).failures - failuresBefore).toBeGreaterThanOrEqual(2);
         },
-        { withinMs: 15_000, everyMs: 10 },
+        { withinMs: 20_000, everyMs: 10 },
       );
       expect(await resolve(request('erin'))).toBeUndefined();
     } finally {
@@ -146,7 +147,7 @@ describe('tokenLookup: stale-while-revalidate', () => {
   it('Redis down: known and known-unknown tokens keep their answer, refreshes are paced, and past maxStaleMs the token waits like a new one', async () => {
     const ttlMs = 100;
     const maxStaleMs = 1_500;
-    const { resolve, key } = resolverFor({ cacheTtlMs: ttlMs, negativeTtlMs: ttlMs, maxStaleMs, deadlineMs: 50 });
+    const { resolve, key } = resolverFor({ cacheTtlMs: ttlMs, negativeTtlMs: ttlMs, maxStaleMs });
     await redis.client.set(key('frank'), '21');
     expect(await resolve(request('nobody'))).toBeUndefined();
     const confirmedAt = performance.now();
