@@ -39,6 +39,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { RedisStoreSettings, RoutingDocument } from '../src/config/schema.js';
+import { identityCompiler } from '../src/identity/request-identity.js';
 import { compileRouting } from '../src/rules/compile.js';
 import type { CompiledService } from '../src/rules/snapshot.js';
 import type { RequestFacts } from '../src/rules/facts.js';
@@ -79,7 +80,7 @@ const upstreams = { v1: { servers: ['http://127.0.0.1:9'] }, v2: { servers: ['ht
 function compileService(rules: unknown[], sources: unknown[], identityContext?: IdentityContext): { service: CompiledService; compileMs: number } {
   const document = RoutingDocument.parse({ upstreams, services: [{ name: 'app', stable: 'v1', release: { candidate: 'v2', rules } }], identity: { sources } });
   const started = process.hrtime.bigint();
-  const snapshot = compileRouting(document, 1, identityContext ? { identityContext } : {});
+  const snapshot = compileRouting(document, 1, { identity: identityCompiler(identityContext ? { context: identityContext } : {}) });
   const compileMs = Number(process.hrtime.bigint() - started) / 1e6;
   return { service: snapshot.matchService('', '/')!, compileMs };
 }

@@ -28,6 +28,7 @@ import { performance, PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { RoutingDocument } from '../src/config/schema.js';
+import { identityCompiler } from '../src/identity/request-identity.js';
 import { compileRouting } from '../src/rules/compile.js';
 import type { CompiledService } from '../src/rules/snapshot.js';
 import { makeFacts, type LiteralFacts } from '../test/helpers/facts.js';
@@ -58,7 +59,7 @@ function compileService(rules: unknown[], sources: unknown[]): CompiledService {
     services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules } }],
     identity: { sources },
   });
-  const snapshot = compileRouting(document, 1);
+  const snapshot = compileRouting(document, 1, { identity: identityCompiler() });
   return snapshot.matchService('', '/')!;
 }
 

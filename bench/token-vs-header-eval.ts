@@ -19,6 +19,7 @@ import { Redis } from 'ioredis';
 import { parseRoutingDocument } from '../src/config/load.js';
 import { RedisStoreSettings } from '../src/config/schema.js';
 import type { IdentityContext } from '../src/identity/source.js';
+import { identityCompiler } from '../src/identity/request-identity.js';
 import { compileRouting } from '../src/rules/compile.js';
 import type { CompiledService } from '../src/rules/snapshot.js';
 import { createRedisStore } from '../src/store/redis/redis-store.js';
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
       compileRouting(
         parseRoutingDocument({ upstreams, identity: { sources: [source] }, services: [{ name: 'app', stable: 'prod', release: { candidate: 'gray', rules: [rule] } }] }, 'bench'),
         1,
-        { storeValue, identityContext },
+        { storeValue, identity: identityCompiler({ context: identityContext }) },
       ).matchService('', '/')!;
     const context: IdentityContext = { readKey: (key, deadlineMs) => store.readKey(key, deadlineMs) };
     const range = '{"idStart":1,"idEnd":5000}';

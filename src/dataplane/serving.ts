@@ -1,9 +1,11 @@
 import type { Settings } from '../config/schema.js';
+import { identityCompiler } from '../identity/request-identity.js';
 import type { IdentityContext } from '../identity/source.js';
 import { createAccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/log.js';
 import { Registry, registerIdentityMetrics, RequestMetrics } from '../observe/metrics.js';
 import { combineObservers } from '../observe/request-observer.js';
+import type { IdentityCompiler } from '../rules/request-identity.js';
 import type { CreateDataPlane, DataPlane } from './runtime.js';
 
 /** What serves requests in one process: its data plane, the registry it records into, its identity context. */
@@ -13,6 +15,8 @@ export interface Serving {
   readonly registry: Registry;
   /** Long-lived: identity caches (token lookups) are kept per context, across snapshots. */
   readonly identityContext: IdentityContext;
+  /** What compileRouting is handed to resolve callers: built on `identityContext`, so its caches outlive snapshots. */
+  readonly identity: IdentityCompiler;
 }
 
 /**
@@ -34,5 +38,5 @@ export function createServing(options: {
   registerIdentityMetrics(registry, identityContext);
   const observer = combineObservers(new RequestMetrics(registry), createAccessLog(logger, settings.log.access));
   const dataPlane = options.createDataPlane({ settings, logger, observer });
-  return { dataPlane, registry, identityContext };
+  return { dataPlane, registry, identityContext, identity: identityCompiler({ context: identityContext }) };
 }

@@ -165,7 +165,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const store = options.store ?? (await createStore(settings, options.configPath, logger));
   // Wired as every process that serves requests is: a single process serves them itself; the
   // `--workers` primary's data plane hands its snapshots on, and each worker wires its own the same way.
-  const { dataPlane, registry, identityContext } = createServing({
+  const { dataPlane, registry, identity } = createServing({
     settings,
     logger,
     createDataPlane: options.createDataPlane,
@@ -189,7 +189,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     recompile: (values) => {
       const current = sync.snapshot;
       if (!current) return;
-      install(compileRouting(current.document, current.version, { storeValue: (key) => values.get(key), identityContext }));
+      install(compileRouting(current.document, current.version, { storeValue: (key) => values.get(key), identity }));
     },
   });
   // A store handed in (tests, the drop-in mode's fixed document) keeps no copy on disk.
@@ -197,7 +197,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const metrics = metricsSource(registry, dataPlane.collectMetrics ? () => dataPlane.collectMetrics!() : undefined);
   const sync: ConfigSync = new ConfigSync({
     store,
-    compile: (document, version) => compileRouting(document, version, { storeValue: keyFeed.value, identityContext }),
+    compile: (document, version) => compileRouting(document, version, { storeValue: keyFeed.value, identity }),
     apply: (snapshot) => {
       install(snapshot);
       void keyFeed.follow(storeKeysOf(snapshot.document));
@@ -212,7 +212,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     // First boot with the store down and no copy on disk: the config file's routing beats not starting.
     ...(options.seedDocument ? { fallback: { document: options.seedDocument, source: options.configPath ?? 'the config file' } } : {}),
   });
-  registerGatewayMetrics(registry, { syncStats: () => sync.stats(), dataPlaneStats: () => dataPlane.stats() });
+  // A refused store key value (a malformed Grayscale_Range) is a refused reload too.
+  const reloadStats = () => {
+    const stats = sync.stats();
+    return { ...stats, refused: stats.refused + keyFeed.refused };
+  };
+  registerGatewayMetrics(registry, { syncStats: reloadStats, dataPlaneStats: () => dataPlane.stats() });
   try {
     // After a data loss, the last routing this gateway served is closer to the fleet's than the
     // config file's (which may be weeks older than the live rules).

@@ -28,10 +28,19 @@ export class StoreKeyFeed {
   private closed = false;
   private lastRefusal: string | undefined;
   private warnedNoKeys = false;
+  private refusals = 0;
   private readonly logOutage: ReturnType<typeof rateLimited>;
 
   constructor(private readonly options: StoreKeyFeedOptions) {
     this.logOutage = rateLimited(options.logger, 10_000, 1);
+  }
+
+  /**
+   * Values refused so far, each distinct refusal once (a value read again by the next poll is
+   * not counted again): a refused key value is a refused reload, like a refused document.
+   */
+  get refused(): number {
+    return this.refusals;
   }
 
   /** The last good value of `key`, for compiling (undefined: absent, or never read). */
@@ -106,6 +115,7 @@ export class StoreKeyFeed {
       const message = error instanceof ConfigError ? error.issues.join('; ') : (error as Error).message;
       if (message !== this.lastRefusal) {
         this.lastRefusal = message;
+        this.refusals++;
         logger.error({ event: 'store-key-refused', keys, issues: error instanceof ConfigError ? error.issues : [message] }, `store key value refused, the last good one stays: ${message}`);
       }
       return;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { HeaderName } from '../config/primitives.js';
-import { defineIdentitySource, MAX_USER_ID_LENGTH } from './source.js';
+import { defineIdentitySource, MAX_USER_ID_LENGTH, oversizedIdCounter } from './source.js';
 
 /**
  * The caller's id from a request header set by something in front of graygate (an auth proxy,
@@ -15,19 +15,25 @@ const HeaderIdentityConfig = z
       .default(false)
       .meta({ description: 'Read the header only from peers listed in trustedProxies; from anyone else it is ignored.' }),
   })
-  .meta({ description: 'User id from a request header.' });
+  .meta({ description: `User id from a request header. A value longer than ${MAX_USER_ID_LENGTH} characters is not an id (the caller goes to stable) and is counted in graygate_identity_lookups_total{source="header", result="invalid"}.` });
 
 export const headerIdentity = defineIdentitySource({
   kind: 'header',
   schema: HeaderIdentityConfig,
   inputs: (config) => [{ kind: 'header', name: config.name }],
-  create(config) {
+  create(config, context) {
     const name = config.name;
     const trustedOnly = config.trustedProxiesOnly;
+    const oversized = oversizedIdCounter(context, 'header');
     return (facts) => {
       if (trustedOnly && !facts.isFromTrustedProxy) return undefined;
       const value = facts.header(name);
-      return value === undefined || value.length === 0 || value.length > MAX_USER_ID_LENGTH ? undefined : value;
+      if (value === undefined || value.length === 0) return undefined;
+      if (value.length > MAX_USER_ID_LENGTH) {
+        oversized.count++;
+        return undefined;
+      }
+      return value;
     };
   },
 });

@@ -39,5 +39,24 @@ export function defineIdentitySource<const K extends string, C>(
   return source;
 }
 
-/** Ids longer than this are treated as no identity: they are garbage or an attack, not a user. */
-export const MAX_USER_ID_LENGTH = 256;
+export { MAX_USER_ID_LENGTH } from '../rules/facts.js';
+
+/** Per IdentityContext (kept for the gateway's life), so counts survive config changes. */
+const oversizedByContext = new WeakMap<IdentityContext, Record<string, { count: number }>>();
+
+/**
+ * The counter a source bumps when a request's id is longer than MAX_USER_ID_LENGTH (the id is
+ * then ignored). One object per source kind and context, fetched at create time, so the hot path
+ * only increments a field.
+ */
+export function oversizedIdCounter(context: IdentityContext, kind: string): { count: number } {
+  let counters = oversizedByContext.get(context);
+  if (counters === undefined) oversizedByContext.set(context, (counters = {}));
+  return (counters[kind] ??= { count: 0 });
+}
+
+/** Ids ignored for being too long, per source kind, of every source created for `context`. */
+export function oversizedIdStats(context: IdentityContext): Record<string, number> {
+  const counters = oversizedByContext.get(context) ?? {};
+  return Object.fromEntries(Object.entries(counters).map(([kind, counter]) => [kind, counter.count]));
+}

@@ -4,6 +4,7 @@ import type { ErrorCode } from '../errors.js';
 import type { ConfigSyncStats } from '../gateway/config-sync.js';
 import type { IdentityContext } from '../identity/source.js';
 import { jwtStats } from '../identity/jwt.js';
+import { oversizedIdStats } from '../identity/source.js';
 import { tokenLookupStats } from '../identity/token-lookup.js';
 import type { Decision } from '../rules/snapshot.js';
 import { FALLBACK_REASONS, servedVersion, type ExchangeRecord, type FallbackReason, type RequestObserver } from './request-observer.js';
@@ -323,12 +324,13 @@ export class RequestMetrics implements RequestObserver {
  * request). result: `hit` (answered from the cache, a known or a known-unknown token), `miss` (the
  * store was asked and answered), `error` (the store failed, or too many lookups were in flight),
  * `timeout` (no answer within the deadline). For `source="jwt"`: `hit` (cache), `miss` (a signature
- * was checked), `invalid` (no identity from the token: refused before the check or by it).
+ * was checked), `invalid` (no identity from the token: refused before the check or by it). For
+ * `source="header" | "cookie" | "query"`: `invalid`, an id longer than the limit was ignored.
  */
 export function registerIdentityMetrics(registry: Registry, context: IdentityContext): void {
   new Counter({
     name: 'graygate_identity_lookups_total',
-    help: 'Identity lookups by source and result: hit (cache) | miss (asked the store, or checked a JWT signature) | error | timeout | invalid (JWT refused).',
+    help: 'Identity lookups by source and result: hit (cache) | miss (asked the store, or checked a JWT signature) | error | timeout | invalid (JWT refused, or an id over the length limit ignored).',
     labelNames: ['source', 'result'],
     registers: [registry],
     collect() {
@@ -343,6 +345,7 @@ export function registerIdentityMetrics(registry: Registry, context: IdentityCon
       this.labels('jwt', 'hit').inc(jwt.hits);
       this.labels('jwt', 'miss').inc(jwt.verified + jwt.rejected);
       this.labels('jwt', 'invalid').inc(jwt.rejected + jwt.refused);
+      for (const [source, count] of Object.entries(oversizedIdStats(context))) this.labels(source, 'invalid').inc(count);
     },
   });
 }

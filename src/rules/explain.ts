@@ -1,7 +1,6 @@
 import { z } from 'zod';
 import { formatIssues } from '../config/issues.js';
 import { GraygateError } from '../errors.js';
-import { explainInfoOf } from './compile.js';
 import { DescribedFacts } from './described-facts.js';
 import { bucketOf } from './hash.js';
 import type { RoutingSnapshot, VersionName } from './snapshot.js';
@@ -74,17 +73,17 @@ export async function explainRequest(snapshot: RoutingSnapshot, description: Req
   if (service === undefined) {
     throw new GraygateError('GG_NO_SERVICE', `no service matches host "${facts.host}" and path "${facts.path}"`);
   }
-  const info = explainInfoOf(service);
-  if (service.needsIdentity) await (info ? info.resolveIdentityWithoutMinting(facts) : service.resolveIdentity(facts));
+  const info = service.explain;
+  if (service.needsIdentity) await info.resolveIdentityWithoutMinting(facts);
   const decision = service.decide(facts);
 
   const rules: ExplainedRule[] = [];
-  for (const rule of info?.rules ?? []) {
+  for (const rule of info.rules) {
     const matched = rule.matches(facts);
     rules.push({ name: rule.decision.reason, to: rule.decision.version === 'stable' ? 'stable' : rule.decision.upstream, matched });
     if (matched) break;
   }
-  const split = info?.split;
+  const split = info.split;
   const userId = facts.userId;
   const splitBucket = split !== undefined && decision.reason === 'split' && !rules.some((rule) => rule.matched) && userId !== undefined ? bucketOf(userId, split.seed) : undefined;
   return {

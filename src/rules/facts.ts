@@ -38,6 +38,13 @@ export interface RequestFacts {
 }
 
 /**
+ * Longest user id a request can carry (from any identity source, or in a uid list). A longer one
+ * is garbage or an attack, not a user: identity treats it as no id (counted), so the caller
+ * goes to stable; ids of real systems (UUIDs, emails, numeric ids) are far shorter.
+ */
+export const MAX_USER_ID_LENGTH = 256;
+
+/**
  * Parses a user id as a number only in its canonical decimal form, so `007`, `7.0`, ` 7`
  * and `7e0` never alias `7` (LESSONS: hash and compare ids in one documented canonical form).
  */

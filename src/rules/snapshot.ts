@@ -1,4 +1,5 @@
 import type { RoutingDocument, Upstream } from '../config/schema.js';
+import type { ServiceDescription } from './description.js';
 import type { RequestFacts } from './facts.js';
 
 /**
@@ -69,4 +70,6 @@ export interface CompiledService {
   decide(facts: RequestFacts): Decision;
   /** `Vary` covering every input any decision of this service reads, else undefined (each Decision has its own, narrower one). */
   readonly vary: string | undefined;
+  /** What explain reads: the rules as compiled, the split, identity without minting. */
+  readonly explain: ServiceDescription;
 }

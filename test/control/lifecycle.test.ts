@@ -4,6 +4,7 @@ import { parseRoutingDocument } from '../../src/config/load.js';
 import type { RoutingDocument } from '../../src/config/schema.js';
 import { applyAction, readsStoreKey, stateOf, transitions, type ActionParams, type LifecycleAction } from '../../src/control/lifecycle.js';
 import { GraygateError } from '../../src/errors.js';
+import { identityCompiler } from '../../src/identity/request-identity.js';
 import { compileRouting } from '../../src/rules/compile.js';
 import { makeFacts } from '../helpers/facts.js';
 
@@ -42,7 +43,7 @@ function codeOf(run: () => unknown): string | undefined {
 }
 
 const version = (document: RoutingDocument, path: string, userId?: string, headers?: Record<string, string>) =>
-  compileRouting(document, 1).matchService('any.host', path)!.decide(makeFacts({ path, ...(userId ? { userId } : {}), ...(headers ? { headers } : {}) })).version;
+  compileRouting(document, 1, { identity: identityCompiler() }).matchService('any.host', path)!.decide(makeFacts({ path, ...(userId ? { userId } : {}), ...(headers ? { headers } : {}) })).version;
 
 describe('release lifecycle: the allowed moves', () => {
   it('idle → canary → full → idle, each step routing as its state says', () => {
@@ -121,7 +122,7 @@ describe('release lifecycle: the allowed moves', () => {
       { upstream: 'shop-v2', weight: 0 },
       { upstream: 'shop-v3', weight: 10 },
     ]);
-    expect(compileRouting(full.document, 1).matchService('h', '/')!.decide(makeFacts({ userId: '7' })).upstream).toBe('shop-v3');
+    expect(compileRouting(full.document, 1, { identity: identityCompiler() }).matchService('h', '/')!.decide(makeFacts({ userId: '7' })).upstream).toBe('shop-v3');
   });
 });
 
@@ -195,7 +196,7 @@ describe('release lifecycle: properties', () => {
           }
         }
         for (const service of ['shop', 'api']) document = parseRoutingDocument(applyAction(document, service, 'rollback').document);
-        const snapshot = compileRouting(document, 1);
+        const snapshot = compileRouting(document, 1, { identity: identityCompiler() });
         for (const service of document.services) expect(stateOf(service)).toBe('idle');
         for (const caller of callers) {
           const compiled = snapshot.matchService('any.host', caller.path);

@@ -4,6 +4,7 @@ import { RoutingDocument, Settings } from '../../src/config/schema.js';
 import { createNodeDataPlane } from '../../src/dataplane/node/index.js';
 import type { DataPlane } from '../../src/dataplane/runtime.js';
 import { silentLogger } from '../../src/observe/log.js';
+import { identityCompiler } from '../../src/identity/request-identity.js';
 import { compileRouting, type CompileOptions } from '../../src/rules/compile.js';
 
 /** A real node data plane on an ephemeral loopback port, routing `document` (compiled for real). */
@@ -22,14 +23,14 @@ export async function startPlane(document: unknown, settings: Record<string, unk
     logger: silentLogger(),
   });
   let version = 1;
-  plane.setSnapshot(compileRouting(RoutingDocument.parse(document), version, compileOptions));
+  plane.setSnapshot(compileRouting(RoutingDocument.parse(document), version, { identity: identityCompiler(), ...compileOptions }));
   const { port } = await plane.listen();
   return {
     plane,
     port,
     url: `http://127.0.0.1:${port}`,
     setDocument(next) {
-      plane.setSnapshot(compileRouting(RoutingDocument.parse(next), ++version, compileOptions));
+      plane.setSnapshot(compileRouting(RoutingDocument.parse(next), ++version, { identity: identityCompiler(), ...compileOptions }));
     },
     close: () => plane.drain(1_000),
   };

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { identityCompiler } from '../../src/identity/request-identity.js';
 import { startBackend, type Backend } from '../helpers/backend.js';
 import { eventually } from '../helpers/eventually.js';
 import { rawExchange, send, startPlane, type PlaneUnderTest } from './harness.js';
@@ -28,7 +29,8 @@ beforeAll(async () => {
     },
     {},
     {
-      identityContext: {
+      identity: identityCompiler({
+        context: {
         readKey: (key) => {
           lookups++;
           return new Promise((resolve) =>
@@ -38,7 +40,8 @@ beforeAll(async () => {
             }, 30),
           );
         },
-      },
+        },
+      }),
     },
   );
 });

@@ -15,7 +15,7 @@ import { startRedis, type RedisServer } from '../helpers/redis.js';
 // token, the store's password) must stay out of everything every process writes, in every mode and through every
 // fault that makes the gateway talk: lookups that time out (Redis stopped) and a Redis that is
 // gone. The log level is trace, the most verbose. Each secret is long and random, and the output
-// is searched for the part of it after its first four characters (the most a log may show).
+// is searched for every 8 characters in a row of it: logs may show a fingerprint, no part of it.
 
 const bun = path.join(fileURLToPath(new URL('../..', import.meta.url)), 'node_modules/.bin/bun');
 const JWT_SECRET = `jwt-signing-${randomBytes(16).toString('hex')}`;
@@ -42,12 +42,12 @@ function secretsBag(): Secrets {
   };
 }
 
-/** Every secret whose tail (after the four characters a hint may show) appears in `output`, with the line. */
+/** Every secret of which any 8 characters in a row appear in `output`, with the line. */
 function leaks(output: string, secrets: readonly string[]): string[] {
   const found: string[] = [];
   for (const value of secrets) {
-    const tail = value.slice(4);
-    const at = output.indexOf(tail);
+    let at = -1;
+    for (let i = 0; at < 0 && i + 8 <= value.length; i++) at = output.indexOf(value.slice(i, i + 8));
     if (at >= 0) {
       const lineStart = output.lastIndexOf('\n', at) + 1;
       const lineEnd = output.indexOf('\n', at);

@@ -10,12 +10,16 @@ import { FileStoreSettings, type RoutingDocument } from '../../src/config/schema
 import { ConfigError, GraygateError } from '../../src/errors.js';
 import { ConfigSync } from '../../src/gateway/config-sync.js';
 import { createLogger } from '../../src/observe/log.js';
+import { identityCompiler } from '../../src/identity/request-identity.js';
 import { compileRouting } from '../../src/rules/compile.js';
 import type { RoutingSnapshot } from '../../src/rules/snapshot.js';
 import { createFileStore, type FileStore } from '../../src/store/file/file-store.js';
 import type { Store, StoredVersion } from '../../src/store/store.js';
 import { eventually } from '../helpers/eventually.js';
 import { contractDocument } from '../store/contract.js';
+
+/** The real compiler with the real identity chain, as the gateway runs it. */
+const compileWithIdentity = (document: Parameters<typeof compileRouting>[0], version: number) => compileRouting(document, version, { identity: identityCompiler() });
 
 const opened: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -53,7 +57,7 @@ async function setup(options: { document?: RoutingDocument | string; pollMs?: nu
     // The real compiler, plus one refusal the tests can trigger: a service named "refused-by-compile".
     compile: (doc, version) => {
       if (doc.services.some((s) => s.name === 'refused-by-compile')) throw new ConfigError(['services[0].name: refused by the compiler under test']);
-      return compileRouting(doc, version);
+      return compileRouting(doc, version, { identity: identityCompiler() });
     },
     apply: (snapshot) => applied.push(snapshot),
     logger,
@@ -264,7 +268,7 @@ describe('ConfigSync', () => {
   });
 
   it('start() with an initial snapshot serves it when the first read fails', async () => {
-    const initial = compileRouting(contractDocument(7), 41);
+    const initial = compileRouting(contractDocument(7), 41, { identity: identityCompiler() });
     const { sync, path } = await setup({ document: '', initial });
     expect(await sync.start()).toBe(initial);
     expect(sync.stats().lastError?.kind).toBe('refused');
@@ -285,7 +289,7 @@ describe('ConfigSync', () => {
     const store = createFileStore(FileStoreSettings.parse({ kind: 'file', pollMs: 0 }), { configPath: first.path, validate: parseRoutingDocument });
     opened.push(() => store.close());
     const applied: RoutingSnapshot[] = [];
-    const sync = new ConfigSync({ store, compile: compileRouting, apply: (s) => applied.push(s), logger: createLogger({ level: 'silent' }), bootFromHistory: true });
+    const sync = new ConfigSync({ store, compile: compileWithIdentity, apply: (s) => applied.push(s), logger: createLogger({ level: 'silent' }), bootFromHistory: true });
     opened.push(() => sync.stop());
     const snapshot = await sync.start();
     expect(snapshot.version).toBe(2);
@@ -302,7 +306,7 @@ describe('ConfigSync', () => {
     const first = await setup();
     const lastGoodPath = join(first.dir, 'last-good.json');
     const lastGood = { path: lastGoodPath, validate: parseRoutingDocument };
-    const saving = new ConfigSync({ store: first.store, compile: compileRouting, apply: () => undefined, logger: createLogger({ level: 'silent' }), lastGood });
+    const saving = new ConfigSync({ store: first.store, compile: compileWithIdentity, apply: () => undefined, logger: createLogger({ level: 'silent' }), lastGood });
     opened.push(() => saving.stop());
     await saving.start();
     await first.store.write(contractDocument(4), { expectedVersion: 1, actor: 'api', reason: 'v2' });
@@ -314,7 +318,7 @@ describe('ConfigSync', () => {
     // The store goes away (the routing file is gone); a restarted gateway serves version 2 from disk.
     await rm(first.path);
     const applied: RoutingSnapshot[] = [];
-    const restarted = new ConfigSync({ store: first.store, compile: compileRouting, apply: (s) => applied.push(s), logger: createLogger({ level: 'silent' }), lastGood });
+    const restarted = new ConfigSync({ store: first.store, compile: compileWithIdentity, apply: (s) => applied.push(s), logger: createLogger({ level: 'silent' }), lastGood });
     opened.push(() => restarted.stop());
     const snapshot = await restarted.start();
     expect(snapshot.version).toBe(2);
@@ -333,7 +337,7 @@ describe('ConfigSync', () => {
     await rm(path);
     const sync = new ConfigSync({
       store,
-      compile: compileRouting,
+      compile: compileWithIdentity,
       apply: () => undefined,
       logger: createLogger({ level: 'silent' }),
       lastGood: { path: lastGoodPath, validate: parseRoutingDocument },
@@ -415,7 +419,7 @@ describe('ConfigSync: properties', () => {
       fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 12 }), fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 8 }), async (script, bursts) => {
         const store = new ScriptedStore(script);
         const applied: number[] = [];
-        const sync = new ConfigSync({ store, compile: compileRouting, apply: (s) => applied.push(s.version), logger: createLogger({ level: 'silent' }) });
+        const sync = new ConfigSync({ store, compile: compileWithIdentity, apply: (s) => applied.push(s.version), logger: createLogger({ level: 'silent' }) });
         const pending: Promise<void>[] = [];
         for (const burst of bursts) {
           for (let i = 0; i < burst; i++) {

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRoutingDocument } from '../../src/config/load.js';
 import { RedisStoreSettings } from '../../src/config/schema.js';
 import type { IdentityContext } from '../../src/identity/source.js';
+import { identityCompiler } from '../../src/identity/request-identity.js';
 import { compileRouting } from '../../src/rules/compile.js';
 import { createRedisStore, type RedisStore } from '../../src/store/redis/redis-store.js';
 import { eventually } from '../helpers/eventually.js';
@@ -49,14 +50,14 @@ async function versionFor(snapshot: ReturnType<typeof compileRouting>, headers: 
 describe('tokenLookup in a compiled snapshot (the seed scenario)', () => {
   it('a token whose user id is in range goes to the candidate; no token or an unknown one to stable; the cache survives a new snapshot', async () => {
     await redis.client.set('TOKEN_HGdsakGDKSFGkgcshalGF', '1234');
-    const first = compileRouting(seedDocument(5000), 1, { identityContext: context });
+    const first = compileRouting(seedDocument(5000), 1, { identity: identityCompiler({ context }) });
     expect(await versionFor(first, { TOKEN: 'HGdsakGDKSFGkgcshalGF' })).toBe('candidate');
     expect(await versionFor(first, {})).toBe('stable');
     expect(await versionFor(first, { TOKEN: 'unknownToken' })).toBe('stable');
 
     // The range shrinks (a new version): same caller now stable, with no store lookup for the token.
     const gets = (await commandCounts(redis.client)).get ?? 0;
-    const second = compileRouting(seedDocument(100), 2, { identityContext: context });
+    const second = compileRouting(seedDocument(100), 2, { identity: identityCompiler({ context }) });
     expect(await versionFor(second, { TOKEN: 'HGdsakGDKSFGkgcshalGF' })).toBe('stable');
     expect(await versionFor(second, { TOKEN: 'unknownToken' })).toBe('stable');
     expect((await commandCounts(redis.client)).get ?? 0).toBe(gets);

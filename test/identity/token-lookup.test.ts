@@ -66,6 +66,7 @@ describe('tokenLookup identity', () => {
       negativeTtlMs: 1_000,
       cacheMax: 100_000,
       deadlineMs: 50,
+      maxStaleMs: 300_000,
       maxTokenLength: 256,
     });
     const bad = tokenLookupIdentity.schema.safeParse({ keyTemplate: 'TOKEN_', deadlineMs: 0 });

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { parseRoutingDocument } from '../../src/config/load.js';
 import { RoutingDocument } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
+import { identityCompiler } from '../../src/identity/request-identity.js';
 import { compiledRulesOf, compileRouting, prefixMatches, releaseSeedOf, SPLIT_SALT, splitRanges, storeKeysOf, varyFor } from '../../src/rules/compile.js';
 import { deriveSeed } from '../../src/rules/hash.js';
 import type { CompiledService } from '../../src/rules/snapshot.js';
@@ -20,7 +21,7 @@ function serviceWith(release: Record<string, unknown>, extra: Record<string, unk
     identity,
     services: [{ name: 'shop', stable: 'v1', release: { candidate: 'v2', ...release }, ...extra }],
   });
-  return compileRouting(document, 1).matchService('any.host', '/')!;
+  return compileRouting(document, 1, { identity: identityCompiler() }).matchService('any.host', '/')!;
 }
 
 describe('compileRouting: release states', () => {
@@ -53,7 +54,7 @@ describe('compileRouting: release states', () => {
 
   it('a service without a release always decides stable', () => {
     const document = parseRoutingDocument({ upstreams, services: [{ name: 'plain', stable: 'v1' }] });
-    const service = compileRouting(document, 3).matchService('h', '/x')!;
+    const service = compileRouting(document, 3, { identity: identityCompiler() }).matchService('h', '/x')!;
     expect(service.candidate).toBeUndefined();
     expect(service.decide(makeFacts())).toBe(service.stableDecision);
     expect(service.needsIdentity).toBe(false);
@@ -127,7 +128,7 @@ describe('compileRouting: rules', () => {
 describe('compileRouting: frozen snapshot', () => {
   it('freezes the snapshot, its document, services and decisions', () => {
     const raw = { upstreams, identity, services: [{ name: 'shop', stable: 'v1', release: { candidate: 'v2', rules: [{ uidRange: { from: 1, to: 2 } }] } }] };
-    const snapshot = compileRouting(parseRoutingDocument(raw), 7);
+    const snapshot = compileRouting(parseRoutingDocument(raw), 7, { identity: identityCompiler() });
     expect(snapshot.version).toBe(7);
     expect(Object.isFrozen(snapshot)).toBe(true);
     expect(Object.isFrozen(snapshot.document)).toBe(true);
@@ -143,8 +144,8 @@ describe('compileRouting: frozen snapshot', () => {
 
   it('two snapshots of the same document share no decision objects', () => {
     const raw = { upstreams, identity, services: [{ name: 'shop', stable: 'v1', release: { candidate: 'v2', rules: [{ uidRange: { from: 1, to: 2 } }] } }] };
-    const a = compileRouting(parseRoutingDocument(raw), 1).matchService('h', '/')!;
-    const b = compileRouting(parseRoutingDocument(raw), 2).matchService('h', '/')!;
+    const a = compileRouting(parseRoutingDocument(raw), 1, { identity: identityCompiler() }).matchService('h', '/')!;
+    const b = compileRouting(parseRoutingDocument(raw), 2, { identity: identityCompiler() }).matchService('h', '/')!;
     expect(a.decide(makeFacts({ userId: '1' }))).not.toBe(b.decide(makeFacts({ userId: '1' })));
   });
 });
@@ -206,7 +207,7 @@ describe('service matching', () => {
             match: host === undefined ? { pathPrefix } : { host, pathPrefix },
           })),
         });
-        const snapshot = compileRouting(document, 1);
+        const snapshot = compileRouting(document, 1, { identity: identityCompiler() });
         for (const [host, path] of requests) {
           const expected = naive(services, host, path);
           expect(snapshot.matchService(host, path)?.name, `${host} ${path}`).toBe(expected === undefined ? undefined : `s${expected}`);
@@ -225,7 +226,7 @@ describe('service matching', () => {
         { name: 'fallback', stable: 'v1' },
       ],
     });
-    const snapshot = compileRouting(document, 1);
+    const snapshot = compileRouting(document, 1, { identity: identityCompiler() });
     expect(snapshot.matchService('shop.example.com', '/api/cart')?.name).toBe('exact-api');
     expect(snapshot.matchService('shop.example.com', '/static/a.css')?.name).toBe('wild');
     expect(snapshot.matchService('shop.example.com', '/')?.name).toBe('fallback');
@@ -235,14 +236,14 @@ describe('service matching', () => {
   it('finds the longest whole-segment prefix among many on one host', () => {
     const prefixes = ['/', '/api', '/b', '/c', '/d', '/e/f', '/api/v1'];
     const document = parseRoutingDocument({ upstreams, services: prefixes.map((pathPrefix, i) => ({ name: `s${i}`, stable: 'v1', match: { pathPrefix } })) });
-    const snapshot = compileRouting(document, 1);
+    const snapshot = compileRouting(document, 1, { identity: identityCompiler() });
     const expected: Record<string, string> = { '/api/x': 's1', '/api': 's1', '/api/v1/x': 's6', '/api/v1x': 's1', '/e/f/g': 's5', '/e': 's0', '/apix': 's0', '/': 's0' };
     for (const [path, name] of Object.entries(expected)) expect(snapshot.matchService('h', path)?.name, path).toBe(name);
   });
 
   it('answers undefined when nothing matches', () => {
     const document = parseRoutingDocument({ upstreams, services: [{ name: 'only', stable: 'v1', match: { host: 'a.com' } }] });
-    expect(compileRouting(document, 1).matchService('b.com', '/')).toBeUndefined();
+    expect(compileRouting(document, 1, { identity: identityCompiler() }).matchService('b.com', '/')).toBeUndefined();
   });
 });
 
@@ -256,12 +257,14 @@ describe('compileRouting: identity', () => {
   it('resolves the identity through the chain with the given context, then decides on it', async () => {
     const reads: string[] = [];
     const snapshot = compileRouting(parseRoutingDocument(raw([{ tokenLookup: {} }])), 1, {
-      identityContext: {
-        readKey: async (key) => {
-          reads.push(key);
-          return key === 'TOKEN_abc' ? '1234' : undefined;
+      identity: identityCompiler({
+        context: {
+          readKey: async (key) => {
+            reads.push(key);
+            return key === 'TOKEN_abc' ? '1234' : undefined;
+          },
         },
-      },
+      }),
     });
     const service = snapshot.matchService('h', '/')!;
     expect(service.needsIdentity).toBe(true);
@@ -275,7 +278,7 @@ describe('compileRouting: identity', () => {
   it('refuses, naming the source, an identity source that cannot work without a store', () => {
     let error: unknown;
     try {
-      compileRouting(parseRoutingDocument(raw([{ tokenLookup: {} }])), 1);
+      compileRouting(parseRoutingDocument(raw([{ tokenLookup: {} }])), 1, { identity: identityCompiler() });
     } catch (caught) {
       error = caught;
     }
@@ -305,7 +308,7 @@ function abService(candidates: { upstream: string; weight: number }[], release: 
     services: [{ name: 'shop', stable: 'v1', release: { candidates, ...release } }],
     ...extra,
   });
-  return compileRouting(document, 1).matchService('h', '/')!;
+  return compileRouting(document, 1, { identity: identityCompiler() }).matchService('h', '/')!;
 }
 
 const ids = Array.from({ length: 20_000 }, (_, i) => `user-${i}`);
@@ -345,8 +348,8 @@ describe('A/B/n split', () => {
 
   it('is sticky: the same id gets the same candidate on every call and every compilation (property)', () => {
     const raw = { upstreams: abUpstreams, identity, services: [{ name: 'shop', stable: 'v1', release: { candidates: [{ upstream: 'a', weight: 30 }, { upstream: 'b', weight: 30 }] } }] };
-    const one = compileRouting(parseRoutingDocument(raw), 1).matchService('h', '/')!;
-    const two = compileRouting(parseRoutingDocument(raw), 2).matchService('h', '/')!;
+    const one = compileRouting(parseRoutingDocument(raw), 1, { identity: identityCompiler() }).matchService('h', '/')!;
+    const two = compileRouting(parseRoutingDocument(raw), 2, { identity: identityCompiler() }).matchService('h', '/')!;
     fc.assert(
       fc.property(fc.string({ minLength: 1, maxLength: 40 }), (userId) => {
         const first = one.decide(makeFacts({ userId }));
@@ -406,6 +409,7 @@ describe('A/B/n split', () => {
     const pct = compileRouting(
       parseRoutingDocument({ upstreams: abUpstreams, identity, services: [{ name: 'shop', stable: 'v1', release: { candidate: 'a', rules: [{ percentage: { percent: 10 } }] } }] }),
       1,
+      { identity: identityCompiler() },
     ).matchService('h', '/')!;
     const inTen = idFacts.filter((facts) => pct.decide(facts).version === 'candidate');
     expect(withinBinomial(inTen.length, ids.length, 0.1)).toBe(true);
@@ -509,7 +513,7 @@ describe('A/B/n: bad config is refused with the path', () => {
       identity,
       services: [{ name: 'shop', stable: 'v1', release: { candidates: [{ upstream: 'a', weight: 10 }], rules: [{ to: 'c', header: { name: 'x', present: true } }] } }],
     });
-    expect(() => compileRouting(document, 1)).toThrow(/services\[0\]\.release\.rules\[0\]\.to: "c" is not a candidate of this release/);
+    expect(() => compileRouting(document, 1, { identity: identityCompiler() })).toThrow(/services\[0\]\.release\.rules\[0\]\.to: "c" is not a candidate of this release/);
   });
 
   it('full with more than one weighted candidate, and a split without any identity', () => {
@@ -571,7 +575,7 @@ describe('anonymous sticky id', () => {
     });
 
   it('mints a random id with the cookie attributes when no source knows the caller', async () => {
-    const service = compileRouting(document({}), 1).matchService('h', '/')!;
+    const service = compileRouting(document({}), 1, { identity: identityCompiler() }).matchService('h', '/')!;
     const facts = makeFacts({ clientIp: '203.0.113.9' });
     await service.resolveIdentity(facts);
     expect(facts.identitySource).toBe('anonymous');
@@ -581,7 +585,7 @@ describe('anonymous sticky id', () => {
   });
 
   it('adds Secure over TLS, or when a trusted proxy says the client used https; never trusts others for it', async () => {
-    const service = compileRouting(document({ name: 'anon', maxAgeDays: 90, sameSite: 'Strict' }), 1).matchService('h', '/')!;
+    const service = compileRouting(document({ name: 'anon', maxAgeDays: 90, sameSite: 'Strict' }), 1, { identity: identityCompiler() }).matchService('h', '/')!;
     const cookieFor = async (init: Parameters<typeof makeFacts>[0]) => {
       const facts = makeFacts(init);
       await service.resolveIdentity(facts);
@@ -590,14 +594,14 @@ describe('anonymous sticky id', () => {
     expect(await cookieFor({ isTls: true })).toBe('anon=ID; Path=/; Max-Age=7776000; SameSite=Strict; HttpOnly; Secure');
     expect(await cookieFor({ isFromTrustedProxy: true, headers: { 'x-forwarded-proto': 'HTTPS, http' } })).toMatch(/; Secure$/);
     expect(await cookieFor({ isFromTrustedProxy: false, headers: { 'x-forwarded-proto': 'https' } })).not.toMatch(/Secure/);
-    const none = compileRouting(document({ sameSite: 'None' }), 1).matchService('h', '/')!;
+    const none = compileRouting(document({ sameSite: 'None' }), 1, { identity: identityCompiler() }).matchService('h', '/')!;
     const facts = makeFacts();
     await none.resolveIdentity(facts);
     expect(facts.mintedAnonymousCookie).toMatch(/SameSite=None; HttpOnly; Secure$/);
   });
 
   it('recognizes a returning caller by the cookie and mints nothing; a malformed cookie gets a fresh id', async () => {
-    const service = compileRouting(document({}), 1).matchService('h', '/')!;
+    const service = compileRouting(document({}), 1, { identity: identityCompiler() }).matchService('h', '/')!;
     const first = makeFacts();
     await service.resolveIdentity(first);
     const back = makeFacts({ cookies: { gg_anon: first.userId! } });
@@ -611,7 +615,7 @@ describe('anonymous sticky id', () => {
   });
 
   it('leaves callers a source knows alone, and never mints for a service whose rules ignore the identity, or when disabled', async () => {
-    const snapshot = compileRouting(document({}), 1);
+    const snapshot = compileRouting(document({}), 1, { identity: identityCompiler() });
     const known = makeFacts({ headers: { 'x-user-id': '42' } });
     await snapshot.matchService('h', '/')!.resolveIdentity(known);
     expect(known).toMatchObject({ userId: '42', identitySource: 'header:x-user-id', mintedAnonymousCookie: undefined });
@@ -620,14 +624,14 @@ describe('anonymous sticky id', () => {
     const facts = makeFacts();
     await plain.resolveIdentity(facts);
     expect(facts.mintedAnonymousCookie).toBeUndefined();
-    const disabled = compileRouting(document({ enabled: false }), 1).matchService('h', '/')!;
+    const disabled = compileRouting(document({ enabled: false }), 1, { identity: identityCompiler() }).matchService('h', '/')!;
     const nobody = makeFacts();
     await disabled.resolveIdentity(nobody);
     expect(nobody).toMatchObject({ userId: undefined, mintedAnonymousCookie: undefined });
   });
 
   it('10 % stays 10 %: callers minted once and returning many times keep their first version', async () => {
-    const service = compileRouting(document({}), 1).matchService('h', '/')!;
+    const service = compileRouting(document({}), 1, { identity: identityCompiler() }).matchService('h', '/')!;
     const n = 20_000;
     let candidate = 0;
     for (let i = 0; i < n; i++) {
@@ -655,6 +659,7 @@ import { performance, PerformanceObserver } from 'node:perf_hooks';
 import { makeFacts } from ${url('test/helpers/facts.ts')};
 import { parseRoutingDocument } from ${url('src/config/load.ts')};
 import { compileRouting } from ${url('src/rules/compile.ts')};
+import { identityCompiler } from ${url('src/identity/request-identity.ts')};
 const starts = [];
 new PerformanceObserver((list) => { for (const e of list.getEntries()) starts.push(e.startTime); }).observe({ entryTypes: ['gc'] });
 const settle = () => new Promise((resolve) => setTimeout(resolve, 30));
@@ -682,7 +687,7 @@ const document = parseRoutingDocument({
   services: [{ name: 'shop', stable: 'v1', release: { candidates: [{ upstream: 'a', weight: 10 }, { upstream: 'b', weight: 0 }, { upstream: 'c', weight: 30 }],
     rules: [{ name: 'deny', to: 'stable', header: { name: 'x-deny', present: true } }, { to: 'b', cookie: { name: 'b', equals: '1' } }] } }],
 });
-const service = compileRouting(document, 1).matchService('h', '/');
+const service = compileRouting(document, 1, { identity: identityCompiler() }).matchService('h', '/');
 const facts = Array.from({ length: 1024 }, (_, i) => makeFacts({ userId: i % 5 === 0 ? undefined : 'user-' + i * 7919, cookies: i % 9 === 0 ? { b: '1' } : {} }));
 const result = {};
 result.split = await bytesPerCall((i) => { sink = service.decide(facts[i & 1023]); });
@@ -693,5 +698,29 @@ process.stdout.write(JSON.stringify(result));
     const bytes = JSON.parse(stdout) as Record<string, number>;
     expect(bytes.control, 'the method must see a 1-object allocation').toBeGreaterThanOrEqual(16);
     expect(bytes.split, 'bytes per decide').toBeLessThan(0.5);
+  });
+});
+
+describe('rules and identity', () => {
+  it('rules import nothing from identity: identity is handed in as a value', async () => {
+    const { readdir, readFile } = await import('node:fs/promises');
+    const dir = fileURLToPath(new URL('../../src/rules/', import.meta.url));
+    const files = (await readdir(dir, { recursive: true })).filter((file) => file.endsWith('.ts'));
+    expect(files.length).toBeGreaterThan(10);
+    for (const file of files) {
+      const text = await readFile(`${dir}${file}`, 'utf8');
+      expect(text, file).not.toMatch(/from '(\.\.\/)+identity\//);
+    }
+  });
+
+  it('compiling a document that configures identity without an identity compiler is refused, saying what to pass', () => {
+    const document = parseRoutingDocument({ upstreams, identity, services: [{ name: 'shop', stable: 'v1' }] });
+    expect(() => compileRouting(document, 1)).toThrow(/pass options\.identity/);
+    // Without identity configured, nothing is needed: rules that do not read the identity work as before.
+    const plain = compileRouting(parseRoutingDocument({ upstreams, services: [{ name: 'shop', stable: 'v1', release: { candidate: 'v2', rules: [{ header: { name: 'x-canary', equals: '1' } }] } }] }), 1);
+    const service = plain.matchService('h', '/')!;
+    const facts = makeFacts({ headers: { 'x-canary': '1' } });
+    expect(service.resolveIdentity(facts)).toBeUndefined();
+    expect([facts.userId, service.decide(facts).version]).toEqual([undefined, 'candidate']);
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseRoutingDocument } from '../../src/config/load.js';
 import { GraygateError } from '../../src/errors.js';
+import { identityCompiler } from '../../src/identity/request-identity.js';
 import { compileRouting } from '../../src/rules/compile.js';
 import { explainRequest, type RequestDescription } from '../../src/rules/explain.js';
 import type { RoutingSnapshot } from '../../src/rules/snapshot.js';
@@ -14,7 +15,7 @@ const upstreams = {
 };
 
 function snapshotOf(services: unknown[], identity: Record<string, unknown> = { sources: [{ header: { name: 'x-user-id' } }] }): RoutingSnapshot {
-  return compileRouting(parseRoutingDocument({ upstreams, identity, services }), 9);
+  return compileRouting(parseRoutingDocument({ upstreams, identity, services }), 9, { identity: identityCompiler() });
 }
 
 const canary = snapshotOf([

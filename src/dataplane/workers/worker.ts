@@ -35,11 +35,11 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
       if (process.connected) process.send!(message);
     };
     const install = (routing: RoutingMessage) => {
-      const { dataPlane, identityContext } = serving!;
+      const { dataPlane, identity } = serving!;
       if (routing.seq > servedSeq) {
         const values = new Map(routing.values);
         try {
-          dataPlane.setSnapshot(compileRouting(routing.document, routing.version, { storeValue: (key) => values.get(key), identityContext }));
+          dataPlane.setSnapshot(compileRouting(routing.document, routing.version, { storeValue: (key) => values.get(key), identity }));
           servedSeq = routing.seq;
         } catch (error) {
           // The primary compiled this document already; failing here would be a bug: keep serving

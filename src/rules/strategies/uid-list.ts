@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { UserIdNumber } from '../../config/primitives.js';
-import { MAX_USER_ID_LENGTH } from '../../identity/source.js';
+import { MAX_USER_ID_LENGTH } from '../facts.js';
 import { defineStrategy } from '../strategy.js';
 
 /**
