@@ -299,11 +299,11 @@ export class ClusterDataPlane implements DataPlane {
       this.pendingKeys.push({ worker, id, key, deadlineMs });
       return;
     }
-    if (!store.readKey) {
+    if (!store.keyReader) {
       this.send(worker, { type: 'gg:key', id, error: `the ${store.kind} store cannot look keys up` });
       return;
     }
-    store.readKey(key, deadlineMs).then(
+    store.keyReader.readKey(key, deadlineMs).then(
       (value) => this.send(worker, value === undefined ? { type: 'gg:key', id } : { type: 'gg:key', id, value }),
       (error: unknown) => this.send(worker, { type: 'gg:key', id, error: (error as Error)?.message ?? String(error) }),
     );

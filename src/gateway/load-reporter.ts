@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { DataPlaneStats } from '../dataplane/runtime.js';
 import { rateLimited, type Logger } from '../observe/log.js';
-import type { LoadReport, Store } from '../store/store.js';
+import type { FleetLoadEntry, FleetReports, LoadReport } from '../store/store.js';
 
 /** How often the load is looked at; it is published when it changed or anything is in flight. */
 export const LOAD_REPORT_EVERY_MS = 250;
@@ -13,6 +13,8 @@ export const LOAD_REPORT_AT_LEAST_EVERY_MS = 1_000;
  * stopped without deleting its report (killed) drops out after it. Three missed reports.
  */
 export const FLEET_LOAD_STALE_MS = 3_000;
+/** How often the fleet's reports are read back, for the fleet metrics (graygate_fleet_split). */
+export const FLEET_READ_EVERY_MS = 1_000;
 /** How long closing waits to delete this gateway's report. */
 const CLOSE_WAIT_MS = 500;
 
@@ -22,7 +24,8 @@ export function newInstanceId(): string {
 }
 
 export interface LoadReporterOptions {
-  readonly store: Store;
+  /** Where the reports go; undefined for a store that serves one gateway (nothing is published). */
+  readonly fleet: FleetReports | undefined;
   readonly instanceId: string;
   /** This gateway's own figures now (with --workers: summed over the workers). */
   readonly measure: () => LoadReport;
@@ -45,16 +48,44 @@ export class LoadReporter {
    * read-only replica, where each refusal makes the client reconnect) is not hammered. */
   private failures = 0;
   private retryAt = 0;
+  private readTimer: NodeJS.Timeout | undefined;
+  private reading = false;
+  private lastRead: { readonly entries: readonly FleetLoadEntry[]; readonly at: number } | undefined;
 
   constructor(private readonly options: LoadReporterOptions) {
     this.logFault = rateLimited(options.logger);
   }
 
   start(): void {
-    if (this.options.store.reportLoad === undefined || this.timer !== undefined) return;
+    if (this.options.fleet === undefined || this.timer !== undefined) return;
     this.tick();
     this.timer = setInterval(() => this.tick(), LOAD_REPORT_EVERY_MS);
     this.timer.unref();
+    this.readTimer = setInterval(() => void this.readFleet(), FLEET_READ_EVERY_MS);
+    this.readTimer.unref();
+  }
+
+  /**
+   * The other gateways' reports as last read (this gateway's own left out), or undefined when
+   * there is no fleet or the last good read is older than the staleness bound (the store is
+   * unreachable: what the others serve is unknown).
+   */
+  others(): readonly FleetLoadEntry[] | undefined {
+    if (this.lastRead === undefined || Date.now() - this.lastRead.at > FLEET_LOAD_STALE_MS) return undefined;
+    return this.lastRead.entries.filter((entry) => entry.instanceId !== this.options.instanceId);
+  }
+
+  private async readFleet(): Promise<void> {
+    const fleet = this.options.fleet;
+    if (this.isClosed || this.reading || fleet === undefined) return;
+    this.reading = true;
+    try {
+      this.lastRead = { entries: await fleet.readFleetLoad(FLEET_LOAD_STALE_MS), at: Date.now() };
+    } catch {
+      // Publishing logs the outage; the fleet metrics go back to this gateway alone once stale.
+    } finally {
+      this.reading = false;
+    }
   }
 
   private tick(): void {
@@ -62,10 +93,10 @@ export class LoadReporter {
     if (Date.now() < this.retryAt) return;
     const report = this.options.measure();
     // servedForMs always changes: compare what an operator would see change.
-    const text = JSON.stringify([report.servedVersion, report.inFlightRequests, report.openConnections, report.upstreams]);
+    const text = JSON.stringify([report.servedVersion, report.servedEpoch, report.inFlightRequests, report.openConnections, report.upstreams]);
     const now = Date.now();
     if (text === this.lastText && report.inFlightRequests === 0 && now - this.lastAt < LOAD_REPORT_AT_LEAST_EVERY_MS) return;
-    this.publishing = this.options.store.reportLoad!(this.options.instanceId, report).then(
+    this.publishing = this.options.fleet!.reportLoad(this.options.instanceId, report).then(
       () => {
         this.lastText = text;
         this.lastAt = now;
@@ -89,12 +120,13 @@ export class LoadReporter {
   async close(): Promise<void> {
     this.isClosed = true;
     clearInterval(this.timer);
+    clearInterval(this.readTimer);
     this.timer = undefined;
-    const store = this.options.store;
-    if (store.removeLoad === undefined) return;
+    const fleet = this.options.fleet;
+    if (fleet === undefined) return;
     const remove = (async () => {
       await this.publishing;
-      await store.removeLoad!(this.options.instanceId);
+      await fleet.removeLoad(this.options.instanceId);
     })().catch((error: unknown) => this.options.logger.debug({ err: (error as Error)?.message }, 'could not delete this gateway\'s load report; it goes stale'));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([remove, new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
@@ -102,10 +134,11 @@ export class LoadReporter {
   }
 }
 
-/** The report of `stats` for a gateway serving `servedVersion` since `servedSince` (Date.now()). */
-export function loadReportOf(stats: DataPlaneStats, servedVersion: number | null, servedSince: number, now = Date.now()): LoadReport {
+/** The report of `stats` for a gateway serving `servedVersion` (of `servedEpoch`) since `servedSince` (Date.now()). */
+export function loadReportOf(stats: DataPlaneStats, servedVersion: number | null, servedSince: number, now = Date.now(), servedEpoch: string | null = null): LoadReport {
   return {
     servedVersion,
+    servedEpoch,
     servedForMs: servedVersion === null ? 0 : Math.max(0, now - servedSince),
     inFlightRequests: stats.inFlightRequests,
     openConnections: stats.openConnections,

@@ -201,6 +201,10 @@ describe('ConfigSync', () => {
         history: (o) => store.history(o),
         version: (v) => store.version(v),
         watch: (f) => store.watch(f),
+        health: () => store.health(),
+        deadlineMs: store.deadlineMs,
+        keyReader: undefined,
+        fleet: undefined,
         close: () => store.close(),
       }),
     });
@@ -365,6 +369,9 @@ type Step = { kind: 'ok'; version: number; delay: number } | { kind: 'outage' | 
  */
 class ScriptedStore implements Store {
   readonly kind = 'scripted';
+  readonly deadlineMs = 2_000;
+  readonly keyReader = undefined;
+  readonly fleet = undefined;
   readonly okVersionsRead: number[] = [];
   inFlight = 0;
   maxInFlight = 0;
@@ -398,6 +405,9 @@ class ScriptedStore implements Store {
   }
   watch(): () => void {
     return () => undefined;
+  }
+  health() {
+    return { up: true, everUp: true };
   }
   close(): Promise<void> {
     return Promise.resolve();

@@ -10,6 +10,7 @@ import { validateRouting } from './validate.js';
 
 const report = (inFlight: number, servedVersion: number | null = 3): LoadReport => ({
   servedVersion,
+  servedEpoch: servedVersion === null ? null : 'epoch-a',
   servedForMs: 1_234,
   inFlightRequests: inFlight,
   openConnections: inFlight + 1,

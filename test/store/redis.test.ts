@@ -273,6 +273,77 @@ describe('redis store: Redis killed and restarted', () => {
   });
 });
 
+describe('redis store: deadlines through a paused server', () => {
+  it('a write sent to a paused server fails by its deadline, says what to check, and is not applied when the server resumes', async () => {
+    const own = await startRedis();
+    try {
+      const [store, reader] = fleet(2, { commandTimeoutMs: 600 }, own);
+      await store!.write(doc(1), { expectedVersion: 0, actor: 'seed', reason: 'seed' });
+      // Connected (the clock measured at connect): the write goes out on a live socket and waits there.
+      await eventually(async () => expect((await store!.current()).version).toBe(1));
+      own.pause();
+      let elapsed: number;
+      let error: GraygateError;
+      try {
+        const startedAt = Date.now();
+        error = await expectCode(store!.write(doc(2), { expectedVersion: 1, actor: 'alice', reason: 'paused', deadline: Date.now() + 600 }), 'GG_STORE_UNAVAILABLE');
+        elapsed = Date.now() - startedAt;
+        // Long enough for the command, sent before the deadline, to sit in the server's socket.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      } finally {
+        own.resume();
+      }
+      expect(error.message).toMatch(/cannot be applied after .*check whether version 2 is "paused" by alice/);
+      expect(elapsed).toBeLessThan(600 + 1_000);
+      // The server runs the queued script on resume: past its fence, it writes nothing.
+      await eventually(async () => expect((await reader!.current()).version).toBe(1), { withinMs: 5_000 });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect((await reader!.current()).version).toBe(1);
+      // And a write after it goes through as usual.
+      await eventually(() => store!.write(doc(3), { expectedVersion: 1, actor: 'alice', reason: 'after' }), { withinMs: 5_000 });
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('a read and a write share one deadline: no retry past it, no second timeout', async () => {
+    const own = await startRedis();
+    try {
+      const [store] = fleet(1, { commandTimeoutMs: 500 }, own);
+      await store!.write(doc(1), { expectedVersion: 0, actor: 'seed', reason: 'seed' });
+      own.pause();
+      try {
+        const deadline = Date.now() + 500;
+        const startedAt = Date.now();
+        await expectCode(store!.current({ deadline }), 'GG_STORE_UNAVAILABLE');
+        await expectCode(store!.write(doc(2), { expectedVersion: 1, actor: 'a', reason: 'r', deadline }), 'GG_STORE_UNAVAILABLE');
+        // Both within the one deadline (plus a loaded machine's timer slack), not 500 ms each or more.
+        expect(Date.now() - startedAt).toBeLessThan(500 + 400);
+      } finally {
+        own.resume();
+      }
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('health: up once connected; down (but reached before) while the server is gone', async () => {
+    const own = await startRedis();
+    const [store] = fleet(1, { pollMs: 100, commandTimeoutMs: 300 }, own);
+    const stop = store!.watch(() => undefined);
+    try {
+      await eventually(() => expect(store!.health()).toEqual({ up: true, everUp: true }));
+      await own.kill('SIGKILL');
+      await eventually(() => expect(store!.health()).toEqual({ up: false, everUp: true }), { withinMs: 5_000 });
+    } finally {
+      stop();
+      await own.stop();
+    }
+    const never = makeStore({ url: 'redis://127.0.0.1:1', commandTimeoutMs: 200 });
+    expect(never.health()).toEqual({ up: false, everUp: false });
+  });
+});
+
 describe('redis store: readKey', () => {
   it('returns the value, undefined for a missing key, and rejects at the deadline when the server is paused', async () => {
     const [store] = fleet(1);

@@ -3,7 +3,7 @@ import { Cluster, Command, Redis, ReplyError, type ClusterOptions, type RedisOpt
 import type { RedisStoreSettings, RoutingDocument } from '../../config/schema.js';
 import { ConfigError, GraygateError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../observe/log.js';
-import type { ChangeMeta, FleetLoadEntry, LoadFigures, LoadReport, Store, StoredVersion, WriteRequest } from '../store.js';
+import type { ChangeMeta, FleetLoadEntry, FleetReports, KeyReader, LoadFigures, LoadReport, ReadOptions, Store, StoredVersion, StoreHealth, WriteRequest } from '../store.js';
 import { parseRedisUrl, type RedisTarget } from './url.js';
 
 /** Validates a raw routing document; throws ConfigError naming each failing field. */
@@ -43,13 +43,25 @@ export function redisStoreKeys(namespace: string): RedisStoreKeys {
  * Compare-and-set in one script, so the check, the write, the history entry, the trim and the
  * notification are atomic (all keys share one hash tag, so this also runs in Cluster).
  * KEYS: version, doc, history, epoch. ARGV: expected version, new version, entry JSON, history
- * limit, channel, a fresh epoch id. The fresh epoch is taken when the store is seeded (nothing
+ * limit, channel, a fresh epoch id, and a fence: the server time (ms) after which the write must
+ * not happen any more, 0 for none. The fresh epoch is taken when the store is seeded (nothing
  * stored: a new store, or one that lost its data) or holds none yet (written before epochs).
- * Returns {1, new version, epoch} or {0, current version}.
+ * Returns {1, new version, epoch}, {0, current version} (a conflict) or {2, current version}
+ * (past the fence: nothing written).
+ *
+ * The fence exists because a command cannot be taken back once sent: to a paused server (SIGSTOP,
+ * a long fork, a network stall) it waits in a socket buffer and runs whenever the server resumes,
+ * long after the writer was told it failed. Past the fence it refuses, so a write reported as
+ * failed is never applied later.
  */
 const CAS_SCRIPT = `
+local fence = tonumber(ARGV[7])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current == nil then return redis.error_reply('GG_STORE_CORRUPT version key holds a non-number') end
+if fence > 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > fence then return {2, current} end
+end
 if current ~= tonumber(ARGV[1]) then return {0, current} end
 local epoch = redis.call('GET', KEYS[4])
 if current == 0 or not epoch then
@@ -84,6 +96,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {now, redis.call('HGETALL', KEYS[1])}
 `;
 
+/**
+ * How long before a write's deadline its fence closes: a write the server runs just before the
+ * fence still has this long for its reply to arrive before the writer gives up on it.
+ */
+const FENCE_MARGIN_MS = 250;
+
+/** How often a store never reached since start is warned about again. */
+const NEVER_REACHED_EVERY_MS = 10_000;
+
 /** How long the load hash outlives the last report written to it. */
 const LOAD_KEY_TTL_MS = 60_000;
 
@@ -95,7 +116,7 @@ function parseLoadEntry(instanceId: string, text: string): FleetLoadEntry | unde
   } catch {
     return undefined;
   }
-  const value = raw as { at?: unknown; servedVersion?: unknown; servedForMs?: unknown; inFlightRequests?: unknown; openConnections?: unknown; upstreams?: unknown } | null;
+  const value = raw as { at?: unknown; servedVersion?: unknown; servedEpoch?: unknown; servedForMs?: unknown; inFlightRequests?: unknown; openConnections?: unknown; upstreams?: unknown } | null;
   const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0;
   if (value === null || typeof value !== 'object' || !isCount(value.at) || !isCount(value.inFlightRequests) || !isCount(value.openConnections)) return undefined;
   if (value.servedVersion !== null && !isCount(value.servedVersion)) return undefined;
@@ -110,6 +131,8 @@ function parseLoadEntry(instanceId: string, text: string): FleetLoadEntry | unde
     at: value.at,
     report: {
       servedVersion: value.servedVersion,
+      // Absent in reports of gateways from before epochs were reported: unknown.
+      servedEpoch: typeof value.servedEpoch === 'string' ? value.servedEpoch : null,
       servedForMs: isCount(value.servedForMs) ? value.servedForMs : 0,
       inFlightRequests: value.inFlightRequests,
       openConnections: value.openConnections,
@@ -154,8 +177,10 @@ function deepFreeze<T>(value: T): T {
  * deadline), and a subscriber for change notifications (pinged; resubscribes and reports a
  * change after every reconnect), plus a poll of the version key as the backstop.
  */
-export class RedisStore implements Store {
+export class RedisStore implements Store, KeyReader, FleetReports {
   readonly kind = 'redis';
+  readonly keyReader: KeyReader = this;
+  readonly fleet: FleetReports = this;
   readonly keys: RedisStoreKeys;
   readonly target: RedisTarget;
   private readonly control: Client;
@@ -173,8 +198,16 @@ export class RedisStore implements Store {
   /** Version the last poll saw; `undefined` after a failed poll, so the next success reports a change. */
   private polledVersion: number | undefined;
   private isReachable = true;
+  /** Whether the control connection has ever been ready (a store never reached is not "up"). */
+  private everReady = false;
+  private readonly startedAt: number;
+  private warnedNeverReached = false;
+  /** The server's clock minus ours, in ms, measured at each connect (for write fences); undefined until then. */
+  private clockOffsetMs: number | undefined;
   private isClosed = false;
   private isPolling = false;
+  /** Repeats the warning while the store has never been reached (a mistyped address must not go unnoticed). */
+  private neverReachedTimer: NodeJS.Timeout | undefined;
   /** Subscribers of watchKeys, closed with the store. */
   private readonly keySubscribers = new Set<Client>();
   private keyspaceDescribed = false;
@@ -192,7 +225,59 @@ export class RedisStore implements Store {
     // Identity lookups pass their own deadline per call (readKey); this one bounds what is left.
     this.lookup = this.connect('lookup', { commandTimeout: Math.max(settings.commandTimeoutMs, 1_000) });
     // A reconnect of the control connection may follow an outage in which changes were missed.
-    this.control.on('ready', () => this.notify());
+    this.startedAt = Date.now();
+    this.scheduleNeverReachedWarning(Math.max(settings.commandTimeoutMs, 1_000));
+    this.control.on('ready', () => {
+      if (!this.everReady && this.warnedNeverReached) {
+        this.logger.warn({ event: 'store-reached', store: this.target.display }, `redis store ${this.target.display} reached`);
+      }
+      this.everReady = true;
+      clearTimeout(this.neverReachedTimer);
+      void this.measureClock();
+      this.notify();
+    });
+  }
+
+  /**
+   * Warns (as an error, with the address) after `delayMs` and then every NEVER_REACHED_EVERY_MS
+   * for as long as the store has never answered since start: the gateway routes meanwhile on
+   * what it had (its last good copy, the config file, or stable only), and /readyz says not ready.
+   */
+  private scheduleNeverReachedWarning(delayMs: number): void {
+    this.neverReachedTimer = setTimeout(() => {
+      if (this.everReady || this.isClosed) return;
+      const seconds = Math.round((Date.now() - this.startedAt) / 1000);
+      this.logger.error(
+        { event: 'store-never-reached', store: this.target.display, status: this.control.status, seconds },
+        `redis store ${this.target.display} has not been reached in the ${seconds} s since start (is the address right? is it up?); ` +
+          'routing stays on what this gateway had at start (its last good copy, the config file, or stable only) and /readyz says not ready until it answers',
+      );
+      this.warnedNeverReached = true;
+      this.scheduleNeverReachedWarning(NEVER_REACHED_EVERY_MS);
+    }, delayMs);
+    this.neverReachedTimer.unref();
+  }
+
+  /** How long one admin operation (a read and a write) may take against this store: `commandTimeoutMs`. */
+  get deadlineMs(): number {
+    return this.settings.commandTimeoutMs;
+  }
+
+  /** Up: connected, and the last poll got an answer. `everUp`: connected at least once since start. */
+  health(): StoreHealth {
+    return { up: this.everReady && this.isReachable && this.control.status === 'ready', everUp: this.everReady };
+  }
+
+  /** The server's clock against ours (TIME, halfway through the round trip), for write fences. */
+  private async measureClock(): Promise<void> {
+    try {
+      const before = Date.now();
+      const [seconds, micros] = (await this.control.call('TIME')) as [string, string];
+      const after = Date.now();
+      this.clockOffsetMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - (before + after) / 2;
+    } catch {
+      // Unknown: writes go without a fence until the next connect measures it.
+    }
   }
 
   /** A client for one role. Error listeners are attached at creation (an unhandled 'error' ends the process). */
@@ -259,15 +344,17 @@ export class RedisStore implements Store {
     return client;
   }
 
-  /** Resolves once `client` is ready; GG_STORE_UNAVAILABLE when it is not within the deadline. */
-  private whenReady(client: Client, what: string): Promise<void> {
+  /** Resolves once `client` is ready; GG_STORE_UNAVAILABLE when it is not by `deadline` (default: commandTimeoutMs from now). */
+  private whenReady(client: Client, what: string, deadline = Date.now() + this.settings.commandTimeoutMs): Promise<void> {
     if (client.status === 'ready') return Promise.resolve();
     if (this.isClosed) return Promise.reject(unavailable(what, this.target.display, new Error('the store is closed')));
+    const waitMs = deadline - Date.now();
+    if (waitMs <= 0) return Promise.reject(unavailable(what, this.target.display, new Error(`not connected (status ${client.status}) and out of time`)));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         client.off('ready', onReady);
         reject(unavailable(what, this.target.display, new Error(`not connected within ${this.settings.commandTimeoutMs} ms (status ${client.status})`)));
-      }, this.settings.commandTimeoutMs);
+      }, waitMs);
       const onReady = () => {
         clearTimeout(timer);
         resolve();
@@ -276,11 +363,15 @@ export class RedisStore implements Store {
     });
   }
 
-  /** Runs one control-path operation: waits for the connection (bounded), maps failures to GG_STORE_UNAVAILABLE. */
-  private async run<T>(what: string, operation: (client: Client) => Promise<T>): Promise<T> {
-    await this.whenReady(this.control, what);
+  /**
+   * Runs one control-path operation by `deadline`: waits for the connection, sends, and gives up
+   * on the reply at the deadline (the connection's own command timeout may be later when part of
+   * the time went to an earlier step). Failures map to GG_STORE_UNAVAILABLE.
+   */
+  private async run<T>(what: string, operation: (client: Client) => Promise<T>, deadline = Date.now() + this.settings.commandTimeoutMs): Promise<T> {
+    await this.whenReady(this.control, what, deadline);
     try {
-      return await operation(this.control);
+      return await beforeDeadline(operation(this.control), deadline, this.settings.commandTimeoutMs);
     } catch (error) {
       throw unavailable(what, this.target.display, error);
     }
@@ -292,13 +383,14 @@ export class RedisStore implements Store {
    * once more on the new connection instead of failing. A reply error (the server answered) is
    * not retried. Writes never come through here.
    */
-  private async read<T>(what: string, operation: (client: Client) => Promise<T>): Promise<T> {
-    await this.whenReady(this.control, what);
+  private async read<T>(what: string, operation: (client: Client) => Promise<T>, deadline = Date.now() + this.settings.commandTimeoutMs): Promise<T> {
+    await this.whenReady(this.control, what, deadline);
     try {
-      return await operation(this.control);
+      return await beforeDeadline(operation(this.control), deadline, this.settings.commandTimeoutMs);
     } catch (error) {
-      if (this.isClosed || error instanceof ReplyError) throw unavailable(what, this.target.display, error);
-      return this.run(what, operation);
+      // One deadline for the whole read: a retry only in the time left, never a second full timeout.
+      if (this.isClosed || error instanceof ReplyError || error instanceof DeadlineError || Date.now() >= deadline) throw unavailable(what, this.target.display, error);
+      return this.run(what, operation, deadline);
     }
   }
 
@@ -335,9 +427,9 @@ export class RedisStore implements Store {
   }
 
   /** The current version. ConfigError when it does not validate; GG_STORE_EMPTY when none is stored; GG_STORE_UNAVAILABLE when unreachable. */
-  async current(): Promise<StoredVersion> {
+  async current(options: ReadOptions = {}): Promise<StoredVersion> {
     // One MGET (the keys share a slot): the document and the epoch it belongs to, atomically.
-    const [text, epoch] = await this.read('reading the routing document', (client) => client.mget(this.keys.doc, this.keys.epoch));
+    const [text, epoch] = await this.read('reading the routing document', (client) => client.mget(this.keys.doc, this.keys.epoch), options.deadline);
     if (text === null || text === '' || text === undefined) {
       throw new GraygateError(
         'GG_STORE_EMPTY',
@@ -363,16 +455,40 @@ export class RedisStore implements Store {
     };
     const entry = JSON.stringify(stored);
     const keys = this.keys;
+    const deadline = request.deadline ?? Date.now() + this.settings.commandTimeoutMs;
     if (this.target.topology === 'sentinel') await this.confirmSentinelMaster();
-    const reply = await this.run('writing the routing document', (client) =>
-      client.eval(CAS_SCRIPT, 4, keys.version, keys.doc, keys.history, keys.epoch, String(request.expectedVersion), String(version), entry, String(this.settings.historyLimit), keys.channel, randomUUID()),
+    // The fence, in the server's clock: unknown offset (never connected yet) means no fence, but
+    // then the connection is not ready either and nothing is sent.
+    const fence = this.clockOffsetMs === undefined ? 0 : Math.floor(deadline - FENCE_MARGIN_MS + this.clockOffsetMs);
+    let sent = false;
+    const reply = await this.run(
+      'writing the routing document',
+      (client) => {
+        sent = true;
+        return client.eval(CAS_SCRIPT, 4, keys.version, keys.doc, keys.history, keys.epoch, String(request.expectedVersion), String(version), entry, String(this.settings.historyLimit), keys.channel, randomUUID(), String(fence));
+      },
+      deadline,
     ).catch((error: GraygateError) => {
       if ((error.cause as Error | undefined)?.message?.includes('GG_STORE_CORRUPT')) {
         throw new GraygateError('GG_STORE_CORRUPT', `redis ${keys.version} holds something other than a version number; fix or delete it`, { cause: error });
       }
-      throw error;
+      if (!sent || fence === 0 || error.cause instanceof ReplyError) throw error;
+      // Sent, no answer: the server may still hold the command, but it cannot apply past the fence.
+      const fenceTime = new Date(fence - (this.clockOffsetMs ?? 0)).toISOString();
+      throw new GraygateError(
+        'GG_STORE_UNAVAILABLE',
+        `${error.message}. The write of version ${version} was not confirmed; it cannot be applied after ${fenceTime} (the store refuses it past its deadline), ` +
+          `so it was applied only if the store ran it before then: check whether version ${version} is "${request.reason}" by ${request.actor} (graygate history) before retrying`,
+        { cause: error },
+      );
     });
     const [ok, current, epoch] = reply as [number, number, string | undefined];
+    if (ok === 2) {
+      throw new GraygateError(
+        'GG_STORE_UNAVAILABLE',
+        `redis store (${this.target.display}): the store reached the write of version ${version} only after its deadline (it did not answer in time); nothing was written. Retry`,
+      );
+    }
     if (ok !== 1) {
       throw new GraygateError(
         'GG_VERSION_CONFLICT',
@@ -809,6 +925,7 @@ export class RedisStore implements Store {
   async close(): Promise<void> {
     if (this.isClosed) return;
     this.isClosed = true;
+    clearTimeout(this.neverReachedTimer);
     this.listeners.clear();
     this.stopWatching();
     for (const subscriber of this.keySubscribers) subscriber.disconnect();
@@ -817,6 +934,22 @@ export class RedisStore implements Store {
     this.lookup.disconnect();
     this.loadConnection?.disconnect();
   }
+}
+
+/** A reply that did not come by the deadline (the connection is still there; the server may be paused). */
+class DeadlineError extends Error {}
+
+/** `promise`, or a DeadlineError at `deadline` (epoch ms) when it has not settled by then. */
+function beforeDeadline<T>(promise: Promise<T>, deadline: number, timeoutMs: number): Promise<T> {
+  const waitMs = deadline - Date.now();
+  if (waitMs >= timeoutMs) return promise; // the connection's command timeout comes first
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new DeadlineError(`no reply within the ${timeoutMs} ms deadline`)), Math.max(0, waitMs));
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 
 function nullToUndefined(value: string | null): string | undefined {
