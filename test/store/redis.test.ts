@@ -254,7 +254,7 @@ describe('redis store: Redis killed and restarted', () => {
       const start = Date.now();
       await expectCode(watcher!.current(), 'GG_STORE_UNAVAILABLE');
       expect(Date.now() - start).toBeLessThan(1_500);
-      await expectCode(watcher!.readKey('TOKEN_x', 50), 'GG_STORE_UNAVAILABLE');
+      await expectCode(watcher!.keyReader.readKey('TOKEN_x', 50), 'GG_STORE_UNAVAILABLE');
       await eventually(() => expect(watcher!.reachable).toBe(false), { withinMs: 2_000 });
 
       await own.restart();
@@ -348,15 +348,15 @@ describe('redis store: readKey', () => {
   it('returns the value, undefined for a missing key, and rejects at the deadline when the server is paused', async () => {
     const [store] = fleet(1);
     await redis.client.set('TOKEN_readkey', '1234');
-    await eventually(async () => expect(await store!.readKey('TOKEN_readkey', 200)).toBe('1234'));
-    expect(await store!.readKey('TOKEN_missing', 200)).toBeUndefined();
+    await eventually(async () => expect(await store!.keyReader.readKey('TOKEN_readkey', 200)).toBe('1234'));
+    expect(await store!.keyReader.readKey('TOKEN_missing', 200)).toBeUndefined();
     await rawCommand(redis.port, 'CLIENT PAUSE 1000 ALL');
     const start = performance.now();
-    expect((await expectCode(store!.readKey('TOKEN_readkey', 50), 'GG_STORE_UNAVAILABLE')).message).toMatch(/no answer within 50 ms \(Command timed out\)/);
+    expect((await expectCode(store!.keyReader.readKey('TOKEN_readkey', 50), 'GG_STORE_UNAVAILABLE')).message).toMatch(/no answer within 50 ms \(Command timed out\)/);
     const elapsed = performance.now() - start;
     expect(elapsed).toBeGreaterThanOrEqual(45);
     expect(elapsed).toBeLessThan(600); // the pause lasts 1000 ms
-    await eventually(async () => expect(await store!.readKey('TOKEN_readkey', 200)).toBe('1234'), { withinMs: 3_000 });
+    await eventually(async () => expect(await store!.keyReader.readKey('TOKEN_readkey', 200)).toBe('1234'), { withinMs: 3_000 });
   });
 });
 
@@ -371,7 +371,7 @@ describe('redis store: plain keys the rules read (Grayscale_Range)', () => {
   it('readKeys returns each value, undefined when absent', async () => {
     const [store] = fleet(1);
     await redis.client.set('Grayscale_Range_read', '{"idStart":1,"idEnd":5000}');
-    const values = await store!.readKeys(['Grayscale_Range_read', 'absent_key']);
+    const values = await store!.keyReader.readKeys(['Grayscale_Range_read', 'absent_key']);
     expect([...values]).toEqual([
       ['Grayscale_Range_read', '{"idStart":1,"idEnd":5000}'],
       ['absent_key', undefined],
@@ -384,7 +384,7 @@ describe('redis store: plain keys the rules read (Grayscale_Range)', () => {
     let heard = 0;
     let stop = () => {};
     await afterNextGet(redis, () => {
-      stop = store!.watchKeys(['Grayscale_Range_poll'], () => heard++);
+      stop = store!.keyReader.watchKeys(['Grayscale_Range_poll'], () => heard++);
     });
     try {
       await redis.client.set('Grayscale_Range_poll', '{"idStart":1,"idEnd":100}');
@@ -404,7 +404,7 @@ describe('redis store: plain keys the rules read (Grayscale_Range)', () => {
       await server.client.set('Grayscale_Range', '{"idStart":1,"idEnd":5000}');
       let heard = 0;
       await afterNextGet(server, () => {
-        stop = store.watchKeys(['Grayscale_Range'], () => heard++);
+        stop = store.keyReader.watchKeys(['Grayscale_Range'], () => heard++);
       });
       // Wait until the keyspace channel is subscribed, then change the key.
       await eventually(async () => expect(await server.client.pubsub('NUMSUB', '__keyspace@0__:Grayscale_Range')).toEqual(['__keyspace@0__:Grayscale_Range', 1]));
@@ -412,7 +412,7 @@ describe('redis store: plain keys the rules read (Grayscale_Range)', () => {
       await server.client.set('Grayscale_Range', '{"idStart":1,"idEnd":100}');
       await eventually(() => expect(heard).toBe(1), { withinMs: 2_000, everyMs: 1 });
       console.log(`keyspace notification → onChange: ${(performance.now() - start).toFixed(2)} ms`);
-      expect((await store.readKeys(['Grayscale_Range'])).get('Grayscale_Range')).toBe('{"idStart":1,"idEnd":100}');
+      expect((await store.keyReader.readKeys(['Grayscale_Range'])).get('Grayscale_Range')).toBe('{"idStart":1,"idEnd":100}');
     } finally {
       stop();
       await store.close();
