@@ -245,6 +245,9 @@ describe('redis store: Redis killed and restarted', () => {
 
   it('reports unavailable quickly while down, then recovers, resyncs and notices later changes', async () => {
     const [writer, watcher] = fleet(2, { pollMs: 200, commandTimeoutMs: 300 }, own);
+    // Connected first: a write's deadline covers the wait for the connection too, and 300 ms is
+    // short for a first connect on a loaded machine.
+    await eventually(() => expectCode(writer!.current(), 'GG_STORE_EMPTY'));
     await writer!.write(doc(0), { expectedVersion: 0, actor: 'seed', reason: 'seed' });
     let heard = 0;
     const stop = watcher!.watch(() => heard++);

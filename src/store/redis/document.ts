@@ -145,7 +145,10 @@ export class RedisDocuments {
     if (this.connections.target.topology === 'sentinel') await confirmSentinelMaster(this.connections, this.control);
     // The fence, in the server's clock: unknown offset (never connected yet) means no fence, but
     // then the connection is not ready either and nothing is sent.
-    const fence = this.clockOffsetMs === undefined ? 0 : Math.floor(deadline - FENCE_MARGIN_MS + this.clockOffsetMs);
+    // A short deadline gets a proportionally short margin, or the fence would close before the
+    // script could possibly reach the server.
+    const margin = Math.min(FENCE_MARGIN_MS, Math.floor(this.connections.settings.commandTimeoutMs / 5));
+    const fence = this.clockOffsetMs === undefined ? 0 : Math.floor(deadline - margin + this.clockOffsetMs);
     let sent = false;
     const reply = await this.connections.run(
       this.control,
