@@ -69,11 +69,19 @@ export function fleetViewOf(
 }
 
 /**
- * `graygate_store_up`, `graygate_fleet_versions` and `graygate_fleet_split`, read at scrape time
- * from what the gateway already holds (no store I/O at scrape). Registered by the process that
- * holds the store (the single process, or the `--workers` primary); `max` so workers never add up.
+ * `graygate_store_up`, `graygate_fleet_versions` and `graygate_fleet_split`, at scrape time. The
+ * fleet's reports are read then (one read per scrape, bounded by the store's deadline; with the
+ * store unreachable the view is this gateway alone), not on a timer: an idle fleet costs the
+ * store nothing more. Registered by the process that holds the store (the single process, or the
+ * `--workers` primary); `max` so workers never add up.
  */
-export function registerFleetMetrics(registry: Registry, inputs: { readonly storeHealth: () => StoreHealth; readonly fleet: () => FleetView }): void {
+export function registerFleetMetrics(registry: Registry, inputs: { readonly storeHealth: () => StoreHealth; readonly fleet: () => Promise<FleetView> }): void {
+  // One read serves both fleet gauges of a scrape.
+  let pending: Promise<FleetView> | undefined;
+  const fleetOnce = () => {
+    pending ??= inputs.fleet().finally(() => setImmediate(() => (pending = undefined)));
+    return pending;
+  };
   new Gauge({
     name: 'graygate_store_up',
     help: 'Whether the store answers (1) or not (0): routing stays on the last good version while it does not.',
@@ -88,8 +96,8 @@ export function registerFleetMetrics(registry: Registry, inputs: { readonly stor
     help: 'Distinct routing versions (version and store epoch) served by the gateways reporting to the shared store, this one included.',
     registers: [registry],
     aggregator: 'max',
-    collect() {
-      this.set(inputs.fleet().versions.length);
+    async collect() {
+      this.set((await fleetOnce()).versions.length);
     },
   });
   new Gauge({
@@ -97,8 +105,8 @@ export function registerFleetMetrics(registry: Registry, inputs: { readonly stor
     help: '1 while the gateways of the fleet serve different routing versions (a split fleet), else 0.',
     registers: [registry],
     aggregator: 'max',
-    collect() {
-      this.set(inputs.fleet().split ? 1 : 0);
+    async collect() {
+      this.set((await fleetOnce()).split ? 1 : 0);
     },
   });
 }

@@ -15,7 +15,7 @@ import type { Store, StoredVersion } from '../store/store.js';
 import { ConfigSync, type PublishReason } from './config-sync.js';
 import { fleetViewOf, registerFleetMetrics } from './fleet-view.js';
 import { LastGoodFile } from './last-good.js';
-import { LoadReporter, loadReportOf, newInstanceId } from './load-reporter.js';
+import { FLEET_LOAD_STALE_MS, LoadReporter, loadReportOf, newInstanceId } from './load-reporter.js';
 import { StoreKeyFeed } from './store-keys.js';
 
 export interface GatewayOptions {
@@ -218,7 +218,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const localLoad = () => loadReportOf(dataPlane.stats(), served?.version ?? null, servedSince, Date.now(), sync.served?.epoch ?? null);
   const reporter = new LoadReporter({ fleet: store.fleet, instanceId, measure: localLoad, logger });
   reporter.start();
-  registerFleetMetrics(registry, { storeHealth: () => store.health(), fleet: () => fleetViewOf({ instanceId, report: localLoad() }, reporter.others(), undefined) });
+  const fleetReports = store.fleet;
+  registerFleetMetrics(registry, {
+    storeHealth: () => store.health(),
+    fleet: async () => {
+      const others = fleetReports ? await fleetReports.readFleetLoad(FLEET_LOAD_STALE_MS).catch(() => undefined) : undefined;
+      return fleetViewOf({ instanceId, report: localLoad() }, others, undefined);
+    },
+  });
   // The admin API (src/control/api) on its own listener, loaded only when configured.
   let admin: { address: { host: string; port: number }; close(): Promise<void> } | undefined;
   if (settings.admin) {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { DataPlaneStats } from '../dataplane/runtime.js';
 import { rateLimited, type Logger } from '../observe/log.js';
-import type { FleetLoadEntry, FleetReports, LoadReport } from '../store/store.js';
+import type { FleetReports, LoadReport } from '../store/store.js';
 
 /** How often the load is looked at; it is published when it changed or anything is in flight. */
 export const LOAD_REPORT_EVERY_MS = 250;
@@ -13,8 +13,6 @@ export const LOAD_REPORT_AT_LEAST_EVERY_MS = 1_000;
  * stopped without deleting its report (killed) drops out after it. Three missed reports.
  */
 export const FLEET_LOAD_STALE_MS = 3_000;
-/** How often the fleet's reports are read back, for the fleet metrics (graygate_fleet_split). */
-export const FLEET_READ_EVERY_MS = 1_000;
 /** How long closing waits to delete this gateway's report. */
 const CLOSE_WAIT_MS = 500;
 
@@ -33,7 +31,7 @@ export interface LoadReporterOptions {
 }
 
 /**
- * Publishes this gateway's load to the store (when it can hold one: `reportLoad`) so any gateway's
+ * Publishes this gateway's load to the store (a store shared by a fleet: `store.fleet`) so any gateway's
  * drain report can sum the fleet. On a timer, never on the request path; a failure to publish is
  * logged at a bounded rate and changes nothing else (routing never depends on it).
  */
@@ -48,9 +46,6 @@ export class LoadReporter {
    * read-only replica, where each refusal makes the client reconnect) is not hammered. */
   private failures = 0;
   private retryAt = 0;
-  private readTimer: NodeJS.Timeout | undefined;
-  private reading = false;
-  private lastRead: { readonly entries: readonly FleetLoadEntry[]; readonly at: number } | undefined;
 
   constructor(private readonly options: LoadReporterOptions) {
     this.logFault = rateLimited(options.logger);
@@ -61,31 +56,6 @@ export class LoadReporter {
     this.tick();
     this.timer = setInterval(() => this.tick(), LOAD_REPORT_EVERY_MS);
     this.timer.unref();
-    this.readTimer = setInterval(() => void this.readFleet(), FLEET_READ_EVERY_MS);
-    this.readTimer.unref();
-  }
-
-  /**
-   * The other gateways' reports as last read (this gateway's own left out), or undefined when
-   * there is no fleet or the last good read is older than the staleness bound (the store is
-   * unreachable: what the others serve is unknown).
-   */
-  others(): readonly FleetLoadEntry[] | undefined {
-    if (this.lastRead === undefined || Date.now() - this.lastRead.at > FLEET_LOAD_STALE_MS) return undefined;
-    return this.lastRead.entries.filter((entry) => entry.instanceId !== this.options.instanceId);
-  }
-
-  private async readFleet(): Promise<void> {
-    const fleet = this.options.fleet;
-    if (this.isClosed || this.reading || fleet === undefined) return;
-    this.reading = true;
-    try {
-      this.lastRead = { entries: await fleet.readFleetLoad(FLEET_LOAD_STALE_MS), at: Date.now() };
-    } catch {
-      // Publishing logs the outage; the fleet metrics go back to this gateway alone once stale.
-    } finally {
-      this.reading = false;
-    }
   }
 
   private tick(): void {
@@ -120,7 +90,6 @@ export class LoadReporter {
   async close(): Promise<void> {
     this.isClosed = true;
     clearInterval(this.timer);
-    clearInterval(this.readTimer);
     this.timer = undefined;
     const fleet = this.options.fleet;
     if (fleet === undefined) return;
