@@ -304,7 +304,7 @@ async function tokenCacheGrowth(): Promise<void> {
   // The lookup connection must be ready before the first readKey.
   for (let tries = 0; ; tries++) {
     try {
-      await store.readKey('TOKEN_none', 1_000);
+      await store.keyReader.readKey('TOKEN_none', 1_000);
       break;
     } catch (error) {
       if (tries > 100) throw error;
@@ -316,10 +316,10 @@ async function tokenCacheGrowth(): Promise<void> {
   // straight to the store, as many and as concurrent as filling the cache sends), so the RSS
   // figures are the cache's and not the process's first busy second.
   for (let start = 0; start < Math.min(largest, 20_000); start += 2_000) {
-    await Promise.all(Array.from({ length: 2_000 }, (_, i) => store.readKey(`TOKEN_absent-${start + i}`, 5_000)));
+    await Promise.all(Array.from({ length: 2_000 }, (_, i) => store.keyReader.readKey(`TOKEN_absent-${start + i}`, 5_000)));
   }
   const base = memory();
-  const context: IdentityContext = { readKey: (key: string, deadlineMs: number) => store.readKey(key, deadlineMs) };
+  const context: IdentityContext = { readKey: (key: string, deadlineMs: number) => store.keyReader.readKey(key, deadlineMs) };
   // deadlineMs raised from 50 ms: filling sends thousands of lookups at once on a shared box.
   const { service } = compileService(
     [{ name: 'range', uidRange: { from: 1, to: 50_000_000 } }],

@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     const deadline = Date.now() + 10_000;
     for (;;) {
       try {
-        await store.readKey('probe', 200);
+        await store.keyReader.readKey('probe', 200);
         break;
       } catch (error) {
         if (Date.now() > deadline) throw error;
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
         1,
         { storeValue, identity: identityCompiler({ context: identityContext }) },
       ).matchService('', '/')!;
-    const context: IdentityContext = { readKey: (key, deadlineMs) => store.readKey(key, deadlineMs) };
+    const context: IdentityContext = { readKey: (key, deadlineMs) => store.keyReader.readKey(key, deadlineMs) };
     const range = '{"idStart":1,"idEnd":5000}';
     const token = service({ uidRange: { fromKey: 'Grayscale_Range' } }, { tokenLookup: { cacheTtlMs: 600_000 } }, (key) => (key === 'Grayscale_Range' ? range : undefined), context);
     const header = service({ uidRange: { from: 1, to: 5000 } }, { header: { name: 'x-user-id' } }, () => undefined, {});

@@ -1,14 +1,15 @@
-import { mkdir, readFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { RoutingDocument } from '../config/schema.js';
 import { ConfigError, GraygateError, type ErrorCode } from '../errors.js';
 import { rateLimited, type Logger } from '../observe/log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
-import { writeFileAtomic } from '../store/file/atomic-write.js';
-import type { ChangeMeta, Store, StoredVersion } from '../store/store.js';
+import type { ChangeMeta, DocumentStore, StoredVersion } from '../store/store.js';
+import { LastGoodFile } from './last-good.js';
+
+/** Why the gateway offers the store what it serves: the store emptied, or went back within its epoch. */
+export type PublishReason = { readonly kind: 'empty' } | { readonly kind: 'behind'; readonly storeVersion: number };
 
 export interface ConfigSyncOptions {
-  readonly store: Store;
+  readonly store: DocumentStore;
   /** Validated document → frozen snapshot; throws ConfigError on a semantic problem. */
   readonly compile: (document: RoutingDocument, version: number) => RoutingSnapshot;
   /** Swaps the served snapshot (one reference); called only with a newer version. */
@@ -32,12 +33,16 @@ export interface ConfigSyncOptions {
   /** Store outages are logged at most once per this window (default 10 s); every one is counted. */
   readonly outageLogIntervalMs?: number;
   /**
-   * Called when the store answers that it holds no document (GG_STORE_EMPTY) while a snapshot is
-   * served: a shared store that lost its data. The gateway seeds it again with what it serves, so
-   * the fleet keeps its live rules instead of following whatever the next gateway to start seeds
-   * from its config file. Conflicts (another gateway seeded first) are the caller's to ignore.
+   * For a store shared by a fleet: called when the store no longer holds what this gateway
+   * serves. `empty`: the store answers GG_STORE_EMPTY (it lost its data). `behind`: it holds an
+   * older version of the same epoch than the one served (restored from an older snapshot, or a
+   * failover lost writes), which can only mean that acknowledged writes were lost. Either way the
+   * caller writes the served document back as the next version (compare-and-set over what the
+   * store holds), so the fleet converges on the newest acknowledged routing instead of splitting
+   * between gateways that kept it and gateways started afterwards. A conflict (another gateway
+   * published first) is the caller's to ignore: its version is read next and followed.
    */
-  readonly reseed?: (served: StoredVersion) => Promise<void>;
+  readonly publish?: (served: StoredVersion, reason: PublishReason) => Promise<void>;
   /**
    * The last resort at boot, after `bootFromHistory` and `lastGood`: a document to serve as
    * version 0 (the config file's routing, for a store kept apart from the file). Any version the
@@ -84,7 +89,10 @@ export class ConfigSync {
   private current: RoutingSnapshot | undefined;
   /** The stored version behind `current` (absent when it came from `initial`). */
   private currentStored: StoredVersion | undefined;
-  private reseeding: Promise<void> | undefined;
+  private publishing: Promise<void> | undefined;
+  private readonly lastGoodFile: LastGoodFile | undefined;
+  /** The copy on disk at start, offered to a store found behind it (see `publish`). */
+  private diskCopy: StoredVersion | undefined;
   private running: Promise<void> | undefined;
   private queued: Promise<void> | undefined;
   private unwatch: (() => void) | undefined;
@@ -98,13 +106,13 @@ export class ConfigSync {
   /** Message of the last refusal logged, so a document refused again is not logged again. */
   private lastRefusalKey: string | undefined;
   private readonly logOutage: ReturnType<typeof rateLimited>;
-  private saving: Promise<void> = Promise.resolve();
   /** Versions applied by `applyWritten`: a read that began before one of them answers nothing newer. */
   private localWrites = 0;
 
   constructor(private readonly options: ConfigSyncOptions) {
     this.current = options.initial;
     this.logOutage = rateLimited(options.logger, options.outageLogIntervalMs ?? 10_000, 1);
+    this.lastGoodFile = options.lastGood ? new LastGoodFile(options.lastGood.path, options.lastGood.validate, options.logger) : undefined;
   }
 
   /**
@@ -116,9 +124,10 @@ export class ConfigSync {
     if (this.unwatch || this.stopped) throw new GraygateError('GG_INTERNAL', 'ConfigSync.start() called twice or after stop()');
     // Watch first, so a change made while the first read runs is not missed (it queues a reread).
     this.unwatch = this.options.store.watch(() => void this.refresh());
+    if (this.lastGoodFile && this.options.publish) this.diskCopy = await this.lastGoodFile.readIfValid();
     await this.refresh();
     if (!this.current && this.options.bootFromHistory) await this.bootFromHistory();
-    if (!this.current && this.options.lastGood) await this.bootFromLastGood(this.options.lastGood);
+    if (!this.current && this.lastGoodFile) await this.bootFromLastGood(this.lastGoodFile);
     if (!this.current && this.options.fallback) this.bootFromFallback(this.options.fallback);
     if (!this.current) {
       this.stop();
@@ -169,6 +178,12 @@ export class ConfigSync {
     return this.current?.version;
   }
 
+  /** The version and epoch of what is served (the epoch is unknown for a snapshot handed in as `initial`). */
+  get served(): { readonly version: number; readonly epoch: string | undefined } | undefined {
+    if (!this.current) return undefined;
+    return { version: this.current.version, epoch: this.currentStored?.version === this.current.version ? this.currentStored.epoch : undefined };
+  }
+
   stats(): ConfigSyncStats {
     return { version: this.current?.version, applied: this.applied, refused: this.refused, storeErrors: this.storeErrors, lastError: this.lastError };
   }
@@ -190,20 +205,18 @@ export class ConfigSync {
     return this.install(stored);
   }
 
-  /** Serves the document saved by `saveLastGood` when nothing else can be served at boot. */
-  private async bootFromLastGood(lastGood: NonNullable<ConfigSyncOptions['lastGood']>): Promise<void> {
+  /** Serves the copy `saveLastGood` keeps on disk when nothing else can be served at boot. */
+  private async bootFromLastGood(lastGood: LastGoodFile): Promise<void> {
     let version: number;
     try {
-      const saved = JSON.parse(await readFile(lastGood.path, 'utf8')) as { version?: unknown; epoch?: unknown; meta?: ChangeMeta; document?: unknown };
-      if (typeof saved.version !== 'number' || !Number.isSafeInteger(saved.version) || saved.version < 1) throw new Error('no valid "version"');
+      const saved = await lastGood.read();
       version = saved.version;
-      const document = lastGood.validate(saved.document, lastGood.path);
-      const snapshot = this.options.compile(document, version);
+      const snapshot = this.options.compile(saved.document, version);
       if (this.stopped) return;
       this.options.apply(snapshot);
       this.current = snapshot;
-      // Kept so that, once the store answers, a new epoch or a rewritten version is recognised.
-      if (isChangeMeta(saved.meta)) this.currentStored = { version, document, meta: saved.meta, ...(typeof saved.epoch === 'string' ? { epoch: saved.epoch } : {}) };
+      // Kept so that, once the store answers, a new epoch, a rewritten or a lost version is recognised.
+      this.currentStored = saved;
       this.applied++;
     } catch (error) {
       this.options.logger.warn({ err: error, path: lastGood.path }, `cannot boot from the last good document on disk either: ${(error as Error).message}`);
@@ -234,24 +247,9 @@ export class ConfigSync {
     );
   }
 
-  /** Saves what was just applied, so a restart during a store outage can serve it (see `lastGood`). */
-  private saveLastGood(stored: StoredVersion): void {
-    const lastGood = this.options.lastGood;
-    if (!lastGood) return;
-    const text = `${JSON.stringify({ version: stored.version, epoch: stored.epoch, meta: stored.meta, savedAt: new Date().toISOString(), document: stored.document })}\n`;
-    // Chained so an older version can never land after a newer one.
-    this.saving = this.saving
-      // The directory may not exist yet (a fresh host, a configured state dir): create it.
-      .then(() => mkdir(path.dirname(lastGood.path), { recursive: true }))
-      .then(() => writeFileAtomic(lastGood.path, text))
-      .catch((error: unknown) => {
-        this.options.logger.warn({ err: error, path: lastGood.path }, `cannot save the last good routing document: ${(error as Error).message}`);
-      });
-  }
-
   /** Resolves when every save of the last good document started so far has finished (tests, shutdown). */
   flushed(): Promise<void> {
-    return this.saving;
+    return this.lastGoodFile?.flushed() ?? Promise.resolve();
   }
 
   /** Serves the newest recorded version when the current one cannot be read at boot. */
@@ -283,7 +281,7 @@ export class ConfigSync {
     } catch (error) {
       if (isRefusal(error)) this.refuse(error, undefined);
       else this.outage(error);
-      if (error instanceof GraygateError && error.code === 'GG_STORE_EMPTY') this.reseed();
+      if (error instanceof GraygateError && error.code === 'GG_STORE_EMPTY' && this.currentStored) this.publishServed(this.currentStored, { kind: 'empty' });
       return;
     }
     if (this.stopped) return;
@@ -313,11 +311,19 @@ export class ConfigSync {
           : `the store holds another version ${stored.version} than the one served (a write was lost and made again): following the store`,
       );
     } else if (served !== undefined && stored.version <= served) {
-      // Duplicate notifications and polls land here. An older version means the store's history
-      // went backwards (restored from a backup, history removed): serving it would be a silent
-      // rollback, so keep what is served and say so.
+      // Duplicate notifications and polls land here. An older version of the same epoch means the
+      // store went back in time (restored from an older snapshot, a failover that lost writes):
+      // serving it would silently undo acknowledged writes, so keep what is served and, where the
+      // store is shared, write it back (see `publish`) so gateways started since follow it too.
       if (stored.version < served) {
-        this.logOutage('store-version-regressed', 'warn', { stored: stored.version, served }, `the store says version ${stored.version}, older than the version ${served} being served; keeping ${served}`);
+        const behind = known !== undefined && known.version === served && known.version > 0 ? known : undefined;
+        this.logOutage(
+          'store-version-regressed',
+          'warn',
+          { event: 'store-version-regressed', stored: stored.version, served, epoch: stored.epoch },
+          `the store says version ${stored.version}, older than the version ${served} being served (restored from an older snapshot, or a failover lost writes); keeping ${served}${behind && this.options.publish ? ' and writing it back to the store' : ''}`,
+        );
+        if (behind) this.publishServed(behind, { kind: 'behind', storeVersion: stored.version });
       }
       this.recovered();
       return;
@@ -341,9 +347,26 @@ export class ConfigSync {
     this.currentStored = stored;
     this.applied++;
     this.recovered();
-    this.saveLastGood(stored);
+    this.lastGoodFile?.save(stored);
     this.options.logger.info({ version: stored.version, previous: served, actor: stored.meta.actor, reason: stored.meta.reason }, `applied routing version ${stored.version}`);
+    this.offerDiskCopy(stored);
     return true;
+  }
+
+  /**
+   * Once, after the first version read from the store: a copy on disk of the same epoch and a
+   * higher version is a write the store lost while this gateway was down (restarted on a store
+   * restored from an older snapshot). It is offered back like a served version (see `publish`).
+   */
+  private offerDiskCopy(stored: StoredVersion): void {
+    const copy = this.diskCopy;
+    this.diskCopy = undefined;
+    if (copy === undefined || copy.epoch === undefined || copy.epoch !== stored.epoch || copy.version <= stored.version) return;
+    this.options.logger.warn(
+      { event: 'store-version-regressed', stored: stored.version, saved: copy.version, epoch: stored.epoch },
+      `the store says version ${stored.version}, but this gateway served version ${copy.version} of the same epoch before it restarted (the store was restored from an older snapshot, or a failover lost writes); writing it back to the store`,
+    );
+    this.publishServed(copy, { kind: 'behind', storeVersion: stored.version });
   }
 
   private refuse(error: unknown, version: number | undefined): void {
@@ -373,14 +396,17 @@ export class ConfigSync {
     this.logOutage('store-outage', 'warn', { code, err: error, servedVersion: served }, `store read failed; routing unchanged${served === undefined ? '' : ` (serving version ${served})`}: ${message}`);
   }
 
-  /** Seeds an emptied store with what is served (once at a time); see `reseed` in the options. */
-  private reseed(): void {
-    const served = this.currentStored;
-    if (!this.options.reseed || served === undefined || this.reseeding || this.stopped) return;
-    this.reseeding = this.options
-      .reseed(served)
-      .catch((error: unknown) => this.options.logger.warn({ err: error }, `could not seed the emptied store again: ${(error as Error).message}`))
-      .finally(() => (this.reseeding = undefined));
+  /** Writes `served` back to a store that lost it (one at a time), then rereads; see `publish` in the options. */
+  private publishServed(served: StoredVersion, reason: PublishReason): void {
+    if (!this.options.publish || this.publishing || this.stopped) return;
+    this.publishing = this.options
+      .publish(served, reason)
+      .catch((error: unknown) => this.options.logger.warn({ err: error }, `could not write the served routing back to the store: ${(error as Error).message}`))
+      .finally(() => {
+        this.publishing = undefined;
+        // What the store holds now (ours, or another gateway's that won) is followed at once.
+        if (!this.stopped) void this.refresh();
+      });
   }
 
   /** The store serves what is served: an outage or refusal is over (a later identical refusal is news again). */
@@ -393,11 +419,6 @@ export class ConfigSync {
 
 function sameMeta(a: ChangeMeta, b: ChangeMeta): boolean {
   return a.time === b.time && a.actor === b.actor && a.reason === b.reason;
-}
-
-function isChangeMeta(value: unknown): value is ChangeMeta {
-  const meta = value as Partial<ChangeMeta> | null | undefined;
-  return typeof meta === 'object' && meta !== null && typeof meta.actor === 'string' && typeof meta.time === 'string' && typeof meta.reason === 'string';
 }
 
 /** A document that cannot be served (as opposed to a store that cannot be reached). */

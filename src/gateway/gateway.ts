@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { parseRoutingDocument } from '../config/load.js';
@@ -13,8 +12,10 @@ import { metricsSource, registerGatewayMetrics, type MetricsSource } from '../ob
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store, StoredVersion } from '../store/store.js';
-import { ConfigSync } from './config-sync.js';
-import { LoadReporter, loadReportOf, newInstanceId } from './load-reporter.js';
+import { ConfigSync, type PublishReason } from './config-sync.js';
+import { fleetViewOf, registerFleetMetrics } from './fleet-view.js';
+import { LastGoodFile } from './last-good.js';
+import { FLEET_LOAD_STALE_MS, LoadReporter, loadReportOf, newInstanceId } from './load-reporter.js';
 import { StoreKeyFeed } from './store-keys.js';
 
 export interface GatewayOptions {
@@ -77,7 +78,23 @@ function lastGoodPathOf(settings: Settings, configPath: string | undefined): str
   return configPath ? `${configPath}.last-good.json` : path.resolve('graygate.last-good.json');
 }
 
-/** Writes the config file's routing as version 1 when the store is empty; warns when it is ignored. */
+/**
+ * Writes `document` to the store as the version after `expectedVersion` (compare-and-set). The
+ * one way a gateway writes routing by itself: seeding an empty store from the config file or the
+ * last good copy, and giving back what it serves to a store that lost it (emptied, or gone back
+ * within its epoch). Returns the version written, or undefined when another writer got there
+ * first (its version is read next, and every gateway follows it: no two gateways fight).
+ */
+async function publishDocument(store: Store, document: RoutingDocument, write: { expectedVersion: number; actor: string; reason: string }): Promise<StoredVersion | undefined> {
+  try {
+    return await store.write(document, write);
+  } catch (error) {
+    if (isGraygateError(error) && error.code === 'GG_VERSION_CONFLICT') return undefined;
+    throw error;
+  }
+}
+
+/** Seeds an empty store with `document` as version 1; warns when the store already holds one. */
 async function seedStore(store: Store, document: RoutingDocument, source: string, logger: Logger): Promise<void> {
   try {
     const current = await store.current();
@@ -87,42 +104,27 @@ async function seedStore(store: Store, document: RoutingDocument, source: string
     );
   } catch (error) {
     if (!isGraygateError(error) || error.code !== 'GG_STORE_EMPTY') return; // outages and refusals: ConfigSync reports them
-    try {
-      const written = await store.write(document, { expectedVersion: 0, actor: 'graygate start', reason: `seeded from ${source}` });
-      logger.info({ event: 'seeded', version: written.version }, `the store was empty: seeded it with the routing in ${source} as version ${written.version}`);
-    } catch (seedError) {
-      // Another gateway seeded it first: fine, its version is read next.
-      if (!isGraygateError(seedError) || seedError.code !== 'GG_VERSION_CONFLICT') throw seedError;
-    }
+    const written = await publishDocument(store, document, { expectedVersion: 0, actor: 'graygate start', reason: `seeded from ${source}` });
+    if (written) logger.info({ event: 'seeded', version: written.version }, `the store was empty: seeded it with the routing in ${source} as version ${written.version}`);
   }
 }
 
-/** Seeds an emptied shared store with the version this gateway serves; another gateway may win. */
-async function reseedStore(store: Store, served: StoredVersion, logger: Logger): Promise<void> {
-  try {
-    const written = await store.write(served.document, {
-      expectedVersion: 0,
-      actor: `graygate@${hostname()}`,
-      reason: `seeded again after the store lost its routing document (this gateway served version ${served.version})`,
-    });
+/** Gives the served version back to a shared store that lost it (see ConfigSync's `publish`). */
+async function publishServed(store: Store, served: StoredVersion, reason: PublishReason, logger: Logger): Promise<void> {
+  const lost = reason.kind === 'empty' ? 'the store had lost its routing document' : `the store went back from version ${served.version} to ${reason.storeVersion}`;
+  const written = await publishDocument(store, served.document, {
+    expectedVersion: reason.kind === 'empty' ? 0 : reason.storeVersion,
+    actor: `graygate@${hostname()}`,
+    reason:
+      reason.kind === 'empty'
+        ? `seeded again after the store lost its routing document (this gateway served version ${served.version})`
+        : `written back after the store went back to version ${reason.storeVersion} (restored from an older snapshot, or a failover lost writes): this gateway served version ${served.version} (${served.meta.actor}: ${served.meta.reason})`,
+  });
+  if (written) {
     logger.warn(
-      { event: 'reseeded', version: written.version, served: served.version },
-      `the store had lost its routing document: seeded it again with the routing this gateway serves (version ${served.version}), now version ${written.version}`,
+      { event: reason.kind === 'empty' ? 'reseeded' : 'republished', version: written.version, served: served.version, epoch: written.epoch },
+      `${lost}: wrote the routing this gateway serves (version ${served.version}) back to it, now version ${written.version}; every gateway follows it`,
     );
-  } catch (error) {
-    // Another gateway seeded it first: its document is read next, and every gateway follows it.
-    if (!isGraygateError(error) || error.code !== 'GG_VERSION_CONFLICT') throw error;
-  }
-}
-
-/** The last good copy on disk, if there is a valid one (it is only a preference for seeding). */
-async function readLastGood(file: string): Promise<{ version: number; document: RoutingDocument } | undefined> {
-  try {
-    const saved = JSON.parse(await readFile(file, 'utf8')) as { version?: unknown; document?: unknown };
-    if (typeof saved.version !== 'number') return undefined;
-    return { version: saved.version, document: parseRoutingDocument(saved.document, file) };
-  } catch {
-    return undefined;
   }
 }
 
@@ -169,7 +171,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     settings,
     logger,
     createDataPlane: options.createDataPlane,
-    readKey: store.readKey ? (key: string, deadlineMs: number) => store.readKey!(key, deadlineMs) : undefined,
+    readKey: store.keyReader ? (key: string, deadlineMs: number) => store.keyReader!.readKey(key, deadlineMs) : undefined,
   });
   if (dataPlane.workers) registerWorkerMetrics(registry, () => dataPlane.workers!());
   let served: RoutingSnapshot | undefined;
@@ -194,6 +196,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   // A store handed in (tests, the drop-in mode's fixed document) keeps no copy on disk.
   const lastGoodPath = options.store ? undefined : lastGoodPathOf(settings, options.configPath);
+  const sharedStore = settings.store.kind === 'redis' && !options.store;
   const metrics = metricsSource(registry, dataPlane.collectMetrics ? () => dataPlane.collectMetrics!() : undefined);
   const sync: ConfigSync = new ConfigSync({
     store,
@@ -207,8 +210,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     // (and says so) rather than not starting: fail static across restarts too.
     bootFromHistory: settings.store.kind === 'file',
     ...(lastGoodPath ? { lastGood: { path: lastGoodPath, validate: parseRoutingDocument } } : {}),
-    // A shared store that lost its data is seeded again with what the fleet serves.
-    ...(settings.store.kind === 'redis' && !options.store ? { reseed: (served: StoredVersion) => reseedStore(store, served, logger) } : {}),
+    // A shared store that lost its data, or went back within its epoch, gets what this gateway
+    // serves written back, so the fleet converges on the newest acknowledged routing.
+    ...(sharedStore ? { publish: (served: StoredVersion, reason: PublishReason) => publishServed(store, served, reason, logger) } : {}),
     // First boot with the store down and no copy on disk: the config file's routing beats not starting.
     ...(options.seedDocument ? { fallback: { document: options.seedDocument, source: options.configPath ?? 'the config file' } } : {}),
   });
@@ -221,7 +225,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   try {
     // After a data loss, the last routing this gateway served is closer to the fleet's than the
     // config file's (which may be weeks older than the live rules).
-    const lastGood = lastGoodPath && options.seedDocument ? await readLastGood(lastGoodPath) : undefined;
+    const lastGood = lastGoodPath && options.seedDocument ? await new LastGoodFile(lastGoodPath, parseRoutingDocument, logger).readIfValid() : undefined;
     if (lastGood) await seedStore(store, lastGood.document, `the last good copy ${lastGoodPath} (version ${lastGood.version} as served before)`, logger);
     else if (options.seedDocument) await seedStore(store, options.seedDocument, options.configPath ?? 'the config file', logger);
     const first = await sync.start();
@@ -242,9 +246,17 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     throw error;
   }
   const instanceId = newInstanceId();
-  const localLoad = () => loadReportOf(dataPlane.stats(), served?.version ?? null, servedSince);
-  const reporter = new LoadReporter({ store, instanceId, measure: localLoad, logger });
+  const localLoad = () => loadReportOf(dataPlane.stats(), served?.version ?? null, servedSince, Date.now(), sync.served?.epoch ?? null);
+  const reporter = new LoadReporter({ fleet: store.fleet, instanceId, measure: localLoad, logger });
   reporter.start();
+  const fleetReports = store.fleet;
+  registerFleetMetrics(registry, {
+    storeHealth: () => store.health(),
+    fleet: async () => {
+      const others = fleetReports ? await fleetReports.readFleetLoad(FLEET_LOAD_STALE_MS).catch(() => undefined) : undefined;
+      return fleetViewOf({ instanceId, report: localLoad() }, others, undefined);
+    },
+  });
   // The admin API (src/control/api) on its own listener, loaded only when configured.
   let admin: { address: { host: string; port: number }; close(): Promise<void> } | undefined;
   if (settings.admin) {

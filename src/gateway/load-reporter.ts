@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { DataPlaneStats } from '../dataplane/runtime.js';
 import { rateLimited, type Logger } from '../observe/log.js';
-import type { LoadReport, Store } from '../store/store.js';
+import type { FleetReports, LoadReport } from '../store/store.js';
 
 /** How often the load is looked at; it is published when it changed or anything is in flight. */
 export const LOAD_REPORT_EVERY_MS = 250;
@@ -22,7 +22,8 @@ export function newInstanceId(): string {
 }
 
 export interface LoadReporterOptions {
-  readonly store: Store;
+  /** Where the reports go; undefined for a store that serves one gateway (nothing is published). */
+  readonly fleet: FleetReports | undefined;
   readonly instanceId: string;
   /** This gateway's own figures now (with --workers: summed over the workers). */
   readonly measure: () => LoadReport;
@@ -30,7 +31,7 @@ export interface LoadReporterOptions {
 }
 
 /**
- * Publishes this gateway's load to the store (when it can hold one: `reportLoad`) so any gateway's
+ * Publishes this gateway's load to the store (a store shared by a fleet: `store.fleet`) so any gateway's
  * drain report can sum the fleet. On a timer, never on the request path; a failure to publish is
  * logged at a bounded rate and changes nothing else (routing never depends on it).
  */
@@ -51,7 +52,7 @@ export class LoadReporter {
   }
 
   start(): void {
-    if (this.options.store.reportLoad === undefined || this.timer !== undefined) return;
+    if (this.options.fleet === undefined || this.timer !== undefined) return;
     this.tick();
     this.timer = setInterval(() => this.tick(), LOAD_REPORT_EVERY_MS);
     this.timer.unref();
@@ -62,10 +63,10 @@ export class LoadReporter {
     if (Date.now() < this.retryAt) return;
     const report = this.options.measure();
     // servedForMs always changes: compare what an operator would see change.
-    const text = JSON.stringify([report.servedVersion, report.inFlightRequests, report.openConnections, report.upstreams]);
+    const text = JSON.stringify([report.servedVersion, report.servedEpoch, report.inFlightRequests, report.openConnections, report.upstreams]);
     const now = Date.now();
     if (text === this.lastText && report.inFlightRequests === 0 && now - this.lastAt < LOAD_REPORT_AT_LEAST_EVERY_MS) return;
-    this.publishing = this.options.store.reportLoad!(this.options.instanceId, report).then(
+    this.publishing = this.options.fleet!.reportLoad(this.options.instanceId, report).then(
       () => {
         this.lastText = text;
         this.lastAt = now;
@@ -90,11 +91,11 @@ export class LoadReporter {
     this.isClosed = true;
     clearInterval(this.timer);
     this.timer = undefined;
-    const store = this.options.store;
-    if (store.removeLoad === undefined) return;
+    const fleet = this.options.fleet;
+    if (fleet === undefined) return;
     const remove = (async () => {
       await this.publishing;
-      await store.removeLoad!(this.options.instanceId);
+      await fleet.removeLoad(this.options.instanceId);
     })().catch((error: unknown) => this.options.logger.debug({ err: (error as Error)?.message }, 'could not delete this gateway\'s load report; it goes stale'));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([remove, new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
@@ -102,10 +103,11 @@ export class LoadReporter {
   }
 }
 
-/** The report of `stats` for a gateway serving `servedVersion` since `servedSince` (Date.now()). */
-export function loadReportOf(stats: DataPlaneStats, servedVersion: number | null, servedSince: number, now = Date.now()): LoadReport {
+/** The report of `stats` for a gateway serving `servedVersion` (of `servedEpoch`) since `servedSince` (Date.now()). */
+export function loadReportOf(stats: DataPlaneStats, servedVersion: number | null, servedSince: number, now = Date.now(), servedEpoch: string | null = null): LoadReport {
   return {
     servedVersion,
+    servedEpoch,
     servedForMs: servedVersion === null ? 0 : Math.max(0, now - servedSince),
     inFlightRequests: stats.inFlightRequests,
     openConnections: stats.openConnections,

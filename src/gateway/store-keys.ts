@@ -55,7 +55,8 @@ export class StoreKeyFeed {
     this.unwatch = undefined;
     if (keys.length === 0) return Promise.resolve();
     const { store } = this.options;
-    if (!store.readKeys || !store.watchKeys) {
+    const reader = store.keyReader;
+    if (!reader) {
       if (!this.warnedNoKeys) {
         this.warnedNoKeys = true;
         this.options.logger.warn(
@@ -65,7 +66,7 @@ export class StoreKeyFeed {
       }
       return Promise.resolve();
     }
-    this.unwatch = store.watchKeys(keys, () => void this.refresh());
+    this.unwatch = reader.watchKeys(keys, () => void this.refresh());
     return this.refresh();
   }
 
@@ -96,10 +97,10 @@ export class StoreKeyFeed {
   private async readOnce(): Promise<void> {
     const { store, logger } = this.options;
     const keys = this.keys;
-    if (keys.length === 0 || !store.readKeys) return;
+    if (keys.length === 0 || !store.keyReader) return;
     let values: ReadonlyMap<string, string | undefined>;
     try {
-      values = await store.readKeys(keys);
+      values = await store.keyReader.readKeys(keys);
     } catch (error) {
       // Fail static: the last good values stay; the watcher reports again after a reconnect.
       this.logOutage('store-keys', 'warn', { err: error, keys }, `cannot read store keys ${keys.join(', ')}; the last good values stay`);

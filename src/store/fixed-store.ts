@@ -1,14 +1,17 @@
 import type { RoutingDocument } from '../config/schema.js';
 import { GraygateError } from '../errors.js';
-import type { ChangeMeta, Store, StoredVersion } from './store.js';
+import type { ChangeMeta, FleetReports, KeyReader, Store, StoredVersion, StoreHealth } from './store.js';
 
 /**
  * A routing document fixed at start (the drop-in mode builds it from command-line flags), with
  * plain keys (tokens, `Grayscale_Range`) read from a backing store such as Redis. It has one
- * version and refuses writes: what changes live in this mode is the backing store's keys.
+ * version and refuses writes: what changes live in this mode is the backing store's keys. Its
+ * health is the backing store's: a gateway whose keys cannot be read is not healthy.
  */
 export class FixedDocumentStore implements Store {
   readonly kind: string;
+  readonly keyReader: KeyReader | undefined;
+  readonly fleet: FleetReports | undefined;
   private readonly stored: StoredVersion;
 
   constructor(
@@ -18,14 +21,13 @@ export class FixedDocumentStore implements Store {
   ) {
     this.kind = `${keys.kind} (keys only)`;
     this.stored = Object.freeze({ version: 1, document, meta: Object.freeze({ ...meta, time: new Date().toISOString() }) });
-    if (keys.readKey) this.readKey = (key, deadlineMs) => keys.readKey!(key, deadlineMs);
-    if (keys.readKeys) this.readKeys = (names) => keys.readKeys!(names);
-    if (keys.watchKeys) this.watchKeys = (names, onChange) => keys.watchKeys!(names, onChange);
+    this.keyReader = keys.keyReader;
+    this.fleet = keys.fleet;
   }
 
-  readKey?: Store['readKey'];
-  readKeys?: Store['readKeys'];
-  watchKeys?: Store['watchKeys'];
+  get deadlineMs(): number {
+    return this.keys.deadlineMs;
+  }
 
   current(): Promise<StoredVersion> {
     return Promise.resolve(this.stored);
@@ -48,6 +50,10 @@ export class FixedDocumentStore implements Store {
 
   watch(): () => void {
     return () => {};
+  }
+
+  health(): StoreHealth {
+    return this.keys.health();
   }
 
   close(): Promise<void> {

@@ -29,6 +29,24 @@ export interface WriteRequest {
   readonly expectedVersion: number;
   readonly actor: string;
   readonly reason: string;
+  /**
+   * When (Date.now() ms) the write must have been applied or refused; default: the store's
+   * `deadlineMs` from now. A write reported as failed at its deadline is never applied later.
+   */
+  readonly deadline?: number;
+}
+
+export interface ReadOptions {
+  /** When (Date.now() ms) the read gives up with GG_STORE_UNAVAILABLE; default: the store's `deadlineMs` from now. */
+  readonly deadline?: number;
+}
+
+/** Whether the store answers, as the gateway's readiness and `graygate_store_up` report it. */
+export interface StoreHealth {
+  /** The store answered lately (for a shared store: connected, and the last poll got an answer). */
+  readonly up: boolean;
+  /** It answered at least once since start: a store never reached (a mistyped address) is `false`. */
+  readonly everUp: boolean;
 }
 
 /** Requests in flight to one upstream and connections open to its servers. */
@@ -41,6 +59,8 @@ export interface LoadFigures {
 export interface LoadReport extends LoadFigures {
   /** The routing version it served when it measured (null before its first snapshot). */
   readonly servedVersion: number | null;
+  /** The store epoch of that version (see StoredVersion.epoch); null when unknown. */
+  readonly servedEpoch: string | null;
   /** How long it had served that version when it measured, in ms. */
   readonly servedForMs: number;
   /** Per upstream name. */
@@ -58,14 +78,16 @@ export interface FleetLoadEntry {
  * Where the routing document and its history live. The store knows documents and versions, not
  * routing. Every store runs the shared contract suite in test/store/contract.ts.
  */
-export interface Store {
+export interface DocumentStore {
   readonly kind: string;
+  /** How long one admin operation (a read, then a compare-and-set write) may take in all, in ms. */
+  readonly deadlineMs: number;
   /**
    * The current version. Throws `ConfigError` when what is stored does not validate (nothing is
-   * recorded for it) and `GraygateError('GG_STORE_UNAVAILABLE')` when the store cannot be reached.
-   * A missing or empty document is an outage, never "no rules".
+   * recorded for it) and `GraygateError('GG_STORE_UNAVAILABLE')` when the store cannot be reached
+   * by the deadline. A missing or empty document is an outage, never "no rules".
    */
-  current(): Promise<StoredVersion>;
+  current(options?: ReadOptions): Promise<StoredVersion>;
   /**
    * Compare-and-set: stores `document` (already validated by the caller) as version
    * `expectedVersion + 1`, with history. Throws GG_VERSION_CONFLICT when `expectedVersion` is stale.
@@ -81,35 +103,49 @@ export interface Store {
    * newer version. Returns a function that stops watching.
    */
   watch(onChange: () => void): () => void;
-  /**
-   * Optional (stores that hold plain keys, e.g. Redis): reads one key outside the routing
-   * document, such as `TOKEN_<token>`, with a hard deadline and no queueing while disconnected.
-   * Rejects GG_STORE_UNAVAILABLE on timeout or outage; `undefined` when the key is absent.
-   */
-  readKey?(key: string, deadlineMs: number): Promise<string | undefined>;
-  /**
-   * Optional: the values of plain keys the rules read (e.g. the seed's `Grayscale_Range`), for
-   * compiling a snapshot; absent keys map to `undefined`. Rejects GG_STORE_UNAVAILABLE.
-   */
-  readKeys?(keys: readonly string[]): Promise<ReadonlyMap<string, string | undefined>>;
-  /**
-   * Optional: calls `onChange` when one of `keys` may have changed (a keyspace notification, a
-   * poll that saw a new value, a reconnect). Returns a function that stops watching.
-   */
-  watchKeys?(keys: readonly string[], onChange: () => void): () => void;
-  /**
-   * Optional (stores shared by a fleet, e.g. Redis): records this gateway's load under
-   * `instanceId`, stamped with the store's clock. Rejects GG_STORE_UNAVAILABLE; never called on
-   * the request path.
-   */
-  reportLoad?(instanceId: string, report: LoadReport): Promise<void>;
-  /**
-   * Optional, with `reportLoad`: the reports written within the last `staleAfterMs` by the
-   * store's clock (older ones are deleted). Rejects GG_STORE_UNAVAILABLE.
-   */
-  readFleetLoad?(staleAfterMs: number): Promise<FleetLoadEntry[]>;
-  /** Optional, with `reportLoad`: deletes `instanceId`'s report (a gateway that stops). */
-  removeLoad?(instanceId: string): Promise<void>;
+  /** Whether the store answers (never throws, no I/O). */
+  health(): StoreHealth;
   /** Releases connections, watchers and timers. */
   close(): Promise<void>;
+}
+
+/**
+ * Plain keys outside the routing document (stores that hold them, e.g. Redis): tokens for
+ * identity lookups, values the rules read such as the seed's `Grayscale_Range`.
+ */
+export interface KeyReader {
+  /**
+   * Reads one key, such as `TOKEN_<token>`, with a hard deadline and no queueing while
+   * disconnected. Rejects GG_STORE_UNAVAILABLE on timeout or outage; `undefined` when absent.
+   */
+  readKey(key: string, deadlineMs: number): Promise<string | undefined>;
+  /** The values of `keys` for compiling a snapshot; absent keys map to `undefined`. Rejects GG_STORE_UNAVAILABLE. */
+  readKeys(keys: readonly string[]): Promise<ReadonlyMap<string, string | undefined>>;
+  /**
+   * Calls `onChange` when one of `keys` may have changed (a keyspace notification, a poll that
+   * saw a new value, a reconnect). Returns a function that stops watching.
+   */
+  watchKeys(keys: readonly string[], onChange: () => void): () => void;
+}
+
+/** Every gateway's load report, for stores shared by a fleet (e.g. Redis). Never on the request path. */
+export interface FleetReports {
+  /** Records this gateway's report under `instanceId`, stamped with the store's clock. Rejects GG_STORE_UNAVAILABLE. */
+  reportLoad(instanceId: string, report: LoadReport): Promise<void>;
+  /** The reports written within the last `staleAfterMs` by the store's clock (older ones are deleted). Rejects GG_STORE_UNAVAILABLE. */
+  readFleetLoad(staleAfterMs: number): Promise<FleetLoadEntry[]>;
+  /** Deletes `instanceId`'s report (a gateway that stops). */
+  removeLoad(instanceId: string): Promise<void>;
+}
+
+/**
+ * A store by job: the routing document (always), plain keys and fleet load reports where the
+ * store holds them. Callers take the part they need (`keyReader`, `fleet`) instead of probing
+ * for single methods.
+ */
+export interface Store extends DocumentStore {
+  /** Plain keys, when the store holds them (Redis); undefined for the file store. */
+  readonly keyReader: KeyReader | undefined;
+  /** Load reports of the fleet, when the store is shared (Redis); undefined for the file store. */
+  readonly fleet: FleetReports | undefined;
 }

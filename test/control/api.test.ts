@@ -79,7 +79,7 @@ describe('admin API: authentication', () => {
   it('will not listen on a non-loopback address without a token', async () => {
     expect(() => parseConfig({ admin: { listen: '0.0.0.0:9901' } })).toThrow(/admin\.tokens: the admin API would listen on 0\.0\.0\.0 without a token/);
     const settings = { listen: { host: '0.0.0.0', port: 0 }, tokens: [], bodyLimitBytes: 1024 * 1024 };
-    const context = { store: admin.gateway.store, snapshot: () => undefined, dataPlaneStats: () => ({ openConnections: 0, inFlightRequests: 0, upstreams: {} }), instanceId: 'test', localLoad: () => ({ servedVersion: null, servedForMs: 0, openConnections: 0, inFlightRequests: 0, upstreams: {} }), syncStats: () => admin.gateway.sync.stats(), metrics: admin.gateway.metrics, applyWritten: async () => ({ everywhere: true, version: null, behind: [] }), logger: silentLogger() };
+    const context = { store: admin.gateway.store, snapshot: () => undefined, dataPlaneStats: () => ({ openConnections: 0, inFlightRequests: 0, upstreams: {} }), instanceId: 'test', localLoad: () => ({ servedVersion: null, servedEpoch: null, servedForMs: 0, openConnections: 0, inFlightRequests: 0, upstreams: {} }), syncStats: () => admin.gateway.sync.stats(), metrics: admin.gateway.metrics, applyWritten: async () => ({ everywhere: true, version: null, behind: [] }), logger: silentLogger() };
     await expect(startAdminServer({ settings, context })).rejects.toBeInstanceOf(ConfigError);
     // And a tokenEnv that is not set is named.
     const missing = { ...settings, listen: { host: '127.0.0.1', port: 0 }, tokens: [{ name: 'ci', tokenEnv: 'GG_TEST_UNSET_TOKEN' }] };

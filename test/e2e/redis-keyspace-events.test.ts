@@ -41,7 +41,7 @@ describe('notify-keyspace-events K$gx (what the store log recommends)', () => {
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
     const store = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: redis.url }), { validate: parseRoutingDocument, logger });
     try {
-      const stop = store.watchKeys!(['Grayscale_Range'], () => {});
+      const stop = store.keyReader.watchKeys(['Grayscale_Range'], () => {});
       await eventually(() => expect(lines.join('')).toMatch(/cover SET only.*K\$gx/));
       stop();
     } finally {

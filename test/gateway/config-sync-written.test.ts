@@ -4,7 +4,7 @@ import { ConfigError, GraygateError } from '../../src/errors.js';
 import { ConfigSync } from '../../src/gateway/config-sync.js';
 import { createLogger } from '../../src/observe/log.js';
 import { compileRouting } from '../../src/rules/compile.js';
-import type { Store, StoredVersion } from '../../src/store/store.js';
+import type { DocumentStore, StoredVersion, StoreHealth } from '../../src/store/store.js';
 import { contractDocument } from '../store/contract.js';
 
 /** A version as one write stored it: the same meta every time it is read. */
@@ -19,8 +19,9 @@ interface Step {
 }
 
 /** Answers `current()` from a script, slowly; a slow poll of a store that has not seen the write yet. */
-class SlowStore implements Store {
+class SlowStore implements DocumentStore {
   readonly kind = 'slow';
+  readonly deadlineMs = 2_000;
   private next = 0;
   constructor(private readonly script: readonly Step[]) {}
   async current(): Promise<StoredVersion> {
@@ -40,6 +41,9 @@ class SlowStore implements Store {
   }
   watch(): () => void {
     return () => undefined;
+  }
+  health(): StoreHealth {
+    return { up: true, everUp: true };
   }
   close(): Promise<void> {
     return Promise.resolve();

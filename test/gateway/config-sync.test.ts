@@ -205,6 +205,10 @@ describe('ConfigSync', () => {
         history: (o) => store.history(o),
         version: (v) => store.version(v),
         watch: (f) => store.watch(f),
+        health: () => store.health(),
+        deadlineMs: store.deadlineMs,
+        keyReader: undefined,
+        fleet: undefined,
         close: () => store.close(),
       }),
     });
@@ -369,6 +373,9 @@ type Step = { kind: 'ok'; version: number; delay: number } | { kind: 'outage' | 
  */
 class ScriptedStore implements Store {
   readonly kind = 'scripted';
+  readonly deadlineMs = 2_000;
+  readonly keyReader = undefined;
+  readonly fleet = undefined;
   readonly okVersionsRead: number[] = [];
   inFlight = 0;
   maxInFlight = 0;
@@ -402,6 +409,9 @@ class ScriptedStore implements Store {
   }
   watch(): () => void {
     return () => undefined;
+  }
+  health() {
+    return { up: true, everUp: true };
   }
   close(): Promise<void> {
     return Promise.resolve();

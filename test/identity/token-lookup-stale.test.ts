@@ -21,8 +21,8 @@ let prefixes = 0;
 
 async function connect(): Promise<void> {
   store = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: redis.url }), { validate: validateRouting });
-  context = { readKey: (key, deadlineMs) => store.readKey(key, deadlineMs) };
-  await eventually(async () => expect(await store.readKey('ping-probe', 500)).toBeUndefined(), { withinMs: 10_000 });
+  context = { readKey: (key, deadlineMs) => store.keyReader.readKey(key, deadlineMs) };
+  await eventually(async () => expect(await store.keyReader.readKey('ping-probe', 500)).toBeUndefined(), { withinMs: 10_000 });
 }
 
 beforeAll(async () => {

@@ -20,8 +20,8 @@ let context: IdentityContext;
 beforeAll(async () => {
   redis = await startRedis();
   store = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: redis.url }), { validate: parseRoutingDocument });
-  context = { readKey: (key, deadlineMs) => store.readKey(key, deadlineMs) };
-  await eventually(async () => expect(await store.readKey('probe', 500)).toBeUndefined());
+  context = { readKey: (key, deadlineMs) => store.keyReader.readKey(key, deadlineMs) };
+  await eventually(async () => expect(await store.keyReader.readKey('probe', 500)).toBeUndefined());
 });
 afterAll(async () => {
   await store?.close();

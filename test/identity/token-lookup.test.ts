@@ -29,8 +29,8 @@ beforeAll(async () => {
       callback();
     },
   });
-  context = { readKey: (key, deadlineMs) => store.readKey(key, deadlineMs), logger: createLogger({ level: 'warn', destination }) };
-  await eventually(async () => expect(await store.readKey('ping-probe', 500)).toBeUndefined());
+  context = { readKey: (key, deadlineMs) => store.keyReader.readKey(key, deadlineMs), logger: createLogger({ level: 'warn', destination }) };
+  await eventually(async () => expect(await store.keyReader.readKey('ping-probe', 500)).toBeUndefined());
 });
 afterAll(async () => {
   await store?.close();
@@ -205,11 +205,11 @@ describe('tokenLookup identity', () => {
     const down = await startRedis();
     const downStore = createRedisStore(RedisStoreSettings.parse({ kind: 'redis', url: down.url }), { validate: validateRouting });
     try {
-      await eventually(async () => expect(await downStore.readKey('x', 200)).toBeUndefined());
+      await eventually(async () => expect(await downStore.keyReader.readKey('x', 200)).toBeUndefined());
       await down.kill();
       // A deadline far beyond how long a refused connection takes: the miss must end with the
       // store's refusal (a failure), not with the deadline (a timeout).
-      const downContext: IdentityContext = { readKey: (k, d) => downStore.readKey(k, d) };
+      const downContext: IdentityContext = { readKey: (k, d) => downStore.keyReader.readKey(k, d) };
       const resolve = tokenLookupIdentity.create(tokenLookupIdentity.schema.parse({ deadlineMs: 30_000 }), downContext);
       expect(await resolve(request('anyone'))).toBeUndefined();
       expect(tokenLookupStats(downContext)).toMatchObject({ failures: 1, timeouts: 0 });

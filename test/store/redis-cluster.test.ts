@@ -97,8 +97,8 @@ describe('redis store on a 3-master Cluster', () => {
     const store = makeStore('lookups');
     const tokens = Array.from({ length: 30 }, (_, i) => `tok${i}`);
     for (const [i, token] of tokens.entries()) await cluster.client.set(`TOKEN_${token}`, String(1000 + i));
-    await eventually(async () => expect(await store.readKey('TOKEN_tok0', 500)).toBe('1000'), { withinMs: 10_000 });
-    const values = await Promise.all(tokens.map((token) => store.readKey(`TOKEN_${token}`, 500)));
+    await eventually(async () => expect(await store.keyReader.readKey('TOKEN_tok0', 500)).toBe('1000'), { withinMs: 10_000 });
+    const values = await Promise.all(tokens.map((token) => store.keyReader.readKey(`TOKEN_${token}`, 500)));
     expect(values).toEqual(tokens.map((_, i) => String(1000 + i)));
   });
 });

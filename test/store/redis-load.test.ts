@@ -10,6 +10,7 @@ import { validateRouting } from './validate.js';
 
 const report = (inFlight: number, servedVersion: number | null = 3): LoadReport => ({
   servedVersion,
+  servedEpoch: servedVersion === null ? null : 'epoch-a',
   servedForMs: 1_234,
   inFlightRequests: inFlight,
   openConnections: inFlight + 1,
@@ -43,10 +44,10 @@ describe('redis store: load reports', () => {
   it('two gateways report; each reads both, stamped with the server\'s clock; a removed report is gone', async () => {
     const [a, b] = [makeStore(redis.url, 'load-1'), makeStore(redis.url, 'load-1')];
     const before = await serverMs();
-    await eventually(() => a.reportLoad('gw-a', report(2)), { withinMs: 3_000 });
-    await b.reportLoad('gw-b', report(0, 2));
+    await eventually(() => a.fleet.reportLoad('gw-a', report(2)), { withinMs: 3_000 });
+    await b.fleet.reportLoad('gw-b', report(0, 2));
     const after = await serverMs();
-    const seen = (await b.readFleetLoad(3_000)).sort((x, y) => x.instanceId.localeCompare(y.instanceId));
+    const seen = (await b.fleet.readFleetLoad(3_000)).sort((x, y) => x.instanceId.localeCompare(y.instanceId));
     expect(seen.map((entry) => entry.instanceId)).toEqual(['gw-a', 'gw-b']);
     expect(seen[0]!.report).toEqual(report(2));
     expect(seen[1]!.report).toEqual(report(0, 2));
@@ -58,28 +59,28 @@ describe('redis store: load reports', () => {
     const key = redisStoreKeys('load-1').load;
     expect(key).toBe('{load-1}:load');
     expect(await redis.client.pttl(key)).toBeGreaterThan(0);
-    await a.removeLoad('gw-a');
-    expect((await b.readFleetLoad(3_000)).map((entry) => entry.instanceId)).toEqual(['gw-b']);
+    await a.fleet.removeLoad('gw-a');
+    expect((await b.fleet.readFleetLoad(3_000)).map((entry) => entry.instanceId)).toEqual(['gw-b']);
   });
 
   it('leaves out, and deletes, reports older than the bound by the server\'s clock and malformed ones', async () => {
     const store = makeStore(redis.url, 'load-2');
     const key = redisStoreKeys('load-2').load;
-    await eventually(() => store.reportLoad('fresh', report(1)), { withinMs: 3_000 });
+    await eventually(() => store.fleet.reportLoad('fresh', report(1)), { withinMs: 3_000 });
     const old = (await serverMs()) - 10_000;
     await redis.client.hset(key, 'stale', JSON.stringify({ at: old, ...report(5) }), 'garbled', '{"at":', 'negative', JSON.stringify({ ...report(1), at: await serverMs(), inFlightRequests: -1 }));
-    expect((await store.readFleetLoad(3_000)).map((entry) => entry.instanceId)).toEqual(['fresh']);
+    expect((await store.fleet.readFleetLoad(3_000)).map((entry) => entry.instanceId)).toEqual(['fresh']);
     await eventually(async () => expect(await redis.client.hkeys(key)).toEqual(['fresh']));
     // The bound is the caller's: with 10 ms, a report written 50 ms ago is out (and deleted).
     await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(await store.readFleetLoad(10)).toEqual([]);
+    expect(await store.fleet.readFleetLoad(10)).toEqual([]);
   });
 
   it('works on a Cluster: the load hash shares the document\'s slot', async () => {
     const [a, b] = [makeStore(cluster.url, 'graygate-load'), makeStore(cluster.url, 'graygate-load')];
-    await eventually(() => a.reportLoad('gw-a', report(3)), { withinMs: 10_000 });
-    await eventually(() => b.reportLoad('gw-b', report(0)), { withinMs: 10_000 });
-    const seen = await a.readFleetLoad(3_000);
+    await eventually(() => a.fleet.reportLoad('gw-a', report(3)), { withinMs: 10_000 });
+    await eventually(() => b.fleet.reportLoad('gw-b', report(0)), { withinMs: 10_000 });
+    const seen = await a.fleet.readFleetLoad(3_000);
     expect(seen.map((entry) => entry.instanceId).sort()).toEqual(['gw-a', 'gw-b']);
     expect(seen.reduce((sum, entry) => sum + entry.report.upstreams['app-v1']!.inFlightRequests, 0)).toBe(3);
   });

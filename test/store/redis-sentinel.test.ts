@@ -64,7 +64,7 @@ describe('redis store via Sentinel', () => {
       await eventually(async () => expect((await watcher.current()).version).toBe(2), { withinMs: 5_000 });
       // Lookups follow the master too.
       await rawCommand(newMaster, 'SET TOKEN_failover 31');
-      await eventually(async () => expect(await watcher.readKey('TOKEN_failover', 200)).toBe('31'), { withinMs: 5_000 });
+      await eventually(async () => expect(await watcher.keyReader.readKey('TOKEN_failover', 200)).toBe('31'), { withinMs: 5_000 });
     } finally {
       stop();
     }

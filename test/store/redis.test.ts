@@ -243,6 +243,9 @@ describe('redis store: Redis killed and restarted', () => {
 
   it('reports unavailable quickly while down, then recovers, resyncs and notices later changes', async () => {
     const [writer, watcher] = fleet(2, { pollMs: 200, commandTimeoutMs: 300 }, own);
+    // Connected first: a write's deadline covers the wait for the connection too, and 300 ms is
+    // short for a first connect on a loaded machine.
+    await eventually(() => expectCode(writer!.current(), 'GG_STORE_EMPTY'));
     await writer!.write(doc(0), { expectedVersion: 0, actor: 'seed', reason: 'seed' });
     let heard = 0;
     const stop = watcher!.watch(() => heard++);
@@ -251,7 +254,7 @@ describe('redis store: Redis killed and restarted', () => {
       await own.kill('SIGKILL');
       // Refused rather than left waiting for the server to return (which the test does not do).
       await expectCode(watcher!.current(), 'GG_STORE_UNAVAILABLE');
-      await expectCode(watcher!.readKey('TOKEN_x', 50), 'GG_STORE_UNAVAILABLE');
+      await expectCode(watcher!.keyReader.readKey('TOKEN_x', 50), 'GG_STORE_UNAVAILABLE');
       await eventually(() => expect(watcher!.reachable).toBe(false), { withinMs: 2_000 });
 
       await own.restart();
@@ -270,20 +273,91 @@ describe('redis store: Redis killed and restarted', () => {
   });
 });
 
+describe('redis store: deadlines through a paused server', () => {
+  it('a write sent to a paused server fails by its deadline, says what to check, and is not applied when the server resumes', async () => {
+    const own = await startRedis();
+    try {
+      const [store, reader] = fleet(2, { commandTimeoutMs: 600 }, own);
+      await store!.write(doc(1), { expectedVersion: 0, actor: 'seed', reason: 'seed' });
+      // Connected (the clock measured at connect): the write goes out on a live socket and waits there.
+      await eventually(async () => expect((await store!.current()).version).toBe(1));
+      own.pause();
+      let elapsed: number;
+      let error: GraygateError;
+      try {
+        const startedAt = Date.now();
+        error = await expectCode(store!.write(doc(2), { expectedVersion: 1, actor: 'alice', reason: 'paused', deadline: Date.now() + 600 }), 'GG_STORE_UNAVAILABLE');
+        elapsed = Date.now() - startedAt;
+        // Long enough for the command, sent before the deadline, to sit in the server's socket.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      } finally {
+        own.resume();
+      }
+      expect(error.message).toMatch(/cannot be applied after .*check whether version 2 is "paused" by alice/);
+      expect(elapsed).toBeLessThan(600 + 1_000);
+      // The server runs the queued script on resume: past its fence, it writes nothing.
+      await eventually(async () => expect((await reader!.current()).version).toBe(1), { withinMs: 5_000 });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect((await reader!.current()).version).toBe(1);
+      // And a write after it goes through as usual.
+      await eventually(() => store!.write(doc(3), { expectedVersion: 1, actor: 'alice', reason: 'after' }), { withinMs: 5_000 });
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('a read and a write share one deadline: no retry past it, no second timeout', async () => {
+    const own = await startRedis();
+    try {
+      const [store] = fleet(1, { commandTimeoutMs: 500 }, own);
+      await store!.write(doc(1), { expectedVersion: 0, actor: 'seed', reason: 'seed' });
+      own.pause();
+      try {
+        const deadline = Date.now() + 500;
+        const startedAt = Date.now();
+        await expectCode(store!.current({ deadline }), 'GG_STORE_UNAVAILABLE');
+        await expectCode(store!.write(doc(2), { expectedVersion: 1, actor: 'a', reason: 'r', deadline }), 'GG_STORE_UNAVAILABLE');
+        // Both within the one deadline (plus a loaded machine's timer slack), not 500 ms each or more.
+        expect(Date.now() - startedAt).toBeLessThan(500 + 400);
+      } finally {
+        own.resume();
+      }
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('health: up once connected; down (but reached before) while the server is gone', async () => {
+    const own = await startRedis();
+    const [store] = fleet(1, { pollMs: 100, commandTimeoutMs: 300 }, own);
+    const stop = store!.watch(() => undefined);
+    try {
+      await eventually(() => expect(store!.health()).toEqual({ up: true, everUp: true }));
+      await own.kill('SIGKILL');
+      await eventually(() => expect(store!.health()).toEqual({ up: false, everUp: true }), { withinMs: 5_000 });
+    } finally {
+      stop();
+      await own.stop();
+    }
+    const never = makeStore({ url: 'redis://127.0.0.1:1', commandTimeoutMs: 200 });
+    expect(never.health()).toEqual({ up: false, everUp: false });
+  });
+});
+
 describe('redis store: readKey', () => {
   it('returns the value, undefined for a missing key, and rejects at the deadline when the server is paused', async () => {
     const [store] = fleet(1);
     await redis.client.set('TOKEN_readkey', '1234');
-    await eventually(async () => expect(await store!.readKey('TOKEN_readkey', 200)).toBe('1234'));
-    expect(await store!.readKey('TOKEN_missing', 200)).toBeUndefined();
+    await eventually(async () => expect(await store!.keyReader.readKey('TOKEN_readkey', 200)).toBe('1234'));
+    expect(await store!.keyReader.readKey('TOKEN_missing', 200)).toBeUndefined();
     // The pause outlasts the 50 ms deadline by far (even a loaded box's timer lag): rejecting at
     // all, rather than answering 1234, means the read gave up at its deadline.
     await rawCommand(redis.port, 'CLIENT PAUSE 5000 ALL');
     const start = performance.now();
-    expect((await expectCode(store!.readKey('TOKEN_readkey', 50), 'GG_STORE_UNAVAILABLE')).message).toMatch(/no answer within 50 ms \(Command timed out\)/);
+    expect((await expectCode(store!.keyReader.readKey('TOKEN_readkey', 50), 'GG_STORE_UNAVAILABLE')).message).toMatch(/no answer within 50 ms \(Command timed out\)/);
     // Never before the deadline (timer precision allows a few ms early).
     expect(performance.now() - start).toBeGreaterThanOrEqual(45);
-    await eventually(async () => expect(await store!.readKey('TOKEN_readkey', 200)).toBe('1234'), { withinMs: 3_000 });
+    await eventually(async () => expect(await store!.keyReader.readKey('TOKEN_readkey', 200)).toBe('1234'), { withinMs: 10_000 });
   });
 });
 
@@ -298,7 +372,7 @@ describe('redis store: plain keys the rules read (Grayscale_Range)', () => {
   it('readKeys returns each value, undefined when absent', async () => {
     const [store] = fleet(1);
     await redis.client.set('Grayscale_Range_read', '{"idStart":1,"idEnd":5000}');
-    const values = await store!.readKeys(['Grayscale_Range_read', 'absent_key']);
+    const values = await store!.keyReader.readKeys(['Grayscale_Range_read', 'absent_key']);
     expect([...values]).toEqual([
       ['Grayscale_Range_read', '{"idStart":1,"idEnd":5000}'],
       ['absent_key', undefined],
@@ -311,7 +385,7 @@ describe('redis store: plain keys the rules read (Grayscale_Range)', () => {
     let heard = 0;
     let stop = () => {};
     await afterNextGet(redis, () => {
-      stop = store!.watchKeys(['Grayscale_Range_poll'], () => heard++);
+      stop = store!.keyReader.watchKeys(['Grayscale_Range_poll'], () => heard++);
     });
     try {
       await redis.client.set('Grayscale_Range_poll', '{"idStart":1,"idEnd":100}');
@@ -331,7 +405,7 @@ describe('redis store: plain keys the rules read (Grayscale_Range)', () => {
       await server.client.set('Grayscale_Range', '{"idStart":1,"idEnd":5000}');
       let heard = 0;
       await afterNextGet(server, () => {
-        stop = store.watchKeys(['Grayscale_Range'], () => heard++);
+        stop = store.keyReader.watchKeys(['Grayscale_Range'], () => heard++);
       });
       // Wait until the keyspace channel is subscribed, then change the key.
       await eventually(async () => expect(await server.client.pubsub('NUMSUB', '__keyspace@0__:Grayscale_Range')).toEqual(['__keyspace@0__:Grayscale_Range', 1]));
@@ -339,7 +413,7 @@ describe('redis store: plain keys the rules read (Grayscale_Range)', () => {
       await server.client.set('Grayscale_Range', '{"idStart":1,"idEnd":100}');
       await eventually(() => expect(heard).toBe(1), { withinMs: 2_000, everyMs: 1 });
       console.log(`keyspace notification → onChange: ${(performance.now() - start).toFixed(2)} ms`);
-      expect((await store.readKeys(['Grayscale_Range'])).get('Grayscale_Range')).toBe('{"idStart":1,"idEnd":100}');
+      expect((await store.keyReader.readKeys(['Grayscale_Range'])).get('Grayscale_Range')).toBe('{"idStart":1,"idEnd":100}');
     } finally {
       stop();
       await store.close();

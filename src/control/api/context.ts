@@ -87,9 +87,9 @@ export function preconditionOf(request: AdminRequest<{ version?: number | undefi
 }
 
 /** The current version, or undefined when the store holds none yet (GG_STORE_EMPTY). */
-export async function currentOrEmpty(store: Store): Promise<StoredVersion | undefined> {
+export async function currentOrEmpty(store: Store, deadline?: number): Promise<StoredVersion | undefined> {
   try {
-    return await store.current();
+    return await store.current(deadline === undefined ? {} : { deadline });
   } catch (error) {
     if (isGraygateError(error) && error.code === 'GG_STORE_EMPTY') return undefined;
     throw error;
@@ -123,16 +123,20 @@ export interface WriteOutcome {
  * `mutate` build the next document, validates it with parseRoutingDocument (400 naming every
  * field) before the store sees it, and writes it as one compare-and-set version with actor and
  * reason. A concurrent writer that got in between the read and the write makes this one 409.
- * `mutate` returning `changed: false` writes nothing. It answers once this gateway serves what it
- * wrote in every process, or says in `served` that some do not yet (the write stands either way).
+ * `mutate` returning `changed: false` writes nothing. The read and the write share one deadline
+ * (the store's `deadlineMs`), so a store outage answers within it; a write the store did not
+ * confirm by then can no longer be applied later (see the store's write). It answers once this
+ * gateway serves what it wrote in every process, or says in `served` that some do not yet (the
+ * write stands either way).
  */
 export async function commitChange(
   context: AdminContext,
   write: { actor: string; reason: string; expectedVersion: number | undefined; allowEmpty?: boolean },
   mutate: (current: RoutingDocument) => { document: RoutingDocument; changed?: boolean },
 ): Promise<WriteOutcome> {
+  const deadline = Date.now() + context.store.deadlineMs;
   // Only a whole-document write may seed an empty store; the others need a document to change.
-  const current = write.allowEmpty ? await currentOrEmpty(context.store) : await context.store.current();
+  const current = write.allowEmpty ? await currentOrEmpty(context.store, deadline) : await context.store.current({ deadline });
   const currentVersion = current?.version ?? 0;
   if (write.expectedVersion !== undefined && write.expectedVersion !== currentVersion) {
     throw new GraygateError(
@@ -145,7 +149,7 @@ export async function commitChange(
     return { changed: false, previousVersion: currentVersion, version: currentVersion, actor: write.actor, reason: write.reason };
   }
   const validated = parseRoutingDocument(next.document);
-  const written = await context.store.write(validated, { expectedVersion: currentVersion, actor: write.actor, reason: write.reason });
+  const written = await context.store.write(validated, { expectedVersion: currentVersion, actor: write.actor, reason: write.reason, deadline });
   context.logger.info(
     { event: 'admin-write', actor: write.actor, reason: write.reason, previousVersion: currentVersion, version: written.version },
     `routing version ${written.version} written by ${write.actor} (was ${currentVersion}): ${write.reason}`,

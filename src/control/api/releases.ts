@@ -3,7 +3,7 @@ import type { Release } from '../../config/schema.js';
 import { GraygateError } from '../../errors.js';
 import { applyAction, checkTransition, findService, stateOf, transitions, type LifecycleAction, type LifecycleState } from '../lifecycle.js';
 import { FLEET_LOAD_STALE_MS } from '../../gateway/load-reporter.js';
-import type { LoadFigures, LoadReport } from '../../store/store.js';
+import type { FleetLoadEntry, LoadFigures, LoadReport } from '../../store/store.js';
 import { commitChange, defineRoute, preconditionOf, readCurrent, type AdminContext, type Route } from './context.js';
 import { ActionBody, ActionResult, DrainReport, ReleaseOne, ReleasePutBody, WriteBody, WriteResult } from './shapes.js';
 
@@ -26,6 +26,8 @@ export const DRAIN_SETTLE_MS = 500;
 export interface ScopedLoad {
   readonly scope: 'process' | 'fleet';
   readonly reports: readonly LoadReport[];
+  /** The other gateways' reports with their names (undefined in the `process` scope). */
+  readonly others: readonly FleetLoadEntry[] | undefined;
   readonly inFlightRequests: number;
   readonly openConnections: number;
   readonly upstreams: Readonly<Record<string, LoadFigures>>;
@@ -40,9 +42,11 @@ export async function scopedLoad(context: AdminContext): Promise<ScopedLoad> {
   const own = context.localLoad();
   let reports: LoadReport[] = [own];
   let scope: ScopedLoad['scope'] = 'process';
-  if (context.store.readFleetLoad !== undefined) {
-    const entries = await context.store.readFleetLoad(FLEET_LOAD_STALE_MS);
-    reports = [own, ...entries.filter((entry) => entry.instanceId !== context.instanceId).map((entry) => entry.report)];
+  let others: FleetLoadEntry[] | undefined;
+  if (context.store.fleet !== undefined) {
+    const entries = await context.store.fleet.readFleetLoad(FLEET_LOAD_STALE_MS);
+    others = entries.filter((entry) => entry.instanceId !== context.instanceId);
+    reports = [own, ...others.map((entry) => entry.report)];
     scope = 'fleet';
   }
   let inFlightRequests = 0;
@@ -57,7 +61,7 @@ export async function scopedLoad(context: AdminContext): Promise<ScopedLoad> {
       sum.openConnections += load.openConnections;
     }
   }
-  return { scope, reports, inFlightRequests, openConnections, upstreams };
+  return { scope, reports, others, inFlightRequests, openConnections, upstreams };
 }
 
 /**

@@ -123,6 +123,28 @@ export const DrainReport = z
       }),
   })
   .meta({ description: 'Whether stable has drained after `full`, over the fleet when the store is shared (Redis), else this gateway process.' });
+export const FleetViewShape = z
+  .object({
+    scope: LoadScope,
+    store: z
+      .object({ version: z.number().int(), epoch: z.string().nullable() })
+      .nullable()
+      .meta({ description: 'The store\'s current version and epoch; null when it could not be read (see storeError).' }),
+    storeError: z.object({ code: z.string(), message: z.string() }).optional(),
+    gateways: z.array(
+      z.object({
+        instanceId: z.string(),
+        self: z.boolean().meta({ description: 'The gateway that answered.' }),
+        servedVersion: z.number().int().nullable(),
+        servedEpoch: z.string().nullable().meta({ description: 'The store epoch of the served version (null: unknown, e.g. the config file\'s routing served at boot).' }),
+        servedForMs: z.number().int(),
+        behind: z.boolean().meta({ description: 'Serves another version than the store\'s current one (with the store unreadable: than the newest one served).' }),
+      }),
+    ),
+    versions: z.array(z.object({ version: z.number().int().nullable(), epoch: z.string().nullable(), gateways: z.number().int() })).meta({ description: 'Each distinct served version and epoch, newest first.' }),
+    split: z.boolean().meta({ description: 'True while the gateways serve different versions: the same request may be routed differently by different gateways.' }),
+  })
+  .meta({ description: 'What each gateway of the fleet serves (by their load reports, at most 3 s old), against the store.' });
 export const StatusResult = z.object({
   version: z.number().int().nullable().meta({ description: 'The store\'s current version (null when the store is unreachable).' }),
   servedVersion: z.number().int().nullable(),
@@ -140,17 +162,20 @@ export const StatusResult = z.object({
   load: FleetLoadShape.optional().meta({ description: 'Summed over the fleet on a shared store; absent when the fleet\'s reports could not be read (see loadError).' }),
   loadError: z.unknown().optional(),
   storeKind: z.string(),
+  storeUp: z.boolean().meta({ description: 'Whether the store answers (graygate_store_up).' }),
+  fleet: FleetViewShape.optional().meta({ description: 'What each gateway serves; absent when the fleet\'s reports could not be read.' }),
   lastSyncError: z.unknown().optional(),
 });
 export const Health = z.object({ status: z.literal('ok') });
 export const Ready = z.object({
   ready: z.boolean(),
   servedVersion: z.number().int().nullable(),
+  storeReached: z.boolean().meta({ description: 'Whether the store has answered at least once since start.' }),
   workers: z
     .array(z.object({ pid: z.number().int(), version: z.number().int().nullable(), behind: z.boolean(), behindMs: z.number().int() }))
     .optional()
     .meta({ description: 'With --workers: the version each worker serves; a worker behind makes the gateway not ready.' }),
-  reason: z.string().optional().meta({ description: 'Why not ready.' }),
+  reason: z.string().optional().meta({ description: 'Why the gateway is not ready.' }),
 });
 export const ErrorBody = z.object({
   error: z.object({ code: z.string(), message: z.string(), issues: z.array(z.string()).optional() }),

@@ -1,4 +1,3 @@
-import { parseRoutingDocument } from '../../config/load.js';
 import type { Settings } from '../../config/schema.js';
 import type { Logger } from '../../observe/log.js';
 
@@ -18,7 +17,13 @@ export interface KeyReader {
  */
 export async function openKeyReader(settings: Settings, logger: Logger): Promise<KeyReader> {
   if (settings.store.kind !== 'redis') return { close: () => Promise.resolve() };
-  const { createRedisStore } = await import('../../store/redis/redis-store.js');
-  const store = createRedisStore(settings.store, { validate: parseRoutingDocument, logger });
-  return { readKey: (key, deadlineMs) => store.readKey(key, deadlineMs), close: () => store.close() };
+  const { createRedisKeyReader } = await import('../../store/redis/key-reader.js');
+  const reader = createRedisKeyReader(settings.store, { logger });
+  return {
+    readKey: (key, deadlineMs) => reader.readKey(key, deadlineMs),
+    close: () => {
+      reader.close();
+      return Promise.resolve();
+    },
+  };
 }

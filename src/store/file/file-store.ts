@@ -4,7 +4,7 @@ import { isAlias, isMap, isNode, isScalar, isSeq, parseDocument, visit, type Doc
 import { routingKeys, type FileStoreSettings, type RoutingDocument } from '../../config/schema.js';
 import { ConfigError, GraygateError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../observe/log.js';
-import type { Store, StoredVersion, WriteRequest } from '../store.js';
+import type { Store, StoredVersion, StoreHealth, WriteRequest } from '../store.js';
 import { writeFileAtomic } from './atomic-write.js';
 import { contentHash, deepFreeze } from './canonical.js';
 import { HistoryDir, type HistoryEntry } from './history.js';
@@ -51,6 +51,11 @@ export function createFileStore(settings: FileStoreSettings, options: FileStoreO
  */
 export class FileStore implements Store {
   readonly kind = 'file';
+  /** Local disk: no outage to bound, but a write still has a documented budget. */
+  readonly deadlineMs = 2_000;
+  /** The file store holds no plain keys and serves one gateway. */
+  readonly keyReader = undefined;
+  readonly fleet = undefined;
   /** The routing file. */
   readonly path: string;
   readonly historyDir: string;
@@ -188,6 +193,11 @@ export class FileStore implements Store {
   }
 
   /** Stops every watch; pending reads and writes finish. */
+  /** A local file is always there to read (a broken one is a refusal, not an outage). */
+  health(): StoreHealth {
+    return { up: true, everUp: true };
+  }
+
   async close(): Promise<void> {
     for (const watch of this.watches) watch.close();
     this.watches.clear();
