@@ -31,6 +31,8 @@ export interface GatewayOptions {
    * as version 1 when the store holds none yet, ignored (with a warning) when it holds one.
    */
   readonly seedDocument?: RoutingDocument;
+  /** Where seedDocument came from, for log lines and the history (default: the config file). */
+  readonly seedSource?: string;
 }
 
 /** A running gateway: store → validated, compiled snapshot → data plane, kept in sync live. */
@@ -184,7 +186,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     // A shared store that lost its data is seeded again with what the fleet serves.
     ...(settings.store.kind === 'redis' && !options.store ? { reseed: (served: StoredVersion) => reseedStore(store, served, logger) } : {}),
     // First boot with the store down and no copy on disk: the config file's routing beats not starting.
-    ...(options.seedDocument ? { fallback: { document: options.seedDocument, source: options.configPath ?? 'the config file' } } : {}),
+    ...(options.seedDocument ? { fallback: { document: options.seedDocument, source: options.seedSource ?? options.configPath ?? 'the config file' } } : {}),
   });
   registerGatewayMetrics(registry, { syncStats: () => sync.stats(), dataPlaneStats: () => dataPlane.stats() });
   try {
@@ -192,7 +194,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     // config file's (which may be weeks older than the live rules).
     const lastGood = lastGoodPath && options.seedDocument ? await readLastGood(lastGoodPath) : undefined;
     if (lastGood) await seedStore(store, lastGood.document, `the last good copy ${lastGoodPath} (version ${lastGood.version} as served before)`, logger);
-    else if (options.seedDocument) await seedStore(store, options.seedDocument, options.configPath ?? 'the config file', logger);
+    else if (options.seedDocument) await seedStore(store, options.seedDocument, options.seedSource ?? options.configPath ?? 'the config file', logger);
     const first = await sync.start();
     // Before listening: the first requests must already see the store keys' values.
     await keyFeed.follow(storeKeysOf(first.document));
