@@ -120,18 +120,17 @@ export async function runStart(options: StartOptions): Promise<number> {
     const absoluteConfig = configPath ? path.resolve(configPath) : undefined;
     let store: Store | undefined;
     if (isDropIn) {
-      const keys = await createStore(settings, undefined, logger);
       dropIn = dropInDocument({ stable: options.stable!, candidate: options.candidate!, tokenHeader: options.tokenHeader, tokenKey: options.tokenKey, rangeKey: options.rangeKey, ...(options.rangeStart ? { rangeStart: options.rangeStart } : {}) });
       // With --admin the release lifecycle writes the routing, so it lives in Redis (seeded from
-      // the flags on an empty store) where it survives restarts and every such gateway shares it.
+      // the flags on an empty store) as in a fleet: it survives restarts, every such gateway
+      // shares it, a copy is kept on disk, and a Redis that lost it is seeded again.
       // Without, the flags fix it and Redis holds only the recipe's keys.
-      store = options.admin !== undefined ? keys : new FixedDocumentStore(dropIn, { actor: 'graygate start', reason: 'drop-in mode' }, keys);
+      if (options.admin === undefined) store = new FixedDocumentStore(dropIn, { actor: 'graygate start', reason: 'drop-in mode' }, await createStore(settings, undefined, logger));
     }
     gateway = await startGateway({
       settings,
       ...(absoluteConfig ? { configPath: absoluteConfig } : {}),
-      // With a store handed in, configPath only names where a seed came from.
-      ...(dropIn && options.admin !== undefined ? { seedDocument: dropIn, configPath: 'the command line (drop-in flags)' } : {}),
+      ...(dropIn && options.admin !== undefined ? { seedDocument: dropIn, seedSource: 'the command line (drop-in flags)' } : {}),
       logger,
       createDataPlane: workers === 1 ? await selectDataPlane() : ({ settings: planeSettings, logger: planeLogger }) => new ClusterDataPlane(workers, planeSettings, planeLogger),
       ...(store ? { store } : {}),

@@ -32,6 +32,8 @@ export interface GatewayOptions {
    * as version 1 when the store holds none yet, ignored (with a warning) when it holds one.
    */
   readonly seedDocument?: RoutingDocument;
+  /** Where seedDocument came from, for log lines and the history (default: the config file). */
+  readonly seedSource?: string;
 }
 
 /** A running gateway: store → validated, compiled snapshot → data plane, kept in sync live. */
@@ -214,7 +216,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     // serves written back, so the fleet converges on the newest acknowledged routing.
     ...(sharedStore ? { publish: (served: StoredVersion, reason: PublishReason) => publishServed(store, served, reason, logger) } : {}),
     // First boot with the store down and no copy on disk: the config file's routing beats not starting.
-    ...(options.seedDocument ? { fallback: { document: options.seedDocument, source: options.configPath ?? 'the config file' } } : {}),
+    ...(options.seedDocument ? { fallback: { document: options.seedDocument, source: options.seedSource ?? options.configPath ?? 'the config file' } } : {}),
   });
   // A refused store key value (a malformed Grayscale_Range) is a refused reload too.
   const reloadStats = () => {
@@ -227,7 +229,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     // config file's (which may be weeks older than the live rules).
     const lastGood = lastGoodPath && options.seedDocument ? await new LastGoodFile(lastGoodPath, parseRoutingDocument, logger).readIfValid() : undefined;
     if (lastGood) await seedStore(store, lastGood.document, `the last good copy ${lastGoodPath} (version ${lastGood.version} as served before)`, logger);
-    else if (options.seedDocument) await seedStore(store, options.seedDocument, options.configPath ?? 'the config file', logger);
+    else if (options.seedDocument) await seedStore(store, options.seedDocument, options.seedSource ?? options.configPath ?? 'the config file', logger);
     const first = await sync.start();
     // Before listening: the first requests must already see the store keys' values.
     await keyFeed.follow(storeKeysOf(first.document));

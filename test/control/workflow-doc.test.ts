@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
@@ -8,6 +8,7 @@ import { startBackend, type Backend } from '../helpers/backend.js';
 import { docBlock, mapPorts, shellCommands } from '../helpers/doc-blocks.js';
 import { cliPath, startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
 import { freePort, startRedis, type RedisServer } from '../helpers/redis.js';
+import { graygate } from './cli-runner.js';
 
 const TOKEN = 'workflow-doc-token-0123456789';
 
@@ -81,5 +82,24 @@ describe('docs/workflow.md, run as written', () => {
     const body = (await current.body.json()) as { document: { upstreams: Record<string, { servers: string[] }>; services: { name: string; release?: unknown }[] } };
     expect(body.document.services.find((service) => service.name === 'shop')!.release).toBeUndefined();
     expect(body.document.upstreams['shop-v1']!.servers).toEqual([backends[2]!.url]);
+  });
+
+  it('config apply refuses an edited release section whose state the lifecycle cannot reach, and applies one it can', async () => {
+    const env = { GRAYGATE_ADMIN_URL: `http://127.0.0.1:${ports[9901]}`, GRAYGATE_ADMIN_TOKEN: TOKEN };
+    const file = path.join(dir, 'edited.yaml');
+    const withRelease = (state: string) =>
+      `${readFileSync(path.join(dir, 'graygate.yaml'), 'utf8')}    release: { candidate: shop-v2, state: ${state}, rules: [{ name: few, uidRange: { from: 1, to: 10 } }] }\n`;
+    // After the workflow the service is idle: a file saying full skips canary.
+    writeFileSync(file, withRelease('full'));
+    const refused = await graygate(['config', 'apply', file, '--reason', 'edited', '--yes'], env);
+    expect(refused.code, refused.stdout + refused.stderr).toBe(1);
+    expect(refused.stderr).toMatch(/release of service "shop": the file's release section was edited and says state full, but the live release is idle/);
+    expect(refused.stderr).toContain('--release-from-file');
+    writeFileSync(file, withRelease('canary'));
+    const applied = await graygate(['config', 'apply', file, '--reason', 'edited', '--yes'], env);
+    expect(applied.code, applied.stdout + applied.stderr).toBe(0);
+    expect(applied.stdout).toMatch(/release of service "shop": from the file \(its release section was edited\); state idle → canary \(start\)/);
+    const status = await graygate(['status'], env);
+    expect(status.stdout).toMatch(/canary/);
   });
 });

@@ -118,6 +118,21 @@ describe('drop-in mode with --admin', () => {
     await eventually(async () => expect(await caller('outside')).toBe('prod'), { withinMs: 10_000 });
   });
 
+  it('a Redis that lost its data is seeded again with the routing served, the release state included', async () => {
+    const full = await cli('release', 'full', 'default', '--reason', 'before the flush');
+    expect(full.code, full.stderr).toBe(0);
+    await eventually(async () => expect(await caller()).toBe('gray'), { withinMs: 10_000 });
+    await redis.client.flushall();
+    await eventually(async () => expect(JSON.parse((await redis.client.get('{graygate}:doc')) ?? 'null')).toMatchObject({ version: 1 }), { withinMs: 20_000 });
+    expect(await caller()).toBe('gray');
+    const status = await cli('status');
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toMatch(/full/);
+    const finish = await cli('release', 'finish', 'default', '--reason', 'after the flush');
+    expect(finish.code, finish.stderr).toBe(0);
+    await eventually(async () => expect(await caller()).toBe('prod'), { withinMs: 10_000 });
+  });
+
   it('a restart with other flags serves the store\'s routing and says which flags it ignores', async () => {
     const other = await startBackend('other');
     try {
