@@ -214,8 +214,12 @@ describe('redis store: change notification', () => {
           .split('\n')
           .filter((line) => line.includes('name=graygate-subscriber'))
           .map((line) => /id=(\d+)/.exec(line)?.[1]);
-      const [before] = await subscriberIds();
-      expect(before).toBeDefined();
+      // The first report may come before the subscriber connection is up: wait for it.
+      const before = await eventually(async () => {
+        const [id] = await subscriberIds();
+        expect(id).toBeDefined();
+        return id;
+      });
       // Pause every client for longer than the ping deadline; the subscriber's PING gets no reply.
       await rawCommand(redis.port, 'CLIENT PAUSE 600 ALL');
       const heardBefore = heard;
