@@ -156,7 +156,8 @@ export class UpstreamAttempts<S extends ServerEntry = ServerEntry> {
   private resetRetried = false;
   /** The next pick is the same server again (a reset on a reused connection). */
   private repeat = false;
-  private replayable = false;
+  private attemptMethod = 'GET';
+  private attemptHasBody = false;
 
   get upstreamName(): string | undefined {
     return this.upstream?.name;
@@ -180,7 +181,9 @@ export class UpstreamAttempts<S extends ServerEntry = ServerEntry> {
     this.routeGeneration = generation;
     this.service = service;
     this.decision = decision;
-    this.replayable = isRetryableRequest(method, hasBody);
+    // Kept as given and judged only after a failure: the hot path does no more than store them.
+    this.attemptMethod = method;
+    this.attemptHasBody = hasBody;
     let upstream = generation.upstreams.get(decision.upstream);
     if (decision.version === 'candidate') {
       let reason: FallbackReason | undefined;
@@ -230,7 +233,7 @@ export class UpstreamAttempts<S extends ServerEntry = ServerEntry> {
     const stableName = this.service!.stableDecision.upstream;
     const stable = upstream.name === stableName ? undefined : this.routeGeneration!.upstreams.get(stableName);
     const serversLeft = (this.tried?.size ?? 0) < upstream.balancer.servers.length;
-    const step = nextStep(failure, responseStarted, this.replayable, this.resetRetried, serversLeft, stable !== undefined);
+    const step = nextStep(failure, responseStarted, isRetryableRequest(this.attemptMethod, this.attemptHasBody), this.resetRetried, serversLeft, stable !== undefined);
     switch (step) {
       case 'retry-server':
         this.resetRetried = true;

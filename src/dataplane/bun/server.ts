@@ -1,18 +1,17 @@
 import type { Logger } from 'pino';
 import type { Settings } from '../../config/schema.js';
-import type { ErrorCode } from '../../errors.js';
 import { rateLimited } from '../../observe/log.js';
-import { NO_OBSERVER, type ExchangeRecord, type RequestObserver } from '../../observe/request-observer.js';
+import { NO_OBSERVER, type RequestObserver } from '../../observe/request-observer.js';
 import { compileCidrList } from '../../rules/cidr.js';
-import type { CompiledService, Decision, RoutingSnapshot } from '../../rules/snapshot.js';
+import type { Decision, RoutingSnapshot } from '../../rules/snapshot.js';
 import { classifyUpstreamError, type ServerHealth, type UpstreamFailure } from '../balancer.js';
-import { errorAnswer } from '../error-response.js';
 import { buildUpstreamRequestHeaders, checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
-import { buildUpstreams, decideOrStable, hasRequestBody, identify, UpstreamAttempts, type RouteGeneration, type ServerEntry, type UpstreamCounter, type UpstreamRuntime } from '../route.js';
+import { buildUpstreams, decideOrStable, hasRequestBody, identify, type RouteGeneration, type ServerEntry, type UpstreamCounter, type UpstreamRuntime } from '../route.js';
 import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
 import { bunRuntime, type BunFetchInit, type BunHeaders, type BunServer, type BunWebSocketHandler } from './bun-api.js';
 import { BunRequestFacts } from './facts.js';
 import { applyDecisionHeadersTo, headerList, stripHopByHop } from './headers.js';
+import { BUN_ERROR_CODES, BunExchangeRecord, errorResponse, GatewayAbort, watchIdle } from './exchange.js';
 import { openUpstreamWebSocket, Tunnel, tunnelHandlers, type TunnelHost } from './websocket.js';
 import { idleGraceFor, waitForQuiet } from '../shutdown.js';
 import { pathForLog } from '../../observe/redact.js';
@@ -22,72 +21,11 @@ const NEVER_TRUSTED = (): boolean => false;
 /** Bun keeps upstream connections itself (fetch): a server is the shared entry and nothing more. */
 type Generation = RouteGeneration<ServerEntry>;
 
-/** Bun's fetch reports failures by `code` names of its own; mapped to the errno names the shared classifier knows. */
-const BUN_ERROR_CODES: Readonly<Record<string, string>> = {
-  ConnectionRefused: 'ECONNREFUSED',
-  FailedToOpenSocket: 'ECONNREFUSED',
-  ConnectionClosed: 'ECONNRESET',
-  ECONNRESET: 'ECONNRESET',
-  TimeoutError: 'UND_ERR_HEADERS_TIMEOUT',
-};
-
 /** Response bodies with a Content-Length up to this size are not timed for idleness (see attempt()). */
 const WATCHED_BODY_BYTES = 256 * 1024;
 
 /** Request headers Bun's client WebSocket writes itself, for its own handshake with the upstream. */
 const OWN_HANDSHAKE_HEADERS: ReadonlySet<string> = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol']);
-
-/**
- * What the observer is told of one request. Bun hands the response body to the client after
- * `fetch` has returned, so a request is reported when its response head is handed over: the
- * duration is time to the response head, and bytes are the Content-Length (-1 without one).
- */
-class BunExchangeRecord extends UpstreamAttempts implements ExchangeRecord {
-  facts: BunRequestFacts | undefined = undefined;
-  status = 0;
-  bytesSent = -1;
-  durationMs = 0;
-  readonly aborted = false;
-
-  constructor(
-    private readonly request: Request,
-    private readonly startedAt: number,
-  ) {
-    super();
-  }
-
-  get method(): string {
-    return this.request.method;
-  }
-
-  get path(): string {
-    if (this.facts !== undefined) return this.facts.path;
-    // Refused before facts were made (framing, upgrade): cut the path out of the absolute URL.
-    const url = this.request.url;
-    const start = url.indexOf('/', url.indexOf('://') + 3);
-    if (start < 0) return '/';
-    const query = url.indexOf('?', start);
-    return query < 0 ? url.slice(start) : url.slice(start, query);
-  }
-
-  get identitySource(): string | undefined {
-    return this.facts?.identitySource;
-  }
-
-  finish(response: Response): void {
-    this.durationMs = performance.now() - this.startedAt;
-    this.status = response.status;
-    const length = response.headers.get('content-length');
-    this.bytesSent = length === null ? -1 : Number(length);
-  }
-}
-
-/** The error a client abort or a timeout passes to fetch. */
-class GatewayAbort extends Error {
-  constructor(readonly code: string) {
-    super(code);
-  }
-}
 
 /**
  * The Bun data plane: Bun.serve for clients and Bun's fetch for upstreams (Bun keeps the upstream
@@ -383,49 +321,8 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     const length = headers.get('content-length');
     const watched = timeouts.idleMs > 0 && (length === null || Number(length) > WATCHED_BODY_BYTES) && response.body !== null;
     if (!watched) return response;
-    const body = this.watchIdle(response.body!, timeouts.idleMs, controller, upstream.name);
+    const body = watchIdle(response.body!, timeouts.idleMs, controller, upstream.name, this);
     return new Response(body, { status: response.status, statusText: response.statusText, headers });
-  }
-
-  /**
-   * The upstream body, failing when the upstream stays silent for `idleMs` while the client waits
-   * for more (Bun's fetch has no body timeout). The silence is timed only while a read is pending,
-   * so a slow client is never mistaken for a stalled upstream. On timeout the upstream request is
-   * aborted and the client's response is cut (its head is gone), as the Node adapter does.
-   */
-  private watchIdle(source: ReadableStream<Uint8Array>, idleMs: number, controller: AbortController, upstreamName: string): ReadableStream<Uint8Array> {
-    const reader = source.getReader();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let stalled = false;
-    return new ReadableStream<Uint8Array>(
-      {
-        pull: async (out) => {
-          timer = setTimeout(() => {
-            stalled = true;
-            this.logFault('upstream:GG_UPSTREAM_TIMEOUT', 'warn', { upstream: upstreamName, code: 'GG_UPSTREAM_TIMEOUT' }, 'the upstream response body stalled');
-            controller.abort(new GatewayAbort('UND_ERR_BODY_TIMEOUT'));
-            out.error(new GatewayAbort('UND_ERR_BODY_TIMEOUT'));
-          }, idleMs);
-          let result: Awaited<ReturnType<typeof reader.read>>;
-          try {
-            result = await reader.read();
-          } catch (error) {
-            if (!stalled) out.error(error);
-            return;
-          } finally {
-            clearTimeout(timer);
-          }
-          if (stalled) return;
-          if (result.done) out.close();
-          else out.enqueue(result.value);
-        },
-        cancel: (reason) => {
-          clearTimeout(timer);
-          return reader.cancel(reason);
-        },
-      },
-      { highWaterMark: 0 },
-    );
   }
 
   // ---- shutdown --------------------------------------------------------------------------
@@ -462,10 +359,4 @@ export class BunDataPlane implements DataPlane, TunnelHost {
       await server.stop(true);
     }
   }
-}
-
-/** The data plane's error answer as a Bun Response (Content-Length stated, so the access log and metrics report its bytes). */
-function errorResponse(code: ErrorCode, message: string, close: boolean): Response {
-  const answer = errorAnswer(code, message, close);
-  return new Response(answer.body, { status: answer.status, headers: answer.headers });
 }
