@@ -5,12 +5,14 @@ import { loadConfigFile, parseSettings } from '../config/load.js';
 import { RedisStoreSettings, type RoutingDocument, type Settings } from '../config/schema.js';
 import { ListenAddress } from '../config/primitives.js';
 import { runtimeName, selectDataPlane } from '../dataplane/select.js';
+import { formatIssues } from '../config/issues.js';
 import { ConfigError, isGraygateError } from '../errors.js';
 import { createStore, startGateway, type Gateway } from '../gateway/gateway.js';
 import { watchSettings } from '../gateway/settings-watch.js';
 import { FixedDocumentStore } from '../store/fixed-store.js';
 import type { Store } from '../store/store.js';
 import { DROP_IN_TOKEN_ENV, dropInAdmin, dropInDocument, flagsIgnored } from './drop-in.js';
+import { debugStack, describeListenFailure, listenFailureOf, oneLine } from './failure.js';
 import { ClusterDataPlane, isWorkerProcess, runWorker } from '../dataplane/workers/index.js';
 import { workerCount } from './workers.js';
 import { createLogger, type Logger } from '../observe/log.js';
@@ -74,7 +76,10 @@ Examples:
   graygate start --config graygate.yaml --listen 0.0.0.0:8080`,
     )
     .action(async (options: StartOptions) => {
-      process.exitCode = await runStart(options);
+      const code = await runStart(options);
+      process.exitCode = code;
+      // A start that failed must end now: a half-opened store connection would keep it running.
+      if (code !== 0) setTimeout(() => process.exit(code), 1_000).unref();
     });
 }
 
@@ -87,7 +92,7 @@ export async function runStart(options: StartOptions): Promise<number> {
   const configPath = options.config ?? (!isDropIn && existsSync('graygate.yaml') ? 'graygate.yaml' : undefined);
   const usage = checkUsage(options, configPath, isDropIn);
   if (typeof workers === 'string') {
-    process.stderr.write(`graygate start: ${workers}\n`);
+    process.stderr.write(`graygate start: ${options.workers === undefined ? workers.replace('--workers', 'GRAYGATE_WORKERS') : workers}\n`);
     return 2;
   }
   if (usage) {
@@ -98,14 +103,14 @@ export async function runStart(options: StartOptions): Promise<number> {
   let logger: Logger;
   let fileSettings: Settings | undefined;
   let dropIn: RoutingDocument | undefined;
-  const source = configPath ?? 'the command line';
+  let settings: Settings | undefined;
   try {
     const config = configPath ? await loadConfigFile(configPath) : { settings: parseSettings({}, 'defaults'), routing: undefined };
     fileSettings = config.settings;
-    const settings = { ...config.settings };
+    settings = { ...config.settings };
     if (options.listen) {
       const listen = ListenAddress.safeParse(options.listen);
-      if (!listen.success) throw new ConfigError([`--listen: expected host:port or a port, got ${JSON.stringify(options.listen)}`]);
+      if (!listen.success) throw new UsageError(`--listen: expected host:port or a port like 127.0.0.1:8080 or 8080, got ${JSON.stringify(options.listen)}`);
       settings.listen = listen.data;
     }
     if (options.logLevel) settings.log = { ...settings.log, level: options.logLevel as typeof settings.log.level };
@@ -114,12 +119,15 @@ export async function runStart(options: StartOptions): Promise<number> {
       // Keep the file's other Redis settings (namespace, timeouts) and replace only the address.
       // The drop-in mode polls its keys more often: the recipe it replaces read them per request.
       const base = settings.store.kind === 'redis' ? settings.store : isDropIn ? { pollMs: 500 } : {};
+      const url = RedisStoreSettings.shape.url.safeParse(options.redis, { reportInput: true });
+      if (!url.success) throw new UsageError(`--redis: ${formatIssues(url.error).join('; ')}`);
       settings.store = RedisStoreSettings.parse({ ...base, kind: 'redis', url: options.redis });
     }
     logger = createLogger({ level: settings.log.level, format: settings.log.format });
     const absoluteConfig = configPath ? path.resolve(configPath) : undefined;
     let store: Store | undefined;
     if (isDropIn) {
+      // The document first: a flag it refuses must not leave a store connection open.
       dropIn = dropInDocument({ stable: options.stable!, candidate: options.candidate!, tokenHeader: options.tokenHeader, tokenKey: options.tokenKey, rangeKey: options.rangeKey, ...(options.rangeStart ? { rangeStart: options.rangeStart } : {}) });
       // With --admin the release lifecycle writes the routing, so it lives in Redis (seeded from
       // the flags on an empty store) as in a fleet: it survives restarts, every such gateway
@@ -137,8 +145,7 @@ export async function runStart(options: StartOptions): Promise<number> {
       ...(settings.store.kind !== 'file' && config.routing ? { seedDocument: config.routing } : {}),
     });
   } catch (error) {
-    reportStartFailure(source, error);
-    return 1;
+    return reportStartFailure(error, { configPath, options, settings });
   }
   // Settings are read once; an edit to them in the file is announced, not silently ignored.
   const settingsWatch = configPath ? watchSettings({ configPath: path.resolve(configPath), startedWith: fileSettings!, logger }) : undefined;
@@ -175,14 +182,74 @@ function checkUsage(options: StartOptions, configPath: string | undefined, isDro
   return undefined;
 }
 
-function reportStartFailure(configPath: string, error: unknown): void {
-  if (error instanceof ConfigError) {
-    process.stderr.write(`graygate: cannot start: ${configPath} is invalid (${error.code}):\n${error.issues.map((issue) => `  - ${issue}`).join('\n')}\n`);
-  } else if (isGraygateError(error)) {
-    process.stderr.write(`graygate: cannot start: ${error.code}: ${error.message}\n`);
-  } else {
-    process.stderr.write(`graygate: cannot start: ${(error as Error).stack ?? String(error)}\n`);
+/** A flag's value is malformed: exit 2, like any other usage error. */
+class UsageError extends Error {}
+
+/** Where a drop-in document's fields come from: the flag to name when one is refused. */
+const dropInFlags: [RegExp, string][] = [
+  [/^upstreams\.stable\b[^:]*/, '--stable'],
+  [/^upstreams\.candidate\b[^:]*/, '--candidate'],
+  [/^identity\.sources\[0\]\.tokenLookup\.header\b[^:]*/, '--token-header'],
+  [/^identity\.sources\[0\]\.tokenLookup\.keyTemplate\b[^:]*/, '--token-key'],
+  [/^services\[0\]\.release\.rules\[0\]\.uidRange\b[^:]*/, '--range-key'],
+];
+
+interface FailureContext {
+  configPath: string | undefined;
+  options: StartOptions;
+  settings: Settings | undefined;
+}
+
+/**
+ * Says on stderr, on one line where it can, why the gateway did not start, naming the file,
+ * setting or flag to change; returns the exit code (2 for a malformed flag, else 1).
+ */
+function reportStartFailure(error: unknown, { configPath, options, settings }: FailureContext): number {
+  const say = (text: string) => process.stderr.write(`graygate: cannot start: ${text}\n`);
+  if (error instanceof UsageError) {
+    process.stderr.write(`graygate start: ${error.message}\n`);
+    return 2;
   }
+  if (error instanceof ConfigError) {
+    if (configPath === undefined) {
+      // Only the drop-in flags make a document without a config file.
+      const issues = error.issues.map((issue) => dropInFlags.reduce((text, [path, flag]) => text.replace(path, flag), issue));
+      process.stderr.write(`graygate start: ${issues.join('; ')}\n`);
+      return 2;
+    }
+    const file = path.resolve(configPath);
+    if (error.issues.length === 1) say(`${file}: ${oneLine(error.issues[0]!)} (${error.code})`);
+    else {
+      say(`${file} has ${error.issues.length} problems (${error.code}); fix each, or run \`graygate validate ${configPath}\`:`);
+      for (const issue of error.issues) process.stderr.write(`  - ${oneLine(issue)}\n`);
+    }
+    return 1;
+  }
+  const listen = listenFailureOf(error);
+  if (listen !== undefined) {
+    say(describeListen(listen, options, settings, configPath));
+    return 1;
+  }
+  if (isGraygateError(error) && error.code.startsWith('GG_STORE_') && settings !== undefined) {
+    // Nothing was served yet, so no "last good version" stays: say which setting to check.
+    const where = settings.store.kind === 'file' ? `store.path${configPath ? ` in ${configPath}` : ''}` : options.redis !== undefined ? '--redis' : `store.url${configPath ? ` in ${configPath}` : ''}`;
+    say(`the store (${where}): ${oneLine(error.message).replace(/;? the last good version stays\.?$/, '')} (${error.code})`);
+  } else if (isGraygateError(error)) say(`${oneLine(error.message)} (${error.code})`);
+  else say(`${oneLine((error as Error)?.message ?? String(error))} (an unexpected error: GRAYGATE_DEBUG=1 prints its stack for a bug report)`);
+  process.stderr.write(debugStack(error));
+  return 1;
+}
+
+/** Names the setting whose address could not be bound: the proxy's `listen` or `admin.listen`. */
+function describeListen(failure: NonNullable<ReturnType<typeof listenFailureOf>>, options: StartOptions, settings: Settings | undefined, configPath: string | undefined): string {
+  const inFile = configPath ? ` in ${configPath}` : '';
+  const proxy = settings?.listen;
+  const admin = settings?.admin?.listen;
+  const isAt = (address: { port: number } | undefined) => address !== undefined && failure.port !== undefined && address.port === failure.port;
+  if (isAt(admin) && !isAt(proxy)) return describeListenFailure({ host: admin!.host, port: admin!.port, ...failure }, 'admin.listen', `admin.listen${inFile}`);
+  const change = options.listen !== undefined ? '--listen' : configPath ? `--listen or listen${inFile}` : '--listen';
+  if (isAt(proxy) || admin === undefined) return describeListenFailure({ host: proxy?.host, port: proxy?.port, ...failure }, 'listen', change);
+  return describeListenFailure(failure, 'listen or admin.listen', `${change}, or admin.listen${inFile}`);
 }
 
 /** Drains on the first SIGTERM/SIGINT; a second one exits at once. */

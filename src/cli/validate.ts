@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { loadConfigFile } from '../config/load.js';
 import { isGraygateError } from '../errors.js';
 import { ConfigError } from '../errors.js';
+import { debugStack, oneLine } from './failure.js';
 
 /** `graygate validate FILE`: exit 0 and a summary when valid; exit 1 and every issue when not. */
 export function registerValidateCommand(program: Command): void {
@@ -19,12 +20,15 @@ export function registerValidateCommand(program: Command): void {
           : 'settings only (the routing document lives in the store)';
         process.stdout.write(`${file}: valid: ${summary}\n`);
       } catch (error) {
-        if (error instanceof ConfigError) {
-          process.stderr.write(`${file}: invalid (${error.code}):\n${error.issues.map((issue) => `  - ${issue}`).join('\n')}\n`);
+        // One issue: one line. Several: a line saying how many, then one line each.
+        if (error instanceof ConfigError && error.issues.length === 1) {
+          process.stderr.write(`${file}: ${error.code === 'GG_CONFIG_UNREADABLE' ? '' : 'invalid: '}${oneLine(error.issues[0]!)} (${error.code})\n`);
+        } else if (error instanceof ConfigError) {
+          process.stderr.write(`${file}: invalid, ${error.issues.length} problems (${error.code}):\n${error.issues.map((issue) => `  - ${oneLine(issue)}`).join('\n')}\n`);
         } else if (isGraygateError(error)) {
-          process.stderr.write(`${file}: ${error.code}: ${error.message}\n`);
+          process.stderr.write(`${file}: ${oneLine(error.message)} (${error.code})\n`);
         } else {
-          process.stderr.write(`${file}: ${(error as Error).message}\n`);
+          process.stderr.write(`${file}: ${oneLine((error as Error)?.message ?? String(error))}\n${debugStack(error)}`);
         }
         process.exitCode = 1;
       }

@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { startAdminServer } from '../../src/control/api/server.js';
@@ -17,6 +19,19 @@ const routing = () => ({
   identity: { sources: [{ header: { name: 'x-user-id' } }] },
   services: [{ name: 'shop', stable: 'shop-v1' }],
 });
+/** Sends a 5 MB body to the URL in argv with fetch, http with a length and http chunked; prints each status (or error code). */
+const FIVE_MB_CLIENTS = `
+import { request } from 'node:http';
+const url = process.argv[1];
+const body = 'x'.repeat(5 * 1024 * 1024);
+const viaHttp = (headers) => new Promise((resolve) => {
+  const req = request(url, { method: 'PUT', headers: { 'content-type': 'application/json', ...headers } }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode)); });
+  req.on('error', (error) => resolve(error.code ?? error.message));
+  req.end(body);
+});
+const viaFetch = await fetch(url, { method: 'PUT', headers: { 'content-type': 'application/json' }, body }).then((r) => r.status, (e) => e.cause?.code ?? e.message);
+console.log(JSON.stringify({ fetch: viaFetch, http: await viaHttp({ 'content-length': body.length }), chunked: await viaHttp({}) }));
+`;
 const firstUsers = [{ name: 'first-users', uidRange: { ranges: [{ from: 1, to: 5000 }] } }];
 
 beforeAll(async () => {
@@ -133,6 +148,12 @@ describe('admin API: whole config with a version precondition', () => {
     const huge = await admin.api('PUT', '/v1/config', { rawBody: JSON.stringify({ reason: 'x'.repeat(2 * 1024 * 1024) }) });
     expect(huge.status).toBe(413);
     expect(huge.body.error.code).toBe('GG_BODY_TOO_LARGE');
+    // Refused from its headers, a body of several MB is still read (and dropped) before the
+    // answer, so clients that are still sending it get the 413 and not a write error. The
+    // clients run in another process, as the CLI does: in this one they would share the event
+    // loop with the server and always finish sending first.
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', FIVE_MB_CLIENTS, `${admin.adminUrl}/v1/config`], { timeout: 60_000 });
+    expect(JSON.parse(stdout)).toEqual({ fetch: 413, http: 413, chunked: 413 });
     const broken = await admin.api('PUT', '/v1/config', { rawBody: '{"reason": ' });
     expect(broken.status).toBe(400);
     expect(broken.body.error.code).toBe('GG_REQUEST_INVALID');

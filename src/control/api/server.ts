@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
@@ -87,7 +88,9 @@ function resolveTokens(settings: AdminSettings, env: NodeJS.ProcessEnv): { name:
   const tokens = settings.tokens.map((token, i) => {
     const value = token.token ?? env[token.tokenEnv!];
     if (value === undefined || value.length < 16) {
-      issues.push(`admin.tokens[${i}].tokenEnv: environment variable ${token.tokenEnv} is ${value === undefined ? 'not set' : 'shorter than 16 characters'}`);
+      issues.push(
+        `admin.tokens[${i}].tokenEnv: environment variable ${token.tokenEnv} is ${value === undefined ? 'not set' : 'shorter than 16 characters'}; set it to the token (16 characters or more) before starting`,
+      );
     }
     return { name: token.name, digest: digest(value ?? '') };
   });
@@ -126,15 +129,42 @@ function parseWith<S extends z.ZodType>(schema: S, value: unknown, where: 'body'
   return parsed.data;
 }
 
+/** The most of a refused body read and dropped so its client sees the answer; past it, the connection is closed. */
+const DISCARD_MAX_BYTES = 64 * 1024 * 1024;
+/** …and the longest that takes (a client that sends slowly, or stops sending). */
+const DISCARD_MAX_MS = 10_000;
+
+/** Reads and drops what is left of a request body, up to DISCARD_MAX_BYTES or DISCARD_MAX_MS. */
+function discardBody(raw: IncomingMessage): Promise<void> {
+  if (raw.complete || raw.destroyed) return Promise.resolve();
+  const declared = Number(raw.headers['content-length']);
+  if (declared > DISCARD_MAX_BYTES) return Promise.resolve();
+  return new Promise((resolve) => {
+    let received = 0;
+    const done = () => {
+      clearTimeout(timer);
+      raw.off('data', onData).off('end', done).off('error', done).off('close', done);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > DISCARD_MAX_BYTES) done();
+    };
+    const timer = setTimeout(done, DISCARD_MAX_MS);
+    raw.on('data', onData).on('end', done).on('error', done).on('close', done);
+    raw.resume();
+  });
+}
+
 /** Maps any error to the API's error body; only real surprises are 500 (and logged). */
-function errorReply(error: unknown, context: AdminContext): { status: number; body: unknown } {
+function errorReply(error: unknown, context: AdminContext, bodyLimitBytes: number): { status: number; body: unknown } {
   if (isGraygateError(error)) {
     const issues = error instanceof ConfigError ? error.issues : (error as { issues?: readonly string[] }).issues;
     return { status: error.status, body: { error: { code: error.code, message: error.message, ...(issues ? { issues } : {}) } } };
   }
   const fastifyError = error as FastifyError;
   if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-    return { status: 413, body: { error: { code: 'GG_BODY_TOO_LARGE', message: `body: larger than admin.bodyLimitBytes` } } };
+    return { status: 413, body: { error: { code: 'GG_BODY_TOO_LARGE', message: `body: larger than admin.bodyLimitBytes (limit ${bodyLimitBytes} bytes)` } } };
   }
   if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
     const what = fastifyError.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'content-type: expected application/json' : `body: ${fastifyError.message}`;
@@ -157,9 +187,13 @@ export function buildAdminApp(options: AdminServerOptions): FastifyInstance {
   const routes = adminRoutes(options.version);
   serveDashboard(app, options.uiDir ?? defaultUiDir);
 
-  app.setErrorHandler((error, _request, reply) => {
-    const { status, body } = errorReply(error, context);
-    void reply.code(status).send(body);
+  app.setErrorHandler(async (error, request, reply) => {
+    const { status, body } = errorReply(error, context, settings.bodyLimitBytes);
+    // Refused from its headers, the body is still on its way: closing on it now resets the
+    // connection, and clients that are still sending (Node's http, fetch, undici) then see a
+    // write error instead of this answer. Read the rest and drop it first, within a bound.
+    if (status === 413) await discardBody(request.raw);
+    return reply.code(status).send(body);
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send({ error: { code: 'GG_NOT_FOUND', message: `no admin route ${request.method} ${request.url.split('?')[0]}; see /openapi.json` } });

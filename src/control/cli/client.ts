@@ -59,45 +59,79 @@ export interface AdminClient {
   call<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<T>; // eslint-disable-line @typescript-eslint/no-explicit-any
 }
 
-function fileSettings(file: string | undefined): { url?: string; token?: string } {
+/** The text on one line: a server's or a library's message may hold line breaks. */
+export const oneLine = (text: string) => text.replace(/\s*[\r\n]+\s*/g, ' ').trim();
+
+/** A setting the CLI was given that cannot work: exit 2, naming where it came from. */
+const usage = (message: string) => new AdminCallError(undefined, 'usage', message);
+
+function fileSettings(file: string | undefined): { url?: string; token?: string; source?: string } {
   const explicit = file || process.env.GRAYGATE_ADMIN_CONFIG || undefined;
+  const flag = file ? '--admin-config' : 'GRAYGATE_ADMIN_CONFIG';
   const candidate = explicit ?? path.join(homedir(), '.config', 'graygate', 'admin.yaml');
   if (!existsSync(candidate)) {
-    if (explicit) throw new AdminCallError(undefined, 'usage', `admin config file ${candidate} does not exist`);
+    if (explicit) throw usage(`${flag}: ${candidate} does not exist; give an existing file of {url: …, token: …}, or --url and --token`);
     return {};
   }
-  const raw = parseYaml(readFileSync(candidate, 'utf8')) as { url?: unknown; token?: unknown } | null;
+  let raw: { url?: unknown; token?: unknown } | null;
+  try {
+    raw = parseYaml(readFileSync(candidate, 'utf8')) as { url?: unknown; token?: unknown } | null;
+  } catch (error) {
+    const why = (error as NodeJS.ErrnoException).code === 'EACCES' ? 'permission denied' : (error as NodeJS.ErrnoException).code === 'EISDIR' ? 'is a directory' : oneLine((error as Error).message);
+    throw usage(`${explicit ? `${flag}: ` : ''}cannot read ${candidate}: ${why}; it holds YAML {url: …, token: …}`);
+  }
   return {
+    source: candidate,
     ...(typeof raw?.url === 'string' ? { url: raw.url } : {}),
     ...(typeof raw?.token === 'string' ? { token: raw.token } : {}),
   };
 }
 
+/** What to try when the admin API cannot be reached at all. */
+const unreachableHint = 'is the gateway running, with admin.listen set? Give its admin address with --url or GRAYGATE_ADMIN_URL';
+
 /** The client for the options given: flags win over the environment, which wins over the file. */
 export function createClient(options: ClientOptions): AdminClient {
   const file = fileSettings(options.adminConfig);
-  const url = (options.url || process.env.GRAYGATE_ADMIN_URL || file.url || 'http://127.0.0.1:9901').replace(/\/+$/, '');
+  const [given, source] = options.url
+    ? [options.url, '--url']
+    : process.env.GRAYGATE_ADMIN_URL
+      ? [process.env.GRAYGATE_ADMIN_URL, 'GRAYGATE_ADMIN_URL']
+      : file.url
+        ? [file.url, `url in ${file.source}`]
+        : ['http://127.0.0.1:9901', 'the default'];
+  let parsedUrl: URL | undefined;
+  try {
+    parsedUrl = new URL(given);
+  } catch {
+    parsedUrl = undefined;
+  }
+  if (parsedUrl === undefined || !['http:', 'https:'].includes(parsedUrl.protocol) || parsedUrl.search || parsedUrl.hash) {
+    throw usage(`${source}: expected the admin API's address like http://127.0.0.1:9901, got ${JSON.stringify(given)}`);
+  }
+  const url = given.replace(/\/+$/, '');
   const token = options.token || process.env.GRAYGATE_ADMIN_TOKEN || file.token;
   return {
     url,
     async call(method, urlPath, body, headers = {}) {
       // Loaded on first use: every graygate command starts faster without it.
       const { request } = await import('undici');
+      const payload = body !== undefined ? JSON.stringify(body) : undefined;
       let response;
       try {
         response = await request(`${url}${urlPath}`, {
           method: method as 'GET',
           headers: {
             ...(token ? { authorization: `Bearer ${token}` } : {}),
-            ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+            ...(payload !== undefined ? { 'content-type': 'application/json' } : {}),
             ...headers,
           },
-          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+          ...(payload !== undefined ? { body: payload } : {}),
           headersTimeout: 30_000,
           bodyTimeout: 30_000,
         });
       } catch (error) {
-        throw new AdminCallError(undefined, 'unreachable', `cannot reach the admin API at ${url}: ${(error as Error).message}`);
+        throw new AdminCallError(undefined, 'unreachable', `cannot reach the admin API at ${url} (${oneLine((error as Error).message) || (error as { code?: string }).code || 'no answer'}); ${unreachableHint}`);
       }
       const text = await response.body.text();
       let parsed: unknown;
@@ -113,7 +147,17 @@ export function createClient(options: ClientOptions): AdminClient {
         return parsed as never;
       }
       const error = (parsed as { error?: { code?: string; message?: string; issues?: string[] } } | undefined)?.error;
-      throw new AdminCallError(response.statusCode, error?.code ?? `HTTP ${response.statusCode}`, error?.message ?? text.slice(0, 300), error?.issues ?? []);
+      let message = oneLine(error?.message ?? text.slice(0, 300)) || `HTTP ${response.statusCode} from ${url}`;
+      if (response.statusCode === 401) {
+        message += token
+          ? '; check the token given by --token, GRAYGATE_ADMIN_TOKEN or the admin config file'
+          : '; give a token with --token or GRAYGATE_ADMIN_TOKEN';
+      } else if (response.statusCode === 413) {
+        const limit = /limit (\d+) bytes/.exec(message)?.[1];
+        const sent = payload !== undefined ? `: this one is ${Buffer.byteLength(payload)} bytes` : '';
+        message = `document too large (limit ${limit !== undefined ? `${limit} bytes, ` : ''}admin.bodyLimitBytes of the gateway)${sent}; send a smaller one, or raise admin.bodyLimitBytes`;
+      }
+      throw new AdminCallError(response.statusCode, error?.code ?? `HTTP ${response.statusCode}`, message, error?.issues ?? []);
     },
   };
 }
@@ -125,10 +169,5 @@ export function withClientOptions(command: Command): Command {
     .option('--token <token>', 'bearer token (env GRAYGATE_ADMIN_TOKEN)')
     .option('--admin-config <file>', 'file with {url, token} (env GRAYGATE_ADMIN_CONFIG; default ~/.config/graygate/admin.yaml)')
     .option('--json', 'print the API\'s JSON answer instead of a table')
-    .addHelpText('after', exitCodesHelp)
-    .exitOverride((error) => {
-      // Commander exits 1 on a usage error; these commands promise 2 (1 is "refused by the server").
-      const isUsage = error.exitCode !== 0 && !['commander.help', 'commander.helpDisplayed', 'commander.version'].includes(error.code);
-      process.exit(isUsage ? ExitCode.usage : error.exitCode);
-    });
+    .addHelpText('after', exitCodesHelp);
 }

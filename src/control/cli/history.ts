@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { createClient, withClientOptions, type ClientOptions } from './client.js';
+import { AdminCallError, createClient, withClientOptions, type ClientOptions } from './client.js';
 import { print, printJson, run, table } from './output.js';
 
 /** `graygate history`: who changed the routing, when and why. */
@@ -7,6 +7,7 @@ export function registerHistoryCommand(program: Command): void {
   withClientOptions(program.command('history').description('Versions of the routing document, newest first: who, when, why.').option('-n, --limit <n>', 'at most this many', '20')).action(
     async (options: ClientOptions & { limit: string }) =>
       run(options.json, async () => {
+        if (!/^[1-9]\d{0,2}$|^1000$/.test(options.limit)) throw new AdminCallError(undefined, 'usage', `--limit: expected a number of versions from 1 to 1000, got ${JSON.stringify(options.limit)}`);
         const history = await createClient(options).call('GET', `/v1/history?limit=${encodeURIComponent(options.limit)}`);
         if (options.json) return printJson(history);
         print(

@@ -1,4 +1,4 @@
-import { AdminCallError, ExitCode } from './client.js';
+import { AdminCallError, ExitCode, oneLine } from './client.js';
 
 /** A plain text table: columns padded to their widest cell. */
 export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -29,6 +29,11 @@ export async function run(json: boolean | undefined, body: () => Promise<number 
       process.exitCode = error.code === 'usage' ? ExitCode.usage : error.exitCode;
       return;
     }
-    throw error;
+    // A bug in the command itself: still one line (the stack on request), and exit 1.
+    const message = oneLine((error as Error)?.message ?? String(error));
+    if (json) printJson({ error: { status: null, code: 'unexpected', message } });
+    else process.stderr.write(`graygate: unexpected error: ${message} (GRAYGATE_DEBUG=1 prints its stack for a bug report)\n`);
+    if (process.env.GRAYGATE_DEBUG && process.env.GRAYGATE_DEBUG !== '0' && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+    process.exitCode = ExitCode.refused;
   }
 }

@@ -23,8 +23,15 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 function rulesOf(options: ReleaseOptions): unknown[] | undefined {
   const rules: unknown[] = [];
   if (options.rules !== undefined) {
-    const text = options.rules.startsWith('@') ? readFileSync(options.rules.slice(1), 'utf8') : options.rules;
-    const parsed = parseYaml(text) as unknown;
+    const file = options.rules.startsWith('@') ? options.rules.slice(1) : undefined;
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(file !== undefined ? readFileSync(file, 'utf8') : options.rules) as unknown;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (error as Error).message.split('\n')[0];
+      throw new AdminCallError(undefined, 'usage', `--rules: ${file !== undefined ? `cannot read ${file}: ` : 'not JSON or YAML: '}${why}`);
+    }
     if (!Array.isArray(parsed)) throw new AdminCallError(undefined, 'usage', '--rules: expected a JSON/YAML list of rules');
     rules.push(...parsed);
   }
@@ -49,6 +56,12 @@ function percentOf(options: ReleaseOptions): number | undefined {
   const percent = Number(options.percent);
   if (!Number.isFinite(percent)) throw new AdminCallError(undefined, 'usage', `--percent: expected a number from 0 to 100, got ${JSON.stringify(options.percent)}`);
   return percent;
+}
+
+function timeoutOf(options: ReleaseOptions): number {
+  const timeoutMs = Number(options.timeout);
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) throw new AdminCallError(undefined, 'usage', `--timeout: expected milliseconds like 60000, got ${JSON.stringify(options.timeout)}`);
+  return timeoutMs;
 }
 
 function versionOf(options: ReleaseOptions): number | undefined {
@@ -154,6 +167,7 @@ function action(name: 'start' | 'set' | 'full' | 'finish' | 'rollback', descript
       const rules = name === 'start' || name === 'set' ? rulesOf(options) : undefined;
       const percentage = percentOf(options);
       const version = versionOf(options);
+      const timeoutMs = timeoutOf(options);
       const body = {
         reason: options.reason,
         ...(version !== undefined ? { version } : {}),
@@ -171,7 +185,7 @@ function action(name: 'start' | 'set' | 'full' | 'finish' | 'rollback', descript
             : `${service}: already ${result.to}; nothing changed (routing version ${result.version})`,
         );
       }
-      if (options.waitDrained) return waitDrained(client, service, Number(options.timeout), options.json);
+      if (options.waitDrained) return waitDrained(client, service, timeoutMs, options.json);
       return ExitCode.ok;
     }),
   );

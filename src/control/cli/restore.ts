@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { createClient, withClientOptions, type ClientOptions } from './client.js';
+import { AdminCallError, createClient, withClientOptions, type ClientOptions } from './client.js';
 import { print, printJson, run } from './output.js';
 
 /** `graygate restore VERSION`: write an earlier version's document as a new version. */
@@ -13,7 +13,11 @@ export function registerRestoreCommand(program: Command): void {
       .option('--expect-version <n>', 'refuse (exit 5) unless the routing document is still at this version'),
   ).action(async (version: string, options: ClientOptions & { reason: string; expectVersion?: string }) =>
     run(options.json, async () => {
-      const body = { reason: options.reason, ...(options.expectVersion !== undefined ? { version: Number(options.expectVersion) } : {}) };
+      const expected = options.expectVersion === undefined ? undefined : Number(options.expectVersion);
+      if (expected !== undefined && !(Number.isSafeInteger(expected) && expected >= 0)) {
+        throw new AdminCallError(undefined, 'usage', `--expect-version: expected a version number, got ${JSON.stringify(options.expectVersion)}`);
+      }
+      const body = { reason: options.reason, ...(expected !== undefined ? { version: expected } : {}) };
       const result = await createClient(options).call('POST', `/v1/history/${encodeURIComponent(version)}/restore`, body);
       if (options.json) return printJson(result);
       print(result.changed ? `restored version ${version} as version ${result.version} (was ${result.previousVersion})` : `version ${version} is what is current already; nothing written`);
