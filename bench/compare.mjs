@@ -5,9 +5,11 @@
 //
 //   npm run bench:compare                                   # every row, 5 s × 2 reps (~4 min)
 //   npm run bench:compare -- --rows nginx,recipe,node:1 --duration 3 --reps 1
+//   npm run bench:compare -- --rows nginx,node:1,base:1 --baseline ../graygate-before   # this build against another
 //
 // Rows: direct, nginx, recipe, recipe-tuned, node:N, bun:N (graygate on that runtime with N
-// workers). Each (row, mode) is measured --reps times, interleaved (all rows, then all rows
+// workers), base:N (graygate on Node from the checkout --baseline names, built: a change
+// measured against the build before it, in the same run). Each (row, mode) is measured --reps times, interleaved (all rows, then all rows
 // again), with wrk -t1 (autocannon without wrk); mode gray sends the token of user 1234 (inside
 // the range: the candidate), mode prod sends no token. Before each measurement one request must
 // get the expected backend. Ratios are medians of the same run. nginx, its Lua module, lua-cjson
@@ -28,11 +30,12 @@ const { values: flags } = parseArgs({
     reps: { type: 'string', default: '2' },
     conns: { type: 'string', default: '50' },
     'nginx-workers': { type: 'string', default: '1' },
+    baseline: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 if (flags.help) {
-  console.log('usage: node bench/compare.mjs [--rows direct,nginx,recipe,recipe-tuned,node:1,node:2,bun:1,bun:2] [--duration 5] [--warmup 1] [--reps 2] [--conns 50] [--nginx-workers 1]');
+  console.log('usage: node bench/compare.mjs [--rows direct,nginx,recipe,recipe-tuned,node:1,node:2,bun:1,bun:2,base:1] [--duration 5] [--warmup 1] [--reps 2] [--conns 50] [--nginx-workers 1] [--baseline DIR]');
   process.exit(0);
 }
 const duration = Number(flags.duration);
@@ -105,6 +108,14 @@ for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
       const desc = id === 'recipe' ? 'the recipe as published (new Redis connection per request)' : 'the recipe tuned (Redis pool + 1 s cache)';
       rows.push({ id, label: `${desc}, ${nginxWorkers} worker(s)`, ...(await startNginx(id, access)) });
     }
+  } else if (/^base:\d+$/.test(id)) {
+    const cli = flags.baseline && path.resolve(flags.baseline, 'dist/cli/main.js');
+    if (!cli || !existsSync(cli)) {
+      console.error(`${id}: --baseline must name a checkout of graygate with dist/ built (npm run build there)`);
+      process.exit(2);
+    }
+    const gateway = await startGateway(run, { workers: Number(id.split(':')[1]), kind: 'seed', backends, redis, cli });
+    rows.push({ id, label: `graygate at ${path.basename(path.resolve(flags.baseline))}, Node, --workers ${id.split(':')[1]}`, port: gateway.port, pgid: gateway.pgid });
   } else if (/^(node|bun):\d+$/.test(id)) {
     const [runtime, n] = id.split(':');
     if (runtime === 'bun' && !existsSync(path.join(root, 'node_modules/.bin/bun'))) {
