@@ -1,4 +1,3 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import path from 'node:path';
@@ -9,6 +8,7 @@ import type { z } from 'zod';
 import { formatIssues } from '../../config/issues.js';
 import type { AdminSettings } from '../../config/schema.js';
 import { ConfigError, GraygateError, isGraygateError } from '../../errors.js';
+import { authenticate, resolveTokens } from './auth.js';
 import type { AdminContext, Route } from './context.js';
 import { configRoutes } from './config.js';
 import { explainRoutes } from './explain.js';
@@ -77,38 +77,6 @@ export function adminRoutes(version = '0'): Route[] {
   const routes: Route[] = [...healthRoutes, ...configRoutes, ...serviceRoutes, ...upstreamRoutes, ...releaseRoutes, ...historyRoutes, ...explainRoutes, ...metricsRoutes];
   routes.push(openApiRoute(() => routes, version));
   return routes;
-}
-
-const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
-const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
-
-/** Named tokens with their values resolved (tokenEnv read now); ConfigError naming the field when one is missing. */
-function resolveTokens(settings: AdminSettings, env: NodeJS.ProcessEnv): { name: string; digest: Buffer }[] {
-  const issues: string[] = [];
-  const tokens = settings.tokens.map((token, i) => {
-    const value = token.token ?? env[token.tokenEnv!];
-    if (value === undefined || value.length < 16) {
-      issues.push(
-        `admin.tokens[${i}].tokenEnv: environment variable ${token.tokenEnv} is ${value === undefined ? 'not set' : 'shorter than 16 characters'}; set it to the token (16 characters or more) before starting`,
-      );
-    }
-    return { name: token.name, digest: digest(value ?? '') };
-  });
-  if (tokens.length === 0 && !isLoopback(settings.listen.host)) {
-    issues.push(`admin.tokens: the admin API would listen on ${settings.listen.host} without a token; add tokens, or listen on 127.0.0.1`);
-  }
-  if (issues.length > 0) throw new ConfigError(issues);
-  return tokens;
-}
-
-/** The token's name, comparing in constant time against every configured token. */
-function actorOf(header: string | undefined, tokens: readonly { name: string; digest: Buffer }[]): string | undefined {
-  const match = header === undefined ? undefined : /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
-  // Digests make the lengths equal, so timingSafeEqual never throws and never shortcuts on length.
-  const given = digest(match?.[1] ?? '');
-  let found: string | undefined;
-  for (const token of tokens) if (timingSafeEqual(given, token.digest) && match) found ??= token.name;
-  return found;
 }
 
 function ifMatchOf(header: string | string[] | undefined): number | undefined {
@@ -205,15 +173,7 @@ export function buildAdminApp(options: AdminServerOptions): FastifyInstance {
       method: route.method,
       url: route.url,
       handler: async (request, reply) => {
-        let actor = 'anonymous';
-        if (needsToken) {
-          const found = actorOf(request.headers.authorization, tokens);
-          if (found === undefined) {
-            void reply.header('www-authenticate', 'Bearer realm="graygate"');
-            throw new GraygateError('GG_UNAUTHORIZED', request.headers.authorization ? 'the bearer token is not one of admin.tokens' : 'missing Authorization: Bearer <token>');
-          }
-          actor = found;
-        }
+        const actor = needsToken ? authenticate(request.headers.authorization, tokens, () => void reply.header('www-authenticate', 'Bearer realm="graygate"')) : 'anonymous';
         const body = route.body ? parseWith(route.body, request.body, 'body') : undefined;
         const query = route.query ? parseWith(route.query, request.query ?? {}, 'query') : undefined;
         const result = await route.handler(
