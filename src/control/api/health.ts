@@ -5,7 +5,7 @@ import { fleetViewOf, type FleetView } from '../../gateway/fleet-view.js';
 import type { StoredVersion } from '../../store/store.js';
 import { stateOf } from '../lifecycle.js';
 import { defineRoute, type AdminContext, type Route } from './context.js';
-import { scopedLoad, type ScopedLoad } from './releases.js';
+import { scopedLoad, type ScopedLoad } from './drain-report.js';
 import { FleetViewShape, Health, Ready, StatusResult } from './shapes.js';
 
 type Failure = { code: string; message: string };
