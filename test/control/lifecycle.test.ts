@@ -224,7 +224,7 @@ describe('release lifecycle: a rule that reads a store key outlives the release'
       services: [{ name: 'default', stable: 'stable', release: { candidate: 'candidate', state: 'canary', rules: [rangeRule] } }],
     });
   const versionWith = (document: RoutingDocument, range: string | undefined, userId: string) =>
-    compileRouting(document, 1, { storeValue: (key: string) => (key === 'Grayscale_Range' ? range : undefined) })
+    compileRouting(document, 1, { identity: identityCompiler(), storeValue: (key: string) => (key === 'Grayscale_Range' ? range : undefined) })
       .matchService('h', '/')!
       .decide(makeFacts({ userId })).version;
 

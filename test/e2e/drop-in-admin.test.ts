@@ -159,7 +159,7 @@ describe('drop-in flags', () => {
         args: ['--listen', '127.0.0.1:0', '--redis', 'redis://127.0.0.1:1', '--stable', 'http://127.0.0.1:1', '--candidate', 'http://127.0.0.1:2', '--admin', '0.0.0.0:0'],
         env: { GRAYGATE_ADMIN_TOKEN: '' },
       }),
-    ).rejects.toThrow(/exited \(1\)[\s\S]*admin/);
+    ).rejects.toThrow(/exited \(2\)[\s\S]*admin/);
   });
 
   it('--admin-token-env naming an unset variable is refused, naming the flag', async () => {
@@ -167,7 +167,7 @@ describe('drop-in flags', () => {
       startGatewayProcess({
         args: ['--listen', '127.0.0.1:0', '--redis', 'redis://127.0.0.1:1', '--stable', 'http://127.0.0.1:1', '--candidate', 'http://127.0.0.1:2', '--admin', '127.0.0.1:0', '--admin-token-env', 'GG_TEST_UNSET_TOKEN'],
       }),
-    ).rejects.toThrow(/exited \(1\)[\s\S]*--admin-token-env: environment variable GG_TEST_UNSET_TOKEN is not set/);
+    ).rejects.toThrow(/exited \(2\)[\s\S]*--admin-token-env: environment variable GG_TEST_UNSET_TOKEN is not set/);
   });
 
   it('--admin with --config is a usage error', async () => {
