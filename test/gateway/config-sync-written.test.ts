@@ -3,7 +3,11 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, GraygateError } from '../../src/errors.js';
 import { ConfigSync } from '../../src/gateway/config-sync.js';
 import { createLogger } from '../../src/observe/log.js';
+import { identityCompiler } from '../../src/identity/request-identity.js';
 import { compileRouting } from '../../src/rules/compile.js';
+
+const identity = identityCompiler();
+const compile = (document: Parameters<typeof compileRouting>[0], version: number) => compileRouting(document, version, { identity });
 import type { DocumentStore, StoredVersion, StoreHealth } from '../../src/store/store.js';
 import { contractDocument } from '../store/contract.js';
 
@@ -58,7 +62,7 @@ describe('ConfigSync.applyWritten: a version this gateway wrote', () => {
       fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 12 }), fc.nat(6), fc.nat(6), async (script, before, after) => {
         const WRITTEN = 20;
         const applied: number[] = [];
-        const sync = new ConfigSync({ store: new SlowStore([{ version: 1, delay: 0 }, ...script]), compile: compileRouting, apply: (s) => applied.push(s.version), logger: createLogger({ level: 'silent' }) });
+        const sync = new ConfigSync({ store: new SlowStore([{ version: 1, delay: 0 }, ...script]), compile, apply: (s) => applied.push(s.version), logger: createLogger({ level: 'silent' }) });
         await sync.start();
         const pending: Promise<void>[] = [];
         for (let i = 0; i < before; i++) pending.push(sync.refresh());
@@ -81,11 +85,11 @@ describe('ConfigSync.applyWritten: a version this gateway wrote', () => {
 
   it('is refused like a read one when it does not compile, and the served version stays', async () => {
     // A strategy that refuses its config at compile time (as a malformed store key value would).
-    const compile = (document: StoredVersion['document'], version: number) => {
+    const refusing = (document: StoredVersion['document'], version: number) => {
       if (version === 2) throw new ConfigError(['services[0].release.rules[0]: refused at compile']);
-      return compileRouting(document, version);
+      return compile(document, version);
     };
-    const sync = new ConfigSync({ store: new SlowStore([{ version: 1, delay: 0 }]), compile, apply: () => undefined, logger: createLogger({ level: 'silent' }) });
+    const sync = new ConfigSync({ store: new SlowStore([{ version: 1, delay: 0 }]), compile: refusing, apply: () => undefined, logger: createLogger({ level: 'silent' }) });
     await sync.start();
     expect(sync.applyWritten(stored(2))).toBe(false);
     expect(sync.version).toBe(1);
