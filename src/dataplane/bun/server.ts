@@ -164,7 +164,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     }
     if (generation === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', 'no routing is loaded yet', this.draining);
     const peerIp = unwrapMappedIpv4(server.requestIP(request)?.address ?? '');
-    const facts = new BunRequestFacts(request, headerRecord, peerIp, this.isTrusted(peerIp), this.isTrusted);
+    const facts = new BunRequestFacts(request, headerRecord, peerIp, this.isTrusted);
     record.facts = facts;
     const service = generation.snapshot.matchService(facts.host, facts.path);
     if (service === undefined) return errorResponse('GG_NO_SERVICE', `no service matches host "${facts.host}" and path "${facts.path}"`, this.draining);
