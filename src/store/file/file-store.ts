@@ -6,7 +6,8 @@ import { ConfigError, GraygateError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../observe/log.js';
 import type { Store, StoredVersion, StoreHealth, WriteRequest } from '../store.js';
 import { writeFileAtomic } from './atomic-write.js';
-import { contentHash, deepFreeze } from './canonical.js';
+import { deepFreeze } from '../../config/freeze.js';
+import { contentHash } from './canonical.js';
 import { HistoryDir, type HistoryEntry } from './history.js';
 import { watchFile, type FileWatch } from './watch-file.js';
 
