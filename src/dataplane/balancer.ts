@@ -4,7 +4,8 @@ import type { ErrorCode } from '../errors.js';
  * Runtime-neutral balancing inside one version: round robin over an upstream's servers,
  * passive health (eject a server that refuses connections), the retry decision, and the
  * mapping of upstream failures to graygate error codes. The version is chosen first, by the
- * rules; only then does this pick a server (LESSONS "pick the version first").
+ * rules; only then does this pick a server, so a failing server never moves a caller to another
+ * version (only the explicit fallback to stable does).
  */
 
 /** Passive health of one server origin; shared by every snapshot that names the origin. */

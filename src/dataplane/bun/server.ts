@@ -159,7 +159,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     if (upgrade !== null) {
       if (this.draining) return errorResponse('GG_SHUTTING_DOWN', 'the gateway is shutting down', true);
       // Bun.serve hands over a connection only as a WebSocket, so other protocols (h2c…) cannot be
-      // tunnelled as the Node adapter does (README "Bun data plane").
+      // tunnelled as the Node adapter does.
       if (upgrade.toLowerCase() !== 'websocket') return errorResponse('GG_BAD_REQUEST', `the Bun data plane bridges WebSocket upgrades only, not "${upgrade}"; run graygate on Node for them`, true);
     }
     if (generation === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', 'no routing is loaded yet', this.draining);
