@@ -85,6 +85,9 @@ export interface ConfigSyncStats {
  * reads. An invalid document is refused, logged once per distinct error with its issues and
  * counted; a store outage is logged at a bounded rate. Either way the last good snapshot stays
  * (fail static).
+ *
+ * Over 400 lines on purpose: boot (store, history, last-good copy, fallback), rereads and the
+ * writer's own versions all decide one thing, which snapshot is served, so they stay together.
  */
 export class ConfigSync {
   private current: RoutingSnapshot | undefined;
