@@ -43,6 +43,16 @@ function sizeUnit(origin: string | undefined, count: number | bigint): string {
 export type Locate = (path: readonly PropertyKey[]) => number | undefined;
 
 /** One issue as `message` (without its path); more lines for unknown keys and unions. */
+/** A size (`at least 1 item`) or a number bound (`>= 0, got -1`) an input is outside of. */
+function describeBound(issue: z.core.$ZodIssueTooSmall | z.core.$ZodIssueTooBig): string {
+  const small = issue.code === 'too_small';
+  const limit = small ? issue.minimum : issue.maximum;
+  const exclusive = issue.inclusive === false;
+  const unit = sizeUnit(issue.origin, limit);
+  if (unit) return `expected ${small ? (exclusive ? 'more than' : 'at least') : exclusive ? 'fewer than' : 'at most'} ${limit} ${unit}`;
+  return `expected ${small ? (exclusive ? '>' : '>=') : exclusive ? '<' : '<='} ${limit}, got ${describeValue(issue.input)}`;
+}
+
 function issueLines(issue: z.core.$ZodIssue, prefix: string, lines: string[], locate?: Locate): void {
   const at = formatPath(issue.path, prefix);
   const put = (where: string, message: string, path: readonly PropertyKey[] = issue.path): void => {
@@ -63,20 +73,10 @@ function issueLines(issue: z.core.$ZodIssue, prefix: string, lines: string[], lo
       else if (issue.values.length === 1) put(at, `expected ${describeValue(issue.values[0])}, got ${describeValue(issue.input)}`);
       else put(at, `expected one of ${issue.values.map((v) => describeValue(v)).join(', ')}, got ${describeValue(issue.input)}`);
       return;
-    case 'too_small': {
-      if (custom) return put(at, issue.message);
-      const unit = sizeUnit(issue.origin, issue.minimum);
-      const bound = issue.inclusive === false ? 'more than' : 'at least';
-      put(at, unit ? `expected ${bound} ${issue.minimum} ${unit}` : `expected ${issue.inclusive === false ? '>' : '>='} ${issue.minimum}, got ${describeValue(issue.input)}`);
+    case 'too_small':
+    case 'too_big':
+      put(at, custom ? issue.message : describeBound(issue));
       return;
-    }
-    case 'too_big': {
-      if (custom) return put(at, issue.message);
-      const unit = sizeUnit(issue.origin, issue.maximum);
-      const bound = issue.inclusive === false ? 'fewer than' : 'at most';
-      put(at, unit ? `expected ${bound} ${issue.maximum} ${unit}` : `expected ${issue.inclusive === false ? '<' : '<='} ${issue.maximum}, got ${describeValue(issue.input)}`);
-      return;
-    }
     case 'invalid_format':
       // Custom pattern messages say what is expected; add what was given unless they already do.
       if (!custom) put(at, `expected ${issue.format} format, got ${describeValue(issue.input)}`);

@@ -4,7 +4,8 @@ import { isMap, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { formatIssues, type Locate } from './issues.js';
 import { RoutingDocument, routingKeys, Settings, type ConfigFile } from './schema.js';
-import { deepFreeze, semanticIssues } from './semantic.js';
+import { deepFreeze } from './freeze.js';
+import { semanticIssues } from './semantic.js';
 
 export type { ConfigFile };
 

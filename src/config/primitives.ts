@@ -27,6 +27,14 @@ export const HeaderName = z
   .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { message: 'expected an HTTP header name (letters, digits, - and token characters)' })
   .transform((name) => name.toLowerCase());
 
+/** A cookie name as RFC 6265 allows it (an HTTP token); case-sensitive. */
+export const CookieName = z
+  .string()
+  .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { message: 'expected a cookie name (letters, digits and token characters)' });
+
+/** A query parameter name, as decoded; case-sensitive. */
+export const QueryParamName = z.string().min(1, { message: 'expected a query parameter name' }).max(256);
+
 /** A name for upstreams, services and rules: what operators type in the CLI and see in logs. */
 export const Name = z
   .string()

@@ -13,6 +13,9 @@ import { HeaderName, ListenAddress, Milliseconds, Name } from './primitives.js';
  *   store, is versioned, and is applied live whenever it changes.
  * A config file holds both; with the embedded file store the routing document is read from the
  * same file by default, so editing the file changes routing live.
+ *
+ * Over 400 lines on purpose: it is one schema, and the types, validation and reference are
+ * derived from it whole; splitting it would scatter one document's shape over files.
  */
 
 // ---------------------------------------------------------------------------------------------

@@ -4,15 +4,6 @@ import type { CompileContext, Matcher, RequestInput } from '../rules/strategy.js
 import { describeValue, formatPath } from './issues.js';
 import { hasIdentity, releaseIssues } from './release-checks.js';
 
-/** Recursively freezes plain objects and arrays in place; returns the same value. */
-export function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
-    Object.freeze(value);
-  }
-  return value;
-}
-
 /** `/api/` and `/api` are the same whole-segment prefix; the root stays `/`. */
 export function normalizePathPrefix(prefix: string): string {
   let end = prefix.length;

@@ -3,8 +3,9 @@ import { GraygateError } from '../errors.js';
 import { strategies } from '../rules/strategies/index.js';
 
 /**
- * The release lifecycle as a state machine (DESIGN.md "Release lifecycle", LESSONS.md "Lifecycle
- * state bugs"): idle → canary → full → idle, and rollback from any state to idle. Every function
+ * The release lifecycle as a state machine, so no command can leave a release half-way (a
+ * promote without a canary, a finish that keeps the candidate's rules): idle → canary → full →
+ * idle, and rollback from any state to idle. Every function
  * here is pure over the routing document: it returns the next document (plain, not yet
  * validated) and the control plane writes it as one compare-and-set version, so a restart
  * resumes from the store and a stale writer is refused.

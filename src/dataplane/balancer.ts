@@ -4,7 +4,8 @@ import type { ErrorCode } from '../errors.js';
  * Runtime-neutral balancing inside one version: round robin over an upstream's servers,
  * passive health (eject a server that refuses connections), the retry decision, and the
  * mapping of upstream failures to graygate error codes. The version is chosen first, by the
- * rules; only then does this pick a server (LESSONS "pick the version first").
+ * rules; only then does this pick a server, so a failing server never moves a caller to another
+ * version (only the explicit fallback to stable does).
  */
 
 /** Passive health of one server origin; shared by every snapshot that names the origin. */
@@ -131,31 +132,27 @@ export function classifyUpstreamError(error: unknown): UpstreamFailure {
   const code = (error as { code?: unknown } | null)?.code;
   const text = typeof code === 'string' ? code : '';
   if (CONNECT_ERRORS.has(text)) return { code: 'GG_UPSTREAM_CONNECT', isConnectFailure: true, message: `could not connect to the upstream (${text})` };
-  switch (text) {
-    case 'UND_ERR_CONNECT_TIMEOUT':
-    case 'ETIMEDOUT':
-      return { code: 'GG_UPSTREAM_TIMEOUT', isConnectFailure: true, message: 'connecting to the upstream timed out' };
-    case 'UND_ERR_HEADERS_TIMEOUT':
-      return { code: 'GG_UPSTREAM_TIMEOUT', isConnectFailure: false, message: 'the upstream did not send response headers in time' };
-    case 'UND_ERR_BODY_TIMEOUT':
-      return { code: 'GG_UPSTREAM_TIMEOUT', isConnectFailure: false, message: 'the upstream response body stalled' };
-    case 'UND_ERR_CLOSED':
-    case 'UND_ERR_DESTROYED':
-      return { code: 'GG_UPSTREAM_UNAVAILABLE', isConnectFailure: false, message: 'the upstream connection pool is closed' };
-    case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
-      return { code: 'GG_BAD_REQUEST', isConnectFailure: false, message: 'the request body did not match its Content-Length' };
-    case 'UND_ERR_INVALID_ARG':
-    case 'UND_ERR_NOT_SUPPORTED':
-      return { code: 'GG_BAD_REQUEST', isConnectFailure: false, message: 'the request cannot be forwarded as sent' };
-    case 'UND_ERR_SOCKET':
-    case 'ECONNRESET':
-    case 'EPIPE':
-    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
-    case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
-    case 'UND_ERR_INFO':
-      return { code: 'GG_UPSTREAM_RESET', isConnectFailure: false, message: 'the upstream closed the connection or sent an invalid response' };
-    default:
-      // llhttp parse errors (HPE_*) and anything unknown: the upstream broke the exchange.
-      return { code: 'GG_UPSTREAM_RESET', isConnectFailure: false, message: 'the upstream closed the connection or sent an invalid response' };
-  }
+  // llhttp parse errors (HPE_*) and anything unknown: the upstream broke the exchange.
+  return FAILURE_BY_CODE.get(text) ?? UPSTREAM_RESET;
 }
+
+function failure(code: ErrorCode, isConnectFailure: boolean, message: string): UpstreamFailure {
+  return Object.freeze({ code, isConnectFailure, message });
+}
+
+const UPSTREAM_RESET = failure('GG_UPSTREAM_RESET', false, 'the upstream closed the connection or sent an invalid response');
+
+/** The client's error codes other than connect failures, by what they mean for the request. */
+const FAILURE_BY_CODE: ReadonlyMap<string, UpstreamFailure> = new Map(
+  (
+    [
+      [['UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'], failure('GG_UPSTREAM_TIMEOUT', true, 'connecting to the upstream timed out')],
+      [['UND_ERR_HEADERS_TIMEOUT'], failure('GG_UPSTREAM_TIMEOUT', false, 'the upstream did not send response headers in time')],
+      [['UND_ERR_BODY_TIMEOUT'], failure('GG_UPSTREAM_TIMEOUT', false, 'the upstream response body stalled')],
+      [['UND_ERR_CLOSED', 'UND_ERR_DESTROYED'], failure('GG_UPSTREAM_UNAVAILABLE', false, 'the upstream connection pool is closed')],
+      [['UND_ERR_REQ_CONTENT_LENGTH_MISMATCH'], failure('GG_BAD_REQUEST', false, 'the request body did not match its Content-Length')],
+      [['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED'], failure('GG_BAD_REQUEST', false, 'the request cannot be forwarded as sent')],
+      [['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'UND_ERR_RES_EXCEEDED_MAX_SIZE', 'UND_ERR_INFO'], UPSTREAM_RESET],
+    ] as const
+  ).flatMap(([codes, row]) => codes.map((code) => [code, row] as const)),
+);

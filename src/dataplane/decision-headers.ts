@@ -4,8 +4,9 @@ import type { Decision } from '../rules/snapshot.js';
 import { mergeVary } from './headers.js';
 
 /**
- * Response headers a decision calls for, added by every data plane the same way (DESIGN "Shared
- * caches must not mix versions"): the decision's precomputed `Vary`, or `Cache-Control: private`;
+ * Response headers a decision calls for, added by every data plane the same way, so that a shared
+ * cache never serves one version's response to a caller routed to the other: the decision's
+ * precomputed `Vary`, or `Cache-Control: private`;
  * and the anonymous id cookie when one was minted for this request. Nothing is computed per
  * request that the decision did not fix at compile, except rewriting an upstream Cache-Control.
  * With `versionHeader` (`proxy.versionHeader`, off by default) the response also names the version

@@ -73,8 +73,8 @@ export interface UpstreamHeaderOptions {
  * Builds the upstream request headers from the client's raw header list (name, value, …) as a
  * flat list in the same form: hop-by-hop headers and every name in `Connection` dropped, Host
  * per `preserveHost`, and X-Forwarded-For/-Proto/-Host appended to (trusted peer) or written
- * fresh (anyone else: the client's X-Forwarded-* and `Forwarded` are dropped, LESSONS
- * "X-Forwarded-* spoofed").
+ * fresh (anyone else: the client's X-Forwarded-* and `Forwarded` are dropped, since a client
+ * could otherwise claim any address and pass CIDR rules or the upstream's own checks).
  */
 export function buildUpstreamRequestHeaders(
   rawHeaders: readonly string[],
@@ -166,7 +166,8 @@ export function mergeVary(existing: string | string[] | undefined, ours: string)
 const DECIMAL = /^\d{1,15}$/;
 
 /**
- * The request-smuggling guard (LESSONS "Request smuggling"): returns why the framing is
+ * The request-smuggling guard (a request whose length graygate and the upstream read differently
+ * would let a client hide a second request inside the first): returns why the framing is
  * ambiguous, or `undefined` when it is fine. Refused: Content-Length with Transfer-Encoding,
  * repeated Content-Length (even with equal values), a Content-Length that is not a plain
  * decimal, and any Transfer-Encoding other than exactly one plain `chunked`.

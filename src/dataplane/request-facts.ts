@@ -5,9 +5,9 @@ import { trustedClientIp, type ForwardingContext } from './headers.js';
  * What every runtime's RequestFacts shares: the identity fields rules fill in, the peer's trust,
  * and host, client IP, cookies and query computed once, on first use, so a request whose rules
  * read none of them pays nothing for them. An adapter supplies only what reads its own request
- * type: `method`, `header(name)`, the path and the raw query string.
+ * type `R`: `method`, `header(name)`, the path and the raw query string.
  */
-export abstract class AdapterRequestFacts implements RequestFacts, ForwardingContext {
+export abstract class AdapterRequestFacts<R> implements RequestFacts, ForwardingContext {
   userId: string | undefined = undefined;
   numericUserId: number | undefined = undefined;
   identitySource: string | undefined = undefined;
@@ -18,12 +18,18 @@ export abstract class AdapterRequestFacts implements RequestFacts, ForwardingCon
   private cookies: Map<string, string> | undefined;
   private params: URLSearchParams | undefined;
 
+  /** Whether the connected peer is one of the configured trusted proxies. */
+  readonly isFromTrustedProxy: boolean;
+
   constructor(
+    /** The runtime's own request object, which the adapter's readers look into. */
+    protected readonly request: R,
     /** The connected peer, IPv4-mapped form unwrapped. */
     readonly peerIp: string,
-    readonly isFromTrustedProxy: boolean,
     private readonly isTrusted: (ip: string) => boolean,
-  ) {}
+  ) {
+    this.isFromTrustedProxy = isTrusted(peerIp);
+  }
 
   abstract readonly method: string;
   abstract readonly path: string;

@@ -4,6 +4,7 @@ import { rateLimited, type Logger } from '../observe/log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { ChangeMeta, DocumentStore, StoredVersion } from '../store/store.js';
 import { LastGoodFile } from './last-good.js';
+import { CoalescedRead } from './coalesced-read.js';
 
 /** Why the gateway offers the store what it serves: the store emptied, or went back within its epoch. */
 export type PublishReason = { readonly kind: 'empty' } | { readonly kind: 'behind'; readonly storeVersion: number };
@@ -84,6 +85,9 @@ export interface ConfigSyncStats {
  * reads. An invalid document is refused, logged once per distinct error with its issues and
  * counted; a store outage is logged at a bounded rate. Either way the last good snapshot stays
  * (fail static).
+ *
+ * Over 400 lines on purpose: boot (store, history, last-good copy, fallback), rereads and the
+ * writer's own versions all decide one thing, which snapshot is served, so they stay together.
  */
 export class ConfigSync {
   private current: RoutingSnapshot | undefined;
@@ -93,8 +97,7 @@ export class ConfigSync {
   private readonly lastGoodFile: LastGoodFile | undefined;
   /** The copy on disk at start, offered to a store found behind it (see `publish`). */
   private diskCopy: StoredVersion | undefined;
-  private running: Promise<void> | undefined;
-  private queued: Promise<void> | undefined;
+  private readonly reads = new CoalescedRead(() => this.readOnce());
   private unwatch: (() => void) | undefined;
   private stopped = false;
   private applied = 0;
@@ -141,24 +144,7 @@ export class ConfigSync {
    * call has finished; never rejects (failures land in `stats().lastError`).
    */
   refresh(): Promise<void> {
-    if (this.queued) return this.queued;
-    if (!this.running) return this.startRead();
-    // A read is in flight but may have begun before the change being announced: queue one more
-    // after it. Everyone who arrives meanwhile shares that queued read.
-    const next = () => {
-      this.queued = undefined;
-      return this.startRead();
-    };
-    this.queued = this.running.then(next, next);
-    return this.queued;
-  }
-
-  private startRead(): Promise<void> {
-    const run: Promise<void> = this.readOnce().finally(() => {
-      if (this.running === run) this.running = undefined;
-    });
-    this.running = run;
-    return run;
+    return this.reads.run();
   }
 
   /** Stops watching; a read in flight finishes but applies nothing. */

@@ -2,6 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { ConfigError } from '../errors.js';
 import { rateLimited, type Logger } from '../observe/log.js';
 import type { Store } from '../store/store.js';
+import { CoalescedRead } from './coalesced-read.js';
 
 export interface StoreKeyFeedOptions {
   readonly store: Store;
@@ -23,8 +24,7 @@ export class StoreKeyFeed {
   private committed = new Map<string, string | undefined>();
   private keys: readonly string[] = [];
   private unwatch: (() => void) | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
+  private readonly reads = new CoalescedRead(() => (this.closed ? Promise.resolve() : this.readOnce()));
   private closed = false;
   private lastRefusal: string | undefined;
   private warnedNoKeys = false;
@@ -49,7 +49,7 @@ export class StoreKeyFeed {
   /** Follows the keys of a newly applied document; resolves once their values are read and applied. */
   follow(keys: readonly string[]): Promise<void> {
     if (this.closed) return Promise.resolve();
-    if (isDeepStrictEqual([...keys].sort(), [...this.keys].sort())) return this.running ?? Promise.resolve();
+    if (isDeepStrictEqual([...keys].sort(), [...this.keys].sort())) return this.reads.settled();
     this.keys = [...keys];
     this.unwatch?.();
     this.unwatch = undefined;
@@ -72,20 +72,7 @@ export class StoreKeyFeed {
 
   /** Rereads the followed keys and recompiles when a value changed. Never rejects. */
   refresh(): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    const run = (async () => {
-      do {
-        this.again = false;
-        await this.readOnce();
-      } while (this.again && !this.closed);
-    })().finally(() => {
-      this.running = undefined;
-    });
-    this.running = run;
-    return run;
+    return this.reads.run();
   }
 
   close(): void {

@@ -49,7 +49,8 @@ export interface AnonymousIdentity {
  * Compiles `identity.anonymousCookie`; `undefined` when absent or disabled. The id is random
  * (crypto.randomUUID: no two callers share one, and nobody can predict another's); the
  * percentage and split hashes then decide its version like any other id, so 10 % stays 10 %
- * (LESSONS "Drift to the candidate"). Cookie attributes are fixed here; minting concatenates once.
+ * (an anonymous caller is not sent to the candidate by default, and keeps its version on the
+ * next visit). Cookie attributes are fixed here; minting concatenates once.
  */
 export function buildAnonymousIdentity(config: AnonymousCookie | undefined): AnonymousIdentity | undefined {
   if (config === undefined || !config.enabled) return undefined;

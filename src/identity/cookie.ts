@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { defineIdentitySource, MAX_USER_ID_LENGTH, oversizedIdCounter } from './source.js';
+import { CookieName } from '../config/primitives.js';
+import { acceptUserId, defineIdentitySource, MAX_USER_ID_LENGTH, oversizedIdCounter } from './source.js';
 
-const CookieName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { message: 'expected a cookie name (token characters)' });
 
 /** The caller's id from a cookie, e.g. one the application sets at login. */
 const CookieIdentityConfig = z
@@ -17,14 +17,6 @@ export const cookieIdentity = defineIdentitySource({
   create(config, context) {
     const name = config.name;
     const oversized = oversizedIdCounter(context, 'cookie');
-    return (facts) => {
-      const value = facts.cookie(name);
-      if (value === undefined || value.length === 0) return undefined;
-      if (value.length > MAX_USER_ID_LENGTH) {
-        oversized.count++;
-        return undefined;
-      }
-      return value;
-    };
+    return (facts) => acceptUserId(facts.cookie(name), oversized);
   },
 });

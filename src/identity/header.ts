@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { HeaderName } from '../config/primitives.js';
-import { defineIdentitySource, MAX_USER_ID_LENGTH, oversizedIdCounter } from './source.js';
+import { acceptUserId, defineIdentitySource, MAX_USER_ID_LENGTH, oversizedIdCounter } from './source.js';
 
 /**
  * The caller's id from a request header set by something in front of graygate (an auth proxy,
@@ -25,15 +25,6 @@ export const headerIdentity = defineIdentitySource({
     const name = config.name;
     const trustedOnly = config.trustedProxiesOnly;
     const oversized = oversizedIdCounter(context, 'header');
-    return (facts) => {
-      if (trustedOnly && !facts.isFromTrustedProxy) return undefined;
-      const value = facts.header(name);
-      if (value === undefined || value.length === 0) return undefined;
-      if (value.length > MAX_USER_ID_LENGTH) {
-        oversized.count++;
-        return undefined;
-      }
-      return value;
-    };
+    return (facts) => (trustedOnly && !facts.isFromTrustedProxy ? undefined : acceptUserId(facts.header(name), oversized));
   },
 });

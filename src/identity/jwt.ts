@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
-import { HeaderName } from '../config/primitives.js';
+import { CookieName, HeaderName } from '../config/primitives.js';
 import { ConfigError } from '../errors.js';
 import { defineIdentitySource, MAX_USER_ID_LENGTH, type IdentityContext, type IdentityResolver } from './source.js';
 
@@ -18,7 +18,6 @@ import { defineIdentitySource, MAX_USER_ID_LENGTH, type IdentityContext, type Id
  * a returning caller costs one map lookup; only a cache miss returns a Promise.
  */
 
-const CookieName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { message: 'expected a cookie name (token characters)' });
 const Algorithm = z.enum(['HS256', 'RS256', 'ES256']);
 type Algorithm = z.infer<typeof Algorithm>;
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { defineIdentitySource, MAX_USER_ID_LENGTH, oversizedIdCounter } from './source.js';
+import { QueryParamName } from '../config/primitives.js';
+import { acceptUserId, defineIdentitySource, MAX_USER_ID_LENGTH, oversizedIdCounter } from './source.js';
 
 /**
  * The caller's id from a query parameter (`?uid=42`): for links that pin a tester to a version,
@@ -8,7 +9,7 @@ import { defineIdentitySource, MAX_USER_ID_LENGTH, oversizedIdCounter } from './
  */
 const QueryIdentityConfig = z
   .strictObject({
-    name: z.string().min(1, { message: 'expected a query parameter name' }).max(256).meta({ description: 'Query parameter carrying the user id (case-sensitive).' }),
+    name: QueryParamName.meta({ description: 'Query parameter carrying the user id (case-sensitive).' }),
   })
   .meta({ description: `User id from a query parameter (its first value). A value longer than ${MAX_USER_ID_LENGTH} characters is not an id (the caller goes to stable) and is counted in graygate_identity_lookups_total{source="query", result="invalid"}.` });
 
@@ -19,14 +20,6 @@ export const queryIdentity = defineIdentitySource({
   create(config, context) {
     const name = config.name;
     const oversized = oversizedIdCounter(context, 'query');
-    return (facts) => {
-      const value = facts.query(name);
-      if (value === undefined || value.length === 0) return undefined;
-      if (value.length > MAX_USER_ID_LENGTH) {
-        oversized.count++;
-        return undefined;
-      }
-      return value;
-    };
+    return (facts) => acceptUserId(facts.query(name), oversized);
   },
 });

@@ -39,7 +39,8 @@ export function defineIdentitySource<const K extends string, C>(
   return source;
 }
 
-export { MAX_USER_ID_LENGTH } from '../rules/facts.js';
+import { MAX_USER_ID_LENGTH } from '../rules/facts.js';
+export { MAX_USER_ID_LENGTH };
 
 /** Per IdentityContext (kept for the gateway's life), so counts survive config changes. */
 const oversizedByContext = new WeakMap<IdentityContext, Record<string, { count: number }>>();
@@ -59,4 +60,19 @@ export function oversizedIdCounter(context: IdentityContext, kind: string): { co
 export function oversizedIdStats(context: IdentityContext): Record<string, number> {
   const counters = oversizedByContext.get(context) ?? {};
   return Object.fromEntries(Object.entries(counters).map(([kind, counter]) => [kind, counter.count]));
+}
+
+/**
+ * The id a request value gives: none when absent or empty; none, and counted in `oversized`,
+ * when longer than MAX_USER_ID_LENGTH. Shared by the sources that read one request value
+ * (header, cookie, query); a plain function of its arguments, so each source's resolver does the
+ * same per-request work as when it was written out inline.
+ */
+export function acceptUserId(value: string | undefined, oversized: { count: number }): string | undefined {
+  if (value === undefined || value.length === 0) return undefined;
+  if (value.length > MAX_USER_ID_LENGTH) {
+    oversized.count++;
+    return undefined;
+  }
+  return value;
 }

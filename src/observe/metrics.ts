@@ -20,6 +20,9 @@ import { FALLBACK_REASONS, servedVersion, type ExchangeRecord, type FallbackReas
  *   process that holds the store subscription and the admin API.
  * The admin API's MetricsSource sums the workers' registries with its own (prom-client's
  * AggregatorRegistry.aggregate), so /metrics is the whole gateway either way.
+ *
+ * Over 400 lines on purpose: every series graygate exports is declared here, so the names and
+ * labels dashboards depend on can be reviewed in one place.
  */
 
 /** prom-client's JSON form of a registry, as `getMetricsAsJSON()` returns it and workers send it. */

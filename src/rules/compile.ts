@@ -1,5 +1,6 @@
 import type { RoutingDocument } from '../config/schema.js';
-import { deepFreeze, normalizePathPrefix } from '../config/semantic.js';
+import { deepFreeze } from '../config/freeze.js';
+import { normalizePathPrefix } from '../config/semantic.js';
 import { ConfigError } from '../errors.js';
 import type { CompiledRule } from './description.js';
 import { serviceMatcher, type ServiceRoute } from './host-path.js';

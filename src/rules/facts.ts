@@ -46,7 +46,8 @@ export const MAX_USER_ID_LENGTH = 256;
 
 /**
  * Parses a user id as a number only in its canonical decimal form, so `007`, `7.0`, ` 7`
- * and `7e0` never alias `7` (LESSONS: hash and compare ids in one documented canonical form).
+ * and `7e0` never alias `7`: ids are hashed and compared in one canonical form, so the same
+ * caller lands in the same bucket whichever way a client spells the id.
  */
 export function canonicalNumericId(id: string): number | undefined {
   const length = id.length;

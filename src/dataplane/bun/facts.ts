@@ -7,18 +7,12 @@ import type { BunHeaderRecord } from './bun-api.js';
  * out of it once, on first use. Headers are read from the record the adapter took once (Bun's
  * toJSON), a property lookup instead of a native `get` per header a rule reads.
  */
-export class BunRequestFacts extends AdapterRequestFacts {
+export class BunRequestFacts extends AdapterRequestFacts<Request> {
   private pathStart = -1;
   private queryStart = -1;
 
-  constructor(
-    private readonly request: Request,
-    private readonly headers: BunHeaderRecord,
-    peerIp: string,
-    isFromTrustedProxy: boolean,
-    isTrusted: (ip: string) => boolean,
-  ) {
-    super(peerIp, isFromTrustedProxy, isTrusted);
+  constructor(request: Request, private readonly headers: BunHeaderRecord, peerIp: string, isTrusted: (ip: string) => boolean) {
+    super(request, peerIp, isTrusted);
   }
 
   get method(): string {

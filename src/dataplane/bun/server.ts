@@ -159,12 +159,12 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     if (upgrade !== null) {
       if (this.draining) return errorResponse('GG_SHUTTING_DOWN', 'the gateway is shutting down', true);
       // Bun.serve hands over a connection only as a WebSocket, so other protocols (h2c…) cannot be
-      // tunnelled as the Node adapter does (README "Bun data plane").
+      // tunnelled as the Node adapter does.
       if (upgrade.toLowerCase() !== 'websocket') return errorResponse('GG_BAD_REQUEST', `the Bun data plane bridges WebSocket upgrades only, not "${upgrade}"; run graygate on Node for them`, true);
     }
     if (generation === undefined) return errorResponse('GG_UPSTREAM_UNAVAILABLE', 'no routing is loaded yet', this.draining);
     const peerIp = unwrapMappedIpv4(server.requestIP(request)?.address ?? '');
-    const facts = new BunRequestFacts(request, headerRecord, peerIp, this.isTrusted(peerIp), this.isTrusted);
+    const facts = new BunRequestFacts(request, headerRecord, peerIp, this.isTrusted);
     record.facts = facts;
     const service = generation.snapshot.matchService(facts.host, facts.path);
     if (service === undefined) return errorResponse('GG_NO_SERVICE', `no service matches host "${facts.host}" and path "${facts.path}"`, this.draining);

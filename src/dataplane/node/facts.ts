@@ -2,25 +2,16 @@ import type { IncomingMessage } from 'node:http';
 import { AdapterRequestFacts } from '../request-facts.js';
 
 /** RequestFacts over a node:http IncomingMessage (shared behaviour in AdapterRequestFacts). */
-export class NodeRequestFacts extends AdapterRequestFacts {
+export class NodeRequestFacts extends AdapterRequestFacts<IncomingMessage> {
   private pathValue: string | undefined;
 
-  constructor(
-    private readonly req: IncomingMessage,
-    peerIp: string,
-    isFromTrustedProxy: boolean,
-    isTrusted: (ip: string) => boolean,
-  ) {
-    super(peerIp, isFromTrustedProxy, isTrusted);
-  }
-
   get method(): string {
-    return this.req.method ?? 'GET';
+    return this.request.method ?? 'GET';
   }
 
   get path(): string {
     if (this.pathValue === undefined) {
-      const url = this.req.url ?? '/';
+      const url = this.request.url ?? '/';
       const q = url.indexOf('?');
       this.pathValue = q < 0 ? url : url.slice(0, q);
     }
@@ -28,12 +19,12 @@ export class NodeRequestFacts extends AdapterRequestFacts {
   }
 
   header(name: string): string | undefined {
-    const value = this.req.headers[name];
+    const value = this.request.headers[name];
     return typeof value === 'string' ? value : value?.[0];
   }
 
   protected rawQuery(): string {
-    const url = this.req.url ?? '';
+    const url = this.request.url ?? '';
     const q = url.indexOf('?');
     return q < 0 ? '' : url.slice(q + 1);
   }

@@ -164,7 +164,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     const socket = req.socket;
     this.connections.requestStarted(socket);
     const peerIp = unwrapMappedIpv4(socket.remoteAddress ?? '');
-    const facts = new NodeRequestFacts(req, peerIp, this.isTrusted(peerIp), this.isTrusted);
+    const facts = new NodeRequestFacts(req, peerIp, this.isTrusted);
     const exchange = new Exchange(this, generation, req, res, facts);
     if (this.draining) res.setHeader('connection', 'close');
     if (this.poisoned.has(socket)) {
@@ -261,7 +261,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       return;
     }
     const peerIp = unwrapMappedIpv4(req.socket.remoteAddress ?? '');
-    const facts = new NodeRequestFacts(req, peerIp, this.isTrusted(peerIp), this.isTrusted);
+    const facts = new NodeRequestFacts(req, peerIp, this.isTrusted);
     const service = generation.snapshot.matchService(facts.host, facts.path);
     if (service === undefined) {
       this.registry.release(generation);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { RegexSource } from '../../config/primitives.js';
-import type { Matcher } from '../strategy.js';
+import { defineStrategy, type Matcher } from '../strategy.js';
 import type { RequestFacts } from '../facts.js';
 
 /**
@@ -76,4 +76,31 @@ export function compileValueTest(
     const value = read(facts, name);
     return value !== undefined && pattern.test(value);
   };
+}
+
+/**
+ * A strategy that tests one named request value (a header, a cookie or a query parameter) with
+ * one of the value tests. `read` is defined once per strategy module and shared by every rule,
+ * so compiling allocates no closure per rule beyond the matcher, and the matcher none per call.
+ */
+export function defineValueStrategy<const K extends 'header' | 'cookie' | 'query'>(spec: {
+  kind: K;
+  /** The name's schema, with its description for the reference docs. */
+  name: z.ZodType<string, string>;
+  /** What the value is called in the value tests' descriptions ("header", "query parameter"). */
+  what: string;
+  description: string;
+  read: (facts: RequestFacts, name: string) => string | undefined;
+}) {
+  const { kind, read } = spec;
+  const schema = z
+    .strictObject({ name: spec.name, ...valueTestShape(spec.what) })
+    .superRefine(refineOneValueTest)
+    .meta({ description: spec.description });
+  return defineStrategy({
+    kind,
+    schema,
+    inputs: (config) => [{ kind, name: config.name }],
+    compile: (config) => compileValueTest(config, config.name, read),
+  });
 }

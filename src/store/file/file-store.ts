@@ -1,13 +1,15 @@
 import { readFile, realpath, stat } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
-import { isAlias, isMap, isNode, isScalar, isSeq, parseDocument, visit, type Document } from 'yaml';
+import { isMap, parseDocument } from 'yaml';
 import { routingKeys, type FileStoreSettings, type RoutingDocument } from '../../config/schema.js';
 import { ConfigError, GraygateError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../observe/log.js';
 import type { Store, StoredVersion, StoreHealth, WriteRequest } from '../store.js';
 import { writeFileAtomic } from './atomic-write.js';
-import { contentHash, deepFreeze } from './canonical.js';
+import { deepFreeze } from '../../config/freeze.js';
+import { contentHash } from './canonical.js';
 import { HistoryDir, type HistoryEntry } from './history.js';
+import { hasAnchorsOrAliases, mergeNode } from './yaml-merge.js';
 import { watchFile, type FileWatch } from './watch-file.js';
 
 /** Validates a raw routing document; throws ConfigError naming each failing field. */
@@ -363,48 +365,4 @@ export class FileStore implements Store {
 
 function isMissingFile(error: unknown): boolean {
   return error instanceof GraygateError && error.code === 'GG_STORE_UNAVAILABLE' && (error.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
-}
-
-/**
- * Makes the YAML node `node` hold `value`, changing only what differs, so comments and layout of
- * the unchanged parts of the routing keys survive a write. Returns the node to store (a new one
- * when the kinds differ). Lists are merged position by position.
- */
-function mergeNode(document: Document, node: unknown, value: unknown): unknown {
-  if (isMap(node) && value !== null && typeof value === 'object' && !Array.isArray(value)) {
-    const entries = Object.entries(value as Record<string, unknown>).filter(([, inner]) => inner !== undefined);
-    const wanted = new Set(entries.map(([key]) => key));
-    for (const pair of [...node.items]) {
-      const key: unknown = isScalar(pair.key) ? pair.key.value : pair.key;
-      if (typeof key !== 'string' || !wanted.has(key)) node.delete(pair.key);
-    }
-    for (const [key, inner] of entries) {
-      const pair = node.items.find((p) => (isScalar(p.key) ? p.key.value : p.key) === key);
-      if (pair) pair.value = mergeNode(document, pair.value, inner);
-      else node.set(key, document.createNode(inner));
-    }
-    return node;
-  }
-  if (isSeq(node) && Array.isArray(value)) {
-    node.items = value.map((inner: unknown, i) => (i < node.items.length ? mergeNode(document, node.items[i], inner) : document.createNode(inner)));
-    return node;
-  }
-  if (isScalar(node) && (value === null || typeof value !== 'object')) {
-    if (node.value !== value) node.value = value;
-    return node;
-  }
-  return document.createNode(value);
-}
-
-function hasAnchorsOrAliases(node: unknown): boolean {
-  if (!isNode(node)) return false;
-  let found = node.anchor !== undefined;
-  visit(node, (_key, inner) => {
-    if (isAlias(inner) || (isNode(inner) && inner.anchor !== undefined)) {
-      found = true;
-      return visit.BREAK;
-    }
-    return undefined;
-  });
-  return found;
 }

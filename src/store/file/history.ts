@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { RoutingDocument } from '../../config/schema.js';
 import { GraygateError } from '../../errors.js';
 import type { StoredVersion } from '../store.js';
-import { deepFreeze } from './canonical.js';
+import { deepFreeze } from '../../config/freeze.js';
 import { syncDirectory } from './atomic-write.js';
 
 /** A stored version plus the hash of its document's canonical JSON, as kept on disk. */

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ReplyError } from 'ioredis';
+import { deepFreeze } from '../../config/freeze.js';
 import type { RoutingDocument } from '../../config/schema.js';
 import { ConfigError, GraygateError } from '../../errors.js';
 import type { ChangeMeta, ReadOptions, StoredVersion, WriteRequest } from '../store.js';
@@ -209,12 +210,3 @@ export class RedisDocuments {
   }
 
 }
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const inner of Object.values(value)) deepFreeze(inner);
-  }
-  return value;
-}
-

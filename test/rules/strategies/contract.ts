@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseRoutingDocument } from '../../../src/config/load.js';
-import { deepFreeze } from '../../../src/config/semantic.js';
+import { deepFreeze } from '../../../src/config/freeze.js';
 import { ConfigError } from '../../../src/errors.js';
 import type { RequestFacts } from '../../../src/rules/facts.js';
 import { strategies } from '../../../src/rules/strategies/index.js';

@@ -41,8 +41,7 @@ export function renderHistoryView(app: App): HistoryView {
       compare = 'previous';
       await app.refresh();
     } catch (error) {
-      app.fail(error);
-      if (error instanceof ApiError && error.status === 409) await app.refresh().catch(() => undefined);
+      await app.failWrite(error);
     } finally {
       busy = false;
       renderTable();

@@ -34,6 +34,8 @@ export interface App {
   toast(message: string, kind?: 'ok' | 'error'): void;
   /** Reports an API error: a 401 signs out, others become an error toast. */
   fail(error: unknown): void;
+  /** Reports a failed write like `fail`; a 409 (someone else wrote first) also rereads, to show what is current now. */
+  failWrite(error: unknown): Promise<void>;
 }
 
 type Route = { view: 'service'; name: string | undefined } | { view: 'history' };
@@ -156,6 +158,10 @@ function enter(noAuth: boolean): void {
         return;
       }
       app.toast(error instanceof ApiError ? `${error.code}: ${error.message}` : String(error), 'error');
+    },
+    async failWrite(error) {
+      app.fail(error);
+      if (error instanceof ApiError && error.status === 409) await app.refresh().catch(() => undefined);
     },
   };
 

@@ -133,9 +133,7 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
       app.toast(result.changed ? `v${result.version}: ${describe} (${result.from} → ${result.to})` : `Nothing to change: ${describe}`);
       await app.refresh();
     } catch (error) {
-      app.fail(error);
-      // A 409 means someone else wrote first: show what is current now.
-      if (error instanceof ApiError && error.status === 409) await app.refresh().catch(() => undefined);
+      await app.failWrite(error);
     } finally {
       busy = false;
       controls.classList.remove('busy');
