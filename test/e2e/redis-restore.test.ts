@@ -135,7 +135,14 @@ describe('a fleet on a Redis restored from an older snapshot', () => {
 
   it('a gateway that serves another version shows as behind and the fleet as split, in the view, the metric and `graygate status`', async () => {
     const [first] = gateways as [GatewayProcess];
-    const current = (await fleetOf(first)).store!;
+    // The fleet has settled on the last write first: a gateway confirms a version in its next load
+    // report, once every one of its workers serves it, which may follow the requests that saw it.
+    const settled = await eventually(async () => {
+      const view = await fleetOf(first);
+      expect(view.gateways.filter((g) => g.behind)).toEqual([]);
+      return view;
+    });
+    const current = settled.store!;
     // A gateway of the fleet that still serves an older version: its reports, written to the real
     // store as often as a gateway writes them (they go stale after 3 s otherwise).
     const lagging = () => writer.fleet.reportLoad('laggard:1:abc', { servedVersion: current.version - 1, servedEpoch: current.epoch, servedForMs: 10_000, inFlightRequests: 0, openConnections: 0, upstreams: {} });

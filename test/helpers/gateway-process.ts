@@ -18,17 +18,19 @@ export const cliPath = path.join(root, 'dist/cli/main.js');
 export const GATEWAY_READY_CAP_MS = 90_000;
 
 /**
- * The environment a test gateway starts with. Unless a test asks (its `env`), the process count
- * comes from `GG_TEST_WORKERS`: unset runs one process (what the suites were written against);
- * a number runs that many workers; `default` leaves GRAYGATE_WORKERS unset, so the CLI's own
- * default (one worker per core) applies, as for a user.
+ * The environment a test gateway starts with. The process count is what a user gets unless the
+ * test asks: `workers` (a test about one process, or about N workers, names its count) wins, then
+ * `GG_TEST_WORKERS` (a number forces that many workers on every gateway that did not ask, e.g.
+ * `1` to debug a failure in one process; `default` or unset leaves it to the CLI). Otherwise
+ * GRAYGATE_WORKERS is unset, inherited value included, so the CLI's own default (one worker per
+ * core) applies, as for a user. An explicit GRAYGATE_WORKERS in `env` is kept as given.
  */
-export function gatewayEnv(env: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+export function gatewayEnv(env: NodeJS.ProcessEnv = {}, workers?: number): NodeJS.ProcessEnv {
   const choice = process.env.GG_TEST_WORKERS;
   const merged: NodeJS.ProcessEnv = { ...process.env };
-  if (choice === undefined || choice === '') merged.GRAYGATE_WORKERS = merged.GRAYGATE_WORKERS ?? '1';
-  else if (choice === 'default') delete merged.GRAYGATE_WORKERS;
-  else merged.GRAYGATE_WORKERS = choice;
+  delete merged.GRAYGATE_WORKERS;
+  if (workers !== undefined) merged.GRAYGATE_WORKERS = String(workers);
+  else if (choice !== undefined && choice !== '' && choice !== 'default') merged.GRAYGATE_WORKERS = choice;
   return { ...merged, ...env };
 }
 
@@ -40,6 +42,8 @@ export interface GatewayProcess {
   readonly child: ChildProcess;
   /** The config file the process was started with (edit it to change routing live). */
   readonly configPath: string;
+  /** How many processes serve requests: the `workers` of its "listening" line (1 without --workers). */
+  readonly workers: number;
   /** Everything the process wrote to stdout and stderr so far. */
   output(): string;
   /** Parsed JSON log lines so far (a line still being written is left out). */
@@ -73,6 +77,12 @@ export async function startGatewayProcess(options: {
   dir?: string;
   /** The runtime that runs the CLI: node (this one) by default, or e.g. node_modules/.bin/bun. */
   runtime?: string;
+  /**
+   * Process count (GRAYGATE_WORKERS). Unset: the CLI's default, one worker per core, unless
+   * GG_TEST_WORKERS forces a count. A test about one process (its pid, its memory, its exact
+   * counters) passes 1 and says why.
+   */
+  workers?: number;
 }): Promise<GatewayProcess> {
   const dir = options.dir ?? mkdtempSync(path.join(tmpdir(), 'graygate-proc-'));
   const configPath = path.join(dir, 'graygate.yaml');
@@ -83,7 +93,7 @@ export async function startGatewayProcess(options: {
   // Its own process group: a failed or interrupted test kills it together with its workers.
   const child = spawnTracked(options.runtime ?? process.execPath, [cliPath, 'start', ...(options.config ? ['--config', configPath] : []), ...args], {
     cwd: dir,
-    env: gatewayEnv(options.env),
+    env: gatewayEnv(options.env, options.workers),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -122,12 +132,19 @@ export async function startGatewayProcess(options: {
     const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
     return match ? Number(match[1]) : NaN;
   };
+  // The "listening" line is written whole; wait for its end before reading its worker count.
+  const listening = await eventually(() => {
+    const line = logs().find((entry) => entry.event === 'listening');
+    if (!line) throw new Error(`no complete "listening" line yet:\n${output.slice(-2_000)}`);
+    return line;
+  }, { everyMs: 10 });
   return {
     url: `http://127.0.0.1:${port}`,
     port,
     pid: child.pid!,
     child,
     configPath,
+    workers: typeof listening.workers === 'number' ? listening.workers : 1,
     output: () => output,
     logs,
     waitForLog: (match, waitOptions = {}) =>

@@ -63,6 +63,8 @@ describe.each(runtimes)('failure metrics on %s', (_runtime, binary) => {
     const longEjection = { ejectForMs: 600_000 };
     gateway = await startGatewayProcess({
       runtime: binary,
+      // One process: the ejection counts asserted here are exact, and each worker keeps its own
+      // server health (the suite below is the one about workers).
       args: ['--workers', '1'],
       // A busy shared box can take long to start a process; starting is not what is tested here.
       readyWithinMs: 60_000,
