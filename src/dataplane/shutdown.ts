@@ -115,12 +115,16 @@ export async function waitForQuiet(options: {
 }): Promise<'quiet' | 'cap'> {
   const { startedAt, deadline, idleGraceMs, activity, inFlight } = options;
   let lastActivity = activity();
-  let quietSince = startedAt;
+  // Quiet is counted from the first tick that saw it, not the last that saw activity: the activity
+  // may have gone on until just before this tick, and the grace must not come up short.
+  let quietSince: number | undefined = startedAt;
   for (;;) {
     const now = Date.now();
     const current = activity();
     if (current !== lastActivity || inFlight() > 0) {
       lastActivity = current;
+      quietSince = undefined;
+    } else if (quietSince === undefined) {
       quietSince = now;
     } else if (now - quietSince >= idleGraceMs) {
       return 'quiet';
