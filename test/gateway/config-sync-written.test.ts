@@ -5,11 +5,12 @@ import { ConfigSync } from '../../src/gateway/config-sync.js';
 import { createLogger } from '../../src/observe/log.js';
 import { identityCompiler } from '../../src/identity/request-identity.js';
 import { compileRouting } from '../../src/rules/compile.js';
+import type { StoredVersion } from '../../src/store/store.js';
+import { ScriptedStoreBase } from '../helpers/scripted-store.js';
+import { contractDocument } from '../store/contract.js';
 
 const identity = identityCompiler();
 const compile = (document: Parameters<typeof compileRouting>[0], version: number) => compileRouting(document, version, { identity });
-import type { DocumentStore, StoredVersion, StoreHealth } from '../../src/store/store.js';
-import { contractDocument } from '../store/contract.js';
 
 /** A version as one write stored it: the same meta every time it is read. */
 function stored(version: number): StoredVersion {
@@ -23,34 +24,17 @@ interface Step {
 }
 
 /** Answers `current()` from a script, slowly; a slow poll of a store that has not seen the write yet. */
-class SlowStore implements DocumentStore {
+class SlowStore extends ScriptedStoreBase {
   readonly kind = 'slow';
-  readonly deadlineMs = 2_000;
   private next = 0;
-  constructor(private readonly script: readonly Step[]) {}
+  constructor(private readonly script: readonly Step[]) {
+    super();
+  }
   async current(): Promise<StoredVersion> {
     const step = this.script[this.next++ % this.script.length]!;
     for (let i = 0; i < step.delay; i++) await Promise.resolve();
     if (step.version === 'outage') throw new GraygateError('GG_STORE_UNAVAILABLE', 'scripted outage');
     return stored(step.version);
-  }
-  write(): Promise<StoredVersion> {
-    throw new Error('not used');
-  }
-  history(): Promise<StoredVersion[]> {
-    return Promise.resolve([]);
-  }
-  version(): Promise<StoredVersion> {
-    throw new Error('not used');
-  }
-  watch(): () => void {
-    return () => undefined;
-  }
-  health(): StoreHealth {
-    return { up: true, everUp: true };
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
   }
 }
 

@@ -17,6 +17,7 @@ import { createFileStore, type FileStore } from '../../src/store/file/file-store
 import type { Store, StoredVersion } from '../../src/store/store.js';
 import { eventually } from '../helpers/eventually.js';
 import { contractDocument } from '../store/contract.js';
+import { ScriptedStoreBase } from '../helpers/scripted-store.js';
 
 /** The real compiler with the real identity chain, as the gateway runs it. */
 const compileWithIdentity = (document: Parameters<typeof compileRouting>[0], version: number) => compileRouting(document, version, { identity: identityCompiler() });
@@ -371,11 +372,8 @@ type Step = { kind: 'ok'; version: number; delay: number } | { kind: 'outage' | 
  * A store that answers current() from a script, each answer after `delay` microtask turns: the
  * collaborator is faked so the property can drive any order of answers; ConfigSync is real.
  */
-class ScriptedStore implements Store {
+class ScriptedStore extends ScriptedStoreBase {
   readonly kind = 'scripted';
-  readonly deadlineMs = 2_000;
-  readonly keyReader = undefined;
-  readonly fleet = undefined;
   readonly okVersionsRead: number[] = [];
   inFlight = 0;
   maxInFlight = 0;
@@ -383,7 +381,9 @@ class ScriptedStore implements Store {
   started = 0;
   lastFinished = 0;
   private next = 0;
-  constructor(private readonly script: readonly Step[]) {}
+  constructor(private readonly script: readonly Step[]) {
+    super();
+  }
   async current(): Promise<StoredVersion> {
     const id = ++this.started;
     const step = this.script[this.next++ % this.script.length]!;
@@ -397,24 +397,6 @@ class ScriptedStore implements Store {
     this.okVersionsRead.push(step.version);
     // A version number names one write: the same meta every time it is read.
     return { version: step.version, document: contractDocument(step.version), meta: { actor: 'script', time: new Date(step.version * 1_000).toISOString(), reason: 'script' } };
-  }
-  write(): Promise<StoredVersion> {
-    throw new Error('not used');
-  }
-  history(): Promise<StoredVersion[]> {
-    return Promise.resolve([]);
-  }
-  version(): Promise<StoredVersion> {
-    throw new Error('not used');
-  }
-  watch(): () => void {
-    return () => undefined;
-  }
-  health() {
-    return { up: true, everUp: true };
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
   }
 }
 
