@@ -7,7 +7,7 @@ import { versionFor } from '../helpers/load.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { headerRangeRouting, routingDocument, writerStore, writeNext } from '../helpers/redis-routing.js';
 
-/** Issue 4, "Must show" 3: a fleet of real gateway processes on one Redis agrees on every change. */
+/** A fleet of real gateway processes on one Redis agrees on every change. */
 describe('three gateway processes on one Redis', () => {
   let redis: RedisServer;
   let stable: Backend;

@@ -8,7 +8,7 @@ import { rawCommand, startRedisCluster, type RedisCluster } from '../helpers/red
 import { routingDocument, SEED_TOKEN, SEED_USER_ID, writerStore, writeNext } from '../helpers/redis-routing.js';
 
 /**
- * Issue 4, real topologies: a gateway process on a 3-master Redis Cluster. The document's keys
+ * Real topologies: a gateway process on a 3-master Redis Cluster. The document's keys
  * share one hash tag (compare-and-set works); the recipe's keys live in whatever slots they hash
  * to (token lookups and the watched range key are routed by the cluster client).
  */

@@ -9,7 +9,7 @@ import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { headerRangeRouting, routingDocument, writerStore, writeNext } from '../helpers/redis-routing.js';
 
 /**
- * Issue 4, "Must show" 4: faults under a bounded load loop against a real gateway process.
+ * Faults under a bounded load loop against a real gateway process.
  * Fail static: while Redis is gone the gateway keeps its last good rules and every request
  * succeeds; once Redis is back, later changes apply. A killed subscriber connection loses no
  * change: it resubscribes and rereads, and the poll is the backstop.

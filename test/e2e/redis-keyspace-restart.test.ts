@@ -7,7 +7,7 @@ import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { SEED_TOKEN, SEED_USER_ID } from '../helpers/redis-routing.js';
 
 /**
- * LESSONS "delivery that depends on server state": keyspace subscriptions die with the server.
+ * Delivery that depends on server state: keyspace subscriptions die with the server.
  * After Redis restarts (same notify-keyspace-events), the gateway's keyspace subscriber is back
  * and a SET Grayscale_Range is picked up at once again, not at the next poll.
  */

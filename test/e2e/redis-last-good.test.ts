@@ -11,7 +11,7 @@ import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { headerRangeRouting, routingDocument, writerStore, writeNext } from '../helpers/redis-routing.js';
 
 /**
- * Issue 4, fail static across restarts: a gateway started while Redis is down boots from the
+ * Fail static across restarts: a gateway started while Redis is down boots from the
  * last-known-good copy on disk (by default `<config file>.last-good.json`), says so in its log,
  * and serves the last rules it applied — not the config file's, which Redis had overridden.
  */

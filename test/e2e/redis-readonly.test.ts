@@ -15,7 +15,7 @@ const TOKEN = 'readonly-token-0123456789abcdef';
 const NAMESPACE = 'readonly';
 
 /**
- * A gateway whose store is a read-only replica (LESSONS "READONLY after a failover": the admin
+ * A gateway whose store is a read-only replica (READONLY after a failover: the admin
  * write reports the error): a write is refused with 503 GG_STORE_READONLY, nothing is applied
  * anywhere, and the gateway keeps serving its last good routing.
  */

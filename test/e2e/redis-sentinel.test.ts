@@ -9,7 +9,7 @@ import { rawCommand, startSentinel, type RedisSentinel } from '../helpers/redis.
 import { headerRangeRouting, routingDocument, SEED_TOKEN, SEED_USER_ID, writerStore, writeNext } from '../helpers/redis-routing.js';
 
 /**
- * Issue 4, real topologies: a gateway process on `redis+sentinel://…/mymaster` through a
+ * Real topologies: a gateway process on `redis+sentinel://…/mymaster` through a
  * SENTINEL FAILOVER under load. No request fails, and a change written after the failover is
  * applied exactly once: not lost on the demoted master, not applied twice.
  */

@@ -9,7 +9,7 @@ import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { SEED_TOKEN, SEED_USER_ID } from '../helpers/redis-routing.js';
 
 /**
- * Issue 4, token identity when Redis hangs (SIGSTOP: connections stay open, nothing answers): a
+ * Token identity when Redis hangs (SIGSTOP: connections stay open, nothing answers): a
  * cached token keeps its route; an uncached one goes to prod within the lookup deadline (50 ms by
  * default) with a 200, never a 5xx or a multi-second wait; once Redis answers it goes to gray.
  */

@@ -8,7 +8,7 @@ import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { SEED_TOKEN, SEED_USER_ID } from '../helpers/redis-routing.js';
 
 /**
- * Issue 4, "Must show" 1 and 2: the OpenResty + Redis recipe's own keys, unchanged, against a real
+ * The OpenResty + Redis recipe's own keys, unchanged, against a real
  * gateway process. Backends are named as in the recipe: `prod` (stable) and `gray` (candidate).
  */
 

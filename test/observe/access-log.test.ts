@@ -12,7 +12,7 @@ const UNKNOWN_TOKEN = 'zqUnknownLoginToken0815xyz';
 const GARBAGE_TOKEN = 'zqGarbageValueToken2323xyz';
 
 /**
- * Issue 8 part 2: one JSON access line per request carrying the decision, with the seed's token
+ * One JSON access line per request carrying the decision, with the seed's token
  * identity (TOKEN header → Redis TOKEN_<token> → user id), logged at trace so every line the
  * gateway can write is written; the raw tokens must appear nowhere in its stdout or stderr.
  */
