@@ -16,7 +16,7 @@ import { rawExchange, send } from './harness.js';
 // The proxy's end-to-end behaviours, against the real gateway process on each runtime: Node
 // (node:http + undici) and Bun (Bun.serve + Bun's fetch; `bun` is an optional dependency).
 // Where the adapters differ, the test says so with `if (runtime === 'bun')` and a comment, and
-// README "Bun data plane" lists the difference.
+// docs/runtimes.md "Bun" lists the difference.
 
 const bun = path.join(fileURLToPath(new URL('../..', import.meta.url)), 'node_modules/.bin/bun');
 type Runtime = 'node' | 'bun';
@@ -540,7 +540,7 @@ describe.each(runtimes)('the %s data plane, through the real gateway process', (
     await eventually(() => expect(upstream.destroyed).toBe(true));
     if (runtime === 'bun') {
       // Bun's client WebSocket cannot end a connection without a close frame: the upstream is told
-      // 1001 "going away" (README "Bun data plane").
+      // 1001 "going away" (docs/runtimes.md "Bun").
       expect(stableWs.closes.slice(closesBefore)).toContainEqual({ code: 1001, reason: 'the client went away' });
     } else {
       // Node pipes raw sockets: the upstream sees the TCP connection end, as the client ended it.
@@ -635,7 +635,7 @@ describe.each(runtimes)('the %s data plane, through the real gateway process', (
     }
   });
 
-  // ---- where the adapters differ in plain HTTP (README "Bun data plane") -------------------
+  // ---- where the adapters differ in plain HTTP (docs/runtimes.md "Bun") -------------------
 
   it('refuses a repeated Content-Length with 400 and forwards nothing; on Bun, conflicting values are refused by Bun itself', async () => {
     const before = stable.seen.length + candidate.seen.length;

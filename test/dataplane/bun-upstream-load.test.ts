@@ -10,7 +10,7 @@ import { send } from './harness.js';
 
 // Per-upstream load of the Bun data plane, read through the admin API of the real gateway process
 // under Bun. Bun's fetch exposes no pool: per upstream, open connections are the requests in
-// flight to it (README "Bun data plane"), so idle keep-alive sockets are not seen; pinned here.
+// flight to it (docs/runtimes.md "Bun"), so idle keep-alive sockets are not seen; pinned here.
 const bun = path.join(fileURLToPath(new URL('../..', import.meta.url)), 'node_modules/.bin/bun');
 const TOKEN = 'bun-load-token-0123456789abcdef';
 

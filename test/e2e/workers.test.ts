@@ -113,7 +113,7 @@ describe.each(runtimes)('--workers on %s: one store subscription feeding N worke
     const victim = before[0]!;
     process.kill(victim, 'SIGKILL');
     // node:cluster can hand a connection accepted in the instant of the kill to the dead worker
-    // (README: a crash loses what the worker held); once the primary has seen the exit, the
+    // (docs/runtimes.md: a crash loses what the worker held); once the primary has seen the exit, the
     // other worker takes every connection while the victim is replaced.
     await gateway!.waitForLog((line) => line.event === 'worker-exited' && line.pid === victim);
     expect(new Set(await versions(4, { 'x-canary': '2' }))).toEqual(new Set(['candidate']));

@@ -92,7 +92,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     // Bun exposes no count of idle keep-alive connections: only those with a request in flight,
     // and the WebSocket tunnels. Its fetch exposes no pool either, so per upstream the honest
     // figure for open connections is what is in flight to it (each holds one), open tunnels
-    // included; idle pooled sockets are not seen (README).
+    // included; idle pooled sockets are not seen (docs/runtimes.md).
     const upstreams: Record<string, { inFlightRequests: number; openConnections: number }> = {};
     const routed = this.generation?.upstreams;
     for (const [name, counter] of this.counters) {
