@@ -35,8 +35,10 @@ async function interruptedRun(how: Interruption) {
   try {
     const started = await eventually(
       () => {
+        // The marker first: a failing fixture writes it and may end its run before the next look.
+        if (existsSync(marker)) return JSON.parse(readFileSync(marker, 'utf8')) as { worker: number; pids: number[] };
         if (run.exitCode !== null) throw new Error(`the fixture run ended before starting its processes:\n${output}`);
-        return JSON.parse(readFileSync(marker, 'utf8')) as { worker: number; pids: number[] };
+        throw new Error('the fixture has not started its processes yet');
       },
       { withinMs: 180_000, everyMs: 100 },
     );
