@@ -143,13 +143,17 @@ export class RedisConnections {
    * not retried. Writes never come through here.
    */
   async read<T>(client: Client, what: string, operation: (client: Client) => Promise<T>, deadline = Date.now() + this.settings.commandTimeoutMs): Promise<T> {
-    await this.whenReady(client, what, deadline);
-    try {
-      return await beforeDeadline(operation(client), deadline, this.settings.commandTimeoutMs);
-    } catch (error) {
-      // One deadline for the whole read: a retry only in the time left, never a second full timeout.
-      if (this.isClosed || error instanceof ReplyError || error instanceof DeadlineError || Date.now() >= deadline) throw unavailable(what, this.target.display, error);
-      return this.run(client, what, operation, deadline);
+    for (;;) {
+      await this.whenReady(client, what, deadline);
+      try {
+        return await beforeDeadline(operation(client), deadline, this.settings.commandTimeoutMs);
+      } catch (error) {
+        // One deadline for the whole read: retries only in the time left, never a second full timeout.
+        if (this.isClosed || error instanceof ReplyError || error instanceof DeadlineError || Date.now() >= deadline) throw unavailable(what, this.target.display, error);
+        // Right after a READONLY reply the connection may still say "ready" while ioredis tears it
+        // down: a read sent again at once fails the same way, so give the reconnect a moment.
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, Math.min(READ_RETRY_PAUSE_MS, deadline - Date.now()))));
+      }
     }
   }
 
@@ -160,6 +164,9 @@ export class RedisConnections {
     this.open.clear();
   }
 }
+
+/** How long a read whose connection went away waits before it is sent again. */
+const READ_RETRY_PAUSE_MS = 50;
 
 export function unavailable(what: string, target: string, error: unknown): GraygateError {
   if (error instanceof GraygateError) return error;
