@@ -66,7 +66,7 @@ describe('no secret in any output of any mode', () => {
   afterAll(() => Promise.all([stable?.close(), candidate?.close()]));
 
   const modes: [string, { args: string[]; runtime?: string }][] = [
-    ['node, one process', { args: [] }],
+    ['node, one process', { args: ['--workers', '1'] }],
     ['node, --workers 2', { args: ['--workers', '2'] }],
     ['bun, one process', { args: ['--workers', '1'], runtime: bun }],
   ];
