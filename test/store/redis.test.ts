@@ -202,6 +202,35 @@ describe('redis store: change notification', () => {
     }
   });
 
+  it('the poll compares against the version last read, not the last polled: a store that goes back to it is noticed', async () => {
+    // A poll far apart from the steps below, so the version in between is seen only by a read,
+    // as when a notification brought it; a poll comparing against its own last value then finds
+    // "no change" forever, and nobody rereads the store that lost that version.
+    const [writer, watcher] = fleet(2, { pollMs: 4_000 });
+    const prefix = `{t${namespaces}}`;
+    await writer!.write(doc(0), { expectedVersion: 0, actor: 'seed', reason: 'seed' });
+    let heard = 0;
+    const stop = watcher!.watch(() => heard++);
+    try {
+      // The subscriber's (re)connect report and the first poll (it learns version 1).
+      const gets = (await commandCounts(redis.client)).get ?? 0;
+      await eventually(async () => expect((await commandCounts(redis.client)).get ?? 0).toBeGreaterThan(gets));
+      const v1 = await redis.client.mget(`${prefix}:version`, `${prefix}:doc`);
+      // Version 2: the watcher hears its notification and reads it (as a gateway does).
+      const afterPoll = heard;
+      await writer!.write(doc(1), { expectedVersion: 1, actor: 'test', reason: 'the write to be lost' });
+      await eventually(() => expect(heard).toBeGreaterThan(afterPoll));
+      expect((await watcher!.current()).version).toBe(2);
+      // The write is lost (a replica promoted without it), again without a notification.
+      await redis.client.multi().set(`${prefix}:version`, v1[0]!).set(`${prefix}:doc`, v1[1]!).exec();
+      const before = heard;
+      await eventually(() => expect(heard).toBeGreaterThan(before));
+      expect((await watcher!.current()).version).toBe(1);
+    } finally {
+      stop();
+    }
+  });
+
   it('a paused server (half-open subscriber): the PING deadline drops the socket and a new subscriber takes over', async () => {
     const [writer, watcher] = fleet(2, { pollMs: 60_000, pingMs: 100 });
     await writer!.write(doc(0), { expectedVersion: 0, actor: 'seed', reason: 'seed' });

@@ -17,8 +17,14 @@ export class ChangeWatch {
   private pingGeneration = 0;
   /** The Cluster subscription connection last seen, to notice when ioredis replaces it. */
   private clusterConnection: Redis | undefined;
-  /** Version the last poll saw; `undefined` after a failed poll, so the next success reports a change. */
-  private polledVersion: number | undefined;
+  /**
+   * The version this gateway last saw in the store, by a poll or by reading the document (see
+   * `seen`); `undefined` after a failed poll, so the next success reports a change. A poll
+   * compares against it: comparing against the last poll alone misses a store that goes back
+   * to the version the last poll saw when the version in between arrived by notification (a
+   * write lost in a failover right after it was made), and then nothing would ever reread it.
+   */
+  private lastSeenVersion: number | undefined;
   private isReachable = true;
   private isPolling = false;
 
@@ -42,6 +48,11 @@ export class ChangeWatch {
   /** True while the last poll (or command) reached Redis. */
   get reachable(): boolean {
     return this.isReachable;
+  }
+
+  /** The document was read (or written) at `version`: a poll that finds another one reports it. */
+  seen(version: number): void {
+    this.lastSeenVersion = version;
   }
 
   notify(): void {
@@ -157,11 +168,11 @@ export class ChangeWatch {
     // A garbage version key counts as one value (-1), so it is reported once, not on every poll.
     const parsed = text === null ? 0 : Number(text);
     const version = Number.isSafeInteger(parsed) ? parsed : -1;
-    if (version !== this.polledVersion) {
-      if (this.polledVersion !== undefined && version < this.polledVersion) {
-        this.connections.logger.warn({ from: this.polledVersion, to: version, store: this.connections.target.display }, 'the stored version went backwards (did Redis lose its data?)');
+    if (version !== this.lastSeenVersion) {
+      if (this.lastSeenVersion !== undefined && version < this.lastSeenVersion) {
+        this.connections.logger.warn({ from: this.lastSeenVersion, to: version, store: this.connections.target.display }, 'the stored version went backwards (did Redis lose its data?)');
       }
-      this.polledVersion = version;
+      this.lastSeenVersion = version;
       // The first poll reports too: the subscriber's 'ready' already did, but a change that
       // publishes nothing (the store emptied by FLUSHALL) between that read and this poll would
       // otherwise become the baseline and never be read. A duplicate read changes nothing.
@@ -174,7 +185,7 @@ export class ChangeWatch {
     this.isReachable = reachable;
     if (reachable) {
       this.connections.logger.info({ store: this.connections.target.display }, 'redis store reachable again; resyncing');
-      this.polledVersion = undefined;
+      this.lastSeenVersion = undefined;
       this.notify();
     } else {
       this.connections.logger.warn({ store: this.connections.target.display, err: (error as Error)?.message }, 'redis store unreachable; routing stays on the last good version');
@@ -190,7 +201,7 @@ export class ChangeWatch {
     this.pingInFlight = false;
     this.pingGeneration++;
     this.clusterConnection = undefined;
-    this.polledVersion = undefined;
+    this.lastSeenVersion = undefined;
     const subscriber = this.subscriber;
     this.subscriber = undefined;
     if (subscriber) this.connections.release(subscriber);

@@ -115,13 +115,17 @@ export class RedisStore implements Store {
   }
 
   /** The current version. ConfigError when it does not validate; GG_STORE_EMPTY when none is stored; GG_STORE_UNAVAILABLE when unreachable. */
-  current(options: ReadOptions = {}): Promise<StoredVersion> {
-    return this.documents.current(options);
+  async current(options: ReadOptions = {}): Promise<StoredVersion> {
+    const stored = await this.documents.current(options);
+    this.changes.seen(stored.version);
+    return stored;
   }
 
   /** Compare-and-set write as version expectedVersion + 1, with history, a notification and a fence; GG_VERSION_CONFLICT when stale. */
-  write(document: RoutingDocument, request: WriteRequest): Promise<StoredVersion> {
-    return this.documents.write(document, request);
+  async write(document: RoutingDocument, request: WriteRequest): Promise<StoredVersion> {
+    const written = await this.documents.write(document, request);
+    this.changes.seen(written.version);
+    return written;
   }
 
   history(options: { limit?: number } = {}): Promise<StoredVersion[]> {
