@@ -368,6 +368,8 @@ export function registerProxyProtocolMetrics(registry: Registry, outcomes: reado
     registers: [registry],
   });
   const cells = new Map(outcomes.map((outcome) => [outcome, counter.labels(outcome)] as const));
+  // Shown from zero, so a dashboard sees "no refusals" rather than no series.
+  for (const cell of cells.values()) cell.inc(0);
   return (outcome) => (cells.get(outcome) ?? counter.labels(outcome)).inc();
 }
 
