@@ -354,6 +354,15 @@ describe('PROXY protocol front', () => {
     expect(outcomes).toEqual(['proxied']);
   });
 
+  it('the server behind keeps its own request timeouts (slowloris guard) for the connections it is handed', async () => {
+    const server = http.createServer({ headersTimeout: 300, requestTimeout: 300, connectionsCheckingInterval: 50 }, answer);
+    const { port: p } = await fronted(server);
+    // A header, then a request that never ends its headers: node:http answers 408 and closes.
+    const result = await exchange(p, 'PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\nGET / HTTP/1.1\r\nHost: t\r\n');
+    expect(result.closedByServer).toBe(true);
+    expect(result.text).toMatch(/^HTTP\/1\.1 408 /);
+  });
+
   it('refuses a header from a peer outside trustedFrom, and serves that peer as itself when it sends none', async () => {
     const { port: p, outcomes } = await fronted(http.createServer(answer));
     for (const header of [v1('TCP4', '203.0.113.7', '10.0.0.1', 1, 80), v2(1, 1, addressBlock(Buffer.from([203, 0, 113, 7]), Buffer.alloc(4), 1, 80)), Buffer.from('PROXY TCP4 garbage\r\n')]) {

@@ -27,6 +27,8 @@ export const PROXY_PROTOCOL_OUTCOMES: readonly ProxyProtocolOutcome[] = ['proxie
  * and a closed socket's entry goes with it.
  */
 const carried = new WeakMap<object, string>();
+/** Whether any front was made in this process: without one, a request pays nothing for the lookup. */
+let isAnyFront = false;
 
 /**
  * The client address a PROXY header carried for the connection `socket` belongs to, if one did.
@@ -36,6 +38,7 @@ const carried = new WeakMap<object, string>();
  * `_parent` (node:tls has done so since its first version); a test with a real https server pins it.
  */
 export function proxiedAddressOf(socket: object): string | undefined {
+  if (!isAnyFront) return undefined;
   const direct = carried.get(socket);
   if (direct !== undefined) return direct;
   const parent = (socket as { _parent?: unknown })._parent;
@@ -77,6 +80,7 @@ export class ProxyProtocolFront {
     private readonly target: net.Server,
     options: ProxyProtocolFrontOptions,
   ) {
+    isAnyFront = true;
     this.isTrusted = compileCidrList(options.settings.trustedFrom);
     this.timeoutMs = options.settings.headerTimeoutMs;
     this.logger = options.logger;
