@@ -9,6 +9,8 @@ import path from 'node:path';
 import tls from 'node:tls';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parseSettings } from '../../src/config/load.js';
+import { ConfigError } from '../../src/errors.js';
 import { silentLogger } from '../../src/observe/log.js';
 import { formatIpv6, parseProxyHeader, V1_MAX_BYTES, V2_MAX_BYTES, V2_SIGNATURE } from '../../src/dataplane/node/proxy-header.js';
 import { proxiedAddressOf, ProxyProtocolFront, type ProxyProtocolOutcome } from '../../src/dataplane/node/proxy-protocol.js';
@@ -418,5 +420,28 @@ describe('PROXY protocol front', () => {
     await eventually(() => expect(front.listener.listening).toBe(false));
     await expect(exchange(p, v1('TCP4', '1.2.3.4', '5.6.7.8', 1, 2))).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     expect(outcomes).toEqual([]);
+  });
+});
+
+describe('proxyProtocol settings', () => {
+  const issuesOf = (proxyProtocol: unknown): readonly string[] => {
+    try {
+      parseSettings({ proxyProtocol });
+    } catch (error) {
+      if (error instanceof ConfigError) return error.issues;
+      throw error;
+    }
+    return [];
+  };
+
+  it('defaults the header deadline and refuses what cannot work, naming the field', () => {
+    expect(parseSettings({ proxyProtocol: { trustedFrom: ['10.0.0.0/8', '2001:db8::/32'] } }).proxyProtocol).toEqual({ trustedFrom: ['10.0.0.0/8', '2001:db8::/32'], headerTimeoutMs: 5_000 });
+    expect(parseSettings({}).proxyProtocol).toBeUndefined();
+    expect(issuesOf({ trustedFrom: [] })).toEqual([expect.stringMatching(/^proxyProtocol\.trustedFrom: give the load balancers' addresses/)]);
+    expect(issuesOf({})).toEqual([expect.stringMatching(/^proxyProtocol\.trustedFrom: /)]);
+    expect(issuesOf({ trustedFrom: ['10.0.0.1/8'] })).toEqual([expect.stringMatching(/^proxyProtocol\.trustedFrom\[0\]: .*write the network address 10\.0\.0\.0\/8/)]);
+    expect(issuesOf({ trustedFrom: ['lb.internal'] })).toEqual([expect.stringMatching(/^proxyProtocol\.trustedFrom\[0\]: expected a CIDR/)]);
+    expect(issuesOf({ trustedFrom: ['10.0.0.0/8'], headerTimeoutMs: 0 })).toEqual([expect.stringMatching(/^proxyProtocol\.headerTimeoutMs: /)]);
+    expect(issuesOf({ trustedFrom: ['10.0.0.0/8'], sendProxy: true })).toEqual([expect.stringMatching(/^proxyProtocol\.sendProxy: unknown field/)]);
   });
 });
