@@ -123,6 +123,10 @@ export async function runStart(options: StartOptions): Promise<number> {
       if (!url.success) throw new UsageError(`--redis: ${formatIssues(url.error).join('; ')}`);
       settings.store = RedisStoreSettings.parse({ ...base, kind: 'redis', url: options.redis });
     }
+    if (runtimeName() === 'bun' && settings.proxyProtocol !== undefined) {
+      // Bun.serve hands graygate requests, never the connection: there is no byte stream to read a PROXY header from.
+      throw new ConfigError(['proxyProtocol: not supported on the Bun runtime (Bun.serve gives no access to the connection the header arrives on); run graygate with Node, or remove proxyProtocol']);
+    }
     logger = createLogger({ level: settings.log.level, format: settings.log.format });
     const absoluteConfig = configPath ? path.resolve(configPath) : undefined;
     let store: Store | undefined;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { identitySources } from '../identity/index.js';
+import { Cidr as CidrNetwork } from '../rules/cidr.js';
 import { strategies } from '../rules/strategies/index.js';
 import { HeaderName, ListenAddress, Milliseconds, Name } from './primitives.js';
 
@@ -359,6 +360,28 @@ export type ProxySettings = z.output<typeof ProxySettings>;
 
 const Cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, { message: 'expected an IP address or CIDR like 10.0.0.0/8' });
 
+/**
+ * PROXY protocol (v1 and v2) on the proxy listener: an L4 load balancer in front says who the
+ * client is, so client-IP rules and X-Forwarded-For see the client, not the load balancer.
+ */
+export const ProxyProtocolSettings = z
+  .strictObject({
+    trustedFrom: z
+      .array(CidrNetwork)
+      .min(1, { message: 'give the load balancers\' addresses or networks (e.g. 10.0.0.0/8): only they may send a PROXY header' })
+      .meta({
+        description:
+          'Peers (CIDRs) that may send a PROXY header: the load balancers. From them a header is required (a connection without one is closed); ' +
+          'any other peer is served as itself, and closed if it sends a header.',
+      }),
+    headerTimeoutMs: Milliseconds.min(1)
+      .max(60_000)
+      .default(5_000)
+      .meta({ description: 'A connection must deliver its whole PROXY header (or, from other peers, its first bytes) within this time, else it is closed.' }),
+  })
+  .meta({ description: 'Read a PROXY protocol header (v1 or v2) on each connection to the proxy listener. Node runtime only.' });
+export type ProxyProtocolSettings = z.output<typeof ProxyProtocolSettings>;
+
 /** A named bearer token of the admin API; its name is the actor recorded for each write. */
 export const AdminToken = z
   .strictObject({
@@ -424,6 +447,9 @@ export const Settings = z.strictObject({
   listen: ListenAddress.prefault(8080).meta({ description: 'Where the proxy listens: host:port or a port (host defaults to 127.0.0.1).' }),
   trustedProxies: z.array(Cidr).default([]).meta({
     description: 'Peers (CIDRs) whose X-Forwarded-* headers are believed and appended to; from others they are replaced.',
+  }),
+  proxyProtocol: ProxyProtocolSettings.optional().meta({
+    description: 'PROXY protocol on the proxy listener, for a gateway behind an L4 load balancer (HAProxy, nginx stream, AWS NLB). Off when absent.',
   }),
   proxy: ProxySettings.prefault({}),
   admin: AdminSettings.optional().meta({ description: 'Starts the admin API when present (`admin: {}` for the defaults).' }),

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Settings } from '../config/schema.js';
-import type { MetricsJson } from '../observe/metrics.js';
+import type { MetricsJson, Registry } from '../observe/metrics.js';
 import type { RequestObserver } from '../observe/request-observer.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 
@@ -79,6 +79,8 @@ export interface DataPlaneOptions {
   readonly logger: Logger;
   /** Told of every request once it has closed, and of upstream failures (metrics, access log). */
   readonly observer?: RequestObserver;
+  /** This process's metrics registry, for series a data plane records itself (per connection, not per request). */
+  readonly registry?: Registry;
 }
 
 export type CreateDataPlane = (options: DataPlaneOptions) => DataPlane;

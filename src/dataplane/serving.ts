@@ -37,6 +37,6 @@ export function createServing(options: {
   const identityContext: IdentityContext = { ...(options.readKey ? { readKey: options.readKey } : {}), logger };
   registerIdentityMetrics(registry, identityContext);
   const observer = combineObservers(new RequestMetrics(registry), createAccessLog(logger, settings.log.access));
-  const dataPlane = options.createDataPlane({ settings, logger, observer });
+  const dataPlane = options.createDataPlane({ settings, logger, observer, registry });
   return { dataPlane, registry, identityContext, identity: identityCompiler({ context: identityContext }) };
 }

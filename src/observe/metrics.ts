@@ -353,6 +353,26 @@ export function registerIdentityMetrics(registry: Registry, context: IdentityCon
   });
 }
 
+/**
+ * `graygate_proxy_protocol_connections_total{outcome}`: connections to a listener that reads the
+ * PROXY protocol, by what became of them (`outcomes`, all shown from zero). Returns the function
+ * that counts one; it is called once per connection, never per request.
+ */
+export function registerProxyProtocolMetrics(registry: Registry, outcomes: readonly string[]): (outcome: string) => void {
+  const counter = new Counter({
+    name: 'graygate_proxy_protocol_connections_total',
+    help:
+      'Connections to the PROXY protocol listener by outcome: proxied (a trusted peer named the client) | local (a trusted peer\'s header said to use the connection\'s address) | direct (another peer, no header) | ' +
+      'refused: untrusted (a header from a peer not in proxyProtocol.trustedFrom) | missing (a trusted peer sent no header) | malformed | timeout.',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  const cells = new Map(outcomes.map((outcome) => [outcome, counter.labels(outcome)] as const));
+  // Shown from zero, so a dashboard sees "no refusals" rather than no series.
+  for (const cell of cells.values()) cell.inc(0);
+  return (outcome) => (cells.get(outcome) ?? counter.labels(outcome)).inc();
+}
+
 /** What the gateway-level metrics read at scrape time. */
 export interface GatewayMetricsInputs {
   readonly syncStats: () => ConfigSyncStats;

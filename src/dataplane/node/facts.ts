@@ -1,9 +1,19 @@
 import type { IncomingMessage } from 'node:http';
 import { AdapterRequestFacts } from '../request-facts.js';
+import { proxiedAddressOf } from './proxy-protocol.js';
 
 /** RequestFacts over a node:http IncomingMessage (shared behaviour in AdapterRequestFacts). */
 export class NodeRequestFacts extends AdapterRequestFacts<IncomingMessage> {
   private pathValue: string | undefined;
+
+  /**
+   * `peerIp` is the connected peer's address; when a trusted load balancer's PROXY header named
+   * the client of this connection, that client is the peer instead (for client-IP rules, trusted
+   * proxies and X-Forwarded-For), as if it had connected itself.
+   */
+  constructor(request: IncomingMessage, peerIp: string, isTrusted: (ip: string) => boolean) {
+    super(request, proxiedAddressOf(request.socket) ?? peerIp, isTrusted);
+  }
 
   get method(): string {
     return this.request.method ?? 'GET';

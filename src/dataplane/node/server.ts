@@ -1,5 +1,5 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import net, { type AddressInfo, type Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Settings } from '../../config/schema.js';
@@ -17,6 +17,8 @@ import { NodeRequestFacts } from './facts.js';
 import { startMemoryGuard } from './memory-guard.js';
 import { proxyUpgrade, writeRawError, type UpgradeHost } from './upgrade.js';
 import { PoolRegistry, type NodeServer } from './upstream.js';
+import { listenBehindProxyProtocol } from './proxy-protocol.js';
+import type { Registry } from '../../observe/metrics.js';
 
 const NEVER_TRUSTED = (): boolean => false;
 
@@ -60,6 +62,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   private readonly registry: PoolRegistry;
   private readonly settings: Settings;
   private readonly logger: Logger;
+  private readonly metricsRegistry: Registry | undefined;
   private readonly isTrusted: (ip: string) => boolean;
   private readonly logFault: ReturnType<typeof rateLimited>;
   private readonly sockets = new Set<Socket>();
@@ -76,6 +79,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   constructor(options: DataPlaneOptions) {
     this.settings = options.settings;
     this.logger = options.logger;
+    this.metricsRegistry = options.registry;
     this.preserveHost = options.settings.proxy.preserveHost;
     this.observer = options.observer ?? NO_OBSERVER;
     this.versionHeader = options.settings.proxy.versionHeader;
@@ -116,18 +120,10 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   }
 
   async listen(): Promise<{ host: string; port: number }> {
-    const { host, port } = this.settings.listen;
-    await new Promise<void>((resolve, reject) => {
-      const onError = (error: Error): void => reject(error);
-      this.server.once('error', onError);
-      this.server.listen(port, host, () => {
-        this.server.removeListener('error', onError);
-        resolve();
-      });
-    });
+    // The server listens itself, or behind a PROXY protocol front that hands it each connection.
+    const address = await listenBehindProxyProtocol(this.server, this.settings.listen, this.settings.proxyProtocol, { logger: this.logger, registry: this.metricsRegistry });
     this.server.on('error', (error) => this.logger.error({ err: error }, 'proxy server error'));
     this.stopMemoryGuard = startMemoryGuard();
-    const address = this.server.address() as AddressInfo;
     return { host: address.address, port: address.port };
   }
 
