@@ -229,7 +229,9 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
     const res = this.res;
     this.durationMs = performance.now() - this.startedAt;
     this.status = res.headersSent ? res.statusCode : 499;
-    if (!res.writableFinished) {
+    // node:http2's compatibility response reports writableFinished once its stream closed, reset
+    // or not; there, whether end() was called says if the answer was complete.
+    if (this.req.httpVersionMajor === 2 ? !res.writableEnded : !res.writableFinished) {
       this.aborted = true;
       this.clientGone = true;
       // A client that left aborts the upstream request, so its socket and buffers are released.
