@@ -391,6 +391,22 @@ describe('client certificates', () => {
   });
 });
 
+describe('settings', () => {
+  it('accept TLS alone with listen: off, and refuse no listener at all or both on one port', () => {
+    const tlsOnly = Settings.parse({ listen: 'off', tls: { listen: 8443, certificates: [{ cert: 'a.pem', key: 'a.key' }] } });
+    expect(tlsOnly.listen).toBeNull();
+    expect(tlsOnly.tls?.minVersion).toBe('TLSv1.2');
+    const none = Settings.safeParse({ listen: 'off' });
+    expect(none.success).toBe(false);
+    expect(none.error?.issues[0]?.path).toEqual(['listen']);
+    const clash = Settings.safeParse({ listen: '127.0.0.1:8443', tls: { listen: 8443, certificates: [{ cert: 'a.pem', key: 'a.key' }] } });
+    expect(clash.success).toBe(false);
+    expect(clash.error?.issues[0]?.path).toEqual(['tls', 'listen']);
+    const badName = Settings.safeParse({ tls: { listen: 8443, certificates: [{ cert: 'a.pem', key: 'a.key', names: ['bad name'] }] } });
+    expect(badName.error?.issues[0]?.path).toEqual(['tls', 'certificates', 0, 'names', 0]);
+  });
+});
+
 describe('start', () => {
   it('fails naming the file when a key does not match its certificate or a file is missing', () => {
     const stray = factory.strayKey('start-stray');

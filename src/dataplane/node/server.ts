@@ -26,7 +26,9 @@ const NEVER_TRUSTED = (): boolean => false;
 
 /** Per HTTP/2 session: streams the client abandoned before their response ended, in the current second. */
 const kAbandoned = Symbol('graygate.abandoned');
-type CountedSession = Http2Session & { [kAbandoned]?: { since: number; count: number } };
+/** Per HTTP/2 session: its requests not yet answered in full. */
+const kBusy = Symbol('graygate.busy');
+type CountedSession = Http2Session & { [kAbandoned]?: { since: number; count: number }; [kBusy]?: number };
 /** The session of an HTTP/2 request, kept on it: a stream forgets its session once it closes. */
 const kSession = Symbol('graygate.session');
 type SessionTagged = IncomingMessage & { [kSession]?: CountedSession };
@@ -179,7 +181,10 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     // Without this a stream or session error would be an uncaught 'error' event.
     session.on('error', (error: Error & { code?: string }) => this.logger.debug({ code: error.code, err: error }, 'HTTP/2 session error'));
     // An idle connection is closed like an idle HTTP/1.1 keep-alive one: GOAWAY, then close.
-    session.setTimeout(this.settings.proxy.keepAliveTimeoutMs, () => session.close());
+    // A session with a request still waiting for its upstream is not idle, however silent.
+    session.setTimeout(this.settings.proxy.keepAliveTimeoutMs, () => {
+      if (((session as CountedSession)[kBusy] ?? 0) === 0) session.close();
+    });
     if (this.draining) session.close();
   }
 
@@ -243,6 +248,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     if (req.url !== undefined && req.url.charCodeAt(0) !== 47 /* / */) adoptAbsoluteForm(req);
     const generation = this.registry.acquire();
     this.inFlight++;
+    const session = (req as SessionTagged)[kSession];
+    if (session !== undefined) session[kBusy] = (session[kBusy] ?? 0) + 1;
     const socket = req.socket;
     this.connections.requestStarted(socket);
     const peerIp = unwrapMappedIpv4(socket.remoteAddress ?? '');
@@ -299,6 +306,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     if (exchange.aborted && exchange.req.httpVersionMajor === 2) this.streamAbandoned(exchange.req);
     if (exchange.generation !== undefined) this.registry.release(exchange.generation);
     this.inFlight--;
+    const session = (exchange.req as SessionTagged)[kSession];
+    if (session !== undefined) session[kBusy]!--;
     this.connections.requestEnded(exchange.req.socket);
     try {
       this.observer.requestClosed(exchange);
