@@ -36,6 +36,8 @@ export interface DataPlane {
    * admin API to sum with its own. Absent when requests are recorded in this process.
    */
   collectMetrics?(): Promise<MetricsJson[]>;
+  /** With a TLS listener: certificate reloads applied and refused since start (this process). */
+  tlsReloads?(): { readonly applied: number; readonly refused: number };
 }
 
 /**

@@ -71,7 +71,7 @@ afterAll(async () => {
 describe('the TLS listener in the real gateway with two workers', () => {
   let gateway: GatewayProcess;
   beforeAll(async () => {
-    gateway = await startGatewayProcess({ workers: 2, config: { ...routing(), tls: { listen: '127.0.0.1:0', certificates: [live], watchMs: 200 } } });
+    gateway = await startGatewayProcess({ workers: 2, config: { ...routing(), admin: { listen: '127.0.0.1:0' }, tls: { listen: '127.0.0.1:0', certificates: [live], watchMs: 200 } } });
   });
   afterAll(async () => {
     await gateway?.kill();
@@ -126,6 +126,11 @@ describe('the TLS listener in the real gateway with two workers', () => {
     await eventually(() => expect(gateway.logs().filter((line) => line.event === 'tls-reloaded').length).toBeGreaterThanOrEqual(2));
     const reloadedBy = new Set(gateway.logs().filter((line) => line.event === 'tls-reloaded').map((line) => line.worker));
     expect(reloadedBy.size).toBe(2);
+    // The metric sums the workers: one reload applied by each (a refusal in between is possible,
+    // when a poll read the new key with the old certificate).
+    const admin = (await gateway.waitForLog((line) => line.event === 'admin-listening')) as { port: number };
+    const metrics = await (await fetch(`http://127.0.0.1:${admin.port}/metrics`)).text();
+    expect(metrics).toMatch(/^graygate_tls_reloads_total\{result="applied"\} 2$/m);
   });
 
   it('drains HTTP/2 on SIGTERM: GOAWAY, and the stream in flight completes', async () => {

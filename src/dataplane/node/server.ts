@@ -217,6 +217,10 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     return { openConnections: this.sockets.size, inFlightRequests: this.inFlight, upstreams: this.registry.loads() };
   }
 
+  tlsReloads(): { applied: number; refused: number } {
+    return { applied: this.tlsCertificates?.appliedReloads ?? 0, refused: this.tlsCertificates?.refusedReloads ?? 0 };
+  }
+
   fault(key: string, fields: object, message: string): void {
     this.logFault(key, 'warn', fields, message);
   }
