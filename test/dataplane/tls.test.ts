@@ -223,6 +223,64 @@ describe('HTTP/2 and HTTP/1.1 on the TLS listener', () => {
   });
 });
 
+describe('slow HTTP/1.1 clients on the TLS listener', () => {
+  it.each([true, false])('get 408 when their headers do not arrive in time (HTTP/2 offered: %s)', async (h2) => {
+    const gateway = await startTlsPlane(document(), { certificates: [{ cert: shopCert.cert, key: shopCert.key }], http2: { enabled: h2 } }, { proxy: { clientHeadersTimeoutMs: 500, clientRequestTimeoutMs: 1_000 } });
+    try {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = tls.connect({ port: gateway.port, host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => socket.write('GET / HTTP/1.1\r\nHost: shop.test\r\n'));
+        let text = '';
+        socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+        socket.on('close', () => resolve(text));
+        socket.on('error', reject);
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+      expect(answer).toContain('GG_REQUEST_TIMEOUT');
+    } finally {
+      await gateway.close();
+    }
+  });
+});
+
+describe('drain on the TLS listener', () => {
+  it('lets an HTTP/1.1 request and an HTTP/2 stream in flight finish: Connection: close on one, GOAWAY on the other', async () => {
+    const slow = await startBackend('slow', (req, res) => {
+      req.resume();
+      setTimeout(() => res.end('done'), 800);
+      return true;
+    });
+    const gateway = await startTlsPlane({ upstreams: { slow: { servers: [slow.url] } }, services: [{ name: 'slow', stable: 'slow' }] }, { certificates: [{ cert: shopCert.cert, key: shopCert.key }] });
+    const session = await h2Connect(gateway.port);
+    let goaway = false;
+    session.on('goaway', () => (goaway = true));
+    try {
+      const h1 = new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+        https
+          .get({ host: '127.0.0.1', port: gateway.port, path: '/', rejectUnauthorized: false, agent: new https.Agent({ keepAlive: true }) }, (res) => {
+            let body = '';
+            res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }));
+          })
+          .on('error', reject);
+      });
+      const h2 = h2Request(session, { ':path': '/' });
+      await eventually(() => expect(slow.seen.length).toBe(2));
+      const drained = gateway.plane.drain(10_000);
+      expect(await h1).toEqual({ status: 200, connection: 'close', body: 'done' });
+      const stream = await h2;
+      expect(stream.status).toBe(200);
+      expect(stream.body.toString()).toBe('done');
+      expect(goaway).toBe(true);
+      await drained;
+      expect(gateway.plane.stats()).toMatchObject({ openConnections: 0, inFlightRequests: 0 });
+    } finally {
+      session.destroy();
+      await gateway.close();
+      await slow.close();
+    }
+  });
+});
+
 describe('backpressure over HTTP/2', () => {
   it('a slow reader pauses the upstream, and a slow upstream pauses the client upload', async () => {
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
