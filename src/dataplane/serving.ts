@@ -3,6 +3,7 @@ import { identityCompiler } from '../identity/request-identity.js';
 import type { IdentityContext } from '../identity/source.js';
 import { createAccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/log.js';
+import { Counter } from 'prom-client';
 import { Registry, registerIdentityMetrics, RequestMetrics } from '../observe/metrics.js';
 import { combineObservers } from '../observe/request-observer.js';
 import type { IdentityCompiler } from '../rules/request-identity.js';
@@ -38,5 +39,21 @@ export function createServing(options: {
   registerIdentityMetrics(registry, identityContext);
   const observer = combineObservers(new RequestMetrics(registry), createAccessLog(logger, settings.log.access));
   const dataPlane = options.createDataPlane({ settings, logger, observer, registry });
+  if (settings.tls !== undefined && dataPlane.tlsReloads !== undefined) {
+    const reloads = dataPlane.tlsReloads.bind(dataPlane);
+    new Counter({
+      name: 'graygate_tls_reloads_total',
+      help: 'Certificate reloads of the TLS listener: applied (new handshakes use the new files) or refused (a broken or mismatched file; the previous certificate stays).',
+      labelNames: ['result'],
+      registers: [registry],
+      collect() {
+        const counts = reloads();
+        // Monotonic counts kept by the listener: resetting and setting them again is the same counter.
+        this.reset();
+        this.labels('applied').inc(counts.applied);
+        this.labels('refused').inc(counts.refused);
+      },
+    });
+  }
   return { dataPlane, registry, identityContext, identity: identityCompiler({ context: identityContext }) };
 }

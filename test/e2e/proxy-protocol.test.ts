@@ -1,10 +1,12 @@
 import http from 'node:http';
 import net from 'node:net';
+import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBackend, type Backend } from '../helpers/backend.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
+import { certFactory, type CertFactory } from '../helpers/tls.js';
 
 // The real gateway behind a (simulated) L4 load balancer: the test client plays the load balancer
 // at 127.0.0.1 (in proxyProtocol.trustedFrom) and writes the PROXY header itself; 127.0.0.2 plays
@@ -159,6 +161,70 @@ describe.each([
   it('drains on SIGTERM like any listener: exits 0, and takes no new connection', async () => {
     expect(await gateway.stop()).toBe(0);
     await expect(requestBehind(gateway.port, v1('203.0.113.9'))).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+  });
+});
+
+/** One HTTPS request on a fresh connection whose first bytes are `prefix`, then the TLS handshake. */
+function httpsRequestBehind(port: number, prefix: Buffer, ca: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const raw = net.connect({ port, host: '127.0.0.1' }, () => {
+      raw.write(prefix);
+      const secure = tls.connect({ socket: raw, servername: 'shop.test', ca, ALPNProtocols: ['http/1.1'] });
+      const request = http.request({ createConnection: () => secure, path: '/', headers: { host: 'shop.test', connection: 'close' } }, (response) => {
+        let text = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => (text += chunk));
+        response.on('end', () => {
+          const body = JSON.parse(text) as { headers: Record<string, string> };
+          resolve({ status: response.statusCode ?? 0, backend: String(response.headers['x-backend']), seen: body.headers });
+        });
+      });
+      request.on('error', reject);
+      request.end();
+    });
+    raw.on('error', reject);
+  });
+}
+
+describe('PROXY protocol in front of the TLS listener', () => {
+  let stable: Backend;
+  let candidate: Backend;
+  let gateway: GatewayProcess;
+  let factory: CertFactory;
+  let pem: string;
+  let port: number;
+
+  beforeAll(async () => {
+    [stable, candidate] = await Promise.all([startBackend('stable'), startBackend('candidate')]);
+    factory = certFactory();
+    const certificate = factory.cert('shop', { names: ['shop.test'] });
+    pem = certificate.pem;
+    gateway = await startGatewayProcess({
+      config: {
+        listen: 'off',
+        tls: { listen: '127.0.0.1:0', certificates: [{ cert: certificate.cert, key: certificate.key }] },
+        proxyProtocol: { trustedFrom: ['127.0.0.1/32'], headerTimeoutMs: 2_000 },
+        ...routing(stable, candidate),
+      },
+    });
+    const line = gateway.logs().find((entry) => entry.event === 'listening') as { tls?: { port: number } } | undefined;
+    port = line!.tls!.port;
+  });
+
+  afterAll(async () => {
+    await gateway?.stop();
+    await Promise.all([stable?.close(), candidate?.close()]);
+    factory?.remove();
+  });
+
+  it('reads the header before the handshake: the client it names is routed and forwarded, over HTTPS', async () => {
+    const tester = await httpsRequestBehind(port, v2('203.0.113.12'), pem);
+    expect(tester).toMatchObject({ status: 200, backend: 'candidate' });
+    expect(tester.seen['x-forwarded-for']).toBe('203.0.113.12');
+    expect(tester.seen['x-forwarded-proto']).toBe('https');
+    const other = await httpsRequestBehind(port, v1('192.0.2.12'), pem);
+    expect(other).toMatchObject({ status: 200, backend: 'stable' });
+    expect(other.seen['x-forwarded-for']).toBe('192.0.2.12');
   });
 });
 

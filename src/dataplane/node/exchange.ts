@@ -9,6 +9,7 @@ import { errorAnswer } from '../error-response.js';
 import { buildClientResponseHeaders, buildUpstreamRequestHeaders } from '../headers.js';
 import { hasRequestBody, UpstreamAttempts, type RouteHost } from '../route.js';
 import type { NodeRequestFacts } from './facts.js';
+import { isHttp2Response, stripConnectionSpecific } from './http2-request.js';
 import type { Generation, NodeServer } from './upstream.js';
 
 /** What an exchange needs from the data plane that owns it. */
@@ -152,10 +153,12 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
     if (this.clientGone) return;
     const out = buildClientResponseHeaders(headers);
     applyDecisionHeaders(out, this.decision!, this.facts, this.host.versionHeader, this.upstream!.name);
-    if (this.host.isDraining) out.connection = 'close';
+    // HTTP/2 has neither Connection nor a reason phrase: a drain there is the session's GOAWAY.
+    const h2 = this.req.httpVersionMajor === 2;
+    if (this.host.isDraining && !h2) out.connection = 'close';
     this.chunkedResponse = headers['content-length'] === undefined;
     this.responseStarted = true;
-    if (statusMessage) this.res.writeHead(statusCode, statusMessage, out);
+    if (statusMessage && !h2) this.res.writeHead(statusCode, statusMessage, out);
     else this.res.writeHead(statusCode, out);
   }
 
@@ -226,7 +229,9 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
     const res = this.res;
     this.durationMs = performance.now() - this.startedAt;
     this.status = res.headersSent ? res.statusCode : 499;
-    if (!res.writableFinished) {
+    // node:http2's compatibility response reports writableFinished once its stream closed, reset
+    // or not; there, whether end() was called says if the answer was complete.
+    if (this.req.httpVersionMajor === 2 ? !res.writableEnded : !res.writableFinished) {
       this.aborted = true;
       this.clientGone = true;
       // A client that left aborts the upstream request, so its socket and buffers are released.
@@ -241,6 +246,7 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
 /** Writes the data plane's error answer on a node:http response that has not started; returns the body's length. */
 export function writeErrorResponse(res: ServerResponse, code: ErrorCode, message: string, close: boolean): number {
   const answer = errorAnswer(code, message, close);
+  if (isHttp2Response(res)) stripConnectionSpecific(answer.headers);
   res.writeHead(answer.status, answer.headers);
   res.end(answer.body);
   return answer.length;

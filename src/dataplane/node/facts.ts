@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { AdapterRequestFacts } from '../request-facts.js';
 import { proxiedAddressOf } from './proxy-protocol.js';
 
@@ -13,6 +14,15 @@ export class NodeRequestFacts extends AdapterRequestFacts<IncomingMessage> {
    */
   constructor(request: IncomingMessage, peerIp: string, isTrusted: (ip: string) => boolean) {
     super(request, proxiedAddressOf(request.socket) ?? peerIp, isTrusted);
+  }
+
+  /** True on the TLS listener (either protocol): the anonymous cookie gets Secure, X-Forwarded-Proto says https. */
+  get isTls(): boolean {
+    return (this.request.socket as TLSSocket).encrypted === true;
+  }
+
+  override get proto(): string {
+    return this.isTls ? 'https' : 'http';
   }
 
   get method(): string {

@@ -2,7 +2,6 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ProxyProtocolSettings } from '../../config/schema.js';
 import { rateLimited } from '../../observe/log.js';
-import { registerProxyProtocolMetrics, type Registry } from '../../observe/metrics.js';
 import { compileCidrList } from '../../rules/cidr.js';
 import { unwrapMappedIpv4 } from '../headers.js';
 import { parseProxyHeader, type ProxiedSource } from './proxy-header.js';
@@ -190,7 +189,7 @@ export async function listenBehindProxyProtocol(
   server: net.Server,
   listen: { readonly host: string; readonly port: number },
   proxyProtocol: ProxyProtocolSettings | undefined,
-  options: { readonly logger: Logger; readonly registry?: Registry | undefined },
+  options: { readonly logger: Logger; readonly onOutcome?: ((outcome: ProxyProtocolOutcome) => void) | undefined },
 ): Promise<AddressInfo> {
   if (proxyProtocol === undefined) {
     await new Promise<void>((resolve, reject) => {
@@ -203,7 +202,6 @@ export async function listenBehindProxyProtocol(
     });
     return server.address() as AddressInfo;
   }
-  const onOutcome = options.registry === undefined ? undefined : registerProxyProtocolMetrics(options.registry, PROXY_PROTOCOL_OUTCOMES);
-  const front = new ProxyProtocolFront(server, { settings: proxyProtocol, logger: options.logger, ...(onOutcome ? { onOutcome } : {}) });
+  const front = new ProxyProtocolFront(server, { settings: proxyProtocol, logger: options.logger, ...(options.onOutcome ? { onOutcome: options.onOutcome } : {}) });
   return front.listen(listen.port, listen.host);
 }

@@ -1,5 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { constants as http2Constants, type Http2ServerRequest, type Http2Session } from 'node:http2';
 import net, { type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Settings } from '../../config/schema.js';
@@ -9,18 +11,29 @@ import { compileCidrList } from '../../rules/cidr.js';
 import type { CompiledService, RoutingSnapshot } from '../../rules/snapshot.js';
 import { checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
 import { decideOrStable, identify, UpstreamAttempts } from '../route.js';
-import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
+import type { DataPlane, DataPlaneOptions, DataPlaneStats, ListenAddresses } from '../runtime.js';
 import { ClientConnections, idleGraceFor } from '../shutdown.js';
 import { pathForLog } from '../../observe/redact.js';
 import { Exchange, writeErrorResponse, type ExchangeHost } from './exchange.js';
 import { NodeRequestFacts } from './facts.js';
+import { adoptHttp2Request, isHttp2 } from './http2-request.js';
+import { createTlsServer, TlsCertificates, type TlsServer } from './tls-listener.js';
 import { startMemoryGuard } from './memory-guard.js';
 import { proxyUpgrade, writeRawError, type UpgradeHost } from './upgrade.js';
 import { PoolRegistry, type NodeServer } from './upstream.js';
-import { listenBehindProxyProtocol } from './proxy-protocol.js';
-import type { Registry } from '../../observe/metrics.js';
+import { listenBehindProxyProtocol, PROXY_PROTOCOL_OUTCOMES } from './proxy-protocol.js';
+import { registerProxyProtocolMetrics, type Registry } from '../../observe/metrics.js';
 
 const NEVER_TRUSTED = (): boolean => false;
+
+/** Per HTTP/2 session: streams the client abandoned before their response ended, in the current second. */
+const kAbandoned = Symbol('graygate.abandoned');
+/** Per HTTP/2 session: its requests not yet answered in full. */
+const kBusy = Symbol('graygate.busy');
+type CountedSession = Http2Session & { [kAbandoned]?: { since: number; count: number }; [kBusy]?: number };
+/** The session of an HTTP/2 request, kept on it: a stream forgets its session once it closes. */
+const kSession = Symbol('graygate.session');
+type SessionTagged = IncomingMessage & { [kSession]?: CountedSession };
 
 /**
  * RFC 9112 §3.2.2: a request target in absolute form (`GET http://app.example/x HTTP/1.1`, as
@@ -58,7 +71,15 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   readonly preserveHost: boolean;
   readonly observer: RequestObserver;
   readonly versionHeader: string | undefined;
-  private readonly server: http.Server;
+  /** The plain HTTP listener (absent with `listen: off`). */
+  private readonly server: http.Server | undefined;
+  /** The TLS listener (HTTP/2 and HTTP/1.1), when `tls` is configured. */
+  private readonly tlsServer: TlsServer | undefined;
+  readonly tlsCertificates: TlsCertificates | undefined;
+  private readonly maxHeaderListBytes: number;
+  private readonly abandonedStreamsPerSecond: number;
+  /** Open HTTP/2 sessions: a drain sends each a GOAWAY and lets its streams finish. */
+  private readonly sessions = new Set<Http2Session>();
   private readonly registry: PoolRegistry;
   private readonly settings: Settings;
   private readonly logger: Logger;
@@ -90,41 +111,115 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     const requestTimeout = proxy.clientRequestTimeoutMs;
     // Node refuses headersTimeout > requestTimeout; the request timeout covers the headers too.
     const headersTimeout = requestTimeout > 0 ? Math.min(proxy.clientHeadersTimeoutMs, requestTimeout) : proxy.clientHeadersTimeoutMs;
-    this.server = http.createServer(
-      {
-        headersTimeout,
-        requestTimeout,
-        keepAliveTimeout: proxy.keepAliveTimeoutMs,
-        // Node checks these timeouts on an interval (30 s by default): keep it below the timeouts.
-        connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4) || 1_000)),
-        // Never the lenient parser: it is what request smuggling rides on.
-        insecureHTTPParser: false,
-        noDelay: true,
-      },
-      (req, res) => this.handleRequest(req, res),
-    );
-    this.server.on('connection', (socket: Socket) => {
-      this.sockets.add(socket);
-      this.connections.opened(socket);
-      socket.once('close', () => {
-        this.sockets.delete(socket);
-        this.connections.forget(socket);
+    const http1 = {
+      headersTimeout,
+      requestTimeout,
+      keepAliveTimeout: proxy.keepAliveTimeoutMs,
+      // Node checks these timeouts on an interval (30 s by default): keep it below the timeouts.
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4) || 1_000)),
+    };
+    if (options.settings.listen !== null) {
+      const server = http.createServer(
+        {
+          ...http1,
+          // Never the lenient parser: it is what request smuggling rides on.
+          insecureHTTPParser: false,
+          noDelay: true,
+        },
+        (req, res) => this.handleRequest(req, res),
+      );
+      server.on('connection', (socket: Socket) => {
+        this.tcpOpened(socket);
+        this.connections.opened(socket);
       });
+      this.attachHttp1(server);
+      this.server = server;
+    }
+    const tls = options.settings.tls;
+    this.maxHeaderListBytes = tls?.http2.maxHeaderListBytes ?? 0;
+    this.abandonedStreamsPerSecond = 2 * (tls?.http2.maxConcurrentStreams ?? 0);
+    if (tls !== undefined) {
+      // Reads and checks every file now: a start with a broken pair fails, naming the file.
+      this.tlsCertificates = new TlsCertificates(tls, this.logger);
+      const server = createTlsServer(tls, proxy, this.tlsCertificates);
+      // HTTP/1.1 on the TLS listener runs node:http's own connection handling with these.
+      Object.assign(server, http1);
+      server.on('connection', (socket: Socket) => {
+        socket.setNoDelay(true);
+        this.tcpOpened(socket);
+      });
+      server.on('secureConnection', (socket: TLSSocket) => {
+        // HTTP/1.1 connections are drained like the plain listener's; HTTP/2 ones by GOAWAY.
+        if (socket.alpnProtocol === 'h2') return;
+        this.connections.opened(socket);
+        socket.once('close', () => this.connections.forget(socket));
+      });
+      server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
+        this.logger.debug({ code: error.code, err: error }, 'TLS handshake failed');
+        socket.destroy();
+      });
+      server.on('session', (session: Http2Session) => this.sessionOpened(session));
+      server.on('request', (req: IncomingMessage, res: ServerResponse) => this.handleRequest(req, res));
+      this.attachHttp1(server);
+      this.tlsServer = server;
+    }
+  }
+
+  /** What node:http's connection handling emits, on either listener. */
+  private attachHttp1(server: http.Server | TlsServer): void {
+    server.on('clientError', (error: Error & { code?: string }, socket: Duplex) => this.handleClientError(error, socket));
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head));
+  }
+
+  private tcpOpened(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.connections.forget(socket);
     });
-    this.server.on('clientError', (error: Error & { code?: string }, socket: Duplex) => this.handleClientError(error, socket));
-    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head));
+  }
+
+  private sessionOpened(session: Http2Session): void {
+    this.sessions.add(session);
+    session.once('close', () => this.sessions.delete(session));
+    // Without this a stream or session error would be an uncaught 'error' event.
+    session.on('error', (error: Error & { code?: string }) => this.logger.debug({ code: error.code, err: error }, 'HTTP/2 session error'));
+    // An idle connection is closed like an idle HTTP/1.1 keep-alive one: GOAWAY, then close.
+    // A session with a request still waiting for its upstream is not idle, however silent.
+    session.setTimeout(this.settings.proxy.keepAliveTimeoutMs, () => {
+      if (((session as CountedSession)[kBusy] ?? 0) === 0) session.close();
+    });
+    if (this.draining) session.close();
   }
 
   get isDraining(): boolean {
     return this.draining;
   }
 
-  async listen(): Promise<{ host: string; port: number }> {
-    // The server listens itself, or behind a PROXY protocol front that hands it each connection.
-    const address = await listenBehindProxyProtocol(this.server, this.settings.listen, this.settings.proxyProtocol, { logger: this.logger, registry: this.metricsRegistry });
-    this.server.on('error', (error) => this.logger.error({ err: error }, 'proxy server error'));
+  async listen(): Promise<ListenAddresses> {
+    // Each listener listens itself, or behind a PROXY protocol front that hands it each connection
+    // (the header comes before the TLS handshake); both fronts count into one metric.
+    const proxyProtocol = this.settings.proxyProtocol;
+    const onOutcome = proxyProtocol !== undefined && this.metricsRegistry !== undefined ? registerProxyProtocolMetrics(this.metricsRegistry, PROXY_PROTOCOL_OUTCOMES) : undefined;
+    const listenOn = async (server: net.Server, address: { host: string; port: number }): Promise<{ host: string; port: number }> => {
+      const bound = await listenBehindProxyProtocol(server, address, proxyProtocol, { logger: this.logger, onOutcome });
+      server.on('error', (error) => this.logger.error({ err: error }, 'proxy server error'));
+      return { host: bound.address, port: bound.port };
+    };
+    let plain: { host: string; port: number } | undefined;
+    let secure: { host: string; port: number } | undefined;
+    if (this.server !== undefined) plain = await listenOn(this.server, this.settings.listen!);
+    if (this.tlsServer !== undefined) {
+      try {
+        secure = await listenOn(this.tlsServer, this.settings.tls!.listen);
+      } catch (error) {
+        this.server?.close();
+        throw error;
+      }
+      this.tlsCertificates!.watch(this.tlsServer);
+    }
     this.stopMemoryGuard = startMemoryGuard();
-    return { host: address.address, port: address.port };
+    return { ...(plain ?? secure!), ...(secure ? { tls: secure } : {}) };
   }
 
   setSnapshot(snapshot: RoutingSnapshot): void {
@@ -135,6 +230,10 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     return { openConnections: this.sockets.size, inFlightRequests: this.inFlight, upstreams: this.registry.loads() };
   }
 
+  tlsReloads(): { applied: number; refused: number } {
+    return { applied: this.tlsCertificates?.appliedReloads ?? 0, refused: this.tlsCertificates?.refusedReloads ?? 0 };
+  }
+
   fault(key: string, fields: object, message: string): void {
     this.logFault(key, 'warn', fields, message);
   }
@@ -143,6 +242,15 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
 
   private handleRequest(req: IncomingMessage, res: ServerResponse): void {
     try {
+      if (isHttp2(req)) {
+        (req as SessionTagged)[kSession] = (req as unknown as Http2ServerRequest).stream.session as CountedSession;
+        const refusal = adoptHttp2Request(req, this.maxHeaderListBytes);
+        if (refusal !== undefined) {
+          req.resume();
+          writeErrorResponse(res, refusal.code, refusal.message, false);
+          return;
+        }
+      }
       this.routeRequest(req, res);
     } catch (error) {
       // A bug must cost one request, never the process and every connection on it.
@@ -157,12 +265,15 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     if (req.url !== undefined && req.url.charCodeAt(0) !== 47 /* / */) adoptAbsoluteForm(req);
     const generation = this.registry.acquire();
     this.inFlight++;
+    const session = (req as SessionTagged)[kSession];
+    if (session !== undefined) session[kBusy] = (session[kBusy] ?? 0) + 1;
     const socket = req.socket;
     this.connections.requestStarted(socket);
     const peerIp = unwrapMappedIpv4(socket.remoteAddress ?? '');
     const facts = new NodeRequestFacts(req, peerIp, this.isTrusted);
     const exchange = new Exchange(this, generation, req, res, facts);
-    if (this.draining) res.setHeader('connection', 'close');
+    // HTTP/2 says the same with GOAWAY, sent to every session when the drain starts.
+    if (this.draining && req.httpVersionMajor !== 2) res.setHeader('connection', 'close');
     if (this.poisoned.has(socket)) {
       // Node hands us requests pipelined behind a refused one; after ambiguous framing their
       // boundaries are exactly what cannot be trusted, so none of them is forwarded.
@@ -209,8 +320,11 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   }
 
   exchangeClosed(exchange: Exchange): void {
+    if (exchange.aborted && exchange.req.httpVersionMajor === 2) this.streamAbandoned(exchange.req);
     if (exchange.generation !== undefined) this.registry.release(exchange.generation);
     this.inFlight--;
+    const session = (exchange.req as SessionTagged)[kSession];
+    if (session !== undefined) session[kBusy]!--;
     this.connections.requestEnded(exchange.req.socket);
     try {
       this.observer.requestClosed(exchange);
@@ -218,6 +332,23 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       // Observability must never cost a request or the process.
       this.logFault('observer', 'error', { err: error }, 'recording a request failed');
     }
+  }
+
+  /**
+   * Rapid reset (CVE-2023-44487): a client that opens streams and resets them at once makes the
+   * gateway start a request upstream for each, at no cost to itself, while staying under the
+   * concurrent-stream limit. A browser cancels a few streams a second; a session that abandons more
+   * than twice its stream limit within one second is told ENHANCE_YOUR_CALM and closed.
+   */
+  private streamAbandoned(req: IncomingMessage): void {
+    const session = (req as SessionTagged)[kSession];
+    if (session === undefined || session.destroyed) return;
+    const now = Date.now();
+    let window = session[kAbandoned];
+    if (window === undefined || now - window.since >= 1_000) window = session[kAbandoned] = { since: now, count: 0 };
+    if (++window.count <= this.abandonedStreamsPerSecond) return;
+    this.logFault('h2-rapid-reset', 'warn', { peer: session.socket?.remoteAddress, streams: window.count }, 'an HTTP/2 client reset streams faster than any browser would (rapid reset); its connection was closed');
+    session.destroy(new Error('HTTP/2 rapid reset: the client abandoned too many streams'), http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   private handleClientError(error: Error & { code?: string }, socket: Duplex): void {
@@ -310,7 +441,13 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     // Stop accepting, but not through http.Server#close(): it also closes every idle keep-alive
     // connection at once, under a request its client may already be sending. Idle connections
     // are closed by the drain after a grace; busy ones close after their `Connection: close`.
-    const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(this.server, () => resolve()));
+    const closed = Promise.all(
+      [this.server, this.tlsServer].map((server) => (server === undefined ? undefined : new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve())))),
+    );
+    this.tlsCertificates?.close();
+    // GOAWAY: the client opens no new stream on the session, the streams it has finish, and the
+    // session closes once they have (streams it sent after the GOAWAY are refused, safe to retry).
+    for (const session of this.sessions) session.close();
     await this.connections.drain({ startedAt, deadline, idleGraceMs: idleGraceFor(graceMs), close: (socket) => socket.destroy(), inFlight: () => this.inFlight });
     if (this.inFlight > 0) this.logger.warn({ inFlight: this.inFlight }, 'shutdown grace ended with requests in flight; closing them');
     // Tunnels (WebSockets) have no natural end: they are closed once HTTP requests are done.
@@ -318,10 +455,12 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       client.destroy();
       upstream.destroy();
     }
-    this.server.closeAllConnections();
+    this.server?.closeAllConnections();
+    for (const session of this.sessions) session.destroy();
     for (const socket of this.sockets) socket.destroy();
     await closed;
     await this.registry.close(Math.max(0, deadline - Date.now()));
     this.stopMemoryGuard?.();
   }
 }
+
