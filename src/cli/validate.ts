@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../config/load.js';
+import type { LoadedConfig } from '../config/load.js';
+import { upstreamTlsIssues } from '../dataplane/upstream-tls.js';
 import { isGraygateError } from '../errors.js';
 import { ConfigError } from '../errors.js';
 import { debugStack, oneLine } from './failure.js';
@@ -13,6 +15,7 @@ export function registerValidateCommand(program: Command): void {
     .action(async (file: string) => {
       try {
         const config = await loadConfigFile(file);
+        checkUpstreamTlsFiles(config);
         const routing = config.routing;
         const summary = routing
           ? `${Object.keys(routing.upstreams).length} upstream(s), ${routing.services.length} service(s), ` +
@@ -33,4 +36,15 @@ export function registerValidateCommand(program: Command): void {
         process.exitCode = 1;
       }
     });
+}
+
+/**
+ * The files upstreams' `tls` sections name (CA bundle, client certificate and key) exist, parse,
+ * and the key belongs to the certificate; throws a ConfigError with one line per problem. They
+ * are read relative to the working directory, as the gateway reads them.
+ */
+function checkUpstreamTlsFiles(config: LoadedConfig): void {
+  if (config.routing === undefined) return;
+  const issues = upstreamTlsIssues(config.routing.upstreams);
+  if (issues.length > 0) throw new ConfigError(issues);
 }
