@@ -5,6 +5,8 @@ import { loadConfigFile, parseSettings } from '../config/load.js';
 import { RedisStoreSettings, type RoutingDocument, type Settings } from '../config/schema.js';
 import { ListenAddress } from '../config/primitives.js';
 import { runtimeName, selectDataPlane } from '../dataplane/select.js';
+import { unsupportedOnRuntime } from '../dataplane/runtime-support.js';
+import { resolveTlsPaths } from '../dataplane/tls-files.js';
 import { formatIssues } from '../config/issues.js';
 import { ConfigError, isGraygateError } from '../errors.js';
 import { createStore, startGateway, type Gateway } from '../gateway/gateway.js';
@@ -107,7 +109,8 @@ export async function runStart(options: StartOptions): Promise<number> {
   try {
     const config = configPath ? await loadConfigFile(configPath) : { settings: parseSettings({}, 'defaults'), routing: undefined };
     fileSettings = config.settings;
-    settings = { ...config.settings };
+    // TLS files are named relative to the config file, wherever graygate is started from.
+    settings = resolveTlsPaths({ ...config.settings }, configPath ? path.dirname(path.resolve(configPath)) : process.cwd());
     if (options.listen) {
       const listen = ListenAddress.safeParse(options.listen);
       if (!listen.success) throw new UsageError(`--listen: expected host:port or a port like 127.0.0.1:8080 or 8080, got ${JSON.stringify(options.listen)}`);
@@ -123,6 +126,8 @@ export async function runStart(options: StartOptions): Promise<number> {
       if (!url.success) throw new UsageError(`--redis: ${formatIssues(url.error).join('; ')}`);
       settings.store = RedisStoreSettings.parse({ ...base, kind: 'redis', url: options.redis });
     }
+    const unsupported = unsupportedOnRuntime(runtimeName(), settings);
+    if (unsupported !== undefined) throw new UsageError(unsupported);
     logger = createLogger({ level: settings.log.level, format: settings.log.format });
     const absoluteConfig = configPath ? path.resolve(configPath) : undefined;
     let store: Store | undefined;
@@ -159,10 +164,13 @@ export async function runStart(options: StartOptions): Promise<number> {
       );
     }
   }
-  const { host, port } = gateway.address;
+  const { host, port, tls } = gateway.address;
+  const at = (address: { host: string; port: number }) => `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+  // `port` first: it is the plain listener's, or the TLS one's when that is the only listener.
+  const urls = [...(settings.listen !== null ? [`http://${at({ host, port })}`] : []), ...(tls ? [`https://${at(tls)}`] : [])];
   logger.info(
-    { event: 'listening', host, port, version: gateway.sync.version, store: gateway.store.kind, workers, runtime: runtimeName() },
-    `graygate listening on http://${host.includes(':') ? `[${host}]` : host}:${port} (routing version ${gateway.sync.version}${workers > 1 ? `, ${workers} workers` : ''})`,
+    { event: 'listening', host, port, ...(tls ? { tls } : {}), version: gateway.sync.version, store: gateway.store.kind, workers, runtime: runtimeName() },
+    `graygate listening on ${urls.join(' and ')} (routing version ${gateway.sync.version}${workers > 1 ? `, ${workers} workers` : ''})`,
   );
   const code = await waitForShutdown(gateway, logger);
   settingsWatch?.close();
@@ -243,9 +251,11 @@ function reportStartFailure(error: unknown, { configPath, options, settings }: F
 /** Names the setting whose address could not be bound: the proxy's `listen` or `admin.listen`. */
 function describeListen(failure: NonNullable<ReturnType<typeof listenFailureOf>>, options: StartOptions, settings: Settings | undefined, configPath: string | undefined): string {
   const inFile = configPath ? ` in ${configPath}` : '';
-  const proxy = settings?.listen;
+  const proxy = settings?.listen ?? undefined;
   const admin = settings?.admin?.listen;
+  const tls = settings?.tls?.listen;
   const isAt = (address: { port: number } | undefined) => address !== undefined && failure.port !== undefined && address.port === failure.port;
+  if (isAt(tls) && !isAt(proxy) && !isAt(admin)) return describeListenFailure({ host: tls!.host, port: tls!.port, ...failure }, 'tls.listen', `tls.listen${inFile}`);
   if (isAt(admin) && !isAt(proxy)) return describeListenFailure({ host: admin!.host, port: admin!.port, ...failure }, 'admin.listen', `admin.listen${inFile}`);
   const change = options.listen !== undefined ? '--listen' : configPath ? `--listen or listen${inFile}` : '--listen';
   if (isAt(proxy) || admin === undefined) return describeListenFailure({ host: proxy?.host, port: proxy?.port, ...failure }, 'listen', change);

@@ -482,8 +482,88 @@ export const AccessLogSettings = z
   .meta({ description: 'The access log.' });
 export type AccessLogSettings = z.output<typeof AccessLogSettings>;
 
-export const Settings = z.strictObject({
-  listen: ListenAddress.prefault(8080).meta({ description: 'Where the proxy listens: host:port or a port (host defaults to 127.0.0.1).' }),
+/**
+ * TLS 1.2 suites of Mozilla's "intermediate" profile that have forward secrecy and AEAD, and the
+ * three TLS 1.3 suites. Node takes both kinds from one list, and a list without `TLS_` names would
+ * turn TLS 1.3 off, so they are all spelled out.
+ */
+export const DEFAULT_TLS_CIPHERS =
+  'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:' +
+  'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:' +
+  'ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305';
+
+const ServerName = z
+  .string()
+  .regex(/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, {
+    message: 'expected a server name like shop.example.com, or *.example.com for its subdomains',
+  })
+  .transform((name) => name.toLowerCase());
+
+export const TlsCertificate = z
+  .strictObject({
+    cert: z.string().min(1).meta({ description: 'PEM file: the certificate, followed by its intermediates (the chain clients need).' }),
+    key: z.string().min(1).meta({ description: 'PEM file: the private key of `cert` (not encrypted).' }),
+    names: z.array(ServerName).min(1).optional().meta({
+      description:
+        'Server names (SNI) this certificate is served for: exact (`shop.example.com`) or one label of wildcard (`*.example.com`). ' +
+        'Default: the DNS names the certificate itself lists (subjectAltName, else its CN), read again on every reload.',
+    }),
+  })
+  .meta({ description: 'A certificate and its key. Relative paths are relative to the config file.' });
+export type TlsCertificate = z.output<typeof TlsCertificate>;
+
+export const Http2Settings = z
+  .strictObject({
+    enabled: z.boolean().default(true).meta({ description: 'Offer HTTP/2 by ALPN (`h2`); HTTP/1.1 is always accepted on the same port.' }),
+    maxConcurrentStreams: z.number().int().min(1).max(10_000).default(128).meta({
+      description: 'Streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused.',
+    }),
+    maxHeaderListBytes: z.number().int().min(1_024).max(1024 * 1024).default(32 * 1024).meta({
+      description: 'Largest request header list (names, values and 32 bytes per field, as HTTP/2 counts it); a larger one resets the stream.',
+    }),
+  })
+  .meta({ description: 'HTTP/2 to clients on the TLS listener.' });
+export type Http2Settings = z.output<typeof Http2Settings>;
+
+export const TlsSettings = z
+  .strictObject({
+    listen: ListenAddress.meta({ description: 'Where the TLS listener listens: host:port or a port (host defaults to 127.0.0.1).' }),
+    certificates: z.array(TlsCertificate).min(1).meta({
+      description:
+        'Certificates, chosen per connection by the server name the client asks for (exact names first, then wildcards); ' +
+        'the first one is served when none matches or the client sends no name. The files are watched: a changed pair is loaded for new connections, ' +
+        'open ones keep theirs, and a broken or mismatched pair is refused (logged, naming the file) while the previous one stays.',
+    }),
+    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').meta({ description: 'Oldest TLS version accepted.' }),
+    ciphers: z.string().min(1).default(DEFAULT_TLS_CIPHERS).meta({
+      description: 'OpenSSL cipher list, TLS 1.3 suites (`TLS_…`) included; the default keeps forward-secret AEAD suites only.',
+    }),
+    clientCertificates: z
+      .strictObject({
+        ca: z.string().min(1).meta({ description: 'PEM file of the CA certificates that client certificates must chain to (watched like the certificates).' }),
+        mode: z.enum(['required', 'optional']).default('required').meta({
+          description: '`required`: a client without a valid certificate is refused in the handshake. `optional`: a client may send none, but one it sends must be valid.',
+        }),
+      })
+      .optional()
+      .meta({ description: 'Verify client certificates (mutual TLS).' }),
+    watchMs: Milliseconds.min(100).default(1_000).meta({
+      description: 'How often the certificate, key and CA files are checked for a change (besides file-system events, which can be missed).',
+    }),
+    http2: Http2Settings.prefault({}),
+  })
+  .meta({ description: 'A TLS listener (HTTP/1.1 and HTTP/2), on its own address; the plain `listen` stays unless it is `off`.' });
+export type TlsSettings = z.output<typeof TlsSettings>;
+
+/** The plain listener's address, or `off` (`false`) for none: TLS only. */
+const PlainListen = z.union([z.literal('off'), z.literal(false), ListenAddress]).transform((value) => (value === 'off' || value === false ? null : value));
+
+export const Settings = z
+  .strictObject({
+  listen: PlainListen.prefault(8080).meta({
+    description: 'Where the plain HTTP listener listens: host:port or a port (host defaults to 127.0.0.1); `off` for none (then `tls` is the only listener).',
+  }),
+  tls: TlsSettings.optional().meta({ description: 'Serve TLS (and HTTP/2) on a listener of its own.' }),
   trustedProxies: z.array(Cidr).default([]).meta({
     description: 'Peers (CIDRs) whose X-Forwarded-* headers are believed and appended to; from others they are replaced.',
   }),
@@ -500,7 +580,17 @@ export const Settings = z.strictObject({
     })
     .prefault({})
     .meta({ description: 'Logging (on stdout).' }),
-});
+  })
+  .superRefine((settings, ctx) => {
+    if (settings.listen === null && settings.tls === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['listen'], message: 'the plain listener is off and there is no tls listener: nothing would take requests' });
+    }
+    const plain = settings.listen;
+    const tls = settings.tls?.listen;
+    if (plain && tls && plain.port !== 0 && plain.port === tls.port && (plain.host === tls.host || plain.host === '0.0.0.0' || tls.host === '0.0.0.0' || plain.host === '::' || tls.host === '::')) {
+      ctx.addIssue({ code: 'custom', path: ['tls', 'listen'], message: `the tls listener and the plain listener both want port ${tls.port}; give each its own` });
+    }
+  });
 export type Settings = z.output<typeof Settings>;
 
 /** A whole config file: settings, plus the routing document when the file store reads it. */

@@ -12,7 +12,7 @@ import type { RoutingSnapshot } from '../rules/snapshot.js';
  */
 export interface DataPlane {
   /** Starts listening; resolves with the bound address (port 0 picks a free port). */
-  listen(): Promise<{ host: string; port: number }>;
+  listen(): Promise<ListenAddresses>;
   /** Installs a new snapshot. Requests already routed finish on the one they started with. */
   setSnapshot(snapshot: RoutingSnapshot): void;
   /**
@@ -36,6 +36,16 @@ export interface DataPlane {
    * admin API to sum with its own. Absent when requests are recorded in this process.
    */
   collectMetrics?(): Promise<MetricsJson[]>;
+}
+
+/**
+ * Where a data plane listens: `host`/`port` is the plain HTTP listener, or the TLS one when there
+ * is no plain listener (`listen: off`); `tls` is the TLS listener when there is one.
+ */
+export interface ListenAddresses {
+  readonly host: string;
+  readonly port: number;
+  readonly tls?: { readonly host: string; readonly port: number };
 }
 
 export interface DataPlaneStats {

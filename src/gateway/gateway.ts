@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { parseRoutingDocument } from '../config/load.js';
 import type { RoutingDocument, Settings } from '../config/schema.js';
-import type { CreateDataPlane, DataPlane } from '../dataplane/runtime.js';
+import type { CreateDataPlane, DataPlane, ListenAddresses } from '../dataplane/runtime.js';
 import type { ServedAck } from '../control/api/context.js';
 import { GraygateError, isGraygateError } from '../errors.js';
 import { createServing } from '../dataplane/serving.js';
@@ -38,7 +38,8 @@ export interface GatewayOptions {
 
 /** A running gateway: store → validated, compiled snapshot → data plane, kept in sync live. */
 export interface Gateway {
-  readonly address: { host: string; port: number };
+  /** Where the proxy listens (the plain listener, or the TLS one alone; `tls` when configured). */
+  readonly address: ListenAddresses;
   readonly store: Store;
   readonly sync: ConfigSync;
   readonly dataPlane: DataPlane;
@@ -238,7 +239,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await store.close();
     throw error;
   }
-  let address: { host: string; port: number };
+  let address: ListenAddresses;
   try {
     address = await dataPlane.listen();
   } catch (error) {

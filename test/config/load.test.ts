@@ -64,7 +64,7 @@ describe('loadConfigFile', () => {
   it('reads the same config as JSON, told apart by content not extension', async () => {
     const file = await write('seed.conf', JSON.stringify({ listen: 9000, upstreams: { a: { servers: ['http://127.0.0.1:1'] } }, services: [{ name: 's', stable: 'a' }] }));
     const loaded = await loadConfigFile(file);
-    expect(loaded.settings.listen.port).toBe(9000);
+    expect(loaded.settings.listen?.port).toBe(9000);
     expect(loaded.routing?.services[0]?.match.pathPrefix).toBe('/');
   });
 

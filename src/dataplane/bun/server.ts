@@ -15,6 +15,7 @@ import { BUN_ERROR_CODES, BunExchangeRecord, errorResponse, GatewayAbort, watchI
 import { openUpstreamWebSocket, Tunnel, tunnelHandlers, type TunnelHost } from './websocket.js';
 import { idleGraceFor, waitForQuiet } from '../shutdown.js';
 import { pathForLog } from '../../observe/redact.js';
+import { unsupportedOnRuntime } from '../runtime-support.js';
 
 const NEVER_TRUSTED = (): boolean => false;
 
@@ -64,6 +65,8 @@ export class BunDataPlane implements DataPlane, TunnelHost {
   async listen(): Promise<{ host: string; port: number }> {
     const bun = bunRuntime();
     if (bun === undefined) throw new Error('the Bun data plane needs the Bun runtime (run graygate with bun)');
+    const refusal = unsupportedOnRuntime('bun', this.settings);
+    if (refusal !== undefined || this.settings.listen === null) throw new Error(refusal ?? 'listen: off needs a tls listener, which the Bun data plane cannot serve');
     const { host, port } = this.settings.listen;
     const keepAliveMs = this.settings.proxy.keepAliveTimeoutMs;
     this.server = bun.serve({

@@ -11,6 +11,7 @@ import { encodeGrpcMessage, grpcErrorFields, grpcStatusFor, isGrpcContentType, p
 import { buildClientResponseHeaders, buildUpstreamRequestHeaders } from '../headers.js';
 import { hasRequestBody, UpstreamAttempts, type RouteHost } from '../route.js';
 import type { NodeRequestFacts } from './facts.js';
+import { isHttp2Response, stripConnectionSpecific } from './http2-request.js';
 import type { Generation, NodeServer } from './upstream.js';
 
 /** What an exchange needs from the data plane that owns it. */
@@ -183,6 +184,8 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
     if (this.clientGone || this.settled) return;
     const out = buildClientResponseHeaders(headers);
     applyDecisionHeaders(out, this.decision!, this.facts, this.host.versionHeader, this.upstream!.name);
+    // HTTP/2 has neither Connection nor a reason phrase: a drain there is the session's GOAWAY.
+    const h2 = this.req.httpVersionMajor === 2;
     if (this.isGrpc && headers['grpc-status'] !== undefined) {
       // gRPC's trailers-only answer (an error without messages): one header block ending the
       // stream. Written as headers and then an end, it would reach the client as headers without
@@ -191,13 +194,13 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
       this.trailersOnlySent = true;
       this.settled = true;
       this.clearDeadline();
-      writeTrailersOnly(this.res, statusCode, out, this.host.isDraining);
+      writeTrailersOnly(this.res, statusCode, out, this.host.isDraining && !h2);
       return;
     }
-    if (this.host.isDraining) out.connection = 'close';
+    if (this.host.isDraining && !h2) out.connection = 'close';
     this.chunkedResponse = headers['content-length'] === undefined;
     this.responseStarted = true;
-    if (statusMessage) this.res.writeHead(statusCode, statusMessage, out);
+    if (statusMessage && !h2) this.res.writeHead(statusCode, statusMessage, out);
     else this.res.writeHead(statusCode, out);
   }
 
@@ -343,6 +346,7 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
 /** Writes the data plane's error answer on a node:http response that has not started; returns the body's length. */
 export function writeErrorResponse(res: ServerResponse, code: ErrorCode, message: string, close: boolean): number {
   const answer = errorAnswer(code, message, close);
+  if (isHttp2Response(res)) stripConnectionSpecific(answer.headers);
   res.writeHead(answer.status, answer.headers);
   res.end(answer.body);
   return answer.length;
@@ -357,6 +361,7 @@ export function writeErrorResponse(res: ServerResponse, code: ErrorCode, message
 export function writeTrailersOnly(res: ServerResponse, status: number, headers: OutgoingHttpHeaders, close: boolean): void {
   const stream = (res as { stream?: ServerHttp2Stream }).stream;
   if (stream !== undefined && typeof stream.respond === 'function') {
+    stripConnectionSpecific(headers);
     if (!stream.headersSent && !stream.destroyed) stream.respond({ ...headers, ':status': status }, { endStream: true });
     return;
   }

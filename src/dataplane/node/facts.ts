@@ -1,9 +1,19 @@
 import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { AdapterRequestFacts } from '../request-facts.js';
 
 /** RequestFacts over a node:http IncomingMessage (shared behaviour in AdapterRequestFacts). */
 export class NodeRequestFacts extends AdapterRequestFacts<IncomingMessage> {
   private pathValue: string | undefined;
+
+  /** True on the TLS listener (either protocol): the anonymous cookie gets Secure, X-Forwarded-Proto says https. */
+  get isTls(): boolean {
+    return (this.request.socket as TLSSocket).encrypted === true;
+  }
+
+  override get proto(): string {
+    return this.isTls ? 'https' : 'http';
+  }
 
   get method(): string {
     return this.request.method ?? 'GET';

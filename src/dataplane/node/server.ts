@@ -1,5 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Http2Session } from 'node:http2';
 import net, { type AddressInfo, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Settings } from '../../config/schema.js';
@@ -9,11 +11,13 @@ import { compileCidrList } from '../../rules/cidr.js';
 import type { CompiledService, RoutingSnapshot } from '../../rules/snapshot.js';
 import { checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
 import { decideOrStable, identify, UpstreamAttempts } from '../route.js';
-import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
+import type { DataPlane, DataPlaneOptions, DataPlaneStats, ListenAddresses } from '../runtime.js';
 import { ClientConnections, idleGraceFor } from '../shutdown.js';
 import { pathForLog } from '../../observe/redact.js';
 import { Exchange, writeErrorResponse, type ExchangeHost } from './exchange.js';
 import { NodeRequestFacts } from './facts.js';
+import { adoptHttp2Request, isHttp2 } from './http2-request.js';
+import { createTlsServer, TlsCertificates, type TlsServer } from './tls-listener.js';
 import { startMemoryGuard } from './memory-guard.js';
 import { proxyUpgrade, writeRawError, type UpgradeHost } from './upgrade.js';
 import { PoolRegistry, type NodeServer } from './upstream.js';
@@ -56,7 +60,13 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   readonly preserveHost: boolean;
   readonly observer: RequestObserver;
   readonly versionHeader: string | undefined;
-  private readonly server: http.Server;
+  /** The plain HTTP listener (absent with `listen: off`). */
+  private readonly server: http.Server | undefined;
+  /** The TLS listener (HTTP/2 and HTTP/1.1), when `tls` is configured. */
+  private readonly tlsServer: TlsServer | undefined;
+  readonly tlsCertificates: TlsCertificates | undefined;
+  /** Open HTTP/2 sessions: a drain sends each a GOAWAY and lets its streams finish. */
+  private readonly sessions = new Set<Http2Session>();
   private readonly registry: PoolRegistry;
   private readonly settings: Settings;
   private readonly logger: Logger;
@@ -86,49 +96,101 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     const requestTimeout = proxy.clientRequestTimeoutMs;
     // Node refuses headersTimeout > requestTimeout; the request timeout covers the headers too.
     const headersTimeout = requestTimeout > 0 ? Math.min(proxy.clientHeadersTimeoutMs, requestTimeout) : proxy.clientHeadersTimeoutMs;
-    this.server = http.createServer(
-      {
-        headersTimeout,
-        requestTimeout,
-        keepAliveTimeout: proxy.keepAliveTimeoutMs,
-        // Node checks these timeouts on an interval (30 s by default): keep it below the timeouts.
-        connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4) || 1_000)),
-        // Never the lenient parser: it is what request smuggling rides on.
-        insecureHTTPParser: false,
-        noDelay: true,
-      },
-      (req, res) => this.handleRequest(req, res),
-    );
-    this.server.on('connection', (socket: Socket) => {
-      this.sockets.add(socket);
-      this.connections.opened(socket);
-      socket.once('close', () => {
-        this.sockets.delete(socket);
-        this.connections.forget(socket);
+    const http1 = {
+      headersTimeout,
+      requestTimeout,
+      keepAliveTimeout: proxy.keepAliveTimeoutMs,
+      // Node checks these timeouts on an interval (30 s by default): keep it below the timeouts.
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4) || 1_000)),
+    };
+    if (options.settings.listen !== null) {
+      const server = http.createServer(
+        {
+          ...http1,
+          // Never the lenient parser: it is what request smuggling rides on.
+          insecureHTTPParser: false,
+          noDelay: true,
+        },
+        (req, res) => this.handleRequest(req, res),
+      );
+      server.on('connection', (socket: Socket) => {
+        this.tcpOpened(socket);
+        this.connections.opened(socket);
       });
+      this.attachHttp1(server);
+      this.server = server;
+    }
+    const tls = options.settings.tls;
+    if (tls !== undefined) {
+      // Reads and checks every file now: a start with a broken pair fails, naming the file.
+      this.tlsCertificates = new TlsCertificates(tls, this.logger);
+      const server = createTlsServer(tls, proxy, this.tlsCertificates);
+      // HTTP/1.1 on the TLS listener runs node:http's own connection handling with these.
+      Object.assign(server, http1);
+      server.on('connection', (socket: Socket) => {
+        socket.setNoDelay(true);
+        this.tcpOpened(socket);
+      });
+      server.on('secureConnection', (socket: TLSSocket) => {
+        // HTTP/1.1 connections are drained like the plain listener's; HTTP/2 ones by GOAWAY.
+        if (socket.alpnProtocol === 'h2') return;
+        this.connections.opened(socket);
+        socket.once('close', () => this.connections.forget(socket));
+      });
+      server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
+        this.logger.debug({ code: error.code, err: error }, 'TLS handshake failed');
+        socket.destroy();
+      });
+      server.on('session', (session: Http2Session) => this.sessionOpened(session));
+      server.on('request', (req: IncomingMessage, res: ServerResponse) => this.handleRequest(req, res));
+      this.attachHttp1(server);
+      this.tlsServer = server;
+    }
+  }
+
+  /** What node:http's connection handling emits, on either listener. */
+  private attachHttp1(server: http.Server | TlsServer): void {
+    server.on('clientError', (error: Error & { code?: string }, socket: Duplex) => this.handleClientError(error, socket));
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head));
+  }
+
+  private tcpOpened(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.connections.forget(socket);
     });
-    this.server.on('clientError', (error: Error & { code?: string }, socket: Duplex) => this.handleClientError(error, socket));
-    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head));
+  }
+
+  private sessionOpened(session: Http2Session): void {
+    this.sessions.add(session);
+    session.once('close', () => this.sessions.delete(session));
+    // Without this a stream or session error would be an uncaught 'error' event.
+    session.on('error', (error: Error & { code?: string }) => this.logger.debug({ code: error.code, err: error }, 'HTTP/2 session error'));
+    // An idle connection is closed like an idle HTTP/1.1 keep-alive one: GOAWAY, then close.
+    session.setTimeout(this.settings.proxy.keepAliveTimeoutMs, () => session.close());
+    if (this.draining) session.close();
   }
 
   get isDraining(): boolean {
     return this.draining;
   }
 
-  async listen(): Promise<{ host: string; port: number }> {
-    const { host, port } = this.settings.listen;
-    await new Promise<void>((resolve, reject) => {
-      const onError = (error: Error): void => reject(error);
-      this.server.once('error', onError);
-      this.server.listen(port, host, () => {
-        this.server.removeListener('error', onError);
-        resolve();
-      });
-    });
-    this.server.on('error', (error) => this.logger.error({ err: error }, 'proxy server error'));
+  async listen(): Promise<ListenAddresses> {
+    let plain: { host: string; port: number } | undefined;
+    let secure: { host: string; port: number } | undefined;
+    if (this.server !== undefined) plain = await listenOn(this.server, this.settings.listen!, this.logger);
+    if (this.tlsServer !== undefined) {
+      try {
+        secure = await listenOn(this.tlsServer, this.settings.tls!.listen, this.logger);
+      } catch (error) {
+        this.server?.close();
+        throw error;
+      }
+      this.tlsCertificates!.watch(this.tlsServer);
+    }
     this.stopMemoryGuard = startMemoryGuard();
-    const address = this.server.address() as AddressInfo;
-    return { host: address.address, port: address.port };
+    return { ...(plain ?? secure!), ...(secure ? { tls: secure } : {}) };
   }
 
   setSnapshot(snapshot: RoutingSnapshot): void {
@@ -147,6 +209,13 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
 
   private handleRequest(req: IncomingMessage, res: ServerResponse): void {
     try {
+      if (isHttp2(req)) {
+        const refusal = adoptHttp2Request(req);
+        if (refusal !== undefined) {
+          writeErrorResponse(res, 'GG_BAD_REQUEST', refusal, false);
+          return;
+        }
+      }
       this.routeRequest(req, res);
     } catch (error) {
       // A bug must cost one request, never the process and every connection on it.
@@ -166,7 +235,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     const peerIp = unwrapMappedIpv4(socket.remoteAddress ?? '');
     const facts = new NodeRequestFacts(req, peerIp, this.isTrusted);
     const exchange = new Exchange(this, generation, req, res, facts);
-    if (this.draining) res.setHeader('connection', 'close');
+    // HTTP/2 says the same with GOAWAY, sent to every session when the drain starts.
+    if (this.draining && req.httpVersionMajor !== 2) res.setHeader('connection', 'close');
     if (this.poisoned.has(socket)) {
       // Node hands us requests pipelined behind a refused one; after ambiguous framing their
       // boundaries are exactly what cannot be trusted, so none of them is forwarded.
@@ -314,7 +384,13 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     // Stop accepting, but not through http.Server#close(): it also closes every idle keep-alive
     // connection at once, under a request its client may already be sending. Idle connections
     // are closed by the drain after a grace; busy ones close after their `Connection: close`.
-    const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(this.server, () => resolve()));
+    const closed = Promise.all(
+      [this.server, this.tlsServer].map((server) => (server === undefined ? undefined : new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve())))),
+    );
+    this.tlsCertificates?.close();
+    // GOAWAY: the client opens no new stream on the session, the streams it has finish, and the
+    // session closes once they have (streams it sent after the GOAWAY are refused, safe to retry).
+    for (const session of this.sessions) session.close();
     await this.connections.drain({ startedAt, deadline, idleGraceMs: idleGraceFor(graceMs), close: (socket) => socket.destroy(), inFlight: () => this.inFlight });
     if (this.inFlight > 0) this.logger.warn({ inFlight: this.inFlight }, 'shutdown grace ended with requests in flight; closing them');
     // Tunnels (WebSockets) have no natural end: they are closed once HTTP requests are done.
@@ -322,10 +398,25 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       client.destroy();
       upstream.destroy();
     }
-    this.server.closeAllConnections();
+    this.server?.closeAllConnections();
+    for (const session of this.sessions) session.destroy();
     for (const socket of this.sockets) socket.destroy();
     await closed;
     await this.registry.close(Math.max(0, deadline - Date.now()));
     this.stopMemoryGuard?.();
   }
+}
+
+/** Listens on `address`; resolves with the bound address, rejects with the listen error. */
+function listenOn(server: net.Server, address: { host: string; port: number }, logger: Logger): Promise<{ host: string; port: number }> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error): void => reject(error);
+    server.once('error', onError);
+    server.listen(address.port, address.host, () => {
+      server.removeListener('error', onError);
+      server.on('error', (error) => logger.error({ err: error }, 'proxy server error'));
+      const bound = server.address() as AddressInfo;
+      resolve({ host: bound.address, port: bound.port });
+    });
+  });
 }

@@ -35,7 +35,7 @@ export type ToWorker =
 
 export type ToPrimary =
   | { readonly type: 'gg:ready' }
-  | { readonly type: 'gg:listening'; readonly host: string; readonly port: number }
+  | { readonly type: 'gg:listening'; readonly host: string; readonly port: number; readonly tls?: { readonly host: string; readonly port: number } }
   /** The snapshot this worker serves from now on (sent after each install, and when one failed to compile). */
   | { readonly type: 'gg:served'; readonly seq: number; readonly version: number }
   | { readonly type: 'gg:stats'; readonly stats: DataPlaneStats; readonly draining?: boolean }

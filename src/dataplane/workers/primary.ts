@@ -3,7 +3,7 @@ import type { Settings } from '../../config/schema.js';
 import type { Logger } from '../../observe/log.js';
 import type { MetricsJson } from '../../observe/metrics.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
-import type { DataPlane, DataPlaneStats, ServedReport, WorkerServing } from '../runtime.js';
+import type { DataPlane, DataPlaneStats, ListenAddresses, ServedReport, WorkerServing } from '../runtime.js';
 import { runtimeName } from '../select.js';
 import { isMessage, type RoutingMessage, type ToPrimary, type ToWorker } from './messages.js';
 
@@ -71,22 +71,22 @@ export class ClusterDataPlane implements DataPlane {
     cluster.setupPrimary({ serialization: 'advanced' });
   }
 
-  listen(): Promise<{ host: string; port: number }> {
+  listen(): Promise<ListenAddresses> {
     this.lagTimer ??= setInterval(() => this.checkLag(), LAG_CHECK_EVERY_MS);
     this.lagTimer.unref();
     return new Promise((resolve, reject) => {
       let listening = 0;
-      let address: { host: string; port: number } | undefined;
-      const onReady = (slot: Slot, message: { host: string; port: number }) => {
+      let address: ListenAddresses | undefined;
+      const onReady = (slot: Slot, message: ListenAddresses) => {
         if (slot.listening) return;
         slot.listening = true;
         if (address === undefined) {
-          address = { host: message.host, port: message.port };
+          address = { host: message.host, port: message.port, ...(message.tls ? { tls: message.tls } : {}) };
           // Under Bun each worker binds its own socket (reusePort): with port 0 every later worker
           // (and every restarted one) must take the port the first one got, or it gets one of its
           // own. node:cluster shares one socket held by the primary, keyed by the address asked
           // for, so there the setting must stay as it was.
-          if (runtimeName() === 'bun') this.settings = { ...this.settings, listen: { ...this.settings.listen, port: message.port } };
+          if (runtimeName() === 'bun') this.settings = { ...this.settings, listen: { ...this.settings.listen!, port: message.port } };
           for (let i = 1; i < this.count; i++) this.fork(onReady, onFailed);
         }
         if (++listening === this.count) resolve(address);
