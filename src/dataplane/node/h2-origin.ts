@@ -257,9 +257,11 @@ class H2Request implements Dispatcher.DispatchController {
     }
     this.stream = stream;
     if (this.isPaused) stream.pause();
-    const headersTimeout = options.headersTimeout ?? 0;
-    if (headersTimeout > 0) {
-      this.headersTimer = setTimeout(() => this.streamFailed(Object.assign(new Error('the upstream did not send response headers in time'), { code: 'UND_ERR_HEADERS_TIMEOUT' })), headersTimeout);
+    // As over HTTP/1.1, the wait for the response head starts once the request is sent whole: a
+    // client-streaming call may upload for longer than responseHeadersMs.
+    if ((options.headersTimeout ?? 0) > 0) {
+      if (body === null || body === undefined) this.startHeadersTimer();
+      else stream.once('finish', () => this.startHeadersTimer());
     }
     stream.on('response', (responseHeaders: IncomingHttpHeaders) => this.onResponse(responseHeaders));
     stream.on('data', (chunk: Buffer) => {
@@ -291,6 +293,14 @@ class H2Request implements Dispatcher.DispatchController {
       body.on('error', onBodyError);
       body.pipe(stream);
     }
+  }
+
+  private startHeadersTimer(): void {
+    if (this.done || this.responseStarted) return;
+    this.headersTimer = setTimeout(
+      () => this.streamFailed(Object.assign(new Error('the upstream did not send response headers in time'), { code: 'UND_ERR_HEADERS_TIMEOUT' })),
+      this.options.headersTimeout!,
+    );
   }
 
   private onResponse(responseHeaders: IncomingHttpHeaders): void {
