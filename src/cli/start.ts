@@ -7,7 +7,7 @@ import { ListenAddress } from '../config/primitives.js';
 import { runtimeName, selectDataPlane } from '../dataplane/select.js';
 import { unsupportedOnRuntime } from '../dataplane/runtime-support.js';
 import { unsupportedUpstreams } from '../dataplane/upstream-support.js';
-import { resolveTlsPaths } from '../dataplane/tls-files.js';
+import { checkTlsFiles, resolveTlsPaths } from '../dataplane/tls-files.js';
 import { formatIssues } from '../config/issues.js';
 import { ConfigError, isGraygateError } from '../errors.js';
 import { createStore, startGateway, type Gateway } from '../gateway/gateway.js';
@@ -130,6 +130,12 @@ export async function runStart(options: StartOptions): Promise<number> {
     const unsupported = unsupportedOnRuntime(runtimeName(), settings) ?? (config.routing ? unsupportedUpstreams(runtimeName(), config.routing.upstreams) : undefined);
     if (unsupported !== undefined) throw new UsageError(unsupported);
     logger = createLogger({ level: settings.log.level, format: settings.log.format });
+    if (settings.tls !== undefined) {
+      // Checked here, once, before any worker reads them: a bad file is one clear failure, not a crash per worker.
+      const { errors, warnings } = checkTlsFiles(settings.tls);
+      if (errors.length > 0) throw new ConfigError(errors);
+      for (const warning of warnings) logger.warn({ event: 'tls-certificate-warning' }, warning);
+    }
     const absoluteConfig = configPath ? path.resolve(configPath) : undefined;
     let store: Store | undefined;
     if (isDropIn) {

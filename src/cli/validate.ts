@@ -1,4 +1,6 @@
+import path from 'node:path';
 import type { Command } from 'commander';
+import { checkTlsFiles, resolveTlsPaths } from '../dataplane/tls-files.js';
 import { loadConfigFile } from '../config/load.js';
 import type { LoadedConfig } from '../config/load.js';
 import { upstreamTlsIssues } from '../dataplane/upstream-tls.js';
@@ -15,13 +17,21 @@ export function registerValidateCommand(program: Command): void {
     .action(async (file: string) => {
       try {
         const config = await loadConfigFile(file);
+        // The TLS files are part of what a start needs: exist, parse, match, not expired.
+        const tlsSettings = resolveTlsPaths(config.settings, path.dirname(config.path)).tls;
+        if (tlsSettings !== undefined) {
+          const { errors, warnings } = checkTlsFiles(tlsSettings);
+          for (const warning of warnings) process.stderr.write(`${file}: warning: ${warning}\n`);
+          if (errors.length > 0) throw new ConfigError(errors);
+        }
         checkUpstreamTlsFiles(config);
         const routing = config.routing;
         const summary = routing
           ? `${Object.keys(routing.upstreams).length} upstream(s), ${routing.services.length} service(s), ` +
             `${routing.services.filter((service) => service.release).length} release(s)`
           : 'settings only (the routing document lives in the store)';
-        process.stdout.write(`${file}: valid: ${summary}\n`);
+        const tlsSummary = tlsSettings ? `; TLS on ${tlsSettings.listen.host}:${tlsSettings.listen.port} with ${tlsSettings.certificates.length} certificate(s)` : '';
+        process.stdout.write(`${file}: valid: ${summary}${tlsSummary}\n`);
       } catch (error) {
         // One issue: one line. Several: a line saying how many, then one line each.
         if (error instanceof ConfigError && error.issues.length === 1) {

@@ -331,7 +331,9 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
     this.durationMs = performance.now() - this.startedAt;
     this.status = res.headersSent ? res.statusCode : 499;
     this.clearDeadline();
-    if (!res.writableFinished) {
+    // node:http2's compatibility response reports writableFinished once its stream closed, reset
+    // or not; there, whether end() was called says if the answer was complete.
+    if (this.req.httpVersionMajor === 2 ? !res.writableEnded : !res.writableFinished) {
       this.aborted = true;
       this.clientGone = true;
       // A client that left aborts the upstream request, so its socket and buffers are released.
@@ -362,7 +364,11 @@ export function writeTrailersOnly(res: ServerResponse, status: number, headers: 
   const stream = (res as { stream?: ServerHttp2Stream }).stream;
   if (stream !== undefined && typeof stream.respond === 'function') {
     stripConnectionSpecific(headers);
-    if (!stream.headersSent && !stream.destroyed) stream.respond({ ...headers, ':status': status }, { endStream: true });
+    if (stream.headersSent || stream.destroyed) return;
+    stream.respond({ ...headers, ':status': status }, { endStream: true });
+    // The stream has ended; this marks the response ended too (it sends nothing more), so the
+    // exchange closes as a complete answer.
+    res.end();
     return;
   }
   headers['content-length'] = '0';

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
+import type { ErrorCode } from '../../errors.js';
 
 /**
  * HTTP/2 requests take the same route path as HTTP/1.1 ones. node:http2's compatibility API
@@ -26,20 +27,26 @@ export function isHttp2(req: IncomingMessage): boolean {
  *   `transfer-encoding: chunked` in the parsed headers (not in the list sent on), which is what
  *   HTTP/1.1 calls a body of unknown length: it is streamed to the upstream as it arrives.
  *
- * Returns a reason to refuse the request, or `undefined`.
+ * A header list larger than `maxHeaderListBytes` (counted as RFC 9113 §6.5.2 does: name, value
+ * and 32 bytes per field) is refused: the limit is advertised in SETTINGS, which a client may
+ * ignore, and nothing below enforces it.
+ *
+ * Returns why the request is refused, or `undefined`.
  */
-export function adoptHttp2Request(request: IncomingMessage): string | undefined {
+export function adoptHttp2Request(request: IncomingMessage, maxHeaderListBytes: number): { code: ErrorCode; message: string } | undefined {
   const req = request as unknown as Http2ServerRequest;
   const headers = req.headers;
-  if (req.method === 'CONNECT') return 'CONNECT is not served over HTTP/2';
+  if (req.method === 'CONNECT') return { code: 'GG_BAD_REQUEST', message: 'CONNECT is not served over HTTP/2' };
   const authority = headers[':authority'];
   // The compatibility API returns the same array on every read: editing it edits the request.
   const raw = req.rawHeaders;
   let write = 0;
   let cookie: string | undefined;
   let cookies = 0;
+  let size = 0;
   for (let read = 0; read < raw.length; read += 2) {
     const name = raw[read]!;
+    size += name.length + raw[read + 1]!.length + 32;
     if (name.charCodeAt(0) === 58 /* : */) continue;
     if (name === 'host' && authority !== undefined) continue;
     if (name === 'cookie') {
@@ -51,6 +58,7 @@ export function adoptHttp2Request(request: IncomingMessage): string | undefined 
     raw[write++] = raw[read + 1]!;
   }
   raw.length = write;
+  if (size > maxHeaderListBytes) return { code: 'GG_HEADERS_TOO_LARGE', message: `the request header list is ${size} bytes; at most ${maxHeaderListBytes}` };
   if (cookie !== undefined) {
     raw.push('cookie', cookie);
     if (cookies > 1) headers.cookie = cookie;

@@ -1,5 +1,5 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Http2Session } from 'node:http2';
+import { constants as http2Constants, type Http2ServerRequest, type Http2Session } from 'node:http2';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -23,6 +23,15 @@ import { proxyUpgrade, writeRawError, type UpgradeHost } from './upgrade.js';
 import { PoolRegistry, type NodeServer } from './upstream.js';
 
 const NEVER_TRUSTED = (): boolean => false;
+
+/** Per HTTP/2 session: streams the client abandoned before their response ended, in the current second. */
+const kAbandoned = Symbol('graygate.abandoned');
+/** Per HTTP/2 session: its requests not yet answered in full. */
+const kBusy = Symbol('graygate.busy');
+type CountedSession = Http2Session & { [kAbandoned]?: { since: number; count: number }; [kBusy]?: number };
+/** The session of an HTTP/2 request, kept on it: a stream forgets its session once it closes. */
+const kSession = Symbol('graygate.session');
+type SessionTagged = IncomingMessage & { [kSession]?: CountedSession };
 
 /**
  * RFC 9112 §3.2.2: a request target in absolute form (`GET http://app.example/x HTTP/1.1`, as
@@ -65,6 +74,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   /** The TLS listener (HTTP/2 and HTTP/1.1), when `tls` is configured. */
   private readonly tlsServer: TlsServer | undefined;
   readonly tlsCertificates: TlsCertificates | undefined;
+  private readonly maxHeaderListBytes: number;
+  private readonly abandonedStreamsPerSecond: number;
   /** Open HTTP/2 sessions: a drain sends each a GOAWAY and lets its streams finish. */
   private readonly sessions = new Set<Http2Session>();
   private readonly registry: PoolRegistry;
@@ -121,6 +132,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       this.server = server;
     }
     const tls = options.settings.tls;
+    this.maxHeaderListBytes = tls?.http2.maxHeaderListBytes ?? 0;
+    this.abandonedStreamsPerSecond = 2 * (tls?.http2.maxConcurrentStreams ?? 0);
     if (tls !== undefined) {
       // Reads and checks every file now: a start with a broken pair fails, naming the file.
       this.tlsCertificates = new TlsCertificates(tls, this.logger);
@@ -168,7 +181,10 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     // Without this a stream or session error would be an uncaught 'error' event.
     session.on('error', (error: Error & { code?: string }) => this.logger.debug({ code: error.code, err: error }, 'HTTP/2 session error'));
     // An idle connection is closed like an idle HTTP/1.1 keep-alive one: GOAWAY, then close.
-    session.setTimeout(this.settings.proxy.keepAliveTimeoutMs, () => session.close());
+    // A session with a request still waiting for its upstream is not idle, however silent.
+    session.setTimeout(this.settings.proxy.keepAliveTimeoutMs, () => {
+      if (((session as CountedSession)[kBusy] ?? 0) === 0) session.close();
+    });
     if (this.draining) session.close();
   }
 
@@ -210,9 +226,11 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   private handleRequest(req: IncomingMessage, res: ServerResponse): void {
     try {
       if (isHttp2(req)) {
-        const refusal = adoptHttp2Request(req);
+        (req as SessionTagged)[kSession] = (req as unknown as Http2ServerRequest).stream.session as CountedSession;
+        const refusal = adoptHttp2Request(req, this.maxHeaderListBytes);
         if (refusal !== undefined) {
-          writeErrorResponse(res, 'GG_BAD_REQUEST', refusal, false);
+          req.resume();
+          writeErrorResponse(res, refusal.code, refusal.message, false);
           return;
         }
       }
@@ -230,6 +248,8 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     if (req.url !== undefined && req.url.charCodeAt(0) !== 47 /* / */) adoptAbsoluteForm(req);
     const generation = this.registry.acquire();
     this.inFlight++;
+    const session = (req as SessionTagged)[kSession];
+    if (session !== undefined) session[kBusy] = (session[kBusy] ?? 0) + 1;
     const socket = req.socket;
     this.connections.requestStarted(socket);
     const peerIp = unwrapMappedIpv4(socket.remoteAddress ?? '');
@@ -283,8 +303,11 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   }
 
   exchangeClosed(exchange: Exchange): void {
+    if (exchange.aborted && exchange.req.httpVersionMajor === 2) this.streamAbandoned(exchange.req);
     if (exchange.generation !== undefined) this.registry.release(exchange.generation);
     this.inFlight--;
+    const session = (exchange.req as SessionTagged)[kSession];
+    if (session !== undefined) session[kBusy]!--;
     this.connections.requestEnded(exchange.req.socket);
     try {
       this.observer.requestClosed(exchange);
@@ -292,6 +315,23 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       // Observability must never cost a request or the process.
       this.logFault('observer', 'error', { err: error }, 'recording a request failed');
     }
+  }
+
+  /**
+   * Rapid reset (CVE-2023-44487): a client that opens streams and resets them at once makes the
+   * gateway start a request upstream for each, at no cost to itself, while staying under the
+   * concurrent-stream limit. A browser cancels a few streams a second; a session that abandons more
+   * than twice its stream limit within one second is told ENHANCE_YOUR_CALM and closed.
+   */
+  private streamAbandoned(req: IncomingMessage): void {
+    const session = (req as SessionTagged)[kSession];
+    if (session === undefined || session.destroyed) return;
+    const now = Date.now();
+    let window = session[kAbandoned];
+    if (window === undefined || now - window.since >= 1_000) window = session[kAbandoned] = { since: now, count: 0 };
+    if (++window.count <= this.abandonedStreamsPerSecond) return;
+    this.logFault('h2-rapid-reset', 'warn', { peer: session.socket?.remoteAddress, streams: window.count }, 'an HTTP/2 client reset streams faster than any browser would (rapid reset); its connection was closed');
+    session.destroy(new Error('HTTP/2 rapid reset: the client abandoned too many streams'), http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   private handleClientError(error: Error & { code?: string }, socket: Duplex): void {

@@ -75,7 +75,13 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
         return stop(1);
       }
       if (stopping) return;
-      serving = createServing({ settings: m.settings, logger, createDataPlane, readKey: keyReader.readKey });
+      try {
+        serving = createServing({ settings: m.settings, logger, createDataPlane, readKey: keyReader.readKey });
+      } catch (error) {
+        // A data plane that cannot be built (a TLS file that went bad since the primary checked it).
+        send({ type: 'gg:start-failed', message: (error as Error)?.message ?? String(error) });
+        return stop(1);
+      }
       install(pending);
       pending = undefined;
       const dataPlane = serving.dataPlane;

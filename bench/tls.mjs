@@ -1,0 +1,184 @@
+// Question: what does TLS cost graygate, against what it costs nginx in the same run, and does
+// HTTP/2 carry as much as HTTP/1.1?
+//
+//   npm run bench:tls                          # 5 s × 2 reps per measurement (~3 min)
+//   npm run bench:tls -- --duration 3 --reps 1 --workers 2
+//
+// Measured, interleaved (every measurement once, then again for the next rep):
+// - keep-alive, the seed rule (TOKEN → Redis → uid in Grayscale_Range): graygate over TLS and
+//   plain, nginx proxy_pass over TLS and plain (wrk -t1 -c50; autocannon without wrk);
+// - new TLS handshakes per second: the same with `Connection: close`, every request a new
+//   connection (wrk does not resume sessions, so each is a full handshake), graygate and nginx;
+// - HTTP/2 with 100 concurrent streams over 10 connections against HTTP/1.1 with 50 keep-alive
+//   connections, both over TLS to graygate and both driven by the same small node load client
+//   (h2load is rarely installed; one tool for both keeps the comparison about the protocol).
+// Certificates are made with openssl into the run's temp dir. Everything listens on 127.0.0.1 and
+// stops when the bench ends; every load run is bounded by --duration.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { createRun, freePort, has, loadTool, median, root, runLoad, startBackends, startRedis, waitPort } from './lib/harness.mjs';
+import { probe, seedRedis, startGateway, TOKEN } from './lib/gateways.mjs';
+
+const { values: flags } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '1' },
+    reps: { type: 'string', default: '2' },
+    conns: { type: 'string', default: '50' },
+    workers: { type: 'string', default: '1' },
+    'nginx-workers': { type: 'string', default: '1' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (flags.help) {
+  console.log('usage: node bench/tls.mjs [--duration 5] [--warmup 1] [--reps 2] [--conns 50] [--workers 1] [--nginx-workers 1]');
+  process.exit(0);
+}
+const duration = Number(flags.duration);
+const warmup = Number(flags.warmup);
+const reps = Number(flags.reps);
+const conns = Number(flags.conns);
+const workers = Number(flags.workers);
+const nginxWorkers = Number(flags['nginx-workers']);
+if (![duration, reps, conns, workers, nginxWorkers].every((n) => Number.isInteger(n) && n > 0) || !(warmup >= 0)) {
+  console.error('--duration, --reps, --conns, --workers and --nginx-workers take whole numbers above 0; --warmup a number of seconds');
+  process.exit(2);
+}
+if (!existsSync(path.join(root, 'dist/cli/main.js'))) {
+  console.error('bench:tls: run `npm run build` first (npm run bench:tls does)');
+  process.exit(1);
+}
+if (!has('openssl')) {
+  console.error('bench:tls: needs the openssl command to make its certificates');
+  process.exit(1);
+}
+
+const run = createRun('graygate-tls');
+const cert = path.join(run.dir, 'cert.pem');
+const key = path.join(run.dir, 'key.pem');
+// P-256: what a modern site serves; the handshake figure depends on the key type.
+execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+
+const backends = await startBackends(run);
+const redis = await startRedis(run);
+seedRedis(redis);
+
+// ---- graygate: plain and TLS listeners of one gateway -----------------------------------------
+const ggTlsPort = await freePort();
+const gateway = await startGateway(run, {
+  workers,
+  kind: 'seed',
+  backends,
+  redis,
+  settings: { tls: { listen: `127.0.0.1:${ggTlsPort}`, certificates: [{ cert, key }], http2: { maxConcurrentStreams: 128 } } },
+});
+await waitPort(ggTlsPort);
+
+// ---- nginx: proxy_pass on a plain and a TLS listener -------------------------------------------
+let nginx;
+if (has('nginx')) {
+  const plain = await freePort();
+  const secure = await freePort();
+  const conf = path.join(run.dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `worker_processes ${nginxWorkers}; pid ${run.dir}/nginx.pid; error_log ${run.dir}/nginx-error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream prod { server 127.0.0.1:${backends.stablePort}; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:${plain} backlog=4096;
+    listen 127.0.0.1:${secure} ssl http2 backlog=4096;
+    ssl_certificate ${cert}; ssl_certificate_key ${key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://prod; } } }
+`,
+  );
+  const child = run.start('nginx', 'nginx', ['-p', `${run.dir}/`, '-c', conf, '-g', 'daemon off;']);
+  await Promise.all([waitPort(plain), waitPort(secure)]);
+  nginx = { plain, secure, pgid: child.pid };
+} else {
+  console.error('left out: nginx (not installed): graygate only');
+}
+
+await probe(gateway.port, { headers: { TOKEN }, expect: 'gray' });
+
+/** The node load client: `protocol` h2 (sessions × streams each) or h1 (keep-alive connections). */
+function nodeLoad(port, protocol, { sessions, streams, seconds = duration }) {
+  const script = `
+const http2 = require('node:http2'); const https = require('node:https');
+const url = 'https://127.0.0.1:${port}/'; const headers = ${JSON.stringify({ TOKEN })};
+const end = Date.now() + ${seconds * 1000}; let done = 0, errors = 0, open = 0;
+const finish = () => { if (--open === 0) { console.log(JSON.stringify({ requests: done, errors, rps: done / ${seconds} })); process.exit(0); } };
+if (${JSON.stringify(protocol)} === 'h2') {
+  for (let s = 0; s < ${sessions}; s++) {
+    const session = http2.connect(url, { rejectUnauthorized: false }); open++;
+    session.on('error', () => errors++);
+    let active = 0;
+    const one = () => {
+      if (Date.now() >= end) { if (active === 0) { session.close(); finish(); } return; }
+      active++;
+      const req = session.request({ ':path': '/', ...headers });
+      req.on('response', (h) => { if (h[':status'] !== 200) errors++; });
+      req.on('data', () => {}); req.on('error', () => { errors++; });
+      req.on('close', () => { active--; done++; one(); });
+      req.end();
+    };
+    for (let i = 0; i < ${streams}; i++) one();
+  }
+} else {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: ${sessions}, rejectUnauthorized: false });
+  for (let c = 0; c < ${sessions}; c++) {
+    open++;
+    const one = () => {
+      if (Date.now() >= end) return finish();
+      https.get(url, { agent, headers }, (res) => { if (res.statusCode !== 200) errors++; res.resume(); res.on('end', () => { done++; one(); }); }).on('error', () => { errors++; one(); });
+    };
+    one();
+  }
+}`;
+  const out = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: (seconds + 60) * 1000 });
+  if (out.status !== 0) throw new Error(`load client failed: ${out.stderr}`);
+  return JSON.parse(out.stdout.trim().split('\n').pop());
+}
+
+const measurements = [
+  { id: 'gg-plain', label: 'graygate plain, keep-alive', run: (seconds) => runLoad(gateway.port, { TOKEN }, { duration: seconds, conns }) },
+  { id: 'gg-tls', label: 'graygate TLS, keep-alive', run: (seconds) => runLoad(ggTlsPort, { TOKEN }, { duration: seconds, conns, scheme: 'https' }) },
+  ...(nginx
+    ? [
+        { id: 'nginx-plain', label: 'nginx plain, keep-alive', run: (seconds) => runLoad(nginx.plain, { TOKEN }, { duration: seconds, conns }) },
+        { id: 'nginx-tls', label: 'nginx TLS, keep-alive', run: (seconds) => runLoad(nginx.secure, { TOKEN }, { duration: seconds, conns, scheme: 'https' }) },
+      ]
+    : []),
+  { id: 'gg-handshakes', label: 'graygate TLS, new connection per request', run: (seconds) => runLoad(ggTlsPort, { TOKEN, Connection: 'close' }, { duration: seconds, conns, scheme: 'https' }) },
+  ...(nginx ? [{ id: 'nginx-handshakes', label: 'nginx TLS, new connection per request', run: (seconds) => runLoad(nginx.secure, { TOKEN, Connection: 'close' }, { duration: seconds, conns, scheme: 'https' }) }] : []),
+  { id: 'gg-h2', label: 'graygate HTTP/2, 10 conns × 10 streams (node client)', run: (seconds) => nodeLoad(ggTlsPort, 'h2', { sessions: 10, streams: 10, seconds }) },
+  { id: 'gg-h1-node', label: 'graygate HTTP/1.1 over TLS, 50 conns (node client)', run: (seconds) => nodeLoad(ggTlsPort, 'h1', { sessions: 50, streams: 1, seconds }) },
+];
+
+const results = [];
+console.error(`load: ${loadTool()} -t1 -c${conns} and a node client; ${duration} s × ${reps}; graygate --workers ${workers}, nginx ${nginxWorkers} worker(s)`);
+for (let rep = 0; rep < reps; rep++) {
+  for (const m of measurements) {
+    // Warm-up: the JIT, the pools and the token cache settle before the figure is taken.
+    if (warmup > 0) m.run(warmup);
+    const r = m.run(duration);
+    results.push({ rep, id: m.id, ...r });
+    console.error(`  ${m.id.padEnd(17)} ${Math.round(r.rps)} req/s${r.errors ? `, ${r.errors} errors` : ''}`);
+  }
+}
+
+const rps = (id) => median(results.filter((r) => r.id === id).map((r) => r.rps));
+const fix = (n) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
+const lines = ['| measurement | req/s (median) | errors |', '|---|--:|--:|'];
+for (const m of measurements) lines.push(`| ${m.label} | ${Math.round(rps(m.id))} | ${results.filter((r) => r.id === m.id).reduce((sum, r) => sum + (r.errors ?? 0), 0)} |`);
+lines.push('', '| ratio | value | target |', '|---|--:|---|');
+lines.push(`| graygate TLS / graygate plain (keep-alive) | ${fix(rps('gg-tls') / rps('gg-plain'))} | ≥ 0.85 |`);
+if (nginx) lines.push(`| nginx TLS / nginx plain (keep-alive) | ${fix(rps('nginx-tls') / rps('nginx-plain'))} | (reference) |`);
+if (nginx) lines.push(`| graygate / nginx, new TLS connections per second | ${fix(rps('gg-handshakes') / rps('nginx-handshakes'))} | ≥ 0.5 |`);
+lines.push(`| HTTP/2 100 streams / HTTP/1.1 50 conns (graygate) | ${fix(rps('gg-h2') / rps('gg-h1-node'))} | ≥ 1 |`);
+console.log(lines.join('\n'));
+console.log(`\nMedians of ${reps} interleaved run(s) of ${duration} s. The load tools, backends, Redis, nginx and graygate share this machine's cores: compare ratios of one run only.`);
+process.exit(0);
