@@ -27,6 +27,16 @@ async function startH2Backend(name: string, tls?: { cert: string; key: string })
   server.on('stream', (stream, headers) => {
     requests.push(headers);
     const path = headers[':path'];
+    if (path === '/pkg.Svc/Broken') {
+      // A gRPC answer that starts, then the server resets the stream mid-way.
+      stream.resume();
+      // The reset is this server's own doing: its stream reports it as an error.
+      stream.on('error', () => undefined);
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      // destroy() resets the stream at once; close() would end the response cleanly first.
+      stream.write(Buffer.from([0, 0, 0, 0, 1, 0x2a]), () => setTimeout(() => stream.destroy(new Error('the server broke')), 20));
+      return;
+    }
     if (path === '/trailers' || path === '/big') {
       stream.resume();
       stream.respond({ ':status': 200, 'content-type': 'application/octet-stream', 'x-backend': name }, { waitForTrailers: true });
@@ -179,6 +189,19 @@ describe('HTTP/2 upstreams', () => {
       expect(reply.status).toBe(200);
       expect(reply.json()).toMatchObject({ version: 'stable' });
       expect(plain.seen.at(-1)).toMatchObject({ method: 'POST', url: '/order' });
+    } finally {
+      await gateway.close();
+    }
+  });
+
+  it('ends a gRPC call whose upstream stream breaks mid-way with grpc-status trailers, not a cut connection', async () => {
+    const gateway = await startPlane(only({ servers: [h2c.url], protocol: 'h2c' }));
+    try {
+      const reply = await send(gateway.url, { method: 'POST', path: '/pkg.Svc/Broken', headers: { 'content-type': 'application/grpc', te: 'trailers' }, body: Buffer.alloc(5) });
+      expect(reply.status).toBe(200);
+      expect([...reply.body]).toEqual([0, 0, 0, 0, 1, 0x2a]);
+      expect(reply.trailers['grpc-status']).toBe('14');
+      expect(decodeURIComponent(String(reply.trailers['grpc-message']))).toMatch(/GG_UPSTREAM_RESET/);
     } finally {
       await gateway.close();
     }

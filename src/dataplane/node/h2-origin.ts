@@ -273,6 +273,13 @@ class H2Request implements Dispatcher.DispatchController {
     });
     stream.on('end', () => {
       if (this.done) return;
+      // A stream the server reset (RST_STREAM with an error) also ends its readable side first:
+      // that is a broken response, not a complete one.
+      const rstCode = stream.rstCode;
+      if (rstCode !== undefined && rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
+        this.streamFailed(Object.assign(new Error(`the upstream reset the HTTP/2 stream (code ${rstCode})`), { code: 'UND_ERR_SOCKET' }));
+        return;
+      }
       if (!this.responseStarted) {
         this.streamFailed(Object.assign(new Error('the upstream ended the stream without a response'), { code: 'UND_ERR_SOCKET' }));
         return;
