@@ -21,6 +21,10 @@ export const ErrorCodes = {
   GG_HEADERS_TOO_LARGE: { status: 431, doc: 'The request headers exceed what the gateway parses (Node: 16 KiB in total); the connection is closed.' },
   GG_UPSTREAM_CONNECT: { status: 502, doc: 'No server of the upstream accepted a connection.' },
   GG_UPSTREAM_RESET: { status: 502, doc: 'The upstream closed the connection or sent an invalid response.' },
+  GG_UPSTREAM_TLS: {
+    status: 502,
+    doc: "TLS with an upstream server failed: its certificate did not verify (unknown CA, another name, expired), it refused the gateway's client certificate or wanted one, it does not speak TLS, or the upstream's certificate files could not be read. Counted as a connect failure (the next server, then stable); the log names the upstream and server.",
+  },
   GG_UPSTREAM_TIMEOUT: { status: 504, doc: 'The upstream did not answer in time (connect, response headers, or idle body).' },
   GG_UPSTREAM_UNAVAILABLE: { status: 503, doc: 'The upstream has no server that can take the request.' },
   GG_SHUTTING_DOWN: { status: 503, doc: 'The gateway is draining for shutdown and takes no new requests.' },

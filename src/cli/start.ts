@@ -6,6 +6,7 @@ import { RedisStoreSettings, type RoutingDocument, type Settings } from '../conf
 import { ListenAddress } from '../config/primitives.js';
 import { runtimeName, selectDataPlane } from '../dataplane/select.js';
 import { unsupportedOnRuntime } from '../dataplane/runtime-support.js';
+import { unsupportedUpstreams } from '../dataplane/upstream-support.js';
 import { checkTlsFiles, resolveTlsPaths } from '../dataplane/tls-files.js';
 import { formatIssues } from '../config/issues.js';
 import { ConfigError, isGraygateError } from '../errors.js';
@@ -126,7 +127,8 @@ export async function runStart(options: StartOptions): Promise<number> {
       if (!url.success) throw new UsageError(`--redis: ${formatIssues(url.error).join('; ')}`);
       settings.store = RedisStoreSettings.parse({ ...base, kind: 'redis', url: options.redis });
     }
-    const unsupported = unsupportedOnRuntime(runtimeName(), settings);
+    // Settings this runtime cannot honour (the listener's, and the config file's upstreams'): one config error naming each.
+    const unsupported = [...unsupportedOnRuntime(runtimeName(), settings), ...(config.routing ? unsupportedUpstreams(runtimeName(), config.routing.upstreams) : [])];
     if (unsupported.length > 0) throw new ConfigError(unsupported);
     logger = createLogger({ level: settings.log.level, format: settings.log.format });
     if (settings.tls !== undefined) {

@@ -2,6 +2,8 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { checkTlsFiles, resolveTlsPaths } from '../dataplane/tls-files.js';
 import { loadConfigFile } from '../config/load.js';
+import type { LoadedConfig } from '../config/load.js';
+import { upstreamTlsIssues } from '../dataplane/upstream-tls.js';
 import { isGraygateError } from '../errors.js';
 import { ConfigError } from '../errors.js';
 import { debugStack, oneLine } from './failure.js';
@@ -22,6 +24,7 @@ export function registerValidateCommand(program: Command): void {
           for (const warning of warnings) process.stderr.write(`${file}: warning: ${warning}\n`);
           if (errors.length > 0) throw new ConfigError(errors);
         }
+        checkUpstreamTlsFiles(config);
         const routing = config.routing;
         const summary = routing
           ? `${Object.keys(routing.upstreams).length} upstream(s), ${routing.services.length} service(s), ` +
@@ -43,4 +46,15 @@ export function registerValidateCommand(program: Command): void {
         process.exitCode = 1;
       }
     });
+}
+
+/**
+ * The files upstreams' `tls` sections name (CA bundle, client certificate and key) exist, parse,
+ * and the key belongs to the certificate; throws a ConfigError with one line per problem. They
+ * are read relative to the working directory, as the gateway reads them.
+ */
+function checkUpstreamTlsFiles(config: LoadedConfig): void {
+  if (config.routing === undefined) return;
+  const issues = upstreamTlsIssues(config.routing.upstreams);
+  if (issues.length > 0) throw new ConfigError(issues);
 }

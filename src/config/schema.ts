@@ -114,9 +114,56 @@ const ServerUrl = z.string().superRefine((text, ctx) => {
   }
 });
 
+/** A file the gateway reads (PEM): an absolute path, or relative to the gateway's working directory. */
+const PemFile = z.string().min(1, { message: 'expected a file path' });
+
+/** RFC 1123 host name (letters, digits, hyphens, dots): what a certificate names and SNI carries. */
+const TlsServerName = z
+  .string()
+  .regex(/^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, {
+    message: 'expected a DNS host name such as api.internal.example (no port, no IP address)',
+  });
+
+export const UpstreamTls = z
+  .strictObject({
+    ca: PemFile.optional().meta({
+      description:
+        "PEM file of the CA certificates this upstream's servers are verified against, instead of the system CAs (a private CA). " +
+        "Absolute, or relative to the gateway's working directory; read when the routing document is applied.",
+    }),
+    serverName: TlsServerName.optional().meta({
+      description:
+        "Name sent as SNI and checked against the server's certificate. Default: the host of the server URL " +
+        '(an IP address is checked against the certificate\'s IP entries and sends no SNI).',
+    }),
+    cert: PemFile.optional().meta({ description: 'PEM file of the client certificate (chain) presented to servers that ask for one (mTLS); needs `key`.' }),
+    key: PemFile.optional().meta({ description: 'PEM file of the private key of `cert`.' }),
+    verify: z.boolean().default(true).meta({
+      description:
+        'Verify server certificates (chain and name). `false` accepts any certificate: traffic is encrypted but not authenticated; ' +
+        'the gateway logs a warning naming the upstream whenever it applies such a document. For tests only.',
+    }),
+  })
+  .superRefine((tls, ctx) => {
+    if ((tls.cert === undefined) !== (tls.key === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [tls.cert === undefined ? 'cert' : 'key'], message: 'a client certificate needs both cert and key' });
+    }
+  })
+  .meta({ description: 'How https:// servers of the upstream are verified, and the client certificate offered to them. Default: verified against the system CAs.' });
+export type UpstreamTls = z.output<typeof UpstreamTls>;
+
+export const UpstreamProtocol = z.enum(['http1', 'h2', 'h2c']).meta({
+  description:
+    '`http1`: HTTP/1.1 with keep-alive. `h2`: HTTP/2 over TLS (https:// servers, ALPN h2). `h2c`: HTTP/2 without TLS by prior knowledge (http:// servers). ' +
+    'gRPC needs `h2` or `h2c`: its status travels in trailers and its calls stream both ways.',
+});
+export type UpstreamProtocol = z.output<typeof UpstreamProtocol>;
+
 export const Upstream = z
   .strictObject({
     servers: z.array(ServerUrl).min(1).meta({ description: 'Origins of the servers, e.g. http://10.0.0.5:8080. Requests are spread round robin.' }),
+    protocol: UpstreamProtocol.default('http1'),
+    tls: UpstreamTls.optional(),
     timeouts: z
       .strictObject({
         connectMs: Milliseconds.default(2_000).meta({ description: 'Time to open a connection to a server.' }),
@@ -141,6 +188,21 @@ export const Upstream = z
       })
       .prefault({})
       .meta({ description: 'Passive health: servers that refuse connections are ejected for a while.' }),
+  })
+  .superRefine((upstream, ctx) => {
+    const schemes = upstream.servers.map((server) => (server.startsWith('https:') ? 'https' : 'http'));
+    if (upstream.protocol === 'h2') {
+      schemes.forEach((scheme, i) => {
+        if (scheme !== 'https') ctx.addIssue({ code: 'custom', path: ['servers', i], message: 'protocol h2 runs over TLS: expected an https:// server (use protocol h2c for HTTP/2 without TLS)' });
+      });
+    } else if (upstream.protocol === 'h2c') {
+      schemes.forEach((scheme, i) => {
+        if (scheme !== 'http') ctx.addIssue({ code: 'custom', path: ['servers', i], message: 'protocol h2c is HTTP/2 without TLS: expected an http:// server (use protocol h2 for https://)' });
+      });
+    }
+    if (upstream.tls !== undefined && !schemes.includes('https')) {
+      ctx.addIssue({ code: 'custom', path: ['tls'], message: 'tls applies to https:// servers, and every server of this upstream is http://' });
+    }
   })
   .meta({ description: 'A named group of servers.' });
 export type Upstream = z.output<typeof Upstream>;

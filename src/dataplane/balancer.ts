@@ -112,6 +112,48 @@ export interface UpstreamFailure {
   readonly message: string;
 }
 
+/** OpenSSL's certificate verification results, as Node reports them in `error.code`. */
+const CERTIFICATE_ERRORS: ReadonlySet<string> = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'ERR_TLS_CERT_ALTNAME_FORMAT',
+  // The upstream's certificate files could not be read (the message names the file).
+  'GG_TLS_FILES',
+]);
+
+/** What to look at, for the failures whose cause is not obvious from OpenSSL's words. */
+const TLS_HINTS: Readonly<Record<string, string>> = {
+  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: "the server wants a client certificate: set the upstream's tls.cert and tls.key",
+  ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: "the server refused the gateway's client certificate (tls.cert)",
+  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: "the server does not trust the CA of the gateway's client certificate (tls.cert)",
+  ERR_SSL_WRONG_VERSION_NUMBER: 'the server does not speak TLS: is it an http:// server?',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "the server's CA is not trusted: name it in the upstream's tls.ca",
+  SELF_SIGNED_CERT_IN_CHAIN: "the server's CA is not trusted: name it in the upstream's tls.ca",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "the server's certificate is self-signed: name it in the upstream's tls.ca",
+  ERR_TLS_CERT_ALTNAME_INVALID: "the certificate names another server: set the upstream's tls.serverName to a name it holds",
+};
+
+/** A TLS handshake or verification failure, from Node's error code. */
+function isTlsFailure(code: string): boolean {
+  return CERTIFICATE_ERRORS.has(code) || code.startsWith('ERR_SSL_') || code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
+}
+
 const CONNECT_ERRORS: ReadonlySet<string> = new Set([
   'ECONNREFUSED',
   'EHOSTUNREACH',
@@ -132,6 +174,18 @@ export function classifyUpstreamError(error: unknown): UpstreamFailure {
   const code = (error as { code?: unknown } | null)?.code;
   const text = typeof code === 'string' ? code : '';
   if (CONNECT_ERRORS.has(text)) return { code: 'GG_UPSTREAM_CONNECT', isConnectFailure: true, message: `could not connect to the upstream (${text})` };
+  if (isTlsFailure(text)) {
+    // The server's application never saw the request: the handshake failed (or, in TLS 1.3, the
+    // server refused the client certificate right after it), so it is treated as a connect failure.
+    // OpenSSL's own message is a library trace; Node keeps its readable part in `reason`.
+    const reason = (error as { reason?: string }).reason ?? (error as Error).message ?? text;
+    const hint = TLS_HINTS[text];
+    return {
+      code: 'GG_UPSTREAM_TLS',
+      isConnectFailure: true,
+      message: `TLS with the upstream server failed: ${reason}${reason.includes(text) ? '' : ` (${text})`}${hint === undefined ? '' : `; ${hint}`}`,
+    };
+  }
   // llhttp parse errors (HPE_*) and anything unknown: the upstream broke the exchange.
   return FAILURE_BY_CODE.get(text) ?? UPSTREAM_RESET;
 }

@@ -221,8 +221,10 @@ export class UpstreamAttempts<S extends ServerEntry = ServerEntry> {
    * One attempt failed: counts it (upstream errors; a connect failure against the server's
    * health, and its ejection once), logs it, and says what to do next. On `next-server`,
    * `retry-server` and `stable` the caller picks again; on `fail` it answers `failure.code`.
+   * `requestNotSent`: the client says no byte of the request (body included) left, so even a
+   * request with a body may go to another server or to stable after a connect failure.
    */
-  failed(host: RouteHost, failure: UpstreamFailure, responseStarted: boolean, now: number): NextStep {
+  failed(host: RouteHost, failure: UpstreamFailure, responseStarted: boolean, now: number, requestNotSent = false): NextStep {
     const upstream = this.upstream!;
     const server = this.server;
     host.observer.upstreamFailed(upstream.name, failure.code, failure.isConnectFailure);
@@ -233,7 +235,8 @@ export class UpstreamAttempts<S extends ServerEntry = ServerEntry> {
     const stableName = this.service!.stableDecision.upstream;
     const stable = upstream.name === stableName ? undefined : this.routeGeneration!.upstreams.get(stableName);
     const serversLeft = (this.tried?.size ?? 0) < upstream.balancer.servers.length;
-    const step = nextStep(failure, responseStarted, isRetryableRequest(this.attemptMethod, this.attemptHasBody), this.resetRetried, serversLeft, stable !== undefined);
+    const replayable = (requestNotSent && failure.isConnectFailure) || isRetryableRequest(this.attemptMethod, this.attemptHasBody);
+    const step = nextStep(failure, responseStarted, replayable, this.resetRetried, serversLeft, stable !== undefined);
     switch (step) {
       case 'retry-server':
         this.resetRetried = true;

@@ -4,7 +4,7 @@ import { rateLimited } from '../../observe/log.js';
 import { NO_OBSERVER, type RequestObserver } from '../../observe/request-observer.js';
 import { compileCidrList } from '../../rules/cidr.js';
 import type { Decision, RoutingSnapshot } from '../../rules/snapshot.js';
-import { classifyUpstreamError, type ServerHealth, type UpstreamFailure } from '../balancer.js';
+import { classifyUpstreamError, RoundRobin, type ServerHealth, type UpstreamFailure } from '../balancer.js';
 import { buildUpstreamRequestHeaders, checkRequestFraming, unwrapMappedIpv4 } from '../headers.js';
 import { buildUpstreams, decideOrStable, hasRequestBody, identify, type RouteGeneration, type ServerEntry, type UpstreamCounter, type UpstreamRuntime } from '../route.js';
 import type { DataPlane, DataPlaneOptions, DataPlaneStats } from '../runtime.js';
@@ -16,6 +16,7 @@ import { openUpstreamWebSocket, Tunnel, tunnelHandlers, type TunnelHost } from '
 import { idleGraceFor, waitForQuiet } from '../shutdown.js';
 import { pathForLog } from '../../observe/redact.js';
 import { unsupportedOnRuntime } from '../runtime-support.js';
+import { unsupportedUpstreamSetting } from '../upstream-support.js';
 
 const NEVER_TRUSTED = (): boolean => false;
 
@@ -87,6 +88,14 @@ export class BunDataPlane implements DataPlane, TunnelHost {
 
   setSnapshot(snapshot: RoutingSnapshot): void {
     const upstreams = buildUpstreams<ServerEntry>(snapshot, this.health, this.counters, (url, _config, health) => ({ origin: url.origin, hostHeader: url.host, health }), true);
+    for (const [name, upstream] of upstreams) {
+      const unsupported = unsupportedUpstreamSetting('bun', name, upstream.config);
+      if (unsupported === undefined) continue;
+      // Not dialled with weaker settings than configured: without servers, a candidate's callers
+      // stay on stable and a stable one answers 502.
+      this.logger.error({ upstream: name, event: 'upstream-unsupported' }, unsupported);
+      upstreams.set(name, { ...upstream, balancer: new RoundRobin<ServerEntry>([], upstream.config.health) });
+    }
     // A name no longer routed to is forgotten once nothing is in flight to it (see stats()).
     this.generation = { snapshot, upstreams };
   }

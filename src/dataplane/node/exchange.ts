@@ -1,4 +1,5 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { ServerHttp2Stream } from 'node:http2';
 import type { Dispatcher } from 'undici';
 import type { ErrorCode } from '../../errors.js';
 import type { ExchangeRecord } from '../../observe/request-observer.js';
@@ -6,6 +7,7 @@ import type { CompiledService, Decision } from '../../rules/snapshot.js';
 import { classifyUpstreamError } from '../balancer.js';
 import { applyDecisionHeaders } from '../decision-headers.js';
 import { errorAnswer } from '../error-response.js';
+import { encodeGrpcMessage, grpcErrorFields, grpcStatusFor, isGrpcContentType, parseGrpcTimeout } from '../grpc.js';
 import { buildClientResponseHeaders, buildUpstreamRequestHeaders } from '../headers.js';
 import { hasRequestBody, UpstreamAttempts, type RouteHost } from '../route.js';
 import type { NodeRequestFacts } from './facts.js';
@@ -40,6 +42,19 @@ function onResponseDrain(this: TaggedResponse): void {
   exchange.controller?.resume();
 }
 
+/** A gRPC call's deadline (grpc-timeout) passed: the exchange answers DEADLINE_EXCEEDED. */
+function onGrpcDeadline(exchange: Exchange): void {
+  exchange.deadlineReached();
+}
+
+/** The error the upstream request is aborted with when a gRPC call's deadline passes. */
+class DeadlineError extends Error {
+  readonly code = 'GG_GRPC_DEADLINE';
+  constructor() {
+    super("the call's deadline (grpc-timeout) passed");
+  }
+}
+
 /** The error a client abort passes to undici, so its request and socket are released. */
 class ClientClosedError extends Error {
   readonly code = 'GG_CLIENT_CLOSED';
@@ -68,6 +83,12 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
   private readonly startedAt = performance.now();
   private hasBody = false;
   private chunkedResponse = false;
+  /** A gRPC call (Content-Type application/grpc…): errors are answered as gRPC statuses. */
+  private isGrpc = false;
+  private deadlineTimer: NodeJS.Timeout | undefined = undefined;
+  private deadlineExpired = false;
+  /** The upstream answered trailers-only (grpc-status in its one header block) and it was passed on. */
+  private trailersOnlySent = false;
 
   constructor(
     private readonly host: ExchangeHost,
@@ -77,6 +98,7 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
     readonly facts: NodeRequestFacts,
   ) {
     super();
+    this.isGrpc = isGrpcContentType(req.headers['content-type']);
     (res as TaggedResponse)[kExchange] = this;
     res.once('close', onResponseClose);
   }
@@ -99,6 +121,14 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
     if (this.clientGone) return;
     const headers = this.req.headers;
     this.hasBody = hasRequestBody(headers['transfer-encoding'], headers['content-length']);
+    if (this.isGrpc) {
+      // HTTP/2 requests carry no framing headers: a gRPC call always has a body (its messages).
+      this.hasBody = true;
+      const deadlineMs = parseGrpcTimeout(headers['grpc-timeout'] as string | undefined);
+      // The call's own deadline bounds the whole exchange; the upstream's configured timeouts
+      // (connect, response headers, idle body) still apply within it, so the earlier one wins.
+      if (deadlineMs !== undefined) this.deadlineTimer = setTimeout(onGrpcDeadline, deadlineMs, this);
+    }
     const generation = this.generation!;
     if (!this.choose(this.host, generation, service, decision, this.method, this.hasBody, now)) {
       this.respondError('GG_UPSTREAM_UNAVAILABLE', `upstream "${decision.upstream}" is not defined in routing version ${generation.snapshot.version}`);
@@ -142,6 +172,7 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
   onRequestStart(controller: Controller): void {
     this.controller = controller;
     if (this.clientGone) controller.abort(new ClientClosedError());
+    else if (this.deadlineExpired) controller.abort(new DeadlineError());
   }
 
   onResponseStart(controller: Controller, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
@@ -150,11 +181,22 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
     // the final response follows on the same exchange.
     if (statusCode < 200) return;
     this.answered();
-    if (this.clientGone) return;
+    if (this.clientGone || this.settled) return;
     const out = buildClientResponseHeaders(headers);
     applyDecisionHeaders(out, this.decision!, this.facts, this.host.versionHeader, this.upstream!.name);
     // HTTP/2 has neither Connection nor a reason phrase: a drain there is the session's GOAWAY.
     const h2 = this.req.httpVersionMajor === 2;
+    if (this.isGrpc && headers['grpc-status'] !== undefined) {
+      // gRPC's trailers-only answer (an error without messages): one header block ending the
+      // stream. Written as headers and then an end, it would reach the client as headers without
+      // a status (Node's response API sends the end as a separate empty frame).
+      this.responseStarted = true;
+      this.trailersOnlySent = true;
+      this.settled = true;
+      this.clearDeadline();
+      writeTrailersOnly(this.res, statusCode, out, this.host.isDraining && !h2);
+      return;
+    }
     if (this.host.isDraining && !h2) out.connection = 'close';
     this.chunkedResponse = headers['content-length'] === undefined;
     this.responseStarted = true;
@@ -165,7 +207,7 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
   onResponseData(controller: Controller, chunk: Buffer): void {
     // undici hands over an empty chunk each time the parser resumes after a pause; written, it
     // costs a cork, a tick and a zero-length write(2) on the client socket (seen in strace).
-    if (this.clientGone || chunk.length === 0) return;
+    if (this.clientGone || chunk.length === 0 || this.trailersOnlySent) return;
     this.bytesSent += chunk.length;
     // Backpressure: a slow client pauses the upstream socket instead of buffering in memory.
     // This pauses after nearly every 64 KiB read (write() answers false past the socket's 16 KiB
@@ -179,8 +221,9 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
   }
 
   onResponseEnd(_controller: Controller, trailers: Record<string, string | string[] | undefined>): void {
-    if (this.clientGone) return;
+    if (this.clientGone || this.trailersOnlySent || (this.settled && this.deadlineExpired)) return;
     this.settled = true;
+    this.clearDeadline();
     // Trailers can only follow a chunked body; with a Content-Length there is nowhere to put them.
     if (this.chunkedResponse) {
       let any = false;
@@ -196,27 +239,85 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
   onResponseError(_controller: Controller | undefined, error: Error): void {
     // A client that left is not the upstream's failure.
     if (this.clientGone || this.settled) return;
+    if (this.deadlineExpired) {
+      this.deadlineAnswer();
+      return;
+    }
     const failure = classifyUpstreamError(error);
-    const step = this.failed(this.host, failure, this.responseStarted, Date.now());
+    // An HTTP/2 upstream says when connecting failed before any byte of the request left.
+    const requestNotSent = (error as { requestNotSent?: boolean }).requestNotSent === true;
+    const step = this.failed(this.host, failure, this.responseStarted, Date.now(), requestNotSent);
     if (step !== 'fail') {
       this.attempt(Date.now());
       return;
     }
     this.settled = true;
+    this.clearDeadline();
     if (this.responseStarted) {
-      // Headers are gone: the only honest signal left is to cut the connection.
-      this.res.destroy();
+      this.failStartedResponse(failure.code, `${failure.message} (upstream "${this.upstream!.name}")`);
       return;
     }
     this.respondError(failure.code, `${failure.message} (upstream "${this.upstream!.name}")`);
   }
 
-  /** Answers with `{"error":{"code","message"}}` unless a response was already started. */
+  /** The gRPC call's deadline passed: the upstream request is cancelled and the call ends DEADLINE_EXCEEDED. */
+  deadlineReached(): void {
+    this.deadlineTimer = undefined;
+    if (this.clientGone || this.settled) return;
+    this.deadlineExpired = true;
+    // Aborting reports back through onResponseError, which answers; without a dispatched
+    // request yet (queued, or identity still pending) it is answered here.
+    this.controller?.abort(new DeadlineError());
+    if (!this.settled) this.deadlineAnswer();
+  }
+
+  private deadlineAnswer(): void {
+    const message = `the call's deadline (grpc-timeout) passed before the upstream${this.upstream === undefined ? '' : ` "${this.upstream.name}"`} finished`;
+    if (this.responseStarted) {
+      this.settled = true;
+      this.failStartedResponse('GG_UPSTREAM_TIMEOUT', message);
+    } else {
+      this.respondError('GG_UPSTREAM_TIMEOUT', message);
+    }
+  }
+
+  /**
+   * The exchange failed after the response head went out. A gRPC call still gets its status: the
+   * response ends with grpc-status trailers (UNAVAILABLE, DEADLINE_EXCEEDED…) where trailers can
+   * be sent; otherwise the only honest signal left is to cut the connection.
+   */
+  private failStartedResponse(code: ErrorCode, message: string): void {
+    const res = this.res;
+    if (this.isGrpc && !this.clientGone && !res.writableEnded && (this.chunkedResponse || (res as { stream?: unknown }).stream !== undefined)) {
+      res.addTrailers({ 'grpc-status': String(grpcStatusFor(code)), 'grpc-message': encodeGrpcMessage(`${message} (${code})`) });
+      res.end();
+      return;
+    }
+    res.destroy();
+  }
+
+  private clearDeadline(): void {
+    if (this.deadlineTimer !== undefined) {
+      clearTimeout(this.deadlineTimer);
+      this.deadlineTimer = undefined;
+    }
+  }
+
+  /**
+   * Answers with `{"error":{"code","message"}}` (a gRPC call: HTTP 200 and the matching
+   * grpc-status, trailers-only) unless a response was already started.
+   */
   respondError(code: ErrorCode, message: string): void {
     this.settled = true;
+    this.clearDeadline();
     const res = this.res;
     if (res.headersSent || this.clientGone) {
       res.destroy();
+      return;
+    }
+    if (this.isGrpc) {
+      const close = this.host.isDraining || (this.hasBody && !this.req.complete);
+      writeTrailersOnly(res, 200, grpcErrorFields(code, message), close);
       return;
     }
     // An unread request body leaves the connection in an unknown state: close it.
@@ -229,6 +330,7 @@ export class Exchange extends UpstreamAttempts<NodeServer> implements Dispatcher
     const res = this.res;
     this.durationMs = performance.now() - this.startedAt;
     this.status = res.headersSent ? res.statusCode : 499;
+    this.clearDeadline();
     // node:http2's compatibility response reports writableFinished once its stream closed, reset
     // or not; there, whether end() was called says if the answer was complete.
     if (this.req.httpVersionMajor === 2 ? !res.writableEnded : !res.writableFinished) {
@@ -250,4 +352,27 @@ export function writeErrorResponse(res: ServerResponse, code: ErrorCode, message
   res.writeHead(answer.status, answer.headers);
   res.end(answer.body);
   return answer.length;
+}
+
+/**
+ * A response that is one header block ending the stream (gRPC's trailers-only form). On HTTP/2
+ * it must be a single HEADERS frame with END_STREAM, which Node's compatibility API cannot send
+ * (it follows the head with an empty DATA frame), so it goes on the stream directly. On
+ * HTTP/1.1 it is a head with an empty body. `close` ends an HTTP/1.1 connection after it.
+ */
+export function writeTrailersOnly(res: ServerResponse, status: number, headers: OutgoingHttpHeaders, close: boolean): void {
+  const stream = (res as { stream?: ServerHttp2Stream }).stream;
+  if (stream !== undefined && typeof stream.respond === 'function') {
+    stripConnectionSpecific(headers);
+    if (stream.headersSent || stream.destroyed) return;
+    stream.respond({ ...headers, ':status': status }, { endStream: true });
+    // The stream has ended; this marks the response ended too (it sends nothing more), so the
+    // exchange closes as a complete answer.
+    res.end();
+    return;
+  }
+  headers['content-length'] = '0';
+  if (close) headers.connection = 'close';
+  res.writeHead(status, headers);
+  res.end();
 }

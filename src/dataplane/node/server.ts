@@ -106,7 +106,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     this.versionHeader = options.settings.proxy.versionHeader;
     this.logFault = rateLimited(this.logger);
     this.isTrusted = options.settings.trustedProxies.length > 0 ? compileCidrList(options.settings.trustedProxies) : NEVER_TRUSTED;
-    this.registry = new PoolRegistry((origin) => this.logger.debug({ origin }, 'closed the pool of a server no snapshot uses'));
+    this.registry = new PoolRegistry(this.logger, (origin) => this.logger.debug({ origin }, 'closed the pool of a server no snapshot uses'));
     const proxy = options.settings.proxy;
     const requestTimeout = proxy.clientRequestTimeoutMs;
     // Node refuses headersTimeout > requestTimeout; the request timeout covers the headers too.

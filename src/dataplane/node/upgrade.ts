@@ -92,8 +92,10 @@ export function proxyUpgrade(host: UpgradeHost, req: IncomingMessage, client: Du
     const timeouts = attempts.upstream!.config.timeouts;
     const request = (server.isTls ? https : http).request({
       host: server.hostname,
-      // SNI takes host names only (RFC 6066 §3).
-      servername: server.isTls && isIP(server.hostname) === 0 ? server.hostname : undefined,
+      // SNI takes host names only (RFC 6066 §3); the upstream's tls section may name another.
+      servername: server.tls?.servername ?? (server.isTls && isIP(server.hostname) === 0 ? server.hostname : undefined),
+      // Verified like the upstream's pooled connections: its CA (or the system's), its client certificate.
+      ...(server.tls === undefined ? {} : { ca: server.tls.ca, cert: server.tls.cert, key: server.tls.key, rejectUnauthorized: server.tls.rejectUnauthorized }),
       port: server.port,
       method: req.method,
       path: req.url,

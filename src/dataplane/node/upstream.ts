@@ -1,16 +1,29 @@
-import { Pool } from 'undici';
+import type { Logger } from 'pino';
+import { buildConnector, Pool, type Dispatcher } from 'undici';
 import type { Upstream } from '../../config/schema.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
 import type { ServerHealth } from '../balancer.js';
 import { buildUpstreams, type RouteGeneration, type ServerEntry, type UpstreamCounter, type UpstreamRuntime } from '../route.js';
 import type { UpstreamLoad } from '../runtime.js';
+import { loadUpstreamTls, UpstreamTlsError, type UpstreamTlsMaterial } from '../upstream-tls.js';
+import { H2Origin } from './h2-origin.js';
 
-/** One server of an upstream on Node: the shared entry plus its keep-alive pool and socket address. */
+/** What an Exchange dispatches to: an undici Pool (HTTP/1.1) or an H2Origin (HTTP/2). */
+export interface UpstreamPool {
+  dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
+  close(): Promise<void>;
+  destroy(): Promise<void>;
+  readonly stats: { readonly connected: number };
+}
+
+/** One server of an upstream on Node: the shared entry plus its connection pool and socket address. */
 export interface NodeServer extends ServerEntry {
   readonly hostname: string;
   readonly port: number;
   readonly isTls: boolean;
-  readonly pool: Pool;
+  readonly pool: UpstreamPool;
+  /** For https:// servers: how they are verified and the client certificate (tunnels use it too). */
+  readonly tls: UpstreamTlsMaterial | undefined;
 }
 
 export type NodeUpstream = UpstreamRuntime<NodeServer>;
@@ -32,9 +45,12 @@ export class Generation implements RouteGeneration<NodeServer> {
 }
 
 interface PoolRecord {
-  readonly pool: Pool;
+  readonly pool: UpstreamPool;
   readonly origin: string;
 }
+
+/** An upstream's TLS files as last read: the material, or why it cannot be used. */
+type TlsLoad = { readonly material: UpstreamTlsMaterial } | { readonly error: UpstreamTlsError };
 
 /**
  * Owns every undici Pool. Pools are keyed by origin and pool options, so a new snapshot with the
@@ -50,7 +66,10 @@ export class PoolRegistry {
   private currentGeneration: Generation | undefined;
   private closed = false;
 
-  constructor(private readonly onPoolClosed?: (origin: string) => void) {}
+  constructor(
+    private readonly logger?: Logger,
+    private readonly onPoolClosed?: (origin: string) => void,
+  ) {}
 
   get current(): Generation | undefined {
     return this.currentGeneration;
@@ -59,22 +78,31 @@ export class PoolRegistry {
   /** Builds the generation for `snapshot` (reusing pools) and makes it current. */
   install(snapshot: RoutingSnapshot): Generation {
     const keys = new Set<string>();
+    // Read once per upstream and snapshot: a routing change picks up renewed certificate files.
+    const tlsByConfig = new Map<Upstream, TlsLoad>();
     const upstreams = buildUpstreams<NodeServer>(
       snapshot,
       this.health,
       this.counters,
       (url, config, health) => {
         const origin = url.origin;
-        const key = poolKey(origin, config);
+        const isTls = url.protocol === 'https:';
+        let tls: TlsLoad | undefined;
+        if (isTls) {
+          tls = tlsByConfig.get(config);
+          if (tls === undefined) tlsByConfig.set(config, (tls = this.loadTls(snapshot, config)));
+        }
+        const key = poolKey(origin, config, tls);
         keys.add(key);
         let record = this.pools.get(key);
         if (record === undefined) {
-          record = { pool: createPool(origin, config), origin };
+          record = { pool: createPool(origin, config, tls), origin };
           this.pools.set(key, record);
         }
-        const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
+        const port = url.port === '' ? (isTls ? 443 : 80) : Number(url.port);
         const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-        return { origin, hostHeader: url.host, hostname, port, isTls: url.protocol === 'https:', pool: record.pool, health };
+        const material = tls !== undefined && 'material' in tls ? tls.material : undefined;
+        return { origin, hostHeader: url.host, hostname, port, isTls, pool: record.pool, tls: material, health };
       },
       // Older generations may still be in use: sweep() forgets health once none names an origin.
       false,
@@ -89,6 +117,27 @@ export class PoolRegistry {
     }
     this.sweep();
     return generation;
+  }
+
+  /**
+   * Reads the TLS files of the upstream `config` is (its name found in the snapshot, for the
+   * log). A file that cannot be used is logged with the field and path; that upstream's https://
+   * servers then fail every request as a TLS failure (so a candidate falls back to stable)
+   * until a routing change finds usable files.
+   */
+  private loadTls(snapshot: RoutingSnapshot, config: Upstream): TlsLoad {
+    const name = Object.keys(snapshot.upstreams).find((candidate) => snapshot.upstreams[candidate] === config) ?? '?';
+    try {
+      const material = loadUpstreamTls(config.tls, `upstreams.${name}.tls`);
+      if (!material.rejectUnauthorized) {
+        this.logger?.warn({ upstream: name, event: 'upstream-tls-unverified' }, `upstream "${name}": tls.verify is false, so its servers' certificates are not checked (encrypted, not authenticated)`);
+      }
+      return { material };
+    } catch (error) {
+      if (!(error instanceof UpstreamTlsError)) throw error;
+      this.logger?.error({ upstream: name, event: 'upstream-tls-files', err: error.message }, `upstream "${name}" cannot use its TLS files: ${error.message}; its https:// servers fail until they are fixed`);
+      return { error };
+    }
   }
 
   /** Takes the current generation for one request; pair with `release`. */
@@ -112,7 +161,7 @@ export class PoolRegistry {
    * other name something is still in flight to. Allocates; called by `stats()`, never per request.
    */
   loads(): Record<string, UpstreamLoad> {
-    const pools = new Map<string, Set<Pool>>();
+    const pools = new Map<string, Set<UpstreamPool>>();
     for (const generation of this.live) {
       for (const [name, upstream] of generation.upstreams) {
         let set = pools.get(name);
@@ -176,22 +225,66 @@ export class PoolRegistry {
   }
 }
 
-function poolKey(origin: string, config: Upstream): string {
-  return `${origin}|${config.pool.connections}|${config.pool.idleTimeoutMs}|${config.timeouts.connectMs}`;
+function poolKey(origin: string, config: Upstream, tls: TlsLoad | undefined): string {
+  const tlsPart = tls === undefined ? '' : 'material' in tls ? tls.material.digest : `broken:${tls.error.message}`;
+  return `${origin}|${config.protocol}|${config.pool.connections}|${config.pool.idleTimeoutMs}|${config.timeouts.connectMs}|${tlsPart}`;
 }
 
-function createPool(origin: string, config: Upstream): Pool {
+function createPool(origin: string, config: Upstream, tls: TlsLoad | undefined): UpstreamPool {
   // undici needs a positive keep-alive; 0 in the config means "do not keep idle sockets".
   const idleMs = Math.max(1, config.pool.idleTimeoutMs);
+  const connectMs = config.timeouts.connectMs > 0 ? config.timeouts.connectMs : undefined;
+  if (tls !== undefined && 'error' in tls) {
+    // Every connection fails with the file problem, through the path any failed connect takes.
+    const error = tls.error;
+    return new Pool(origin, { connections: 1, connect: (_options, callback) => callback(error, null) });
+  }
+  const material = tls?.material;
+  if (config.protocol === 'h2' || config.protocol === 'h2c') {
+    return new H2Origin(origin, { connectMs: connectMs ?? 0, idleMs: config.pool.idleTimeoutMs, tls: material });
+  }
   return new Pool(origin, {
     connections: config.pool.connections,
     pipelining: 1,
     keepAliveTimeout: idleMs,
     // A server's `Keep-Alive: timeout=` hint may shorten our idle time, never lengthen it.
     keepAliveMaxTimeout: idleMs,
-    connect: { timeout: config.timeouts.connectMs > 0 ? config.timeouts.connectMs : undefined },
+    // Verified by default (Node's system CAs); the upstream's tls section may name its own CA,
+    // the name to expect (also sent as SNI) and a client certificate.
+    connect: keepTlsAlerts(
+      buildConnector({
+        timeout: connectMs,
+        ...(material === undefined
+          ? {}
+          : { ca: material.ca, cert: material.cert, key: material.key, servername: material.servername, rejectUnauthorized: material.rejectUnauthorized }),
+      }),
+    ),
     headersTimeout: config.timeouts.responseHeadersMs,
     bodyTimeout: config.timeouts.idleMs,
     allowH2: false,
   });
+}
+
+/**
+ * In TLS 1.3 a server judges the client certificate after the client's handshake is done, so
+ * its refusal (an alert: certificate required, unknown CA…) arrives on a connection undici
+ * already uses; undici then reports only "other side closed". This keeps the alert: when the
+ * connection ends after one, it is destroyed with the alert as its error, which undici passes on
+ * (classified GG_UPSTREAM_TLS). Listeners per connection, not per request.
+ */
+function keepTlsAlerts(connect: buildConnector.connector): buildConnector.connector {
+  return (options, callback) =>
+    connect(options, (error, socket) => {
+      if (error === null && socket && options.protocol === 'https:') {
+        let alert: Error | undefined;
+        socket.on('error', (socketError: Error & { code?: string }) => {
+          if (alert === undefined && typeof socketError.code === 'string' && socketError.code.startsWith('ERR_SSL_')) alert = socketError;
+        });
+        // Added before undici's own 'end' listener, so it runs first.
+        socket.on('end', () => {
+          if (alert !== undefined && !socket.destroyed) socket.destroy(alert);
+        });
+      }
+      (callback as (error: Error | null, socket: unknown) => void)(error, socket);
+    });
 }
