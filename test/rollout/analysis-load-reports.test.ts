@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisStoreSettings } from '../../src/config/schema.js';
@@ -119,5 +120,33 @@ describe('per-version figures in the fleet\'s load reports', () => {
     // What is left is the two-worker gateway's own: 12 + 12.
     expect(later.services.app!.stable.requests).toBe(12);
     expect(later.services.app!.candidate).toMatchObject({ requests: 12, errors: 4 });
+  }, 120_000);
+
+  it('keeps what a worker counted when it dies: the gateway\'s sum never goes back, so a window over it is no reset', async () => {
+    const reportOf = async () => {
+      const sample = await store.fleet.readFleetSample(STALE_MS);
+      const own = withFigures(sample).find((g) => g.figures!.services.app?.stable.requests !== undefined && g.figures!.services.app.stable.requests >= 12);
+      if (!own) throw new Error('the two-worker gateway has not reported yet');
+      return { sample, own };
+    };
+    const before = await eventually(reportOf);
+    // Its workers are the primary's children; the primary starts a new one in place of the dead.
+    const workers = readFileSync(`/proc/${two.pid}/task/${two.pid}/children`, 'utf8').trim().split(/\s+/).map(Number).filter((pid) => pid > 0);
+    expect(workers.length).toBe(2);
+    process.kill(workers[0]!, 'SIGKILL');
+    await eventually(() => {
+      const now = readFileSync(`/proc/${two.pid}/task/${two.pid}/children`, 'utf8').trim().split(/\s+/).map(Number).filter((pid) => pid > 0);
+      if (now.includes(workers[0]!) || now.length < 2) throw new Error('waiting for the replacement worker');
+    });
+    expect(await send(two, '/after-restart', false)).toBe(200);
+    const after = await eventually(async () => {
+      const read = await reportOf();
+      if (read.own.figures!.services.app!.stable.requests < before.own.figures!.services.app!.stable.requests + 1) throw new Error('the new request is not counted yet');
+      return read;
+    });
+    const window = fleetWindow(before.sample, after.sample);
+    expect(window.resets).toEqual([]);
+    expect(window.services.app!.stable.requests).toBe(1);
+    expect(window.services.app!.candidate.requests).toBe(0);
   }, 120_000);
 });
