@@ -39,6 +39,22 @@ function _M.murmur3()
     reply(out)
 end
 
+-- [{ pattern = PCRE, values = [base64 UTF-8] }] -> [[matched]], as decide.lua runs a regex test.
+function _M.regex()
+    local cases = body_json()
+    local out = {}
+    for i, case in ipairs(cases) do
+        local matched = {}
+        for j, value in ipairs(case.values) do
+            local from, _, err = ngx.re.find(ngx.decode_base64(value), case.pattern, "jou")
+            if err then error("pattern " .. case.pattern .. ": " .. err) end
+            matched[j] = from ~= nil
+        end
+        out[i] = matched
+    end
+    reply(out)
+end
+
 local function b64(value)
     if value == nil then return nil end
     return ngx.decode_base64(value)
