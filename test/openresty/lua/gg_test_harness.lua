@@ -116,4 +116,33 @@ function _M.decide()
     reply(out)
 end
 
+-- Real requests: POST /form { form, settings, tokens } swaps the form this worker serves (one
+-- worker); then any request is decided from nginx's own variables (request.new()) and answered
+-- with the decision as JSON, the decision's headers set on the response.
+local served = nil
+
+function _M.set_form()
+    local body = body_json()
+    local compiled, err = decide.compile(body.form, body.settings)
+    if not compiled then error(err) end
+    local tokens = body.tokens or {}
+    served = { compiled = compiled, resolve = function(source, token) return tokens[source.keyPrefix .. token .. source.keySuffix] end }
+    reply({ version = compiled.version })
+end
+
+function _M.serve()
+    local req = request.new()
+    local d = decide.evaluate(served.compiled, req, served.resolve)
+    if d == nil then
+        ngx.status = 404
+        return reply({ none = true })
+    end
+    decide.apply_headers(served.compiled, d, req, d.upstream, ngx.header)
+    reply({
+        service = d.service, version = d.version, upstream = d.upstream, candidate = d.candidate or cjson.null,
+        reason = d.reason, dependsOnCaller = d.depends_on_caller, vary = d.vary or cjson.null, private = d.private,
+        userId = req.user_id or cjson.null, identitySource = req.identity_source or cjson.null, setCookie = req.set_cookie or cjson.null,
+    })
+end
+
 return _M
