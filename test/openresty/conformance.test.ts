@@ -124,4 +124,33 @@ describe('conformance: decide.lua against the TypeScript evaluator', () => {
     expect(seen.cases).toBeGreaterThan(1_500);
     for (const key of ['refused', 'minted', 'split', 'rules', 'candidate', 'noService', 'identified', 'tokens'] as const) expect(seen[key], key).toBeGreaterThan(0);
   });
+
+  it('puts the golden bucket vectors exactly at the cut: in at bucket + 1, out at bucket', async () => {
+    // Golden buckets of the release seed "checkout" (src/rules/hash.ts pins them too).
+    const golden: Record<string, number> = { '1': 4145, '7': 4448, '42': 5473, alice: 9565, 'user-1000': 3352, 'émile': 449, '😀': 8372 };
+    const groups = [];
+    const expected: string[][] = [];
+    for (const [id, bucket] of Object.entries(golden)) {
+      for (const cut of [bucket, bucket + 1]) {
+        const document = validated({
+          raw: {
+            upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
+            services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [{ percentage: { percent: cut / 100 } }] } }],
+            identity: { sources: [{ query: { name: 'uid' } }] },
+          },
+          rangeValue: undefined,
+          settings: { trustedProxies: [] },
+        })!;
+        const request: GeneratedRequest = { path: '/', query: `uid=${encodeURIComponent(id)}`, headers: { host: 'x' }, peer: '127.0.0.1', tls: false, upstreamHeaders: {} };
+        groups.push({ form: normalizeRouting(document.document, 1), settings: normalizeSettings(document.settings), tokens: {}, cases: [wireCase(request)] });
+        expected.push([cut > bucket ? 'candidate' : 'stable', ((await tsEvaluator(document.document, document.settings, undefined).evaluate(request)) as Outcome).version]);
+      }
+    }
+    const lua = await luaDecide(groups);
+    lua.forEach(([outcome], i) => {
+      const [want, ts] = expected[i]!;
+      expect(ts, `golden ${i}`).toBe(want);
+      expect((outcome as Outcome).version, `golden ${i}`).toBe(want);
+    });
+  });
 });
