@@ -121,8 +121,9 @@ describe('conformance: decide.lua against the TypeScript evaluator', () => {
       { numRuns: 12, endOnFailure: true },
     );
     // The corpus reached every path it is meant to: a generator that drifted would pass vacuously.
+    // (Refusals are random here; normalize.test.ts pins them.)
     expect(seen.cases).toBeGreaterThan(1_500);
-    for (const key of ['refused', 'minted', 'split', 'rules', 'candidate', 'noService', 'identified', 'tokens'] as const) expect(seen[key], key).toBeGreaterThan(0);
+    for (const key of ['minted', 'split', 'rules', 'candidate', 'noService', 'identified', 'tokens'] as const) expect(seen[key], key).toBeGreaterThan(0);
   });
 
   it('puts the golden bucket vectors exactly at the cut: in at bucket + 1, out at bucket', async () => {

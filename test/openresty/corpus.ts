@@ -270,6 +270,8 @@ export const requestArb: fc.Arbitrary<GeneratedRequest> = fc
     if (r.cookie !== undefined) headers.cookie = r.cookie;
     if (r.xff !== undefined) headers['x-forwarded-for'] = r.xff;
     if (r.proto !== undefined) headers['x-forwarded-proto'] = r.proto;
+    // A server's HTTP parser (llhttp, nginx) drops the whitespace around a header value (RFC 9110 §5.5 OWS).
+    for (const name of Object.keys(headers)) headers[name] = headers[name]!.replace(/^[ \t]+|[ \t]+$/g, '');
     const upstreamHeaders: Record<string, string> = {};
     if (r.upstreamVary) upstreamHeaders.vary = r.upstreamVary;
     if (r.upstreamCacheControl) upstreamHeaders['cache-control'] = r.upstreamCacheControl;
