@@ -15,6 +15,7 @@ import { DROP_IN_TOKEN_ENV, dropInAdmin, dropInDocument, flagsIgnored } from './
 import { debugStack, describeListenFailure, listenFailureOf, oneLine } from './failure.js';
 import { ClusterDataPlane, isWorkerProcess, runWorker } from '../dataplane/workers/index.js';
 import { workerCount } from './workers.js';
+import { createOpenRestyDataPlane } from '../openresty/data-plane.js';
 import { createLogger, type Logger } from '../observe/log.js';
 
 export interface StartOptions {
@@ -31,6 +32,9 @@ export interface StartOptions {
   admin?: string;
   adminTokenEnv?: string;
   workers?: string;
+  dataPlane?: 'node' | 'openresty';
+  nginx?: string;
+  openrestyDir?: string;
 }
 
 /** `graygate start`: runs the gateway until SIGTERM/SIGINT, then drains and exits 0. */
@@ -47,6 +51,9 @@ export function registerStartCommand(program: Command): void {
     .option('--token-header <name>', 'drop-in mode: request header carrying the login token', 'TOKEN')
     .option('--token-key <template>', 'drop-in mode: Redis key holding the user id of {token}', 'TOKEN_{token}')
     .option('--workers <n>', 'worker processes sharing the listen address: a number, or "auto" for one per core (default: GRAYGATE_WORKERS, else auto); 1 runs a single process')
+    .addOption(new Option('--data-plane <kind>', 'what serves the traffic: graygate itself (node: Node or Bun, whichever runs graygate), or openresty: nginx with lua-nginx-module runs graygate\'s rules, graygate is its control plane').choices(['node', 'openresty']).default('node'))
+    .option('--nginx <path>', 'with --data-plane openresty: the nginx binary (Debian nginx + libnginx-mod-http-lua, or OpenResty\'s)', 'nginx')
+    .option('--openresty-dir <dir>', 'with --data-plane openresty: nginx\'s prefix directory (conf, pid, control socket); default a new temp directory')
     .option('--range-key <key>', 'drop-in mode: Redis key holding the gray range {"idStart":N,"idEnd":M}', 'Grayscale_Range')
     .addOption(
       new Option('--range-start <bound>', 'drop-in mode: whether idStart itself is in the range (exclusive: the recipe\'s UserId > idStart)').choices(['inclusive', 'exclusive']).default('inclusive'),
@@ -140,7 +147,13 @@ export async function runStart(options: StartOptions): Promise<number> {
       ...(absoluteConfig ? { configPath: absoluteConfig } : {}),
       ...(dropIn && options.admin !== undefined ? { seedDocument: dropIn, seedSource: 'the command line (drop-in flags)' } : {}),
       logger,
-      createDataPlane: workers === 1 ? await selectDataPlane() : ({ settings: planeSettings, logger: planeLogger }) => new ClusterDataPlane(workers, planeSettings, planeLogger),
+      createDataPlane:
+        options.dataPlane === 'openresty'
+          ? // nginx's worker processes are the workers: graygate stays one process, the control plane.
+            createOpenRestyDataPlane({ nginx: options.nginx ?? 'nginx', workers: options.workers === undefined && process.env.GRAYGATE_WORKERS === undefined ? 'auto' : workers, ...(options.openrestyDir ? { prefixDir: path.resolve(options.openrestyDir) } : {}) })
+          : workers === 1
+            ? await selectDataPlane()
+            : ({ settings: planeSettings, logger: planeLogger }) => new ClusterDataPlane(workers, planeSettings, planeLogger),
       ...(store ? { store } : {}),
       ...(settings.store.kind !== 'file' && config.routing ? { seedDocument: config.routing } : {}),
     });
@@ -161,7 +174,7 @@ export async function runStart(options: StartOptions): Promise<number> {
   }
   const { host, port } = gateway.address;
   logger.info(
-    { event: 'listening', host, port, version: gateway.sync.version, store: gateway.store.kind, workers, runtime: runtimeName() },
+    { event: 'listening', host, port, version: gateway.sync.version, store: gateway.store.kind, workers, runtime: options.dataPlane === 'openresty' ? 'openresty' : runtimeName() },
     `graygate listening on http://${host.includes(':') ? `[${host}]` : host}:${port} (routing version ${gateway.sync.version}${workers > 1 ? `, ${workers} workers` : ''})`,
   );
   const code = await waitForShutdown(gateway, logger);
