@@ -36,6 +36,13 @@ export interface DataPlane {
    * admin API to sum with its own. Absent when requests are recorded in this process.
    */
   collectMetrics?(): Promise<MetricsJson[]>;
+  /** Set when the traffic is served outside graygate (`openresty`), for the fleet view. */
+  readonly kind?: string;
+  /**
+   * For a data plane outside graygate: the routing version it confirms serving (null before its
+   * first), which the fleet view reports instead of the version graygate compiled.
+   */
+  servedVersion?(): number | null;
 }
 
 export interface DataPlaneStats {

@@ -248,7 +248,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     throw error;
   }
   const instanceId = newInstanceId();
-  const localLoad = () => loadReportOf(dataPlane.stats(), served?.version ?? null, servedSince, Date.now(), sync.served?.epoch ?? null);
+  const localLoad = () =>
+    loadReportOf(dataPlane.stats(), dataPlane.servedVersion ? dataPlane.servedVersion() : (served?.version ?? null), servedSince, Date.now(), sync.served?.epoch ?? null, dataPlane.kind);
   const reporter = new LoadReporter({ fleet: store.fleet, instanceId, measure: localLoad, logger });
   reporter.start();
   const fleetReports = store.fleet;

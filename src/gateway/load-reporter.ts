@@ -104,8 +104,9 @@ export class LoadReporter {
 }
 
 /** The report of `stats` for a gateway serving `servedVersion` (of `servedEpoch`) since `servedSince` (Date.now()). */
-export function loadReportOf(stats: DataPlaneStats, servedVersion: number | null, servedSince: number, now = Date.now(), servedEpoch: string | null = null): LoadReport {
+export function loadReportOf(stats: DataPlaneStats, servedVersion: number | null, servedSince: number, now = Date.now(), servedEpoch: string | null = null, dataPlane?: string): LoadReport {
   return {
+    ...(dataPlane !== undefined ? { dataPlane } : {}),
     servedVersion,
     servedEpoch,
     servedForMs: servedVersion === null ? 0 : Math.max(0, now - servedSince),

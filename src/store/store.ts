@@ -65,6 +65,8 @@ export interface LoadReport extends LoadFigures {
   readonly servedForMs: number;
   /** Per upstream name. */
   readonly upstreams: Readonly<Record<string, LoadFigures>>;
+  /** What serves its traffic when not graygate itself (`openresty`: nginx, whose served version this reports). */
+  readonly dataPlane?: string;
 }
 
 /** One gateway's report as the store returns it: `at` is the store's clock when it was written. */
