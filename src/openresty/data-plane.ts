@@ -151,8 +151,9 @@ export class OpenRestyDataPlane implements DataPlane {
     }
     this.attached = true;
     if (this.pending) this.deliver();
+    // Kept referenced: with no nginx child and no listener of its own, this timer is what keeps
+    // graygate running until it is told to stop.
     this.statusTimer = setInterval(() => void this.refreshStatus(), 1_000);
-    this.statusTimer.unref();
     return { host: this.settings.listen.host, port: this.settings.listen.port };
   }
 

@@ -1,7 +1,12 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { request } from 'undici';
-import { startGatewayProcess, type GatewayProcess } from './gateway-process.js';
-import { groupMembers } from './processes.js';
+import { eventually } from './eventually.js';
+import { cliPath, startGatewayProcess, type GatewayProcess } from './gateway-process.js';
+import { groupMembers, killProcessGroup, spawnTracked } from './processes.js';
+import { freePort } from './redis.js';
 
 /** Debian's nginx with its Lua module: what `graygate start --data-plane openresty` runs (.ci/run installs them). */
 export const NGINX = process.env.GRAYGATE_TEST_NGINX ?? 'nginx';
@@ -69,4 +74,75 @@ export async function send(url: string, options: { method?: string; headers?: Re
     json = undefined;
   }
   return { status: response.statusCode, headers: response.headers, text, version: typeof json?.version === 'string' ? json.version : undefined, json };
+}
+
+export interface NginxProcess {
+  readonly url: string;
+  readonly port: number;
+  readonly dir: string;
+  /** What nginx wrote to stderr so far. */
+  output(): string;
+  /** pids of its worker processes. */
+  workerPids(): number[];
+  stop(): Promise<void>;
+}
+
+/**
+ * An nginx the way a user runs one: their own nginx.conf, with graygate's two include lines
+ * (from `graygate openresty conf --out confDir`) added; `daemon off`, its own prefix directory,
+ * in a process group of its own that dies with the test.
+ */
+export async function startUserNginx(confDir: string, options: { workers?: number } = {}): Promise<NginxProcess> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'graygate-user-nginx-'));
+  const port = await freePort();
+  const modules = ['/usr/lib/nginx/modules/ndk_http_module.so', '/usr/lib/nginx/modules/ngx_http_lua_module.so'].filter((file) => existsSync(file));
+  const conf = path.join(dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `${modules.map((file) => `load_module ${file};`).join('\n')}
+worker_processes ${options.workers ?? 2};
+daemon off;
+pid ${dir}/nginx.pid;
+error_log stderr warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    include ${confDir}/graygate-http.conf;
+    server {
+        listen 127.0.0.1:${port};
+        include ${confDir}/graygate-server.conf;
+    }
+}
+`,
+  );
+  const child = spawnTracked(NGINX, ['-p', `${dir}/`, '-c', conf, '-e', 'stderr'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let output = '';
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await eventually(async () => {
+    if (child.exitCode !== null) throw new Error(`nginx exited: ${output}`);
+    await send(`http://127.0.0.1:${port}`, { path: '/graygate-probe' });
+  });
+  const workerPids = () => groupMembers(child.pid!).filter((pid) => pid !== child.pid && commandOf(pid).includes('worker process'));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    dir,
+    output: () => output,
+    workerPids,
+    stop: async () => {
+      child.kill('SIGQUIT');
+      const done = await Promise.race([exited.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 10_000))]);
+      if (!done) killProcessGroup(child);
+    },
+  };
+}
+
+/** Runs `graygate <args>` to completion; resolves with its exit code and output. */
+export async function runCli(args: string[], options: { cwd?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cliPath, ...args], { cwd: options.cwd, timeout: 60_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
+    });
+  });
 }
