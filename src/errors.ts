@@ -32,6 +32,10 @@ export const ErrorCodes = {
   GG_BODY_TOO_LARGE: { status: 413, doc: 'The admin API request body is larger than admin.bodyLimitBytes.' },
   GG_REQUEST_INVALID: { status: 400, doc: 'An admin API request is malformed (body, parameter or header); the message names the field.' },
   GG_NOT_READY: { status: 503, doc: 'The gateway serves no routing snapshot yet.' },
+  GG_OPENRESTY_UNSUPPORTED: {
+    status: 400,
+    doc: 'The config uses something the OpenResty data plane cannot evaluate exactly as graygate does (e.g. JWT identity); the message names each field and what to use instead.',
+  },
 } as const satisfies Record<string, { status: number; doc: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;
@@ -61,7 +65,7 @@ export class GraygateError extends Error {
 export class ConfigError extends GraygateError {
   constructor(
     readonly issues: readonly string[],
-    options?: ErrorOptions & { code?: 'GG_CONFIG_INVALID' | 'GG_CONFIG_UNREADABLE'; source?: string },
+    options?: ErrorOptions & { code?: 'GG_CONFIG_INVALID' | 'GG_CONFIG_UNREADABLE' | 'GG_OPENRESTY_UNSUPPORTED'; source?: string },
   ) {
     const where = options?.source ? `${options.source}: ` : '';
     super(options?.code ?? 'GG_CONFIG_INVALID', `${where}${issues.join('; ')}`, options);

@@ -43,26 +43,418 @@
 --   stable_upstream    string   the service's stable upstream (fail safe target)
 --   stable             table    the service's stable decision (use it when the candidate cannot take the request)
 
-local _M = { FORMAT = "graygate-openresty/1", SETTINGS_FORMAT = "graygate-openresty-settings/1" }
+local ffi = require("ffi")
+local identity = require("graygate.identity")
+local murmur3 = require("graygate.murmur3")
 
--- form: the decoded normalized form; settings: the decoded normalized settings (or nil: no
--- trusted proxies, no version header). Returns the compiled form (a table evaluate takes), or
--- nil and an error for a form of another format.
+local byte, sub, find = string.byte, string.sub, string.find
+local re_find = ngx.re.find
+local fmod, abs = math.fmod, math.abs
+local latin1_to_utf8 = identity.latin1_to_utf8
+local bucket_of = murmur3.bucket
+
+ffi.cdef [[ int memcmp(const void *s1, const void *s2, size_t n); ]]
+local C = ffi.C
+
+local BUCKETS = murmur3.BUCKETS
+local FORMAT = "graygate-openresty/1"
+local SETTINGS_FORMAT = "graygate-openresty-settings/1"
+
+local _M = { FORMAT = FORMAT, SETTINGS_FORMAT = SETTINGS_FORMAT }
+
+-- True when s starts with prefix (no substring is made).
+local function starts_with(s, prefix)
+    local n = #prefix
+    return #s >= n and C.memcmp(s, prefix, n) == 0
+end
+
+-- True when s ends with suffix.
+local function ends_with(s, suffix)
+    local n, m = #suffix, #s
+    return m >= n and C.memcmp(ffi.cast("const char *", s) + (m - n), suffix, n) == 0
+end
+
+-- Conditions: each compiles once into a function of req -----------------------------------------
+
+local function never() return false end
+
+local function set_of(list)
+    local set = {}
+    for i = 1, #list do set[list[i]] = true end
+    return set
+end
+
+-- The value a value test reads, as Node compares it: header and cookie values from Latin-1, query values decoded.
+local function reader(kind, name)
+    if kind == "header" then
+        return function(req)
+            local value = req.headers[name]
+            if value == nil then return nil end
+            return latin1_to_utf8(value)
+        end
+    elseif kind == "cookie" then
+        return function(req)
+            local value = identity.cookie(req, name)
+            if value == nil then return nil end
+            return latin1_to_utf8(value)
+        end
+    end
+    return function(req) return identity.query(req, name) end
+end
+
+local compile_condition
+
+local function compile_value_test(c)
+    local read = reader(c.kind, c.name)
+    if c.present then
+        return function(req) return read(req) ~= nil end
+    elseif c.equals ~= nil then
+        local expected = c.equals
+        return function(req) return read(req) == expected end
+    elseif c.oneOf ~= nil then
+        local allowed = set_of(c.oneOf)
+        return function(req)
+            local value = read(req)
+            return value ~= nil and allowed[value] == true
+        end
+    elseif c.prefix ~= nil then
+        local prefix = c.prefix
+        return function(req)
+            local value = read(req)
+            return value ~= nil and starts_with(value, prefix)
+        end
+    end
+    local pattern = c.regex
+    return function(req)
+        local value = read(req)
+        if value == nil then return false end
+        -- The form's pattern is PCRE translated from the JavaScript one; values are valid UTF-8.
+        local from = re_find(value, pattern, "jou")
+        return from ~= nil
+    end
+end
+
+local function compile_all(children, is_all)
+    local n = #children
+    if n == 1 then return children[1] end
+    if n == 2 then
+        local a, b = children[1], children[2]
+        if is_all then return function(req) return a(req) and b(req) end end
+        return function(req) return a(req) or b(req) end
+    end
+    if is_all then
+        return function(req)
+            for i = 1, n do if not children[i](req) then return false end end
+            return true
+        end
+    end
+    return function(req)
+        for i = 1, n do if children[i](req) then return true end end
+        return false
+    end
+end
+
+-- Index of the last element of sorted that is <= value; 0 when every element is above it.
+local function last_at_or_below(sorted, value)
+    local low, high, found = 1, #sorted, 0
+    while low <= high do
+        local mid = math.floor((low + high) / 2)
+        if sorted[mid] <= value then
+            found = mid
+            low = mid + 1
+        else
+            high = mid - 1
+        end
+    end
+    return found
+end
+
+function compile_condition(c, trusted)
+    local kind = c.kind
+    if kind == "all" or kind == "any" then
+        local children = {}
+        for i = 1, #c.of do children[i] = compile_condition(c.of[i], trusted) end
+        return compile_all(children, kind == "all")
+    elseif kind == "not" then
+        local inner = compile_condition(c.of, trusted)
+        return function(req) return not inner(req) end
+    elseif kind == "never" then
+        return never
+    elseif kind == "uidRange" then
+        local from, to = c.from, c.to
+        return function(req)
+            local id = req.numeric_user_id
+            if id == nil then return false end
+            local i = last_at_or_below(from, id)
+            return i > 0 and id <= to[i]
+        end
+    elseif kind == "uidList" then
+        local set = set_of(c.ids)
+        return function(req)
+            local id = req.user_id
+            return id ~= nil and set[id] == true
+        end
+    elseif kind == "uidModulo" then
+        local modulo, remainders = c.modulo, set_of(c.remainders)
+        return function(req)
+            local id = req.numeric_user_id
+            -- fmod is exact for integers (a floored a - floor(a/b)*b is not near 2^53).
+            return id ~= nil and remainders[fmod(abs(id), modulo)] == true
+        end
+    elseif kind == "percentage" then
+        local cut, seed = c.cut, c.seed
+        if cut >= BUCKETS then
+            -- 100 % needs no hash, but still an identity.
+            return function(req)
+                local id = req.user_id
+                return id ~= nil and id ~= ""
+            end
+        end
+        return function(req)
+            local id = req.user_id
+            -- Never hash an empty key: every such caller would share one bucket.
+            if id == nil or id == "" then return false end
+            return bucket_of(id, seed) < cut
+        end
+    elseif kind == "header" or kind == "cookie" or kind == "query" then
+        return compile_value_test(c)
+    elseif kind == "cidr" then
+        local list = identity.compile_cidrs(c)
+        local cidr_match, client_ip = identity.cidr_match, identity.client_ip
+        return function(req) return cidr_match(list, client_ip(trusted, req)) end
+    elseif kind == "timeWindow" then
+        local from_ms, to_ms = c.fromMs or -math.huge, c.toMs or math.huge
+        return function(req)
+            local now = req.now_ms or ngx.now() * 1000
+            return now >= from_ms and now < to_ms
+        end
+    end
+    error("graygate: unknown condition kind " .. tostring(kind))
+end
+
+-- Services --------------------------------------------------------------------------------------
+
+local function make_decision(name, d, stable_upstream)
+    return {
+        service = name,
+        version = d.version,
+        upstream = d.upstream,
+        candidate = d.version == "candidate" and d.upstream or nil,
+        reason = d.reason,
+        depends_on_caller = d.dependsOnCaller == true,
+        vary = d.vary,
+        private = d.private == true,
+        stable_upstream = stable_upstream,
+    }
+end
+
+local function compile_service(s, trusted)
+    local stable = make_decision(s.name, s.stableDecision, s.stable)
+    local function decision(d)
+        local made = make_decision(s.name, d, s.stable)
+        made.stable = stable
+        return made
+    end
+    stable.stable = stable
+    local service = { name = s.name, stable = stable, needs_identity = s.needsIdentity == true }
+    if s.fixed then
+        service.fixed = decision(s.fixed)
+        return service
+    end
+    local matchers, decisions = {}, {}
+    for i = 1, #s.rules do
+        matchers[i] = compile_condition(s.rules[i].when, trusted)
+        decisions[i] = decision(s.rules[i].decision)
+    end
+    service.matchers, service.decisions, service.count = matchers, decisions, #s.rules
+    service.no_match = decision(s.noMatch)
+    local split = s.split
+    if split then
+        local parts = {}
+        for i = 1, #split.decisions do parts[i] = decision(split.decisions[i]) end
+        service.split = { seed = split.seed, from = split.from, to = split.to, parts = parts, n = #parts, stable = decision(split.stable) }
+    end
+    return service
+end
+
+-- Host and path matching (src/rules/host-path.ts): exact host, then wildcard hosts (longest
+-- suffix first), then services without a host; within a tier the longest whole-segment prefix.
+
+local function prefix_matches(prefix, path)
+    if #prefix == 1 then return true end
+    if not starts_with(path, prefix) then return false end
+    return #path == #prefix or byte(path, #prefix + 1) == 47
+end
+
+local function prefix_table(entries)
+    table.sort(entries, function(a, b) return #a.prefix > #b.prefix end)
+    return entries
+end
+
+local function lookup(entries, path)
+    if entries == nil then return nil end
+    for i = 1, #entries do
+        local e = entries[i]
+        if prefix_matches(e.prefix, path) then return e.service end
+    end
+    return nil
+end
+
+local function build_matcher(form_services, services)
+    local exact, wildcard, any = {}, {}, {}
+    for i = 1, #form_services do
+        local s = form_services[i]
+        local entry = { prefix = s.pathPrefix, service = services[i] }
+        local host = s.host
+        if host == nil then
+            any[#any + 1] = entry
+        elseif sub(host, 1, 2) == "*." then
+            local suffix = sub(host, 2)
+            wildcard[suffix] = wildcard[suffix] or {}
+            table.insert(wildcard[suffix], entry)
+        else
+            exact[host] = exact[host] or {}
+            table.insert(exact[host], entry)
+        end
+    end
+    for host, entries in pairs(exact) do exact[host] = prefix_table(entries) end
+    local suffixes = {}
+    for suffix, entries in pairs(wildcard) do suffixes[#suffixes + 1] = { suffix = suffix, entries = prefix_table(entries) } end
+    table.sort(suffixes, function(a, b) return #a.suffix > #b.suffix end)
+    return { exact = exact, suffixes = suffixes, n_suffixes = #suffixes, any = prefix_table(any) }
+end
+
+local function match_service(m, host, path)
+    local found = lookup(m.exact[host], path)
+    if found then return found end
+    local suffixes = m.suffixes
+    for i = 1, m.n_suffixes do
+        local w = suffixes[i]
+        -- Longer than the suffix: `*.example.com` needs at least one label in front.
+        if #host > #w.suffix and ends_with(host, w.suffix) then
+            found = lookup(w.entries, path)
+            if found then return found end
+        end
+    end
+    return lookup(m.any, path)
+end
+
+-- The API -----------------------------------------------------------------------------------------
+
 function _M.compile(form, settings)
-    error("decide.compile: not implemented yet")
+    if type(form) ~= "table" or form.format ~= FORMAT then
+        return nil, "not a graygate-openresty/1 form (format " .. tostring(type(form) == "table" and form.format) .. ")"
+    end
+    if settings ~= nil and settings.format ~= SETTINGS_FORMAT then
+        return nil, "not graygate-openresty-settings/1 settings (format " .. tostring(settings.format) .. ")"
+    end
+    local trusted = identity.compile_cidrs(settings and settings.trustedProxies or {})
+    local services = {}
+    for i = 1, #form.services do services[i] = compile_service(form.services[i], trusted) end
+    return {
+        version = form.version,
+        epoch = form.epoch,
+        form = form,
+        upstreams = form.upstreams,
+        identity = form.identity,
+        trusted = trusted,
+        version_header = settings and settings.versionHeader or nil,
+        services = services,
+        matcher = build_matcher(form.services, services),
+    }
 end
 
--- Returns the decision for req, or nil when no service takes it (answer 404).
+local function decide_service(compiled, service, req, resolve_token)
+    if service.needs_identity then
+        identity.resolve(compiled.identity, compiled.trusted, req, resolve_token, true)
+    end
+    local matchers = service.matchers
+    for i = 1, service.count do
+        if matchers[i](req) then return service.decisions[i] end
+    end
+    local split = service.split
+    if split == nil then return service.no_match end
+    local id = req.user_id
+    if id == nil or id == "" then return service.no_match end
+    local bucket = bucket_of(id, split.seed)
+    local from, to = split.from, split.to
+    for i = 1, split.n do
+        if bucket >= from[i] and bucket < to[i] then return split.parts[i] end
+    end
+    return split.stable
+end
+
 function _M.evaluate(compiled, req, resolve_token)
-    error("decide.evaluate: not implemented yet")
+    local service = match_service(compiled.matcher, req.host or "", req.path or "/")
+    if service == nil then return nil end
+    req.service = service.name
+    local fixed = service.fixed
+    if fixed then return fixed end
+    local ok, decision = pcall(decide_service, compiled, service, req, resolve_token)
+    if ok then return decision end
+    -- Deciding is pure and should not fail; if it does, the request still succeeds, on stable.
+    ngx.log(ngx.ERR, "graygate: deciding failed for service ", service.name, "; routing to stable: ", decision)
+    return service.stable
 end
 
--- Response headers the decision calls for (header_filter phase), on `headers` (ngx.header or a
--- table with the same get/set behaviour): the version header (when configured; "stable" when
--- served_upstream is not the decided candidate), Vary merged, Cache-Control rewritten to private
--- (release `cache: private`, or a minted anonymous id), and the anonymous Set-Cookie appended.
+-- `private` plus the upstream's directives, minus those that address shared caches (RFC 9111
+-- §5.2.2: public, s-maxage, proxy-revalidate) and any earlier private; as decision-headers.ts.
+local function private_cache_control(existing)
+    if existing == nil then return "private" end
+    if type(existing) == "table" then existing = table.concat(existing, ", ") end
+    local out = { "private" }
+    local start, length = 1, #existing
+    while start <= length + 1 do
+        local stop = find(existing, ",", start, true) or (length + 1)
+        -- A quoted value may hold a comma (private="a, b"): extend to the closing quote.
+        local quote = find(existing, '"', start, true)
+        if quote and quote < stop then
+            local close = find(existing, '"', quote + 1, true)
+            if close and close > stop then stop = find(existing, ",", close, true) or (length + 1) end
+        end
+        local directive = identity.js_trim(sub(existing, start, stop - 1))
+        start = stop + 1
+        if directive ~= "" then
+            local eq = find(directive, "=", 1, true)
+            local name = identity.js_trim(eq and sub(directive, 1, eq - 1) or directive):lower()
+            if name ~= "public" and name ~= "s-maxage" and name ~= "proxy-revalidate" and name ~= "private" then
+                out[#out + 1] = directive
+            end
+        end
+    end
+    return table.concat(out, ", ")
+end
+_M.private_cache_control = private_cache_control
+
 function _M.apply_headers(compiled, decision, req, served_upstream, headers)
-    error("decide.apply_headers: not implemented yet")
+    local version_header = compiled.version_header
+    if version_header then
+        local served = decision.version
+        if served == "candidate" and served_upstream ~= nil and served_upstream ~= decision.upstream then served = "stable" end
+        headers[version_header] = served
+    end
+    local vary = decision.vary
+    if vary then
+        local existing = headers["Vary"]
+        if type(existing) == "table" then existing = table.concat(existing, ", ") end
+        headers["Vary"] = (existing == nil or existing == "") and vary or (existing .. ", " .. vary)
+    end
+    local minted = req.set_cookie
+    -- A response that hands out an id cookie must never be served from a shared cache to others.
+    if decision.private or minted then headers["Cache-Control"] = private_cache_control(headers["Cache-Control"]) end
+    if minted then
+        local existing = headers["Set-Cookie"]
+        if existing == nil then
+            headers["Set-Cookie"] = minted
+        elseif type(existing) == "table" then
+            local all = {}
+            for i = 1, #existing do all[i] = existing[i] end
+            all[#all + 1] = minted
+            headers["Set-Cookie"] = all
+        else
+            headers["Set-Cookie"] = { existing, minted }
+        end
+    end
 end
 
 return _M
