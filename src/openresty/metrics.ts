@@ -32,8 +32,13 @@ const DUMP_TIMEOUT_MS = 2_000;
  * Help text, type and aggregator of every series, from graygate's own declarations (so the dump
  * carries names and labels only, and the two cannot drift). Built once.
  */
-let declared: Map<string, { help: string; type: string; aggregator: string }> | undefined;
-async function declarations(): Promise<Map<string, { help: string; type: string; aggregator: string }>> {
+interface Declaration {
+  readonly help: string;
+  readonly aggregator: string;
+  readonly labelNames: readonly string[];
+}
+let declared: Map<string, Declaration> | undefined;
+async function declarations(): Promise<Map<string, Declaration>> {
   if (declared) return declared;
   const registry = new Registry();
   new RequestMetrics(registry);
@@ -42,12 +47,20 @@ async function declarations(): Promise<Map<string, { help: string; type: string;
     syncStats: () => ({ version: undefined, applied: 0, refused: 0, storeErrors: 0, lastError: undefined }),
     dataPlaneStats: () => ({ openConnections: 0, inFlightRequests: 0, upstreams: {} }),
   });
-  const map = new Map<string, { help: string; type: string; aggregator: string }>();
+  const map = new Map<string, Declaration>();
   for (const metric of await registry.getMetricsAsJSON()) {
-    map.set(metric.name, { help: metric.help, type: String(metric.type), aggregator: metric.aggregator });
+    const labelNames = (registry.getSingleMetric(metric.name) as unknown as { labelNames?: readonly string[] } | undefined)?.labelNames ?? [];
+    map.set(metric.name, { help: metric.help, aggregator: metric.aggregator, labelNames });
   }
   declared = map;
   return map;
+}
+
+function inOrder<T extends Record<string, unknown>>(labels: T, names: readonly string[]): T {
+  const ordered: Record<string, unknown> = {};
+  for (const name of names) if (name in labels) ordered[name] = labels[name];
+  for (const name of Object.keys(labels)) if (!(name in ordered)) ordered[name] = labels[name];
+  return ordered as T;
 }
 
 /** Reads the dump at `url` (e.g. `http://127.0.0.1:PORT/graygate/metrics`). Rejects GG_INTERNAL when nginx does not answer it. */
@@ -70,7 +83,11 @@ export async function readOpenrestyDump(url: string, timeoutMs = DUMP_TIMEOUT_MS
   const known = await declarations();
   const metrics = dump.metrics.map((metric) => {
     const declaration = known.get(metric.name);
-    return declaration ? { ...metric, help: declaration.help, aggregator: declaration.aggregator as never } : metric;
+    if (!declaration) return metric;
+    // Labels in graygate's declared order (then a histogram's `le`), as its own registry writes
+    // them: the text exposition keeps the order it is given.
+    const values = metric.values.map((value) => ({ ...value, labels: inOrder(value.labels, declaration.labelNames) }));
+    return { ...metric, help: declaration.help, aggregator: declaration.aggregator as never, values };
   });
   const load = dump.load as Partial<DataPlaneStats>;
   return {
