@@ -19,7 +19,7 @@
 -- Use (the resolver decide.evaluate takes):
 --   token.init({ redis = resp.parse_url(url), dict = "graygate_tokens" })   -- init_worker
 --   local uid = token.resolve(source, value)  -- source: the normalized form's tokenLookup entry
---                                             -- (Node's field names); value: the header's value.
+--                                             -- (keyPrefix/keySuffix, TTLs, deadline); value: the header's value.
 --   Returns the user id (a string) or nil (no identity). Must run where cosockets may yield
 --   (access/content phase, timers) when the token is not cached.
 local resp = require "graygate.resp"
@@ -155,9 +155,17 @@ local compiled = setmetatable({}, { __mode = "k" })
 local lrus = {}
 
 local function compile(source)
-    local template = source.keyTemplate or "TOKEN_{token}"
-    local at = find(template, "{token}", 1, true)
-    if not at then error("graygate token: keyTemplate without {token}") end
+    -- The normalized form carries the key template split around the token (keyPrefix,
+    -- keySuffix); graygate's config form (keyTemplate with `{token}`) is taken too.
+    local prefix, suffix = source.keyPrefix, source.keySuffix
+    if prefix == nil then
+        local template = source.keyTemplate or "TOKEN_{token}"
+        local at = find(template, "{token}", 1, true)
+        if not at then error("graygate token: keyTemplate without {token}") end
+        prefix, suffix = sub(template, 1, at - 1), sub(template, at + 7)
+    end
+    suffix = suffix or ""
+    local template = prefix .. "{token}" .. suffix
     local max_stale = (source.maxStaleMs or 300000) / 1000
     local lru = lrus[template]
     if not lru then
@@ -165,8 +173,8 @@ local function compile(source)
         lrus[template] = lru
     end
     local st = {
-        prefix = sub(template, 1, at - 1),
-        suffix = sub(template, at + 7),
+        prefix = prefix,
+        suffix = suffix,
         -- Dict keys are the token itself for the default template (no string built per request);
         -- another template's tokens are namespaced by it.
         ns = template == "TOKEN_{token}" and "" or template .. "\0",
