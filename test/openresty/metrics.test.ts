@@ -29,6 +29,31 @@ const GRAY = 'gray-tok-Zr81'; // uid 1234: the candidate
 const PROD = 'prod-tok-Lm04'; // uid 9999: stable
 const COUNTS = { gray: 37, prod: 23, anonymous: 11, unmatched: 5 };
 
+/**
+ * What the balancer reports when the candidate cannot take a request: the rules chose the
+ * candidate, its server refused the connection (an upstream error, an ejection), and stable
+ * served it instead. Reported through metrics.lua's balancer-side calls, as the balancer makes them.
+ */
+const FALLBACK_LOCATION = `
+    location = /fallback {
+      set $graygate_service ""; set $graygate_version ""; set $graygate_upstream ""; set $graygate_rule ""; set $graygate_identity "";
+      access_by_lua_block {
+        local metrics = require "graygate.metrics"
+        local ctx = ngx.ctx
+        metrics.begin(ctx, DECISIONS.candidate)
+        metrics.set_log_vars(DECISIONS.candidate, "tokenLookup")
+        metrics.upstream_failed("shop-v2", "connect")
+        metrics.ejected("shop-v2")
+        metrics.fell_back(ctx, "shop-v1", "connect_failure")
+        metrics.fell_back(ctx, "shop-v1", "connect_failure") -- at most once per request
+        metrics.dialing(ctx, "shop-v1")
+      }
+      proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass http://shop-v1;
+      log_by_lua_block { require("graygate.metrics").log(ngx.ctx) }
+    }`;
+const FALLBACKS = 3;
+
 beforeAll(async () => {
   redis = await startRedis();
   await redis.client.set(`TOKEN_${GRAY}`, '1234');
@@ -40,12 +65,13 @@ beforeAll(async () => {
     releaseSlow = () => res.end('slow');
     return true;
   });
-  nginx = await startObserveNginx({ redisPort: redis.port, workers: 2, stablePort: stable.port, candidatePort: candidate.port });
+  nginx = await startObserveNginx({ redisPort: redis.port, workers: 2, stablePort: stable.port, candidatePort: candidate.port, extraLocations: FALLBACK_LOCATION });
   // Sequential, so each token is looked up exactly once (a concurrent first wave could make one lookup per worker).
   for (let i = 0; i < COUNTS.gray; i++) expect(JSON.parse((await nginx.get('/', GRAY)).body).version).toBe('shop-v2');
   for (let i = 0; i < COUNTS.prod; i++) expect(JSON.parse((await nginx.get('/', PROD)).body).version).toBe('shop-v1');
   for (let i = 0; i < COUNTS.anonymous; i++) expect(JSON.parse((await nginx.get('/')).body).version).toBe('shop-v1');
   for (let i = 0; i < COUNTS.unmatched; i++) expect((await nginx.get('/nomatch')).status).toBe(404);
+  for (let i = 0; i < FALLBACKS; i++) expect(JSON.parse((await nginx.get('/fallback')).body).version).toBe('shop-v1');
 });
 afterAll(async () => {
   releaseSlow?.();
@@ -104,7 +130,8 @@ describe('metrics.lua', () => {
       return body;
     });
     const gray = COUNTS.gray;
-    const stableCount = COUNTS.prod + COUNTS.anonymous;
+    // A candidate decision that stable served counts as stable (the version that served it).
+    const stableCount = COUNTS.prod + COUNTS.anonymous + FALLBACKS;
     expect(text).toContain(`graygate_requests_total{service="shop",version="candidate",status_class="2xx",upstream="shop-v2"} ${gray}`);
     expect(text).toContain(`graygate_requests_total{service="shop",version="stable",status_class="2xx",upstream="shop-v1"} ${stableCount}`);
     expect(text).toContain(`graygate_requests_total{service="",version="",status_class="4xx",upstream=""} ${COUNTS.unmatched}`);
@@ -113,6 +140,9 @@ describe('metrics.lua', () => {
     // Every lookup after the first of each token answered from a cache.
     expect(text).toContain(`graygate_identity_lookups_total{source="tokenLookup",result="hit"} ${gray + COUNTS.prod - 2}`);
     expect(text).toMatch(/# HELP graygate_requests_total Requests answered, by service/);
+    expect(text).toContain(`graygate_fallback_total{service="shop",from="shop-v2",to="shop-v1",reason="connect_failure"} ${FALLBACKS}`);
+    expect(text).toContain(`graygate_upstream_errors_total{upstream="shop-v2",kind="connect"} ${FALLBACKS}`);
+    expect(text).toContain(`graygate_upstream_ejections_total{upstream="shop-v2"} ${FALLBACKS}`);
     expect(text).toMatch(/# TYPE graygate_request_duration_seconds histogram/);
     // Buckets are cumulative and end at the count.
     const json = JSON.parse(await scrape(new Registry(), '/v1/metrics')) as MetricsJson;
@@ -130,13 +160,25 @@ describe('metrics.lua', () => {
     for (let i = 0; i < COUNTS.gray; i++) node.requestClosed(record(candidateDecision, 200));
     for (let i = 0; i < COUNTS.prod + COUNTS.anonymous; i++) node.requestClosed(record(stableDecision, 200));
     for (let i = 0; i < COUNTS.unmatched; i++) node.requestClosed(record(undefined, 404));
+    for (let i = 0; i < FALLBACKS; i++) {
+      node.upstreamFailed('shop-v2', 'GG_UPSTREAM_CONNECT', true);
+      node.serverEjected('shop-v2');
+      node.fellBack(candidateDecision, 'shop-v1', 'connect_failure');
+      // Node's stable decision here is the service's (reason differs, which no series carries).
+      node.requestClosed({ ...record(candidateDecision, 200), upstreamName: 'shop-v1' });
+    }
     const nodeJson = (await registry.getMetricsAsJSON()) as unknown as MetricsJson;
     const nginxJson = (await readOpenrestyDump(nginx.dumpUrl)).metrics;
     const summed = JSON.parse(await scrape(registry, '/v1/metrics')) as MetricsJson;
 
     const requests = valuesOf(summed, 'graygate_requests_total');
     expect(requests.filter((v) => v.value > 0)).toHaveLength(3);
-    for (const v of valuesOf(nginxJson, 'graygate_requests_total')) expect(find(requests, v.labels)).toBe(2 * v.value);
+    for (const name of ['graygate_requests_total', 'graygate_fallback_total', 'graygate_upstream_errors_total', 'graygate_upstream_ejections_total']) {
+      const nginxValues = valuesOf(nginxJson, name);
+      expect(nginxValues.length).toBeGreaterThan(0);
+      for (const v of nginxValues) expect(find(valuesOf(summed, name), v.labels)).toBe(2 * v.value);
+      expect(valuesOf(summed, name).filter((v) => v.value > 0)).toHaveLength(nginxValues.length);
+    }
     // Histograms: the same label sets and bucket bounds on both sides, so counts double.
     const duration = valuesOf(summed, 'graygate_request_duration_seconds');
     for (const v of valuesOf(nginxJson, 'graygate_request_duration_seconds').filter((x) => x.metricName?.endsWith('_count'))) {
@@ -161,6 +203,8 @@ describe('metrics.lua', () => {
       expect(poller.stats().upstreams['shop-v1']?.inFlightRequests ?? 0).toBe(0);
       expect(poller.stats().inFlightRequests).toBe(1);
       expect(poller.stats().openConnections).toBeGreaterThanOrEqual(1);
+      // nginx does not tell connections per upstream (a documented difference): 0, not a guess.
+      expect(poller.stats().upstreams['shop-v2']?.openConnections).toBe(0);
       const text = await scrape(new Registry(), '/metrics');
       expect(text).toContain('graygate_upstream_in_flight_requests{upstream="shop-v2"} 1');
       releaseSlow!();
@@ -172,7 +216,7 @@ describe('metrics.lua', () => {
   });
 
   it('the access log line carries service, served version, upstream, rule and the identity source, never a token', async () => {
-    await eventually(() => expect(nginx.accessLog().trim().split('\n').length).toBeGreaterThanOrEqual(COUNTS.gray + COUNTS.prod + COUNTS.anonymous + COUNTS.unmatched));
+    await eventually(() => expect(nginx.accessLog().trim().split('\n').length).toBeGreaterThanOrEqual(COUNTS.gray + COUNTS.prod + COUNTS.anonymous + COUNTS.unmatched + FALLBACKS));
     const lines = nginx
       .accessLog()
       .trim()
@@ -191,6 +235,11 @@ describe('metrics.lua', () => {
     });
     expect(routed.find((line) => line.version === 'stable' && line.identity === '')).toMatchObject({ service: 'shop', upstream: 'shop-v1', rule: 'no rule matched' });
     expect(lines.find((line) => line.path === '/nomatch')).toMatchObject({ status: 404, service: '', version: '' });
+    // A fallback names what served the request: the log phase runs before nginx writes the line.
+    expect(lines.filter((line) => line.path === '/fallback')).toHaveLength(FALLBACKS);
+    expect(lines.find((line) => line.path === '/fallback')).toMatchObject({ service: 'shop', version: 'stable', upstream: 'shop-v1', rule: 'first-users' });
+    // The duration is nginx's $request_time, in seconds (Node logs durationMs).
+    expect(typeof routed[0]!.requestTime).toBe('number');
     expect(nginx.accessLog()).not.toContain(GRAY);
     expect(nginx.accessLog()).not.toContain(PROD);
   });
