@@ -167,16 +167,16 @@ function _M.ejected(upstream)
     dict:incr(simple_key("J", upstream), 1, 0)
 end
 
---- Access phase: fills the access log line's variables ($graygate_service, _version, _upstream,
---- _rule, _identity: declared empty by the conf) from the decision; `identity` is the name of the
+--- Access phase: fills the access log line's variables ($gg_service, $gg_version, $gg_upstream,
+--- $gg_rule, $gg_identity: declared empty by the conf) from the decision; `identity` is the name of the
 --- identity source that named the caller (e.g. "tokenLookup"), never its value.
 function _M.set_log_vars(decision, identity)
     local var = ngx.var
-    var.graygate_service = decision.service
-    var.graygate_version = decision.version
-    var.graygate_upstream = decision.upstream
-    var.graygate_rule = decision.rule or decision.reason or ""
-    if identity then var.graygate_identity = identity end
+    var.gg_service = decision.service
+    var.gg_version = decision.version
+    var.gg_upstream = decision.upstream
+    var.gg_rule = decision.rule or decision.reason or ""
+    if identity then var.gg_identity = identity end
 end
 
 --- Log phase: counts the request by the version that served it, its status class and duration.
@@ -191,13 +191,89 @@ function _M.log(ctx)
             -- A fallback: the log line names what served the request (log_by_lua runs before
             -- nginx writes the access log line).
             local var = ngx.var
-            var.graygate_version = served
-            var.graygate_upstream = up
+            var.gg_version = served
+            var.gg_upstream = up
         end
         local inflight = ctx.gg_inflight
         if inflight then
             dict:incr(simple_key("I", inflight), -1, 0)
             ctx.gg_inflight = nil
+        end
+    else
+        k = series_keys("", "", "")
+    end
+    local status = ngx.status
+    local class = floor(status / 100)
+    if class < 1 or class > 5 then class = 5 end
+    dict:incr(k.R[class], 1, 0)
+    local seconds = now() - req_start()
+    if seconds < 0 then seconds = 0 end
+    local i = 1
+    while i <= NBUCKETS and seconds > BUCKETS[i] do i = i + 1 end
+    dict:incr(k.B[i], 1, 0)
+    dict:incr(k.S, seconds, 0)
+    dict:incr(k.C, 1, 0)
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- The same figures from the data plane's nginx variables, which (unlike ngx.ctx) survive an
+-- internal redirect to an error page, so a request answered by the error location is counted
+-- under its service and version too. The conf declares them empty where requests are routed:
+--   $gg_service, $gg_version (decided), $gg_rule, $gg_upstream (the upstream that served: stable's
+--   after a fallback), $gg_fallback (the fallback's reason, or empty), $gg_ejected (the origin a
+--   failure of this request ejected, or empty), $gg_error (graygate's error code, or empty), and
+--   $gg_inflight (metrics.lua's own: the upstream this request is counted in flight to).
+
+local ERROR_KINDS = { GG_UPSTREAM_CONNECT = "connect", GG_UPSTREAM_TIMEOUT = "timeout", GG_UPSTREAM_RESET = "reset" }
+
+--- Access phase, once the upstream is chosen: in flight to it.
+function _M.started(upstream)
+    ngx.var.gg_inflight = upstream
+    dict:incr(simple_key("I", upstream), 1, 0)
+end
+
+--- Balancer phase, when an attempt goes to another upstream than counted (a fallback to stable).
+function _M.moved(upstream)
+    local var = ngx.var
+    local was = var.gg_inflight
+    if was == upstream then return end
+    if was and was ~= "" then dict:incr(simple_key("I", was), -1, 0) end
+    dict:incr(simple_key("I", upstream), 1, 0)
+    var.gg_inflight = upstream
+end
+
+--- Log phase: counts the request from the variables. `decided_upstream` (the decision's upstream,
+--- for the fallback series' `from`) is optional: without it a fallback is counted from the
+--- service's candidate as `$gg_version` names it.
+function _M.log_vars(decided_upstream)
+    local var = ngx.var
+    local inflight = var.gg_inflight
+    if inflight and inflight ~= "" then
+        dict:incr(simple_key("I", inflight), -1, 0)
+        var.gg_inflight = ""
+    end
+    local service = var.gg_service
+    local k
+    if service and service ~= "" then
+        local version = var.gg_version or ""
+        local up = var.gg_upstream or ""
+        local reason = var.gg_fallback
+        if reason and reason ~= "" then
+            version = "stable"
+            -- The access log line (written after this phase) names what served the request.
+            var.gg_version = version
+            dict:incr(simple_key("F", service, decided_upstream or "", up, reason), 1, 0)
+        end
+        k = series_keys(service, version, up)
+        local code = var.gg_error
+        if code and code ~= "" then
+            local kind = ERROR_KINDS[code]
+            if kind then dict:incr(simple_key("E", up, kind), 1, 0) end
+        end
+        local ejected = var.gg_ejected
+        if ejected and ejected ~= "" then
+            -- The upstream the ejected server belongs to is the one this request failed at.
+            dict:incr(simple_key("J", decided_upstream or up), 1, 0)
         end
     else
         k = series_keys("", "", "")

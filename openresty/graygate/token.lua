@@ -372,6 +372,9 @@ function _M.resolve(source, value)
     return uid
 end
 
+-- The name the data plane's access phase looks for.
+_M.resolver = _M.resolve
+
 --- Entries in this worker's lrucache for the default template and in the shared dict (for tests and the memory figures).
 function _M.sizes()
     local lru = lrus["TOKEN_{token}"]

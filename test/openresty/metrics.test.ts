@@ -36,7 +36,7 @@ const COUNTS = { gray: 37, prod: 23, anonymous: 11, unmatched: 5 };
  */
 const FALLBACK_LOCATION = `
     location = /fallback {
-      set $graygate_service ""; set $graygate_version ""; set $graygate_upstream ""; set $graygate_rule ""; set $graygate_identity "";
+      set $gg_service ""; set $gg_version ""; set $gg_upstream ""; set $gg_rule ""; set $gg_identity "";
       access_by_lua_block {
         local metrics = require "graygate.metrics"
         local ctx = ngx.ctx
@@ -54,6 +54,31 @@ const FALLBACK_LOCATION = `
     }`;
 const FALLBACKS = 3;
 
+/**
+ * The variables path (metrics.started / log_vars), which the data plane's phases use because
+ * nginx variables survive the internal redirect to an error page where ngx.ctx does not: a
+ * candidate whose connection failed, answered 502 by the error location.
+ */
+const VARS_LOCATIONS = `
+    location = /vars-error {
+      set $gg_service ""; set $gg_version ""; set $gg_rule ""; set $gg_upstream ""; set $gg_fallback "";
+      set $gg_ejected ""; set $gg_error ""; set $gg_inflight "";
+      access_by_lua_block {
+        local var = ngx.var
+        var.gg_service = "vars"; var.gg_version = "candidate"; var.gg_rule = "r"; var.gg_upstream = "vars-v2"
+        require("graygate.metrics").started("vars-v2")
+        var.gg_error = "GG_UPSTREAM_CONNECT"
+      }
+      error_page 502 = @gg_error;
+      proxy_connect_timeout 1s;
+      proxy_pass http://127.0.0.1:1;
+    }
+    location @gg_error {
+      content_by_lua_block { ngx.status = 502; ngx.say("error page") }
+      log_by_lua_block { require("graygate.metrics").log_vars("vars-v2") }
+    }`;
+const VARS_ERRORS = 4;
+
 beforeAll(async () => {
   redis = await startRedis();
   await redis.client.set(`TOKEN_${GRAY}`, '1234');
@@ -65,7 +90,7 @@ beforeAll(async () => {
     releaseSlow = () => res.end('slow');
     return true;
   });
-  nginx = await startObserveNginx({ redisPort: redis.port, workers: 2, stablePort: stable.port, candidatePort: candidate.port, extraLocations: FALLBACK_LOCATION });
+  nginx = await startObserveNginx({ redisPort: redis.port, workers: 2, stablePort: stable.port, candidatePort: candidate.port, extraLocations: FALLBACK_LOCATION + VARS_LOCATIONS });
   // Sequential, so each token is looked up exactly once (a concurrent first wave could make one lookup per worker).
   for (let i = 0; i < COUNTS.gray; i++) expect(JSON.parse((await nginx.get('/', GRAY)).body).version).toBe('shop-v2');
   for (let i = 0; i < COUNTS.prod; i++) expect(JSON.parse((await nginx.get('/', PROD)).body).version).toBe('shop-v1');
@@ -242,6 +267,17 @@ describe('metrics.lua', () => {
     expect(typeof routed[0]!.requestTime).toBe('number');
     expect(nginx.accessLog()).not.toContain(GRAY);
     expect(nginx.accessLog()).not.toContain(PROD);
+  });
+
+  it('through the variables, a request answered by the error page counts under its service and version, and leaves nothing in flight', async () => {
+    for (let i = 0; i < VARS_ERRORS; i++) {
+      const response = await nginx.get('/vars-error');
+      expect(response).toMatchObject({ status: 502, body: 'error page\n' });
+    }
+    const dump = await readOpenrestyDump(nginx.dumpUrl);
+    expect(find(valuesOf(dump.metrics, 'graygate_requests_total'), { service: 'vars', version: 'candidate', status_class: '5xx', upstream: 'vars-v2' })).toBe(VARS_ERRORS);
+    expect(find(valuesOf(dump.metrics, 'graygate_upstream_errors_total'), { upstream: 'vars-v2', kind: 'connect' })).toBe(VARS_ERRORS);
+    expect(dump.load.upstreams['vars-v2']?.inFlightRequests).toBe(0);
   });
 
   it('an unreachable dump is a clear error naming the URL, not zeros', async () => {

@@ -31,7 +31,7 @@ export interface ObserveNginx {
 export interface ObserveNginxOptions {
   redisPort: number;
   workers?: number;
-  /** tokenLookup settings (graygate's field names) of the `default` source. */
+  /** tokenLookup settings (graygate's field names) of the `default` source; the `custom` one (key `uid:<token>:v1`) caches for 10 minutes. */
   tokenSource?: Record<string, unknown>;
   stablePort?: number;
   candidatePort?: number;
@@ -48,7 +48,7 @@ export async function startObserveNginx(options: ObserveNginxOptions): Promise<O
   const candidate = options.candidatePort ?? (await freePort());
   const source = { kind: 'tokenLookup', label: 'tokenLookup', header: 'token', keyPrefix: 'TOKEN_', keySuffix: '', cacheTtlMs: 5000, negativeTtlMs: 1000, maxStaleMs: 300000, cacheMax: 100000, deadlineMs: 2000, maxTokenLength: 256, ...options.tokenSource };
   // The config's spelling of a template (keyTemplate) is taken too.
-  const custom = { header: 'token', keyTemplate: 'uid:{token}:v1', cacheTtlMs: source.cacheTtlMs, deadlineMs: source.deadlineMs };
+  const custom = { header: 'token', keyTemplate: 'uid:{token}:v1', cacheTtlMs: 600_000, deadlineMs: 2_000 };
   const http = (ports: readonly number[], prefix: string) => `
   lua_shared_dict graygate_tokens ${options.tokenDictSize ?? '16m'};
   lua_shared_dict graygate_metrics 1m;
