@@ -88,10 +88,11 @@ export function routingConfig(kind, backends, redis) {
  * Starts `graygate start` for one routing config under Node or Bun with `workers` workers, and
  * waits until it listens (and, with several workers, until all have started). `nodeArgs` go
  * before the CLI (e.g. --cpu-prof); `cpus` (a taskset list, e.g. "1") pins it and its workers to
- * those cores; `cli` runs another build's CLI (default: this checkout's dist/). Returns
+ * those cores; `cli` runs another build's CLI (default: this checkout's dist/); `extraArgs` go
+ * after the CLI's own (e.g. `--data-plane openresty`). Returns
  * `{ port, pgid, child, workers }`.
  */
-export async function startGateway(run, { runtime = 'node', workers = 1, kind, backends, redis, nodeArgs = [], cpus, cli = cliPath }) {
+export async function startGateway(run, { runtime = 'node', workers = 1, kind, backends, redis, nodeArgs = [], cpus, cli = cliPath, extraArgs = [] }) {
   const port = await freePort();
   const config = path.join(run.dir, `gw-${runtime}-${workers}-${kind}-${port}.json`);
   writeFileSync(
@@ -99,7 +100,7 @@ export async function startGateway(run, { runtime = 'node', workers = 1, kind, b
     JSON.stringify({ listen: `127.0.0.1:${port}`, log: { level: 'warn' }, proxy: { keepAliveTimeoutMs: 120_000 }, ...routingConfig(kind, backends, redis) }),
   );
   const command = runtime === 'bun' ? bunPath : process.execPath;
-  const args = [...nodeArgs, cli, 'start', '--config', config, '--workers', String(workers)];
+  const args = [...nodeArgs, cli, 'start', '--config', config, '--workers', String(workers), ...extraArgs];
   // taskset execs the command: the process (and its group) stays the same.
   const child = cpus === undefined ? run.start(`graygate ${runtime} -w${workers} ${kind}`, command, args) : run.start(`graygate ${runtime} -w${workers} ${kind}`, 'taskset', ['-c', cpus, command, ...args]);
   await waitPort(port, 60_000);

@@ -274,10 +274,15 @@ end
 
 --- A connected, authenticated client for `s` (from parse_url, plus optional connect_timeout,
 --- send_timeout, read_timeout in ms, pool_size): reused from this worker's pool when one is idle.
-function _M.connect(s)
+--- `timeout_ms`, when given, is each of the three timeouts instead (a caller with a deadline).
+function _M.connect(s, timeout_ms)
     local red, err = _M.new(s.force_builtin)
     if not red then return nil, err end
-    red:set_timeouts(s.connect_timeout or 200, s.send_timeout or 1000, s.read_timeout or 1000)
+    if timeout_ms then
+        red:set_timeouts(timeout_ms, timeout_ms, timeout_ms)
+    else
+        red:set_timeouts(s.connect_timeout or 200, s.send_timeout or 1000, s.read_timeout or 1000)
+    end
     local ok, cerr = red:connect(s.host, s.port, { pool = pool_name(s), pool_size = s.pool_size or 32 })
     if not ok then return nil, "redis connect: " .. tostring(cerr) end
     if (red:get_reused_times() or 0) == 0 then
