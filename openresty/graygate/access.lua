@@ -13,10 +13,12 @@ local header = ngx.header
 
 local _M = {}
 
-local token_resolver
-do
-    local ok, token = pcall(require, "graygate.token")
-    if ok and type(token) == "table" then token_resolver = token.resolver end
+local metrics = require "graygate.metrics"
+local token = require "graygate.token"
+
+-- Login tokens are looked up in Redis (tokenLookup); without Redis a token names nobody.
+local function no_token()
+    return nil
 end
 
 -- Once per envelope per worker: the form prepared for evaluate (sets, ranges, patterns).
@@ -42,7 +44,7 @@ function _M.access()
         return answer_error("GG_NOT_READY", 503, "the gateway serves no routing snapshot yet")
     end
     local req = request.new()
-    local d = decide.evaluate(view.compiled, req, token_resolver)
+    local d = decide.evaluate(view.compiled, req, config.settings().redis and token.resolver or no_token)
     if d == nil then
         return answer_error("GG_NO_SERVICE", 404, "no service matches the request host and path")
     end
@@ -58,6 +60,8 @@ function _M.access()
         return answer_error("GG_UPSTREAM_UNAVAILABLE", 503, "the upstream has no server that can take the request")
     end
     var.gg_upstream = up.name
+    var.gg_identity = req.identity_source or ""
+    metrics.started(up.name)
     var.gg_scheme = up.scheme
     if not config.settings().preserve_host then var.gg_host = up.host_header end
     -- Sent again after a failure only when it can be: an idempotent method without a body.
@@ -99,6 +103,8 @@ end
 
 function _M.log()
     balancer.log()
+    local g = ngx.ctx.graygate
+    metrics.log_vars(g and g.decision.upstream or nil)
 end
 
 return _M

@@ -12,6 +12,7 @@
 -- whose peer this module sets per attempt (its keepalive pool is keyed by the peer's address).
 local ngx_balancer = require "ngx.balancer"
 local config = require "graygate.config"
+local metrics = require "graygate.metrics"
 local ngx = ngx
 local shared = ngx.shared
 local tonumber = tonumber
@@ -174,6 +175,7 @@ function _M.balance()
             up = g.stable
             g.up, g.stable, g.tried = up, nil, nil
             ngx.var.gg_upstream = up.name
+            metrics.moved(up.name)
             index = pick(up, nil, now)
             if index then return set_peer(g, up, index) end
         end

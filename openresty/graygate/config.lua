@@ -212,17 +212,21 @@ function _M.init_worker(json)
         ngx.log(ngx.ERR, "graygate: lua_shared_dict ", DICT, " is missing; include graygate-http.conf in the http block")
         return
     end
-    -- One worker per nginx reads Redis: the shared dict hands what it reads to the others.
-    if settings.redis and ngx.worker.id() == 0 then
+    if settings.redis then
         resp = require "graygate.resp"
         local r = settings.redis
-        local conn = assert(resp.parse_url(r.url))
-        conn.connect_timeout, conn.send_timeout, conn.read_timeout = 1000, 1000, r.timeout_ms or 2000
-        conn.pool_size = 4
-        r.conn = conn
-        r.ping_ms = r.ping_ms or 1000
-        ngx.timer.at(0, redis_subscribe)
-        ngx.timer.every((r.poll_ms or 2000) / 1000, redis_fetch)
+        -- Login tokens (tokenLookup) are looked up in the same Redis, by every worker.
+        require("graygate.token").init({ redis = assert(resp.parse_url(r.url)), dict = "graygate_tokens" })
+        -- One worker per nginx reads the routing: the shared dict hands what it reads to the others.
+        if ngx.worker.id() == 0 then
+            local conn = assert(resp.parse_url(r.url))
+            conn.connect_timeout, conn.send_timeout, conn.read_timeout = 1000, 1000, r.timeout_ms or 2000
+            conn.pool_size = 4
+            r.conn = conn
+            r.ping_ms = r.ping_ms or 1000
+            ngx.timer.at(0, redis_subscribe)
+            ngx.timer.every((r.poll_ms or 2000) / 1000, redis_fetch)
+        end
     end
 end
 

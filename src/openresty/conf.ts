@@ -4,7 +4,9 @@ import { fileURLToPath } from 'node:url';
 import type { Settings } from '../config/schema.js';
 import { GraygateError } from '../errors.js';
 import { redisStoreKeys } from '../store/redis/names.js';
+import { accessLogFormat, accessLogVariableDeclarations } from './access-log.js';
 import { normalizeSettings } from './normalize.js';
+import { tokenDictSize } from './token-memory.js';
 
 /**
  * What graygate writes for nginx: two files an existing nginx.conf includes (one in `http {}`,
@@ -22,6 +24,9 @@ const SYSTEM_LUA_CPATH = '/usr/lib/x86_64-linux-gnu/lua/5.1/?.so';
 
 /** The modules Debian's libnginx-mod-http-lua installs (OpenResty has them built in). */
 export const LUA_MODULES = ['/usr/lib/nginx/modules/ndk_http_module.so', '/usr/lib/nginx/modules/ngx_http_lua_module.so'];
+
+/** How many login tokens the shared token cache holds without evicting one. */
+const TOKEN_CAPACITY = 1_000_000;
 
 /** File names written into the output directory. */
 export const HTTP_INCLUDE = 'graygate-http.conf';
@@ -104,13 +109,21 @@ lua_package_cpath "${SYSTEM_LUA_CPATH};;";
 # The Redis subscriber waits for messages with a read timeout; a timeout there is not an error.
 lua_socket_log_errors off;
 
-# The last good routing (the delivery envelope) and the servers' passive health, shared by the workers.
+# The last good routing (the delivery envelope), the servers' passive health, the metrics, and
+# the token cache (sized for ${TOKEN_CAPACITY.toLocaleString('en')} tokens; shared memory is only used as it fills).
 lua_shared_dict graygate_config 64m;
 lua_shared_dict graygate_health 1m;
+lua_shared_dict graygate_metrics 1m;
+lua_shared_dict graygate_tokens ${tokenDictSize(TOKEN_CAPACITY)};
+
+# The access log line (service, served version, upstream, rule, identity source): use it with
+# access_log <file> graygate;
+${accessLogFormat()}
 
 init_worker_by_lua_block {
     require("graygate.config").init_worker(${luaLongString(JSON.stringify(settings))})
     require("graygate.balancer").init_worker()
+    require("graygate.metrics").init({ dict = "graygate_metrics" })
 }
 
 # The servers of every upstream are set per attempt by balancer.lua; nginx keeps idle connections
@@ -138,6 +151,9 @@ server {
     location /graygate/ {
         content_by_lua_block { require("graygate.config").serve_control() }
     }
+    location = /graygate/metrics {
+        content_by_lua_block { require("graygate.metrics").dump() }
+    }
 }
 `;
 }
@@ -146,13 +162,7 @@ server {
 export function serverConf(settings: Settings): string {
   return `# Written by \`graygate openresty conf\`: include it inside the server { } that takes the traffic
 # (it defines location /).
-set $gg_service "";
-set $gg_version "";
-set $gg_rule "";
-set $gg_upstream "";
-set $gg_error "";
-set $gg_fallback "";
-set $gg_ejected "";
+${accessLogVariableDeclarations().split(' set ').join('\nset ')}
 set $gg_scheme "http";
 set $gg_host $http_host;
 
@@ -204,7 +214,7 @@ export function writeConf(options: ConfOptions): WrittenConf {
 }
 
 /** A whole nginx.conf for `graygate start --data-plane openresty`: nginx in the foreground, its own prefix dir. */
-export function mainConf(options: ConfOptions & { readonly listen: { host: string; port: number }; readonly workers: number }): string {
+export function mainConf(options: ConfOptions & { readonly listen: { host: string; port: number }; readonly workers: number; readonly metricsPort: number }): string {
   const { host, port } = options.listen;
   const listen = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
   const keepAlive = seconds(options.settings.proxy.keepAliveTimeoutMs);
@@ -218,7 +228,6 @@ error_log stderr warn;
 events { worker_connections 4096; }
 
 http {
-    access_log off;
     keepalive_timeout ${keepAlive};
     client_header_timeout ${seconds(options.settings.proxy.clientHeadersTimeoutMs)};
     client_body_temp_path ${path.join(options.outDir, 'client_body')};
@@ -227,6 +236,17 @@ http {
     uwsgi_temp_path ${path.join(options.outDir, 'uwsgi')};
     scgi_temp_path ${path.join(options.outDir, 'scgi')};
     include ${path.join(options.outDir, HTTP_INCLUDE)};
+    ${options.settings.log.access.enabled ? `# One JSON line per request (log.access.enabled).\n    access_log ${path.join(options.outDir, 'logs', 'access.log')} graygate;` : 'access_log off;'}
+    # graygate reads nginx's metrics here (loopback only).
+    server {
+        listen 127.0.0.1:${options.metricsPort};
+        access_log off;
+        allow 127.0.0.1;
+        deny all;
+        location = /graygate/metrics {
+            content_by_lua_block { require("graygate.metrics").dump() }
+        }
+    }
     server {
         listen ${listen} backlog=4096;
         include ${path.join(options.outDir, SERVER_INCLUDE)};

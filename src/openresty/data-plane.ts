@@ -11,7 +11,9 @@ import type { Logger } from '../observe/log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import { CONTROL_SOCKET, mainConf, writeConf } from './conf.js';
 import { buildEnvelope, type Envelope } from './envelope.js';
+import { METRICS_DUMP_PATH, pollOpenrestyLoad, readOpenrestyDump, type OpenrestyLoadPoller } from './metrics.js';
 import { normalizeRouting, type NormalizedForm } from './normalize.js';
+import type { MetricsJson } from '../observe/metrics.js';
 import { RedisPublisher } from './redis-publisher.js';
 
 /** A snapshot normalized, waiting to be delivered; `stamp` orders deliveries of one version. */
@@ -114,6 +116,9 @@ export class OpenRestyDataPlane implements DataPlane {
   private status: NginxStatus = {};
   private statusTimer: NodeJS.Timeout | undefined;
   private draining = false;
+  /** nginx's metrics dump (a loopback listener of the nginx graygate runs). */
+  private dumpUrl: string | undefined;
+  private load: OpenrestyLoadPoller | undefined;
 
   constructor(
     private readonly options: OpenRestyOptions,
@@ -172,7 +177,9 @@ export class OpenRestyDataPlane implements DataPlane {
     const confOptions = { settings: this.settings, outDir: this.prefixDir };
     writeConf(confOptions);
     const confPath = path.join(this.prefixDir, 'nginx.conf');
-    writeFileSync(confPath, mainConf({ ...confOptions, listen: { host, port }, workers: this.options.workers === 'auto' ? 0 : this.options.workers }).replace('worker_processes 0;', 'worker_processes auto;'));
+    const metricsPort = await freePort('127.0.0.1');
+    this.dumpUrl = `http://127.0.0.1:${metricsPort}${METRICS_DUMP_PATH}`;
+    writeFileSync(confPath, mainConf({ ...confOptions, listen: { host, port }, metricsPort, workers: this.options.workers === 'auto' ? 0 : this.options.workers }).replace('worker_processes 0;', 'worker_processes auto;'));
     rmSync(this.socketPath, { force: true });
     // Not detached: nginx is in graygate's process group, so whatever ends the group ends nginx.
     // And when graygate alone is killed outright (no SIGTERM handling runs), the kernel tells nginx's
@@ -222,6 +229,11 @@ export class OpenRestyDataPlane implements DataPlane {
     if (this.pending) this.deliver();
     this.statusTimer = setInterval(() => void this.refreshStatus(), 1_000);
     this.statusTimer.unref();
+    this.load = pollOpenrestyLoad(this.dumpUrl);
+    this.logger.info(
+      { event: 'nginx-started', pid: child.pid, prefix: this.prefixDir, ...(this.settings.log.access.enabled ? { accessLog: path.join(this.prefixDir, 'logs', 'access.log') } : {}) },
+      `nginx (pid ${child.pid}) serves the traffic; its prefix directory is ${this.prefixDir}`,
+    );
     return { host, port };
   }
 
@@ -327,6 +339,7 @@ export class OpenRestyDataPlane implements DataPlane {
 
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
+    this.load?.close();
     clearInterval(this.statusTimer);
     clearTimeout(this.retryTimer);
     const child = this.child;
@@ -352,7 +365,14 @@ export class OpenRestyDataPlane implements DataPlane {
     }
   }
 
+  /** nginx's request metrics, summed by the admin API with graygate's own registry. */
+  async collectMetrics(): Promise<MetricsJson[]> {
+    if (this.dumpUrl === undefined) return [];
+    return [(await readOpenrestyDump(this.dumpUrl)).metrics];
+  }
+
   stats(): DataPlaneStats {
+    if (this.load !== undefined && this.load.lastReadAt > 0) return this.load.stats();
     const active = this.status.connections_active ?? 0;
     const writing = this.status.connections_writing ?? 0;
     // The status request itself is one of nginx's active and writing connections.

@@ -83,6 +83,22 @@ describe('the OpenResty data plane: routing and live changes', () => {
     expect(readFileSync(gateway.configPath, 'utf8')).toContain('equals: "2"');
   });
 
+  it('counts nginx\'s requests in the admin API\'s /metrics, by the version that served them, and logs each with its service, version and rule', async () => {
+    const admin = gateway.logs().find((line) => line.event === 'admin-listening');
+    const url = `http://127.0.0.1:${String(admin?.port)}`;
+    await send(gateway.url, { headers: { 'x-canary': '2' } });
+    await eventually(async () => {
+      const text = (await send(url, { path: '/metrics' })).text;
+      expect(text).toMatch(/graygate_requests_total\{service="shop",version="candidate",status_class="2xx",upstream="shop-v2"\} [1-9]/);
+      expect(text).toMatch(/graygate_requests_total\{service="shop",version="stable",status_class="2xx",upstream="shop-v1"\} [1-9]/);
+    });
+    const started = gateway.logs().find((line) => line.event === 'nginx-started');
+    await eventually(() => {
+      const lines = readFileSync(String(started?.accessLog), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(lines.some((line) => line.event === 'access' && line.service === 'shop' && line.version === 'candidate' && line.rule === 'testers')).toBe(true);
+    });
+  });
+
   it('reports itself in the admin API\'s fleet view with the version its nginx serves', async () => {
     const admin = gateway.logs().find((line) => line.event === 'admin-listening');
     const url = `http://127.0.0.1:${String(admin?.port)}`;
