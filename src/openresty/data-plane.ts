@@ -280,8 +280,26 @@ export class OpenRestyDataPlane implements DataPlane {
     if (this.child || this.attached) this.deliver();
   }
 
+  /** The store's epoch as last read: read again after each delivery, off the delivery's path. */
+  private epoch: string | undefined;
+  private epochRead: Promise<void> | undefined;
+
+  private refreshEpoch(): Promise<void> {
+    this.epochRead ??= this.publisher!.epoch()
+      .then((epoch) => {
+        this.epoch = epoch;
+      })
+      .catch(() => undefined)
+      .finally(() => (this.epochRead = undefined));
+    return this.epochRead;
+  }
+
   private async deliverOne(snapshot: Pending): Promise<void> {
-    const epoch = this.publisher ? await this.publisher.epoch().catch(() => this.latest?.epoch ?? '') : '';
+    // The epoch changes only when the store is seeded again: the one read so far is used, and
+    // read again for the next delivery (a reseed is then delivered by the status check's retry).
+    if (this.publisher && this.epoch === undefined) await this.refreshEpoch();
+    const epoch = this.epoch ?? '';
+    if (this.publisher) void this.refreshEpoch();
     const envelope = await buildEnvelope(snapshot.form, snapshot.stamp, epoch);
     this.latest = envelope;
     this.latestSince = Date.now();
