@@ -7,6 +7,7 @@ local config = require "graygate.config"
 local balancer = require "graygate.balancer"
 local decide = require "graygate.decide"
 local request = require "graygate.request"
+local identity = require "graygate.identity"
 local ngx = ngx
 local var = ngx.var
 local header = ngx.header
@@ -63,6 +64,9 @@ function _M.access()
     var.gg_identity = req.identity_source or ""
     metrics.started(up.name)
     var.gg_scheme = up.scheme
+    -- X-Forwarded-For: a trusted proxy's value is appended to; anyone else's is replaced ($gg_xff's default).
+    local trusted = view.compiled.trusted
+    if trusted.n4 + trusted.n6 > 0 and identity.peer_trusted(trusted, req) then var.gg_xff = var.proxy_add_x_forwarded_for end
     if not config.settings().preserve_host then var.gg_host = up.host_header end
     -- Sent again after a failure only when it can be: an idempotent method without a body.
     local method = ngx.req.get_method()

@@ -164,6 +164,7 @@ export function serverConf(settings: Settings): string {
 # (it defines location /).
 ${accessLogVariableDeclarations().split(' set ').join('\nset ')}
 set $gg_scheme "http";
+set $gg_xff $remote_addr;
 set $gg_host $http_host;
 
 location / {
@@ -175,7 +176,7 @@ location / {
     proxy_set_header Host $gg_host;
     proxy_set_header Connection $graygate_connection;
     proxy_set_header Upgrade $http_upgrade;
-    proxy_set_header X-Forwarded-For ${settings.trustedProxies.length > 0 ? '$proxy_add_x_forwarded_for' : '$remote_addr'};
+    proxy_set_header X-Forwarded-For $gg_xff;
     # Attempts: balancer.lua decides each one (the next server, stable, or none).
     proxy_next_upstream error timeout;
     proxy_next_upstream_tries 0;

@@ -60,6 +60,11 @@ describe('the OpenResty data plane: routing and live changes', () => {
     expect(other.headers.server).toMatch(/nginx|openresty/i);
   });
 
+  it('replaces an X-Forwarded-For from a peer that is not a trusted proxy', async () => {
+    const answer = await send(gateway.url, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+    expect((answer.json?.headers as Record<string, string>)['x-forwarded-for']).toBe('127.0.0.1');
+  });
+
   it('applies a rule change on every nginx worker without a reload, and no request fails meanwhile', async () => {
     const workersBefore = gateway.workerPids().sort();
     expect(workersBefore.length).toBe(2);
