@@ -52,7 +52,7 @@ export function registerStartCommand(program: Command): void {
     .option('--token-key <template>', 'drop-in mode: Redis key holding the user id of {token}', 'TOKEN_{token}')
     .option('--workers <n>', 'worker processes sharing the listen address: a number, or "auto" for one per core (default: GRAYGATE_WORKERS, else auto); 1 runs a single process')
     .addOption(new Option('--data-plane <kind>', 'what serves the traffic: graygate itself (node: Node or Bun, whichever runs graygate), or openresty: nginx with lua-nginx-module runs graygate\'s rules, graygate is its control plane').choices(['node', 'openresty']).default('node'))
-    .option('--nginx <path>', 'with --data-plane openresty: the nginx binary (Debian nginx + libnginx-mod-http-lua, or OpenResty\'s)', 'nginx')
+    .option('--nginx <path>', 'with --data-plane openresty: the nginx binary (Debian nginx + libnginx-mod-http-lua, or OpenResty\'s), or "external": run none, push the routing to the nginx that includes the files of `graygate openresty conf --out DIR` (with --openresty-dir DIR)', 'nginx')
     .option('--openresty-dir <dir>', 'with --data-plane openresty: nginx\'s prefix directory (conf, pid, control socket); default a new temp directory')
     .option('--range-key <key>', 'drop-in mode: Redis key holding the gray range {"idStart":N,"idEnd":M}', 'Grayscale_Range')
     .addOption(
