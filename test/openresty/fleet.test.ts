@@ -100,13 +100,32 @@ describe('a fleet of a Node and an OpenResty gateway on one Redis', () => {
     expect(userNginx.workerPids().sort()).toEqual(workers.user);
   });
 
+  it('keeps routing through a Redis that stops answering, and follows the next change once it answers again', async () => {
+    const before = await answersOf(userNginx.url);
+    redis.pause();
+    try {
+      // The last good routing is in each nginx's shared dict: nothing changes, nothing fails.
+      expect(await answersOf(userNginx.url)).toEqual(before);
+      expect(await answersOf(openresty.url)).toEqual(before);
+    } finally {
+      redis.resume();
+    }
+    await writeNext(writer, routingDocument(routing(10)), 'lower the share', 30_000);
+    const after = await answersOf(node.url);
+    await eventually(async () => expect(await answersOf(userNginx.url)).toEqual(after));
+    await eventually(async () => expect(await answersOf(openresty.url)).toEqual(after));
+  });
+
   it('shows the OpenResty gateway in the fleet view with the version its nginx serves', async () => {
     const admin = `http://127.0.0.1:${String(openresty.logs().find((l) => l.event === 'admin-listening')?.port)}`;
     const fleet = (await send(admin, { path: '/v1/fleet' })).json as { store: { version: number }; gateways: { self: boolean; servedVersion: number; dataPlane?: string }[]; split: boolean };
     const self = fleet.gateways.find((g) => g.self);
     expect(self?.dataPlane).toBe('openresty');
-    expect(self?.servedVersion).toBe(fleet.store.version);
-    expect(fleet.gateways.length).toBe(2);
-    expect(fleet.split).toBe(false);
+    await eventually(async () => {
+      const now = (await send(admin, { path: '/v1/fleet' })).json as typeof fleet;
+      expect(now.gateways.find((g) => g.self)?.servedVersion).toBe(now.store.version);
+      expect(now.gateways.length).toBe(2);
+      expect(now.split).toBe(false);
+    });
   });
 });
