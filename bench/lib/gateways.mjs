@@ -89,10 +89,10 @@ export function routingConfig(kind, backends, redis) {
  * waits until it listens (and, with several workers, until all have started). `nodeArgs` go
  * before the CLI (e.g. --cpu-prof); `cpus` (a taskset list, e.g. "1") pins it and its workers to
  * those cores; `cli` runs another build's CLI (default: this checkout's dist/); `settings` are
- * added to the config (e.g. a `tls` listener, whose port the caller chose). Returns
- * `{ port, pgid, child, workers }`.
+ * added to the config (e.g. a `tls` listener, whose port the caller chose); `extraArgs` go after
+ * the CLI's own (e.g. `--data-plane openresty`). Returns `{ port, pgid, child, workers }`.
  */
-export async function startGateway(run, { runtime = 'node', workers = 1, kind, backends, redis, nodeArgs = [], cpus, cli = cliPath, settings = {} }) {
+export async function startGateway(run, { runtime = 'node', workers = 1, kind, backends, redis, nodeArgs = [], cpus, cli = cliPath, settings = {}, extraArgs = [] }) {
   const port = await freePort();
   const config = path.join(run.dir, `gw-${runtime}-${workers}-${kind}-${port}.json`);
   writeFileSync(
@@ -100,7 +100,7 @@ export async function startGateway(run, { runtime = 'node', workers = 1, kind, b
     JSON.stringify({ listen: `127.0.0.1:${port}`, log: { level: 'warn' }, proxy: { keepAliveTimeoutMs: 120_000 }, ...settings, ...routingConfig(kind, backends, redis) }),
   );
   const command = runtime === 'bun' ? bunPath : process.execPath;
-  const args = [...nodeArgs, cli, 'start', '--config', config, '--workers', String(workers)];
+  const args = [...nodeArgs, cli, 'start', '--config', config, '--workers', String(workers), ...extraArgs];
   // taskset execs the command: the process (and its group) stays the same.
   const child = cpus === undefined ? run.start(`graygate ${runtime} -w${workers} ${kind}`, command, args) : run.start(`graygate ${runtime} -w${workers} ${kind}`, 'taskset', ['-c', cpus, command, ...args]);
   await waitPort(port, 60_000);

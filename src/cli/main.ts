@@ -4,6 +4,7 @@ import { registerControlCommands } from '../control/cli/index.js';
 import { ExitCode } from '../control/cli/client.js';
 import { registerDemoCommand } from './demo.js';
 import { debugStack, oneLine } from './failure.js';
+import { registerOpenRestyCommand } from './openresty.js';
 import { registerStartCommand } from './start.js';
 import { registerValidateCommand } from './validate.js';
 import { readPackageVersion } from './version.js';
@@ -50,6 +51,7 @@ const program = new Command()
 registerStartCommand(program);
 registerValidateCommand(program);
 registerDemoCommand(program);
+registerOpenRestyCommand(program);
 registerControlCommands(program);
 speakPlainly(program);
 

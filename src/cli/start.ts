@@ -6,6 +6,7 @@ import { RedisStoreSettings, type RoutingDocument, type Settings } from '../conf
 import { ListenAddress } from '../config/primitives.js';
 import { runtimeName, selectDataPlane } from '../dataplane/select.js';
 import { unsupportedOnRuntime } from '../dataplane/runtime-support.js';
+import { openRestySettingsIssues } from '../openresty/normalize.js';
 import { unsupportedUpstreams } from '../dataplane/upstream-support.js';
 import { checkTlsFiles, resolveTlsPaths } from '../dataplane/tls-files.js';
 import { formatIssues } from '../config/issues.js';
@@ -18,6 +19,7 @@ import { DROP_IN_TOKEN_ENV, dropInAdmin, dropInDocument, flagsIgnored } from './
 import { debugStack, describeListenFailure, listenFailureOf, oneLine } from './failure.js';
 import { ClusterDataPlane, isWorkerProcess, runWorker } from '../dataplane/workers/index.js';
 import { workerCount } from './workers.js';
+import { createOpenRestyDataPlane } from '../openresty/data-plane.js';
 import { createLogger, type Logger } from '../observe/log.js';
 
 export interface StartOptions {
@@ -34,6 +36,9 @@ export interface StartOptions {
   admin?: string;
   adminTokenEnv?: string;
   workers?: string;
+  dataPlane?: 'node' | 'openresty';
+  nginx?: string;
+  openrestyDir?: string;
 }
 
 /** `graygate start`: runs the gateway until SIGTERM/SIGINT, then drains and exits 0. */
@@ -50,6 +55,9 @@ export function registerStartCommand(program: Command): void {
     .option('--token-header <name>', 'drop-in mode: request header carrying the login token', 'TOKEN')
     .option('--token-key <template>', 'drop-in mode: Redis key holding the user id of {token}', 'TOKEN_{token}')
     .option('--workers <n>', 'worker processes sharing the listen address: a number, or "auto" for one per core (default: GRAYGATE_WORKERS, else auto); 1 runs a single process')
+    .addOption(new Option('--data-plane <kind>', 'what serves the traffic: graygate itself (node: Node or Bun, whichever runs graygate), or openresty: nginx with lua-nginx-module runs graygate\'s rules, graygate is its control plane').choices(['node', 'openresty']).default('node'))
+    .option('--nginx <path>', 'with --data-plane openresty: the nginx binary (Debian nginx + libnginx-mod-http-lua, or OpenResty\'s), or "external": run none, push the routing to the nginx that includes the files of `graygate openresty conf --out DIR` (with --openresty-dir DIR)', 'nginx')
+    .option('--openresty-dir <dir>', 'with --data-plane openresty: nginx\'s prefix directory (conf, pid, control socket); default a new temp directory')
     .option('--range-key <key>', 'drop-in mode: Redis key holding the gray range {"idStart":N,"idEnd":M}', 'Grayscale_Range')
     .addOption(
       new Option('--range-start <bound>', 'drop-in mode: whether idStart itself is in the range (exclusive: the recipe\'s UserId > idStart)').choices(['inclusive', 'exclusive']).default('inclusive'),
@@ -127,9 +135,12 @@ export async function runStart(options: StartOptions): Promise<number> {
       if (!url.success) throw new UsageError(`--redis: ${formatIssues(url.error).join('; ')}`);
       settings.store = RedisStoreSettings.parse({ ...base, kind: 'redis', url: options.redis });
     }
-    // Settings this runtime cannot honour (the listener's, and the config file's upstreams'): one config error naming each.
-    const unsupported = [...unsupportedOnRuntime(runtimeName(), settings), ...(config.routing ? unsupportedUpstreams(runtimeName(), config.routing.upstreams) : [])];
-    if (unsupported.length > 0) throw new ConfigError(unsupported);
+    // Settings this data plane cannot honour (the listener's, and the config file's upstreams'): one config error naming each.
+    const unsupported =
+      options.dataPlane === 'openresty'
+        ? openRestySettingsIssues(settings, config.routing)
+        : [...unsupportedOnRuntime(runtimeName(), settings), ...(config.routing ? unsupportedUpstreams(runtimeName(), config.routing.upstreams) : [])];
+    if (unsupported.length > 0) throw new ConfigError(unsupported, options.dataPlane === 'openresty' ? { code: 'GG_OPENRESTY_UNSUPPORTED' } : undefined);
     logger = createLogger({ level: settings.log.level, format: settings.log.format });
     if (settings.tls !== undefined) {
       // Checked here, once, before any worker reads them: a bad file is one clear failure, not a crash per worker.
@@ -153,7 +164,13 @@ export async function runStart(options: StartOptions): Promise<number> {
       ...(absoluteConfig ? { configPath: absoluteConfig } : {}),
       ...(dropIn && options.admin !== undefined ? { seedDocument: dropIn, seedSource: 'the command line (drop-in flags)' } : {}),
       logger,
-      createDataPlane: workers === 1 ? await selectDataPlane() : ({ settings: planeSettings, logger: planeLogger }) => new ClusterDataPlane(workers, planeSettings, planeLogger),
+      createDataPlane:
+        options.dataPlane === 'openresty'
+          ? // nginx's worker processes are the workers: graygate stays one process, the control plane.
+            createOpenRestyDataPlane({ nginx: options.nginx ?? 'nginx', workers: options.workers === undefined && process.env.GRAYGATE_WORKERS === undefined ? 'auto' : workers, ...(options.openrestyDir ? { prefixDir: path.resolve(options.openrestyDir) } : {}) })
+          : workers === 1
+            ? await selectDataPlane()
+            : ({ settings: planeSettings, logger: planeLogger }) => new ClusterDataPlane(workers, planeSettings, planeLogger),
       ...(store ? { store } : {}),
       ...(settings.store.kind !== 'file' && config.routing ? { seedDocument: config.routing } : {}),
     });
@@ -177,7 +194,7 @@ export async function runStart(options: StartOptions): Promise<number> {
   // `port` first: it is the plain listener's, or the TLS one's when that is the only listener.
   const urls = [...(settings.listen !== null ? [`http://${at({ host, port })}`] : []), ...(tls ? [`https://${at(tls)}`] : [])];
   logger.info(
-    { event: 'listening', host, port, ...(tls ? { tls } : {}), version: gateway.sync.version, store: gateway.store.kind, workers, runtime: runtimeName() },
+    { event: 'listening', host, port, ...(tls ? { tls } : {}), version: gateway.sync.version, store: gateway.store.kind, workers, runtime: options.dataPlane === 'openresty' ? 'openresty' : runtimeName() },
     `graygate listening on ${urls.join(' and ')} (routing version ${gateway.sync.version}${workers > 1 ? `, ${workers} workers` : ''})`,
   );
   const code = await waitForShutdown(gateway, logger);

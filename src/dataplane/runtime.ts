@@ -45,6 +45,13 @@ export interface DataPlane {
    * the sum never goes back). Absent when requests are recorded in this process.
    */
   figures?(): ServicesFigures;
+  /** Set when the traffic is served outside graygate (`openresty`), for the fleet view. */
+  readonly kind?: string;
+  /**
+   * For a data plane outside graygate: the routing version it confirms serving (null before its
+   * first), which the fleet view reports instead of the version graygate compiled.
+   */
+  servedVersion?(): number | null;
 }
 
 /**

@@ -11,6 +11,8 @@ export interface FleetGateway {
   readonly servedForMs: number;
   /** Serves something other than the store's current version (or, with the store unknown, than the newest served). */
   readonly behind: boolean;
+  /** What serves its traffic when not graygate itself (`openresty`). */
+  readonly dataPlane?: string;
 }
 
 /** What every gateway serves, against the store. */
@@ -54,6 +56,7 @@ export function fleetViewOf(
     servedVersion: report.servedVersion,
     servedEpoch: report.servedEpoch,
     servedForMs: report.servedForMs,
+    ...(report.dataPlane !== undefined ? { dataPlane: report.dataPlane } : {}),
     behind:
       storeKey !== undefined
         ? keyOf(report.servedVersion, report.servedEpoch) !== storeKey

@@ -260,7 +260,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   // A new id per start: a window whose two ends carry different ids spans a restart.
   const counters = { countersId: randomBytes(6).toString('hex'), startedAt: Date.now() };
   const figures = (): GatewayFigures => ({ ...counters, services: dataPlane.figures ? dataPlane.figures() : ownFigures.snapshot() });
-  const localLoad = () => loadReportOf(dataPlane.stats(), served?.version ?? null, servedSince, Date.now(), sync.served?.epoch ?? null, figures());
+  const localLoad = () =>
+    loadReportOf(dataPlane.stats(), dataPlane.servedVersion ? dataPlane.servedVersion() : (served?.version ?? null), servedSince, Date.now(), sync.served?.epoch ?? null, figures(), dataPlane.kind);
   const reporter = new LoadReporter({ fleet: store.fleet, instanceId, measure: localLoad, logger });
   reporter.start();
   const fleetReports = store.fleet;

@@ -106,9 +106,18 @@ export class LoadReporter {
 }
 
 /** The report of `stats` for a gateway serving `servedVersion` (of `servedEpoch`) since `servedSince` (Date.now()). */
-export function loadReportOf(stats: DataPlaneStats, servedVersion: number | null, servedSince: number, now = Date.now(), servedEpoch: string | null = null, figures?: GatewayFigures): LoadReport {
+export function loadReportOf(
+  stats: DataPlaneStats,
+  servedVersion: number | null,
+  servedSince: number,
+  now = Date.now(),
+  servedEpoch: string | null = null,
+  figures?: GatewayFigures,
+  dataPlane?: string,
+): LoadReport {
   return {
     ...(figures === undefined ? {} : { figures }),
+    ...(dataPlane !== undefined ? { dataPlane } : {}),
     servedVersion,
     servedEpoch,
     servedForMs: servedVersion === null ? 0 : Math.max(0, now - servedSince),

@@ -419,6 +419,7 @@ export function normalizeRouting(document: RoutingDocument, version: number, opt
  */
 export function openRestySettingsIssues(settings: Settings, document: RoutingDocument | undefined): string[] {
   const issues: string[] = [];
+  if (settings.listen === null) issues.push('listen: off: the OpenResty data plane listens where `listen` says; nginx terminates TLS in its own server block');
   if (settings.tls !== undefined) issues.push('tls: on the OpenResty data plane nginx terminates TLS: put `listen … ssl`, ssl_certificate and http2 in the server block that includes graygate, and remove tls');
   if (settings.proxyProtocol !== undefined) issues.push('proxyProtocol: on the OpenResty data plane nginx reads the PROXY header: use `listen … proxy_protocol` with set_real_ip_from and real_ip_header proxy_protocol, and remove proxyProtocol');
   for (const [name, upstream] of Object.entries(document?.upstreams ?? {})) {

@@ -71,6 +71,8 @@ export interface LoadReport extends LoadFigures {
    * started (what the rollout analysis sums over the fleet). Absent from older gateways' reports.
    */
   readonly figures?: GatewayFigures;
+  /** What serves its traffic when not graygate itself (`openresty`: nginx, whose served version this reports). */
+  readonly dataPlane?: string;
 }
 
 /** One gateway's report as the store returns it: `at` is the store's clock when it was written. */

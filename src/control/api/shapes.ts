@@ -139,6 +139,7 @@ export const FleetViewShape = z
         servedEpoch: z.string().nullable().meta({ description: 'The store epoch of the served version (null: unknown, e.g. the config file\'s routing served at boot).' }),
         servedForMs: z.number().int(),
         behind: z.boolean().meta({ description: 'Serves another version than the store\'s current one (with the store unreadable: than the newest one served).' }),
+        dataPlane: z.string().optional().meta({ description: 'What serves its traffic when not graygate itself: `openresty` (nginx; servedVersion is what nginx serves).' }),
       }),
     ),
     versions: z.array(z.object({ version: z.number().int().nullable(), epoch: z.string().nullable(), gateways: z.number().int() })).meta({ description: 'Each distinct served version and epoch, newest first.' }),

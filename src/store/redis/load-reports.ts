@@ -57,6 +57,7 @@ function parseLoadEntry(instanceId: string, text: string): FleetLoadEntry | unde
       inFlightRequests: value.inFlightRequests,
       openConnections: value.openConnections,
       upstreams,
+      ...(typeof (value as { dataPlane?: unknown }).dataPlane === 'string' ? { dataPlane: (value as { dataPlane: string }).dataPlane } : {}),
     },
   };
 }

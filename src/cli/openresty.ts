@@ -1,0 +1,64 @@
+import path from 'node:path';
+import type { Command } from 'commander';
+import { loadConfigFile } from '../config/load.js';
+import { isGraygateError } from '../errors.js';
+import { readsRedis, writeConf } from '../openresty/conf.js';
+import { openRestyIssues } from '../openresty/normalize.js';
+import { oneLine } from './failure.js';
+
+interface ConfOptions {
+  config: string;
+  out: string;
+}
+
+/** `graygate openresty conf`: the files an existing nginx.conf includes to run graygate's rules. */
+export function registerOpenRestyCommand(program: Command): void {
+  const openresty = program.command('openresty').description('Run graygate\'s rules inside OpenResty / nginx with lua-nginx-module (graygate as the control plane).');
+  openresty
+    .command('conf')
+    .description('Write what an existing nginx.conf includes (Lua paths, shared dicts, worker init, the balancer, the proxied location) and print the two lines to add.')
+    .requiredOption('-c, --config <file>', 'graygate config file (YAML or JSON): its settings and store')
+    .requiredOption('-o, --out <dir>', 'directory to write graygate-http.conf and graygate-server.conf into')
+    .addHelpText(
+      'after',
+      `
+The routing itself (services, rules, upstream servers) is not written: it reaches every nginx
+worker at run time, without a reload. With store.url redis://… nginx reads it from Redis, where
+every graygate started with --data-plane openresty writes it after each change; with another
+store, \`graygate start --data-plane openresty --openresty-dir DIR\` runs nginx and pushes it.
+
+Example:
+  graygate openresty conf --config graygate.yaml --out /etc/nginx/graygate`,
+    )
+    .action(async (options: ConfOptions) => {
+      process.exitCode = await runConf(options);
+    });
+}
+
+async function runConf(options: ConfOptions): Promise<number> {
+  try {
+    const config = await loadConfigFile(options.config);
+    // The file's routing (when it holds one) must be one the Lua evaluator can run.
+    const issues = config.routing ? openRestyIssues(config.routing) : [];
+    if (issues.length > 0) {
+      process.stderr.write(`graygate openresty conf: ${path.resolve(options.config)} cannot run on OpenResty:\n${issues.map((issue) => `  - ${issue}`).join('\n')}\n`);
+      return 1;
+    }
+    const outDir = path.resolve(options.out);
+    const written = writeConf({ settings: config.settings, outDir });
+    process.stdout.write(
+      `Wrote ${written.httpInclude} and ${written.serverInclude}. Add these two lines to nginx.conf:\n\n` +
+        `    ${written.lines[0]}      # inside http { }\n` +
+        `    ${written.lines[1]}    # inside the server { } that takes the traffic\n\n` +
+        (readsRedis(config.settings)
+          ? 'nginx reads the routing from Redis; graygate start --data-plane openresty (anywhere in the fleet) keeps it current.\n'
+          : `nginx gets the routing pushed to ${path.join(outDir, 'graygate-control.sock')}: run graygate start --config FILE --data-plane openresty --nginx external --openresty-dir ${outDir} beside it.\n`),
+    );
+    return 0;
+  } catch (error) {
+    const code = isGraygateError(error) ? ` (${error.code})` : '';
+    const issues = (error as { issues?: string[] }).issues;
+    process.stderr.write(`graygate openresty conf: ${issues ? issues.join('; ') : oneLine((error as Error).message)}${code}\n`);
+    return 1;
+  }
+}

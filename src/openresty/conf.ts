@@ -1,0 +1,257 @@
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Settings } from '../config/schema.js';
+import { GraygateError } from '../errors.js';
+import { redisStoreKeys } from '../store/redis/names.js';
+import { accessLogFormat, accessLogVariableDeclarations } from './access-log.js';
+import { normalizeSettings } from './normalize.js';
+import { tokenDictSize } from './token-memory.js';
+
+/**
+ * What graygate writes for nginx: two files an existing nginx.conf includes (one in `http {}`,
+ * one in a `server {}`), and, for `graygate start --data-plane openresty`, a whole nginx.conf
+ * around them. Nothing in them depends on the routing document: upstreams, rules and timeouts
+ * reach nginx at run time (config.lua), so a routing change never needs a reload.
+ */
+
+/** The package's `openresty/` directory (holds graygate/*.lua), from dist/openresty or src/openresty. */
+export const LUA_DIR = fileURLToPath(new URL('../../openresty', import.meta.url));
+
+/** Where Debian's lua-resty-core, lua-resty-lrucache and lua-cjson put their modules. */
+const SYSTEM_LUA_PATH = '/usr/share/lua/5.1/?.lua';
+const SYSTEM_LUA_CPATH = '/usr/lib/x86_64-linux-gnu/lua/5.1/?.so';
+
+/** The modules Debian's libnginx-mod-http-lua installs (OpenResty has them built in). */
+export const LUA_MODULES = ['/usr/lib/nginx/modules/ndk_http_module.so', '/usr/lib/nginx/modules/ngx_http_lua_module.so'];
+
+/** How many login tokens the shared token cache holds without evicting one. */
+const TOKEN_CAPACITY = 1_000_000;
+
+/** File names written into the output directory. */
+export const HTTP_INCLUDE = 'graygate-http.conf';
+export const SERVER_INCLUDE = 'graygate-server.conf';
+export const CONTROL_SOCKET = 'graygate-control.sock';
+
+/** The Redis key graygate writes the delivery envelope to, and the channel it announces it on. */
+export function openRestyKeys(namespace: string): { envelope: string; meta: string; channel: string } {
+  const keys = redisStoreKeys(namespace);
+  return { envelope: `${keys.doc.replace(/:doc$/, '')}:openresty`, meta: `${keys.doc.replace(/:doc$/, '')}:openresty:meta`, channel: `${keys.channel}:openresty` };
+}
+
+export interface ConfOptions {
+  readonly settings: Settings;
+  /** Directory the files are written to (absolute). */
+  readonly outDir: string;
+  /** Where the `openresty/` Lua directory is (default: this package's). */
+  readonly luaDir?: string;
+}
+
+/** The settings config.lua reads at init_worker (written into the conf as JSON). */
+export interface LuaSettings {
+  readonly preserve_host: boolean;
+  readonly normalized: ReturnType<typeof normalizeSettings>;
+  readonly redis?: { readonly url: string; readonly key: string; readonly channel: string; readonly poll_ms: number; readonly ping_ms: number; readonly timeout_ms: number };
+}
+
+/**
+ * Whether nginx can read the routing straight from the store: Redis standalone (`redis://`). Other
+ * stores (the file store, Sentinel, Cluster, TLS) get it pushed by graygate to the control socket,
+ * which needs `graygate start --data-plane openresty` beside nginx.
+ */
+export function readsRedis(settings: Settings): boolean {
+  return settings.store.kind === 'redis' && settings.store.url.startsWith('redis://');
+}
+
+export function luaSettings(settings: Settings): LuaSettings {
+  const store = settings.store;
+  const redis =
+    store.kind === 'redis' && readsRedis(settings)
+      ? (() => {
+          const keys = openRestyKeys(store.namespace);
+          return { url: store.url, key: keys.envelope, channel: keys.channel, poll_ms: store.pollMs, ping_ms: store.pingMs, timeout_ms: store.commandTimeoutMs };
+        })()
+      : undefined;
+  return {
+    preserve_host: settings.proxy.preserveHost,
+    normalized: normalizeSettings(settings),
+    ...(redis ? { redis } : {}),
+  };
+}
+
+/** A Lua long string holding `text` (its level chosen so that the text cannot close it). */
+function luaLongString(text: string): string {
+  let level = 1;
+  while (text.includes(`]${'='.repeat(level)}]`)) level++;
+  const eq = '='.repeat(level);
+  return `[${eq}[${text}]${eq}]`;
+}
+
+/** A directory nginx's directives can name (written in double quotes, so no quotes, $ or braces). */
+function checkedDir(dir: string, what: string): string {
+  if (/["\\$\s;{}]/.test(dir)) throw new GraygateError('GG_CONFIG_INVALID', `${what}: nginx cannot take the path ${JSON.stringify(dir)} (no quotes, backslashes, $, spaces, ; or braces)`);
+  return dir;
+}
+
+const seconds = (ms: number) => `${Math.max(1, Math.ceil(ms / 1000))}s`;
+
+/** The `http {}` part: Lua paths, shared dicts, worker init, the balancer's upstream, the control socket. */
+export function httpConf(options: ConfOptions): string {
+  const luaDir = checkedDir(options.luaDir ?? LUA_DIR, 'the package\'s openresty directory');
+  checkedDir(options.outDir, '--out');
+  const settings = luaSettings(options.settings);
+  const socket = path.join(options.outDir, CONTROL_SOCKET);
+  return `# Written by \`graygate openresty conf\`: include it once inside http { }.
+# Routing (services, rules, upstream servers, timeouts) is not in here: graygate delivers it at run
+# time to every worker (${settings.redis ? `read from Redis key ${settings.redis.key}, announced on ${settings.redis.channel}` : 'pushed to the control socket below'}), so a change needs no reload.
+lua_package_path "${luaDir}/?.lua;${SYSTEM_LUA_PATH};;";
+lua_package_cpath "${SYSTEM_LUA_CPATH};;";
+# The Redis subscriber waits for messages with a read timeout; a timeout there is not an error.
+lua_socket_log_errors off;
+
+# The last good routing (the delivery envelope), the servers' passive health, the metrics, and
+# the token cache (sized for ${TOKEN_CAPACITY.toLocaleString('en')} tokens; shared memory is only used as it fills).
+lua_shared_dict graygate_config 64m;
+lua_shared_dict graygate_health 1m;
+lua_shared_dict graygate_metrics 1m;
+lua_shared_dict graygate_tokens ${tokenDictSize(TOKEN_CAPACITY)};
+
+# The access log line (service, served version, upstream, rule, identity source): use it with
+# access_log <file> graygate;
+${accessLogFormat()}
+
+init_worker_by_lua_block {
+    require("graygate.config").init_worker(${luaLongString(JSON.stringify(settings))})
+    require("graygate.balancer").init_worker()
+    require("graygate.metrics").init({ dict = "graygate_metrics" })
+}
+
+# The servers of every upstream are set per attempt by balancer.lua; nginx keeps idle connections
+# per server address in this pool.
+upstream graygate_upstream {
+    server 0.0.0.1;
+    balancer_by_lua_block { require("graygate.balancer").balance() }
+    keepalive 128;
+    keepalive_timeout 4s;
+    keepalive_requests 10000;
+}
+
+map $http_upgrade $graygate_connection {
+    default upgrade;
+    ""      "";
+}
+
+# graygate's control plane pushes the routing here and reads what nginx serves; a unix socket, so
+# nothing on the network reaches it.
+server {
+    listen unix:${socket};
+    access_log off;
+    client_max_body_size 64m;
+    client_body_buffer_size 64m;
+    location /graygate/ {
+        content_by_lua_block { require("graygate.config").serve_control() }
+    }
+    location = /graygate/metrics {
+        content_by_lua_block { require("graygate.metrics").dump() }
+    }
+}
+`;
+}
+
+/** The `server {}` part: the variables the phases write, the proxied location and the error location. */
+export function serverConf(settings: Settings): string {
+  return `# Written by \`graygate openresty conf\`: include it inside the server { } that takes the traffic
+# (it defines location /).
+${accessLogVariableDeclarations().split(' set ').join('\nset ')}
+set $gg_scheme "http";
+set $gg_xff $remote_addr;
+set $gg_host $http_host;
+
+location / {
+    access_by_lua_block { require("graygate.access").access() }
+    header_filter_by_lua_block { require("graygate.access").header_filter() }
+    log_by_lua_block { require("graygate.access").log() }
+
+    proxy_http_version 1.1;
+    proxy_set_header Host $gg_host;
+    proxy_set_header Connection $graygate_connection;
+    proxy_set_header Upgrade $http_upgrade;
+    proxy_set_header X-Forwarded-For $gg_xff;
+    # Attempts: balancer.lua decides each one (the next server, stable, or none).
+    proxy_next_upstream error timeout;
+    proxy_next_upstream_tries 0;
+    proxy_buffering off;
+    proxy_request_buffering off;
+    proxy_pass $gg_scheme://graygate_upstream;
+    error_page 500 502 503 504 = @graygate_error;
+}
+
+location @graygate_error {
+    content_by_lua_block { require("graygate.access").error_page() }
+}
+`;
+}
+
+/** nginx's directives to load the Lua module, when it is a dynamic module (Debian); OpenResty has it built in. */
+export function loadModuleLines(): string {
+  return LUA_MODULES.every((file) => existsSync(file)) ? LUA_MODULES.map((file) => `load_module ${file};`).join('\n') : '';
+}
+
+export interface WrittenConf {
+  readonly httpInclude: string;
+  readonly serverInclude: string;
+  /** The two lines to add to an existing nginx.conf. */
+  readonly lines: readonly [string, string];
+}
+
+/** Writes the two include files into `outDir`. */
+export function writeConf(options: ConfOptions): WrittenConf {
+  mkdirSync(options.outDir, { recursive: true });
+  const httpInclude = path.join(options.outDir, HTTP_INCLUDE);
+  const serverInclude = path.join(options.outDir, SERVER_INCLUDE);
+  writeFileSync(httpInclude, httpConf(options));
+  writeFileSync(serverInclude, serverConf(options.settings));
+  return { httpInclude, serverInclude, lines: [`include ${httpInclude};`, `include ${serverInclude};`] };
+}
+
+/** A whole nginx.conf for `graygate start --data-plane openresty`: nginx in the foreground, its own prefix dir. */
+export function mainConf(options: ConfOptions & { readonly listen: { host: string; port: number }; readonly workers: number; readonly metricsPort: number }): string {
+  const { host, port } = options.listen;
+  const listen = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  const keepAlive = seconds(options.settings.proxy.keepAliveTimeoutMs);
+  return `# Written by \`graygate start --data-plane openresty\`; rewritten at each start.
+${loadModuleLines()}
+worker_processes ${options.workers};
+daemon off;
+pid ${path.join(options.outDir, 'nginx.pid')};
+error_log stderr warn;
+
+events { worker_connections 4096; }
+
+http {
+    keepalive_timeout ${keepAlive};
+    client_header_timeout ${seconds(options.settings.proxy.clientHeadersTimeoutMs)};
+    client_body_temp_path ${path.join(options.outDir, 'client_body')};
+    proxy_temp_path ${path.join(options.outDir, 'proxy')};
+    fastcgi_temp_path ${path.join(options.outDir, 'fastcgi')};
+    uwsgi_temp_path ${path.join(options.outDir, 'uwsgi')};
+    scgi_temp_path ${path.join(options.outDir, 'scgi')};
+    include ${path.join(options.outDir, HTTP_INCLUDE)};
+    ${options.settings.log.access.enabled ? `# One JSON line per request (log.access.enabled).\n    access_log ${path.join(options.outDir, 'logs', 'access.log')} graygate;` : 'access_log off;'}
+    # graygate reads nginx's metrics here (loopback only).
+    server {
+        listen 127.0.0.1:${options.metricsPort};
+        access_log off;
+        allow 127.0.0.1;
+        deny all;
+        location = /graygate/metrics {
+            content_by_lua_block { require("graygate.metrics").dump() }
+        }
+    }
+    server {
+        listen ${listen} backlog=4096;
+        include ${path.join(options.outDir, SERVER_INCLUDE)};
+    }
+}
+`;
+}

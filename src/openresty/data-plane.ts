@@ -1,0 +1,413 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Settings } from '../config/schema.js';
+import type { CreateDataPlane, DataPlane, DataPlaneOptions, DataPlaneStats, ServedReport, WorkerServing } from '../dataplane/runtime.js';
+import { ConfigError, GraygateError } from '../errors.js';
+import type { Logger } from '../observe/log.js';
+import type { RoutingSnapshot } from '../rules/snapshot.js';
+import { CONTROL_SOCKET, mainConf, writeConf } from './conf.js';
+import { buildEnvelope, type Envelope } from './envelope.js';
+import { METRICS_DUMP_PATH, pollOpenrestyLoad, readOpenrestyDump, type OpenrestyLoadPoller } from './metrics.js';
+import { normalizeRouting, type NormalizedForm } from './normalize.js';
+import type { MetricsJson } from '../observe/metrics.js';
+import { RedisPublisher } from './redis-publisher.js';
+
+/** A snapshot normalized, waiting to be delivered; `stamp` orders deliveries of one version. */
+interface Pending {
+  readonly version: number;
+  readonly form: NormalizedForm;
+  readonly stamp: number;
+}
+
+/** What nginx says it serves (GET /graygate/status on the control socket). */
+export interface NginxStatus {
+  readonly version?: number;
+  readonly epoch?: string;
+  readonly stamp?: number;
+  readonly seq?: number;
+  readonly accepted_at?: number;
+  readonly source?: string;
+  readonly connections_active?: number;
+  readonly connections_writing?: number;
+  readonly redis_error?: string;
+}
+
+export interface OpenRestyOptions {
+  /**
+   * The nginx binary (Debian's nginx with libnginx-mod-http-lua, or OpenResty's), or `external`:
+   * an nginx already running with `graygate openresty conf`'s files from `prefixDir` included,
+   * which graygate only delivers the routing to (through the control socket there).
+   */
+  readonly nginx: string;
+  /** nginx's prefix directory (conf, pid, temp files, control socket); default a new temp dir, removed at the end. */
+  readonly prefixDir?: string;
+  /** nginx worker processes: a number, or `auto` (one per core). */
+  readonly workers: number | 'auto';
+}
+
+/** A request over the control socket; resolves with the parsed JSON answer. */
+function control(socketPath: string, method: 'GET' | 'POST', urlPath: string, body?: string, timeoutMs = 5_000): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, method, path: urlPath, headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: timeoutMs }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => {
+        try {
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> });
+        } catch (error) {
+          reject(error as Error);
+        }
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`nginx's control socket did not answer ${method} ${urlPath} within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** A loopback port that was free a moment ago, for `listen` port 0 (nginx cannot report the port it bound). */
+async function freePort(host: string): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, resolve);
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** Where util-linux's setpriv may be. */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'];
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The OpenResty data plane: nginx (with lua-nginx-module) serves the traffic, graygate stays the
+ * control plane. `listen` writes the conf into nginx's prefix directory and runs nginx in the
+ * foreground as graygate's child (same process group; nginx also stops by itself when graygate is
+ * gone); every snapshot is normalized and delivered to nginx without a reload, pushed to its
+ * control socket and, on Redis, written to the key every nginx of the fleet reads.
+ */
+export class OpenRestyDataPlane implements DataPlane {
+  readonly kind = 'openresty';
+  private readonly settings: Settings;
+  private readonly logger: Logger;
+  private readonly prefixDir: string;
+  private readonly ownsPrefix: boolean;
+  private readonly socketPath: string;
+  private readonly publisher: RedisPublisher | undefined;
+  private child: ChildProcess | undefined;
+  private exited: Promise<void> | undefined;
+  private stderrTail = '';
+  /** The newest envelope built, and whether nginx has acknowledged it. */
+  private latest: Envelope | undefined;
+  private latestSince = 0;
+  private delivering: Promise<void> | undefined;
+  private pending: Pending | undefined;
+  /** The last snapshot set, delivered again when nginx is found without it. */
+  private lastSnapshot: Pending | undefined;
+  private status: NginxStatus = {};
+  private statusTimer: NodeJS.Timeout | undefined;
+  private draining = false;
+  /** nginx's metrics dump (a loopback listener of the nginx graygate runs). */
+  private dumpUrl: string | undefined;
+  private load: OpenrestyLoadPoller | undefined;
+
+  constructor(
+    private readonly options: OpenRestyOptions,
+    planeOptions: DataPlaneOptions,
+  ) {
+    this.settings = planeOptions.settings;
+    this.logger = planeOptions.logger;
+    this.ownsPrefix = options.prefixDir === undefined;
+    this.prefixDir = options.prefixDir ?? mkdtempSync(path.join(tmpdir(), 'graygate-openresty-'));
+    this.socketPath = path.join(this.prefixDir, CONTROL_SOCKET);
+    const store = this.settings.store;
+    if (store.kind === 'redis') this.publisher = new RedisPublisher(store, this.logger);
+  }
+
+  /** nginx's prefix directory. */
+  get prefix(): string {
+    return this.prefixDir;
+  }
+
+  private get external(): boolean {
+    return this.options.nginx === 'external';
+  }
+
+  /** An nginx started elsewhere: wait for its control socket, then deliver to it. */
+  private async attach(): Promise<{ host: string; port: number }> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        this.status = (await control(this.socketPath, 'GET', '/graygate/status', undefined, 1_000)).json as NginxStatus;
+        break;
+      } catch (error) {
+        if (Date.now() > deadline) throw new GraygateError('GG_INTERNAL', `no nginx answers on ${this.socketPath} (include the files of \`graygate openresty conf --out ${this.prefixDir}\` and reload nginx): ${(error as Error).message}`);
+        await sleep(200);
+      }
+    }
+    this.attached = true;
+    if (this.pending) this.deliver();
+    // Kept referenced: with no nginx child and no listener of its own, this timer is what keeps
+    // graygate running until it is told to stop.
+    this.statusTimer = setInterval(() => void this.refreshStatus(), 1_000);
+    const { host, port } = this.listenAddress();
+    return { host, port };
+  }
+
+  private attached = false;
+
+  /** nginx listens where `listen` says; `listen: off` (a TLS-only Node gateway) has no meaning here. */
+  private listenAddress(): { host: string; port: number } {
+    const listen = this.settings.listen;
+    if (listen === null) throw new ConfigError(['listen: off: the OpenResty data plane listens where `listen` says (nginx terminates TLS in its own server block)'], { code: 'GG_OPENRESTY_UNSUPPORTED' });
+    return listen;
+  }
+
+  async listen(): Promise<{ host: string; port: number }> {
+    if (this.external) return this.attach();
+    const listen = this.listenAddress();
+    const host = listen.host;
+    const port = listen.port === 0 ? await freePort(host) : listen.port;
+    mkdirSync(this.prefixDir, { recursive: true });
+    // nginx started as root runs its workers as `nobody`: they must be able to write temp files.
+    for (const dir of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs']) {
+      mkdirSync(path.join(this.prefixDir, dir), { recursive: true });
+      chmodSync(path.join(this.prefixDir, dir), 0o777);
+    }
+    const confOptions = { settings: this.settings, outDir: this.prefixDir };
+    writeConf(confOptions);
+    const confPath = path.join(this.prefixDir, 'nginx.conf');
+    const metricsPort = await freePort('127.0.0.1');
+    this.dumpUrl = `http://127.0.0.1:${metricsPort}${METRICS_DUMP_PATH}`;
+    writeFileSync(confPath, mainConf({ ...confOptions, listen: { host, port }, metricsPort, workers: this.options.workers === 'auto' ? 0 : this.options.workers }).replace('worker_processes 0;', 'worker_processes auto;'));
+    rmSync(this.socketPath, { force: true });
+    // Not detached: nginx is in graygate's process group, so whatever ends the group ends nginx.
+    // And when graygate alone is killed outright (no SIGTERM handling runs), the kernel tells nginx's
+    // master (setpriv --pdeathsig), which stops its workers.
+    const nginxArgs = ['-p', `${this.prefixDir}/`, '-c', confPath, '-e', 'stderr'];
+    const setpriv = SETPRIV.find((file) => existsSync(file));
+    if (!setpriv) this.logger.warn({ event: 'nginx-unsupervised' }, 'setpriv (util-linux) is not installed: nginx would outlive graygate if graygate were killed with SIGKILL');
+    const child = setpriv
+      ? spawn(setpriv, ['--pdeathsig', 'TERM', '--', this.options.nginx, ...nginxArgs], { stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn(this.options.nginx, nginxArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = child;
+    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    child.once('error', (error) => (this.stderrTail += `\n${error.message}`));
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => {
+      this.stderrTail = (this.stderrTail + chunk).slice(-4_000);
+      for (const line of chunk.split('\n')) if (line.trim()) this.logger.warn({ event: 'nginx', line }, `nginx: ${line}`);
+    });
+    child.once('exit', (code, signal) => {
+      if (!this.draining) this.logger.error({ event: 'nginx-exited', code, signal }, `nginx exited (${code ?? signal}); graygate stops as well`);
+      if (!this.draining) setTimeout(() => process.kill(process.pid, 'SIGTERM'), 0).unref();
+    });
+    // Ready once the control socket answers and the listen port takes connections.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new GraygateError('GG_INTERNAL', `nginx (${this.options.nginx}) did not start: ${this.stderrTail.trim().split('\n').slice(-5).join(' | ') || `exit ${child.exitCode ?? child.signalCode}`}`);
+      }
+      try {
+        this.status = (await control(this.socketPath, 'GET', '/graygate/status', undefined, 1_000)).json as NginxStatus;
+        await new Promise<void>((resolve, reject) => {
+          const socket = net.connect({ host, port }, () => {
+            socket.destroy();
+            resolve();
+          });
+          socket.once('error', reject);
+        });
+        break;
+      } catch (error) {
+        if (Date.now() > deadline) {
+          this.kill();
+          throw new GraygateError('GG_INTERNAL', `nginx did not answer on ${this.socketPath} and ${host}:${port} within 30 s: ${(error as Error).message}`);
+        }
+        await sleep(50);
+      }
+    }
+    if (this.pending) this.deliver();
+    this.statusTimer = setInterval(() => void this.refreshStatus(), 1_000);
+    this.statusTimer.unref();
+    this.load = pollOpenrestyLoad(this.dumpUrl);
+    this.logger.info(
+      { event: 'nginx-started', pid: child.pid, prefix: this.prefixDir, ...(this.settings.log.access.enabled ? { accessLog: path.join(this.prefixDir, 'logs', 'access.log') } : {}) },
+      `nginx (pid ${child.pid}) serves the traffic; its prefix directory is ${this.prefixDir}`,
+    );
+    return { host, port };
+  }
+
+  /**
+   * Normalizes the snapshot at once (a document the Lua evaluator cannot run throws
+   * GG_OPENRESTY_UNSUPPORTED here, so the version is refused like one that does not compile, and
+   * nginx keeps the last good one), then delivers it in the background.
+   */
+  setSnapshot(snapshot: RoutingSnapshot): void {
+    const form = normalizeRouting(snapshot.document, snapshot.version, { storeValue: (key) => snapshot.storeValues?.get(key) });
+    this.pending = this.lastSnapshot = { version: snapshot.version, form, stamp: Date.now() };
+    if (this.child || this.attached) this.deliver();
+  }
+
+  /** Delivers the newest pending snapshot (one delivery at a time; the newest pending one wins). */
+  private deliver(): void {
+    if (this.delivering) return;
+    this.delivering = (async () => {
+      while (this.pending) {
+        const snapshot = this.pending;
+        this.pending = undefined;
+        try {
+          await this.deliverOne(snapshot);
+        } catch (error) {
+          this.logger.warn({ event: 'openresty-delivery-failed', version: snapshot.version, err: error }, `could not deliver routing version ${snapshot.version} to nginx: ${(error as Error).message}`);
+          // Tried again with the next snapshot, or by the status poll.
+          if (!this.pending && !this.draining) this.retryLater(snapshot);
+        }
+      }
+    })().finally(() => (this.delivering = undefined));
+  }
+
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryLater(snapshot: Pending): void {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      if (!this.pending) this.redeliver(snapshot);
+    }, 500);
+    this.retryTimer.unref();
+  }
+
+  private redeliver(snapshot: Pending): void {
+    this.pending = snapshot;
+    if (this.child || this.attached) this.deliver();
+  }
+
+  /** The store's epoch as last read: read again after each delivery, off the delivery's path. */
+  private epoch: string | undefined;
+  private epochRead: Promise<void> | undefined;
+
+  private refreshEpoch(): Promise<void> {
+    this.epochRead ??= this.publisher!.epoch()
+      .then((epoch) => {
+        this.epoch = epoch;
+      })
+      .catch(() => undefined)
+      .finally(() => (this.epochRead = undefined));
+    return this.epochRead;
+  }
+
+  private async deliverOne(snapshot: Pending): Promise<void> {
+    // The epoch changes only when the store is seeded again: the one read so far is used, and
+    // read again for the next delivery (a reseed is then delivered by the status check's retry).
+    if (this.publisher && this.epoch === undefined) await this.refreshEpoch();
+    const epoch = this.epoch ?? '';
+    if (this.publisher) void this.refreshEpoch();
+    const envelope = await buildEnvelope(snapshot.form, snapshot.stamp, epoch);
+    this.latest = envelope;
+    this.latestSince = Date.now();
+    const body = JSON.stringify(envelope);
+    // Redis first, in the background: the fleet's nginx read it; this nginx gets it pushed at once.
+    void this.publisher?.publish(envelope, body);
+    const answer = await control(this.socketPath, 'POST', '/graygate/config', body);
+    if (answer.status !== 200) throw new GraygateError('GG_INTERNAL', `nginx refused the routing: ${JSON.stringify(answer.json)}`);
+    this.status = (answer.json.status as NginxStatus | undefined) ?? this.status;
+  }
+
+  private async refreshStatus(): Promise<void> {
+    if ((!this.child && !this.attached) || this.draining) return;
+    try {
+      this.status = (await control(this.socketPath, 'GET', '/graygate/status', undefined, 2_000)).json as NginxStatus;
+    } catch {
+      return;
+    }
+    // nginx lost what was delivered (restarted) or a push failed: deliver the newest again.
+    if (this.latest && this.lastSnapshot && !this.serves(this.latest) && !this.delivering && Date.now() - this.latestSince > 2_000) {
+      this.logger.warn({ event: 'openresty-behind', version: this.latest.version, served: this.status.version }, `nginx serves version ${this.status.version ?? 'none'}, not ${this.latest.version}; delivering it again`);
+      this.redeliver(this.lastSnapshot);
+    }
+  }
+
+  /** Whether nginx's shared dict holds `envelope` or something newer (every worker swaps to it on its next request). */
+  private serves(envelope: Envelope): boolean {
+    const s = this.status;
+    if (s.version === undefined) return false;
+    if ((s.epoch ?? '') !== envelope.epoch) return false;
+    return s.version > envelope.version || (s.version === envelope.version && (s.stamp ?? 0) >= envelope.stamp);
+  }
+
+  /** The routing version nginx serves (null before its first), for the fleet view. */
+  servedVersion(): number | null {
+    return this.status.version ?? null;
+  }
+
+  async settled(withinMs: number): Promise<ServedReport> {
+    const deadline = Date.now() + withinMs;
+    for (;;) {
+      if (this.delivering) await Promise.race([this.delivering, sleep(Math.max(0, deadline - Date.now()))]);
+      if (!this.latest || this.serves(this.latest)) return { everywhere: true, behind: [] };
+      if (Date.now() >= deadline) return { everywhere: false, behind: this.workers() };
+      await this.refreshStatus();
+      await sleep(20);
+    }
+  }
+
+  /** nginx as one worker: its workers swap together (the shared dict), so they serve one version. */
+  workers(): WorkerServing[] {
+    const current = this.latest === undefined || this.serves(this.latest);
+    return [{ pid: this.child?.pid ?? 0, version: this.status.version ?? null, current, behindMs: current ? 0 : Date.now() - this.latestSince }];
+  }
+
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    this.load?.close();
+    clearInterval(this.statusTimer);
+    clearTimeout(this.retryTimer);
+    const child = this.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      // SIGQUIT: nginx's graceful shutdown (stop accepting, finish what is in flight).
+      child.kill('SIGQUIT');
+      const stopped = await Promise.race([this.exited!.then(() => true), sleep(graceMs).then(() => false)]);
+      if (!stopped) {
+        child.kill('SIGTERM');
+        await Promise.race([this.exited!, sleep(2_000)]);
+        this.kill();
+      }
+    }
+    await this.publisher?.close();
+    if (this.ownsPrefix && !this.external) rmSync(this.prefixDir, { recursive: true, force: true });
+  }
+
+  private kill(): void {
+    try {
+      if (this.child?.pid) process.kill(this.child.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+
+  /** nginx's request metrics, summed by the admin API with graygate's own registry. */
+  async collectMetrics(): Promise<MetricsJson[]> {
+    if (this.dumpUrl === undefined) return [];
+    return [(await readOpenrestyDump(this.dumpUrl)).metrics];
+  }
+
+  stats(): DataPlaneStats {
+    if (this.load !== undefined && this.load.lastReadAt > 0) return this.load.stats();
+    const active = this.status.connections_active ?? 0;
+    const writing = this.status.connections_writing ?? 0;
+    // The status request itself is one of nginx's active and writing connections.
+    return { openConnections: Math.max(0, active - 1), inFlightRequests: Math.max(0, writing - 1), upstreams: {} };
+  }
+}
+
+/** The CreateDataPlane for `graygate start --data-plane openresty`. */
+export function createOpenRestyDataPlane(options: OpenRestyOptions): CreateDataPlane {
+  return (planeOptions) => new OpenRestyDataPlane(options, planeOptions);
+}

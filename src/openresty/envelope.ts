@@ -1,0 +1,76 @@
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import type { NormalizedForm } from './form.js';
+
+/** The `format` of what graygate delivers to nginx: the normalized form plus its upstreams as the balancer dials them. */
+export const ENVELOPE_FORMAT = 'graygate-openresty-delivery/1';
+
+/** One server as nginx's balancer dials it: an address (nginx's balancer takes no host names). */
+export interface EnvelopeServer {
+  readonly origin: string;
+  readonly scheme: 'http' | 'https';
+  readonly ip: string;
+  readonly port: number;
+  /** `host:port` as the origin names it: the Host header when `proxy.preserveHost` is off. */
+  readonly host_header: string;
+}
+
+/** An upstream as balancer.lua reads it: timeouts in seconds (ngx.balancer.set_timeouts), health policy. */
+export interface EnvelopeUpstream {
+  readonly scheme: 'http' | 'https';
+  readonly host_header: string;
+  readonly servers: readonly EnvelopeServer[];
+  readonly timeouts: { readonly connect: number; readonly send: number; readonly read: number };
+  readonly eject_after: number;
+  readonly eject_for_ms: number;
+}
+
+/**
+ * What nginx stores and every worker swaps to: ordered by (epoch, version, stamp), so a duplicate
+ * or an older delivery changes nothing, and a store key value that changed the form but not the
+ * version (a new Grayscale_Range) still replaces it (a later stamp).
+ */
+export interface Envelope {
+  readonly format: typeof ENVELOPE_FORMAT;
+  readonly version: number;
+  readonly epoch: string;
+  /** When graygate compiled it (ms since the epoch). */
+  readonly stamp: number;
+  readonly form: NormalizedForm;
+  readonly upstreams: Readonly<Record<string, EnvelopeUpstream>>;
+}
+
+/** Resolves a server's host once per delivery: nginx's balancer needs an address. */
+async function addressOf(host: string): Promise<string> {
+  if (isIP(host)) return host;
+  const { address } = await lookup(host);
+  return address;
+}
+
+/**
+ * The envelope for `form`. Upstream timeouts map to nginx's: connect → connect; nginx has one
+ * read timeout (between two reads) for the response headers and the body, so it takes the larger
+ * of responseHeadersMs and idleMs (a stream Node would let through is never cut), and the send
+ * timeout (between two writes of the request) takes idleMs.
+ */
+export async function buildEnvelope(form: NormalizedForm, stamp: number, epoch = form.epoch ?? ''): Promise<Envelope> {
+  const upstreams: Record<string, EnvelopeUpstream> = {};
+  for (const [name, upstream] of Object.entries(form.upstreams)) {
+    const servers = await Promise.all(
+      upstream.servers.map(async (server): Promise<EnvelopeServer> => {
+        const url = new URL(server.origin);
+        return { origin: server.origin, scheme: server.scheme, ip: await addressOf(server.host), port: server.port, host_header: url.host };
+      }),
+    );
+    const t = upstream.timeouts;
+    upstreams[name] = {
+      scheme: servers[0]?.scheme ?? 'http',
+      host_header: servers[0]?.host_header ?? '',
+      servers,
+      timeouts: { connect: t.connectMs / 1000, send: t.idleMs / 1000, read: Math.max(t.responseHeadersMs, t.idleMs) / 1000 },
+      eject_after: upstream.health.ejectAfterFailures,
+      eject_for_ms: upstream.health.ejectForMs,
+    };
+  }
+  return { format: ENVELOPE_FORMAT, version: form.version, epoch, stamp, form, upstreams };
+}

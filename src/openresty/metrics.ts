@@ -1,0 +1,148 @@
+import { request } from 'undici';
+import { GraygateError } from '../errors.js';
+import type { DataPlaneStats } from '../dataplane/runtime.js';
+import { metricsSource, registerGatewayMetrics, registerIdentityMetrics, Registry, RequestMetrics, type MetricsJson, type MetricsSource } from '../observe/metrics.js';
+
+/**
+ * graygate's control plane reading the OpenResty data plane's figures. nginx's workers count
+ * requests, durations, fallbacks, upstream errors, ejections, token lookups and requests in
+ * flight in a shared dict (openresty/graygate/metrics.lua); an internal loopback-only location
+ * answers them in prom-client's own JSON form. Here that dump is summed with graygate's registry
+ * exactly as a `--workers` primary sums its workers' registries, so /metrics, /v1/metrics (the
+ * dashboard) and the drain report read nginx's figures as their own: same names, labels, buckets.
+ */
+
+/** The path of the dump location in the conf graygate writes (served on a loopback-only listener). */
+export const METRICS_DUMP_PATH = '/graygate/metrics';
+
+/** What metrics.lua's dump answers. */
+export interface OpenrestyDump {
+  /** prom-client JSON (getMetricsAsJSON form); only metrics with at least one value. */
+  readonly metrics: MetricsJson;
+  /** Requests in flight per upstream, client connections open: the drain report's figures. */
+  readonly load: DataPlaneStats;
+  /** The token lookup counts summed over nginx's workers (TokenLookupStats field names). */
+  readonly token: Readonly<Record<string, number>>;
+}
+
+/** How long a dump may take: a scrape or a drain check that waits longer learns nothing useful. */
+const DUMP_TIMEOUT_MS = 2_000;
+
+/**
+ * Help text, type and aggregator of every series, from graygate's own declarations (so the dump
+ * carries names and labels only, and the two cannot drift). Built once.
+ */
+interface Declaration {
+  readonly help: string;
+  readonly aggregator: string;
+  readonly labelNames: readonly string[];
+}
+let declared: Map<string, Declaration> | undefined;
+async function declarations(): Promise<Map<string, Declaration>> {
+  if (declared) return declared;
+  const registry = new Registry();
+  new RequestMetrics(registry);
+  registerIdentityMetrics(registry, {});
+  registerGatewayMetrics(registry, {
+    syncStats: () => ({ version: undefined, applied: 0, refused: 0, storeErrors: 0, lastError: undefined }),
+    dataPlaneStats: () => ({ openConnections: 0, inFlightRequests: 0, upstreams: {} }),
+  });
+  const map = new Map<string, Declaration>();
+  for (const metric of await registry.getMetricsAsJSON()) {
+    const labelNames = (registry.getSingleMetric(metric.name) as unknown as { labelNames?: readonly string[] } | undefined)?.labelNames ?? [];
+    map.set(metric.name, { help: metric.help, aggregator: metric.aggregator, labelNames });
+  }
+  declared = map;
+  return map;
+}
+
+function inOrder<T extends Record<string, unknown>>(labels: T, names: readonly string[]): T {
+  const ordered: Record<string, unknown> = {};
+  for (const name of names) if (name in labels) ordered[name] = labels[name];
+  for (const name of Object.keys(labels)) if (!(name in ordered)) ordered[name] = labels[name];
+  return ordered as T;
+}
+
+/** Reads the dump at `url` (e.g. `http://127.0.0.1:PORT/graygate/metrics`). Rejects GG_INTERNAL when nginx does not answer it. */
+export async function readOpenrestyDump(url: string, timeoutMs = DUMP_TIMEOUT_MS): Promise<OpenrestyDump> {
+  let body: unknown;
+  try {
+    const response = await request(url, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    if (response.statusCode !== 200) {
+      await response.body.dump();
+      throw new Error(`status ${response.statusCode}`);
+    }
+    body = await response.body.json();
+  } catch (error) {
+    throw new GraygateError('GG_INTERNAL', `the OpenResty data plane's metrics at ${url} could not be read: ${(error as Error).message}`, { cause: error });
+  }
+  const dump = body as Partial<OpenrestyDump>;
+  if (!Array.isArray(dump.metrics) || typeof dump.load !== 'object' || dump.load === null) {
+    throw new GraygateError('GG_INTERNAL', `the OpenResty data plane's metrics at ${url} are not a graygate dump (no metrics array or load)`);
+  }
+  const known = await declarations();
+  const metrics = dump.metrics.map((metric) => {
+    const declaration = known.get(metric.name);
+    if (!declaration) return metric;
+    // Labels in graygate's declared order (then a histogram's `le`), as its own registry writes
+    // them: the text exposition keeps the order it is given.
+    const values = metric.values.map((value) => ({ ...value, labels: inOrder(value.labels, declaration.labelNames) }));
+    return { ...metric, help: declaration.help, aggregator: declaration.aggregator as never, values };
+  });
+  const load = dump.load as Partial<DataPlaneStats>;
+  return {
+    metrics,
+    load: { openConnections: load.openConnections ?? 0, inFlightRequests: load.inFlightRequests ?? 0, upstreams: load.upstreams ?? {} },
+    token: dump.token ?? {},
+  };
+}
+
+/**
+ * The admin API's metrics source with the OpenResty data plane: graygate's own registry (config
+ * version, reloads, …) plus nginx's figures, summed per series as prom-client's
+ * AggregatorRegistry sums `--workers` registries.
+ */
+export function openrestyMetricsSource(registry: Registry, dumpUrl: string): MetricsSource {
+  return metricsSource(registry, async () => [(await readOpenrestyDump(dumpUrl)).metrics]);
+}
+
+/** The latest load figures of nginx, kept fresh in the background (DataPlaneStats is read synchronously). */
+export interface OpenrestyLoadPoller {
+  /** The last figures read; all zero before the first read. */
+  stats(): DataPlaneStats;
+  /** When the last read succeeded (Date.now()), 0 before the first. */
+  readonly lastReadAt: number;
+  close(): void;
+}
+
+/**
+ * Polls the dump every `everyMs` (default 100 ms, as `--workers` report their load), so the drain
+ * report's in-flight figures are as fresh as with Node workers. A failed read keeps the last
+ * figures (and the time they were read, for whoever must not trust old ones).
+ */
+export function pollOpenrestyLoad(dumpUrl: string, options: { everyMs?: number; onError?: (error: Error) => void } = {}): OpenrestyLoadPoller {
+  let last: DataPlaneStats = { openConnections: 0, inFlightRequests: 0, upstreams: {} };
+  let lastReadAt = 0;
+  let closed = false;
+  let timer: NodeJS.Timeout | undefined;
+  const tick = async (): Promise<void> => {
+    try {
+      last = (await readOpenrestyDump(dumpUrl)).load;
+      lastReadAt = Date.now();
+    } catch (error) {
+      options.onError?.(error as Error);
+    }
+    if (!closed) timer = setTimeout(() => void tick(), options.everyMs ?? 100).unref();
+  };
+  void tick();
+  return {
+    stats: () => last,
+    get lastReadAt() {
+      return lastReadAt;
+    },
+    close() {
+      closed = true;
+      if (timer) clearTimeout(timer);
+    },
+  };
+}
