@@ -314,6 +314,14 @@ describe('metrics.lua', () => {
     expect(after.load.upstreams['shop-v2']?.inFlightRequests).toBe(0);
   });
 
+  it('the dump is read the same over nginx\'s unix socket', async () => {
+    const overTcp = await readOpenrestyDump(nginx.dumpUrl);
+    const overSocket = await readOpenrestyDump({ socketPath: nginx.socketPath });
+    expect(overSocket.metrics.map((metric) => metric.name)).toEqual(overTcp.metrics.map((metric) => metric.name));
+    expect(find(valuesOf(overSocket.metrics, 'graygate_requests_total'), { service: '', version: '', status_class: '4xx', upstream: '' })).toBe(COUNTS.unmatched);
+    await expect(readOpenrestyDump({ socketPath: `${nginx.socketPath}.missing` }, 500)).rejects.toMatchObject({ code: 'GG_INTERNAL', message: expect.stringContaining('control.sock.missing') });
+  });
+
   it('an unreachable dump is a clear error naming the URL, not zeros', async () => {
     await expect(readOpenrestyDump('http://127.0.0.1:1/graygate/metrics', 500)).rejects.toMatchObject({ code: 'GG_INTERNAL', message: expect.stringContaining('127.0.0.1:1/graygate/metrics') });
   });
