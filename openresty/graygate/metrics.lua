@@ -216,68 +216,46 @@ function _M.log(ctx)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- The same figures from the data plane's nginx variables, which (unlike ngx.ctx) survive an
--- internal redirect to an error page, so a request answered by the error location is counted
--- under its service and version too. The conf declares them empty where requests are routed:
---   $gg_service, $gg_version (decided), $gg_rule, $gg_upstream (the upstream that served: stable's
---   after a fallback), $gg_fallback (the fallback's reason, or empty), $gg_ejected (the origin a
---   failure of this request ejected, or empty), $gg_error (graygate's error code, or empty), and
---   $gg_inflight (metrics.lua's own: the upstream this request is counted in flight to).
+-- The data plane's phases. The request's state table `g` (its ngx.ctx entry) carries what was
+-- counted, so the usual request costs no nginx variable read in the log phase (a variable read is
+-- a hash lookup by name, ~10x a table field). But ngx.ctx does not survive nginx's internal
+-- redirect to an error page, so what the log phase needs is also in variables, read only then:
+--   $gg_service, $gg_version (decided), $gg_upstream (the upstream that served: stable's after a
+--   fallback), $gg_fallback (the fallback's reason, or empty) — which the access and balancer
+--   phases set for the access log line anyway — and $gg_inflight, metrics.lua's own.
+-- Upstream errors, ejections and fallbacks are counted by the balancer as they happen
+-- (upstream_failed, ejected, fallback): each failed attempt counts, as on Node.
 
-local ERROR_KINDS = { GG_UPSTREAM_CONNECT = "connect", GG_UPSTREAM_TIMEOUT = "timeout", GG_UPSTREAM_RESET = "reset" }
-
---- Access phase, once the upstream is chosen: in flight to it.
-function _M.started(upstream)
+--- Access phase, once the upstream is chosen: the request is in flight to it. `g` is the
+--- request's state table (kept in ngx.ctx); `decision` the decision it serves.
+function _M.started(upstream, g, decision)
     ngx.var.gg_inflight = upstream
     dict:incr(simple_key("I", upstream), 1, 0)
+    if g then
+        g.m_inflight = upstream
+        g.m_decision = decision
+    end
 end
 
 --- Balancer phase, when an attempt goes to another upstream than counted (a fallback to stable).
-function _M.moved(upstream)
-    local var = ngx.var
-    local was = var.gg_inflight
+function _M.moved(upstream, g)
+    local was = g and g.m_inflight
+    if was == nil then was = ngx.var.gg_inflight end
     if was == upstream then return end
     if was and was ~= "" then dict:incr(simple_key("I", was), -1, 0) end
     dict:incr(simple_key("I", upstream), 1, 0)
-    var.gg_inflight = upstream
+    ngx.var.gg_inflight = upstream
+    if g then g.m_inflight = upstream end
 end
 
---- Log phase: counts the request from the variables. `decided_upstream` (the decision's upstream,
---- for the fallback series' `from`) is optional: without it a fallback is counted from the
---- service's candidate as `$gg_version` names it.
-function _M.log_vars(decided_upstream)
-    local var = ngx.var
-    local inflight = var.gg_inflight
-    if inflight and inflight ~= "" then
-        dict:incr(simple_key("I", inflight), -1, 0)
-        var.gg_inflight = ""
-    end
-    local service = var.gg_service
-    local k
-    if service and service ~= "" then
-        local version = var.gg_version or ""
-        local up = var.gg_upstream or ""
-        local reason = var.gg_fallback
-        if reason and reason ~= "" then
-            version = "stable"
-            -- The access log line (written after this phase) names what served the request.
-            var.gg_version = version
-            dict:incr(simple_key("F", service, decided_upstream or "", up, reason), 1, 0)
-        end
-        k = series_keys(service, version, up)
-        local code = var.gg_error
-        if code and code ~= "" then
-            local kind = ERROR_KINDS[code]
-            if kind then dict:incr(simple_key("E", up, kind), 1, 0) end
-        end
-        local ejected = var.gg_ejected
-        if ejected and ejected ~= "" then
-            -- The upstream the ejected server belongs to is the one this request failed at.
-            dict:incr(simple_key("J", decided_upstream or up), 1, 0)
-        end
-    else
-        k = series_keys("", "", "")
-    end
+--- Balancer phase: a candidate that could not take the request, served by stable `to` instead
+--- (once per request); reason: no_server | unhealthy | connect_failure.
+function _M.fallback(service, from, to, reason)
+    dict:incr(simple_key("F", service, from, to, reason), 1, 0)
+end
+
+-- Counts one finished request in the series of (service, served version, upstream).
+local function count(k)
     local status = ngx.status
     local class = floor(status / 100)
     if class < 1 or class > 5 then class = 5 end
@@ -289,6 +267,36 @@ function _M.log_vars(decided_upstream)
     dict:incr(k.B[i], 1, 0)
     dict:incr(k.S, seconds, 0)
     dict:incr(k.C, 1, 0)
+end
+
+--- Log phase. `g` is the request's state table when the request kept it (no internal redirect):
+--- then nothing is read from variables.
+function _M.log_vars(g)
+    local d = g and g.m_decision
+    if d then
+        local up = g.m_inflight
+        dict:incr(simple_key("I", up), -1, 0)
+        g.m_inflight = nil
+        return count(series_keys(d.service, version_served(d, up), up))
+    end
+    local var = ngx.var
+    local inflight = var.gg_inflight
+    if inflight and inflight ~= "" then
+        dict:incr(simple_key("I", inflight), -1, 0)
+        var.gg_inflight = ""
+    end
+    local service = var.gg_service
+    if service and service ~= "" then
+        local version = var.gg_version or ""
+        local reason = var.gg_fallback
+        if reason and reason ~= "" then
+            version = "stable"
+            -- The access log line (written after this phase) names what served the request.
+            var.gg_version = version
+        end
+        return count(series_keys(service, version, var.gg_upstream or ""))
+    end
+    return count(series_keys("", "", ""))
 end
 
 -- ---------------------------------------------------------------------------------------------

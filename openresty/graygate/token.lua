@@ -312,6 +312,11 @@ end
 --- The user id for `value` under `source` (a tokenLookup entry of the normalized form), or nil.
 function _M.resolve(source, value)
     if type(value) ~= "string" then return nil end -- absent, or a repeated header (ambiguous)
+    if dict == nil then
+        -- A conf without token.init in init_worker: no identity (stable), never a 500.
+        log_limited("tokenLookup.uninitialized", "token.init was not called in init_worker_by_lua; tokens resolve to no identity")
+        return nil
+    end
     local st = compiled[source] or compile(source)
     local n = #value
     if n == 0 or n > st.max_len or not re_find(value, TOKEN_RE, "jo") then

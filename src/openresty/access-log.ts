@@ -41,10 +41,10 @@ export function accessLogFormat(name = 'graygate'): string {
 }
 
 /**
- * What metrics.lua's variables path reads besides those (see openresty/graygate/metrics.lua):
- * the fallback's reason, the ejected server, graygate's error code, and its own in-flight mark.
+ * What metrics.lua's log phase reads besides those after an internal redirect (see
+ * openresty/graygate/metrics.lua): the fallback's reason and its own in-flight mark.
  */
-export const METRICS_VARIABLES = ['gg_fallback', 'gg_ejected', 'gg_error', 'gg_inflight'] as const;
+export const METRICS_VARIABLES = ['gg_fallback', 'gg_inflight'] as const;
 
 /** The `set` lines that declare the variables (in each `server` or `location` that routes). */
 export function accessLogVariableDeclarations(): string {

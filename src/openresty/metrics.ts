@@ -1,4 +1,4 @@
-import { request } from 'undici';
+import { Agent, request, type Dispatcher } from 'undici';
 import { GraygateError } from '../errors.js';
 import type { DataPlaneStats } from '../dataplane/runtime.js';
 import { metricsSource, registerGatewayMetrics, registerIdentityMetrics, Registry, RequestMetrics, type MetricsJson, type MetricsSource } from '../observe/metrics.js';
@@ -63,22 +63,41 @@ function inOrder<T extends Record<string, unknown>>(labels: T, names: readonly s
   return ordered as T;
 }
 
-/** Reads the dump at `url` (e.g. `http://127.0.0.1:PORT/graygate/metrics`). Rejects GG_INTERNAL when nginx does not answer it. */
-export async function readOpenrestyDump(url: string, timeoutMs = DUMP_TIMEOUT_MS): Promise<OpenrestyDump> {
+/**
+ * Where the dump is served: a loopback URL (`http://127.0.0.1:PORT/graygate/metrics`), or nginx's
+ * control unix socket (`{ socketPath, path }`, the URL's host then does not matter).
+ */
+export type DumpLocation = string | { readonly socketPath: string; readonly path?: string };
+
+const socketAgents = new Map<string, Dispatcher>();
+function target(location: DumpLocation): { url: string; dispatcher?: Dispatcher } {
+  if (typeof location === 'string') return { url: location };
+  let dispatcher = socketAgents.get(location.socketPath);
+  if (!dispatcher) {
+    dispatcher = new Agent({ connect: { socketPath: location.socketPath } });
+    socketAgents.set(location.socketPath, dispatcher);
+  }
+  return { url: `http://localhost${location.path ?? METRICS_DUMP_PATH}`, dispatcher };
+}
+
+/** Reads the dump at `location`. Rejects GG_INTERNAL when nginx does not answer it. */
+export async function readOpenrestyDump(location: DumpLocation, timeoutMs = DUMP_TIMEOUT_MS): Promise<OpenrestyDump> {
+  const { url, dispatcher } = target(location);
+  const where = typeof location === 'string' ? url : `${location.socketPath} (${url})`;
   let body: unknown;
   try {
-    const response = await request(url, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    const response = await request(url, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs, ...(dispatcher ? { dispatcher } : {}) });
     if (response.statusCode !== 200) {
       await response.body.dump();
       throw new Error(`status ${response.statusCode}`);
     }
     body = await response.body.json();
   } catch (error) {
-    throw new GraygateError('GG_INTERNAL', `the OpenResty data plane's metrics at ${url} could not be read: ${(error as Error).message}`, { cause: error });
+    throw new GraygateError('GG_INTERNAL', `the OpenResty data plane's metrics at ${where} could not be read: ${(error as Error).message}`, { cause: error });
   }
   const dump = body as Partial<OpenrestyDump>;
   if (!Array.isArray(dump.metrics) || typeof dump.load !== 'object' || dump.load === null) {
-    throw new GraygateError('GG_INTERNAL', `the OpenResty data plane's metrics at ${url} are not a graygate dump (no metrics array or load)`);
+    throw new GraygateError('GG_INTERNAL', `the OpenResty data plane's metrics at ${where} are not a graygate dump (no metrics array or load)`);
   }
   const known = await declarations();
   const metrics = dump.metrics.map((metric) => {
@@ -102,7 +121,7 @@ export async function readOpenrestyDump(url: string, timeoutMs = DUMP_TIMEOUT_MS
  * version, reloads, …) plus nginx's figures, summed per series as prom-client's
  * AggregatorRegistry sums `--workers` registries.
  */
-export function openrestyMetricsSource(registry: Registry, dumpUrl: string): MetricsSource {
+export function openrestyMetricsSource(registry: Registry, dumpUrl: DumpLocation): MetricsSource {
   return metricsSource(registry, async () => [(await readOpenrestyDump(dumpUrl)).metrics]);
 }
 
@@ -120,7 +139,7 @@ export interface OpenrestyLoadPoller {
  * report's in-flight figures are as fresh as with Node workers. A failed read keeps the last
  * figures (and the time they were read, for whoever must not trust old ones).
  */
-export function pollOpenrestyLoad(dumpUrl: string, options: { everyMs?: number; onError?: (error: Error) => void } = {}): OpenrestyLoadPoller {
+export function pollOpenrestyLoad(dumpUrl: DumpLocation, options: { everyMs?: number; onError?: (error: Error) => void } = {}): OpenrestyLoadPoller {
   let last: DataPlaneStats = { openConnections: 0, inFlightRequests: 0, upstreams: {} };
   let lastReadAt = 0;
   let closed = false;

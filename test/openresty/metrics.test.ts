@@ -66,8 +66,9 @@ const VARS_LOCATIONS = `
       access_by_lua_block {
         local var = ngx.var
         var.gg_service = "vars"; var.gg_version = "candidate"; var.gg_rule = "r"; var.gg_upstream = "vars-v2"
-        require("graygate.metrics").started("vars-v2")
-        var.gg_error = "GG_UPSTREAM_CONNECT"
+        require("graygate.metrics").started("vars-v2", {}, { service = "vars", version = "candidate", upstream = "vars-v2" })
+        -- What the balancer reports for the failed attempt.
+        require("graygate.metrics").upstream_failed("vars-v2", "connect")
       }
       error_page 502 = @gg_error;
       proxy_connect_timeout 1s;
@@ -75,7 +76,26 @@ const VARS_LOCATIONS = `
     }
     location @gg_error {
       content_by_lua_block { ngx.status = 502; ngx.say("error page") }
-      log_by_lua_block { require("graygate.metrics").log_vars("vars-v2") }
+      log_by_lua_block { require("graygate.metrics").log_vars(ngx.ctx.graygate) }
+    }
+    location = /vars-fast {
+      set $gg_service ""; set $gg_version ""; set $gg_rule ""; set $gg_upstream ""; set $gg_fallback ""; set $gg_inflight "";
+      set $gg_target shop-v2;
+      access_by_lua_block {
+        local metrics = require "graygate.metrics"
+        local g = {}
+        ngx.ctx.graygate = g
+        metrics.started("shop-v2", g, DECISIONS.candidate)
+        if ngx.var.arg_fallback then
+          -- The balancer's fallback to stable.
+          metrics.fallback("shop", "shop-v2", "shop-v1", "unhealthy")
+          metrics.moved("shop-v1", g)
+          ngx.var.gg_target = "shop-v1"
+        end
+      }
+      proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass http://$gg_target;
+      log_by_lua_block { require("graygate.metrics").log_vars(ngx.ctx.graygate) }
     }`;
 const VARS_ERRORS = 4;
 
@@ -278,6 +298,28 @@ describe('metrics.lua', () => {
     expect(find(valuesOf(dump.metrics, 'graygate_requests_total'), { service: 'vars', version: 'candidate', status_class: '5xx', upstream: 'vars-v2' })).toBe(VARS_ERRORS);
     expect(find(valuesOf(dump.metrics, 'graygate_upstream_errors_total'), { upstream: 'vars-v2', kind: 'connect' })).toBe(VARS_ERRORS);
     expect(dump.load.upstreams['vars-v2']?.inFlightRequests).toBe(0);
+  });
+
+  it('the usual request (its state table kept) is counted from it: candidate, or stable after a fallback, nothing left in flight', async () => {
+    const before = await readOpenrestyDump(nginx.dumpUrl);
+    const requests = (dump: typeof before, version: string, upstream: string) =>
+      find(valuesOf(dump.metrics, 'graygate_requests_total'), { service: 'shop', version, status_class: '2xx', upstream }) ?? 0;
+    for (let i = 0; i < 3; i++) expect(JSON.parse((await nginx.get('/vars-fast')).body).version).toBe('shop-v2');
+    for (let i = 0; i < 2; i++) expect(JSON.parse((await nginx.get('/vars-fast?fallback=1')).body).version).toBe('shop-v1');
+    const after = await readOpenrestyDump(nginx.dumpUrl);
+    expect(requests(after, 'candidate', 'shop-v2') - requests(before, 'candidate', 'shop-v2')).toBe(3);
+    expect(requests(after, 'stable', 'shop-v1') - requests(before, 'stable', 'shop-v1')).toBe(2);
+    expect(find(valuesOf(after.metrics, 'graygate_fallback_total'), { service: 'shop', from: 'shop-v2', to: 'shop-v1', reason: 'unhealthy' })).toBe(2);
+    expect(after.load.upstreams['shop-v1']?.inFlightRequests).toBe(0);
+    expect(after.load.upstreams['shop-v2']?.inFlightRequests).toBe(0);
+  });
+
+  it('the dump is read the same over nginx\'s unix socket', async () => {
+    const overTcp = await readOpenrestyDump(nginx.dumpUrl);
+    const overSocket = await readOpenrestyDump({ socketPath: nginx.socketPath });
+    expect(overSocket.metrics.map((metric) => metric.name)).toEqual(overTcp.metrics.map((metric) => metric.name));
+    expect(find(valuesOf(overSocket.metrics, 'graygate_requests_total'), { service: '', version: '', status_class: '4xx', upstream: '' })).toBe(COUNTS.unmatched);
+    await expect(readOpenrestyDump({ socketPath: `${nginx.socketPath}.missing` }, 500)).rejects.toMatchObject({ code: 'GG_INTERNAL', message: expect.stringContaining('control.sock.missing') });
   });
 
   it('an unreachable dump is a clear error naming the URL, not zeros', async () => {

@@ -19,6 +19,8 @@ export interface ObserveNginx {
   readonly dir: string;
   readonly url: string;
   readonly dumpUrl: string;
+  /** nginx's unix socket (the same server), as graygate's control plane reaches the dump. */
+  readonly socketPath: string;
   errorLog(): string;
   accessLog(): string;
   /** GET `path` with optional TOKEN header: status and body. */
@@ -70,6 +72,7 @@ export async function startObserveNginx(options: ObserveNginxOptions): Promise<O
   upstream shop-v2 { server 127.0.0.1:${candidate}; keepalive 16; }
   server {
     listen 127.0.0.1:${ports[0]};
+    listen unix:${prefix}/control.sock;
     access_log ${prefix}/logs/access.log graygate;
     location / {
       ${accessLogVariableDeclarations()}
@@ -102,7 +105,7 @@ export async function startObserveNginx(options: ObserveNginxOptions): Promise<O
     }
     location = ${METRICS_DUMP_PATH} {
       access_log off;
-      allow 127.0.0.1; deny all;
+      allow 127.0.0.1; allow unix:; deny all;
       content_by_lua_block { require("graygate.metrics").dump() }
     }
     ${options.extraLocations ?? ''}
@@ -121,6 +124,7 @@ export async function startObserveNginx(options: ObserveNginxOptions): Promise<O
     dir,
     url,
     dumpUrl: `${url}${METRICS_DUMP_PATH}`,
+    socketPath: path.join(dir, 'control.sock'),
     errorLog: () => nginx.output(),
     accessLog: () => readLog('access.log'),
     get,

@@ -97,6 +97,13 @@ beforeAll(async () => {
         out.err = err
       `,
     )}
+    location = /uninitialized {
+      content_by_lua_block {
+        -- token.init never called in this nginx: no identity, not an error.
+        local uid = require("graygate.token").resolve({ keyPrefix = "TOKEN_", keySuffix = "" }, "abc")
+        ngx.say(uid == nil and "none" or uid)
+      }
+    }
     location = /urls {
       content_by_lua_block {
         local cjson = require "cjson"
@@ -156,6 +163,13 @@ describe('resp.lua', () => {
     const out = await run('badauth');
     expect(out.connected).toBe(false);
     expect(out.err).toMatch(/^redis auth: /);
+  });
+
+  it('token.resolve in an nginx whose init_worker never called token.init is no identity, not a 500', async () => {
+    const response = await fetch(`${nginx.url}/uninitialized`);
+    expect(response.status).toBe(200);
+    expect((await response.text()).trim()).toBe('none');
+    expect(nginx.output()).toContain('token.init was not called');
   });
 
   it('parses redis:// URLs and refuses what the Lua side cannot do, saying why', async () => {
