@@ -8,7 +8,9 @@ import { GraygateError, isGraygateError } from '../errors.js';
 import { createServing } from '../dataplane/serving.js';
 import { registerWorkerMetrics } from '../dataplane/workers/metrics.js';
 import type { Logger } from '../observe/log.js';
-import { metricsSource, registerGatewayMetrics, type MetricsSource } from '../observe/metrics.js';
+import { metricsSource, registerGatewayMetrics, registerRolloutMetrics, type MetricsSource } from '../observe/metrics.js';
+import { RolloutDriver, type LiveRollout } from '../rollout/driver.js';
+import { localFigures } from '../rollout/figures.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store, StoredVersion } from '../store/store.js';
@@ -259,6 +261,32 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return fleetViewOf({ instanceId, report: localLoad() }, others, undefined);
     },
   });
+  // Progressive rollouts: every gateway runs a driver; only the holder of the store's rollout
+  // lease acts (on the file store, this one gateway).
+  let driver: RolloutDriver | undefined;
+  const rolloutMetrics = registerRolloutMetrics(registry, {
+    runs: () =>
+      (served?.document.services ?? []).flatMap((service) =>
+        service.rolloutRun ? [{ service: service.name, status: service.rolloutRun.status, step: service.rolloutRun.step, steps: service.rolloutRun.plan.steps.length }] : [],
+      ),
+    live: () => driver?.live() ?? [],
+    isDriver: () => driver?.isLeader ?? false,
+  });
+  driver = new RolloutDriver({
+    store,
+    instanceId,
+    logger,
+    figures: localFigures(metrics),
+    applyWritten: (written) => applyWritten(sync, dataPlane, written),
+    events: rolloutMetrics,
+  });
+  driver.start();
+  const rolloutLive = async (service: string): Promise<LiveRollout | undefined> => {
+    const own = driver?.live().find((live) => live.service === service);
+    if (own || !store.leases) return own;
+    const text = await store.leases.getLive(`rollout:${service}`).catch(() => undefined);
+    return text ? (JSON.parse(text) as LiveRollout) : undefined;
+  };
   // The admin API (src/control/api) on its own listener, loaded only when configured.
   let admin: { address: { host: string; port: number }; close(): Promise<void> } | undefined;
   if (settings.admin) {
@@ -275,11 +303,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           syncStats: () => sync.stats(),
           metrics,
           applyWritten: (written) => applyWritten(sync, dataPlane, written),
+          rolloutLive,
           ...(dataPlane.workers ? { workers: () => dataPlane.workers!() } : {}),
           logger,
         },
       });
     } catch (error) {
+      await driver.close();
       sync.stop();
       keyFeed.close();
       await dataPlane.drain(0);
@@ -303,6 +333,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     close(graceMs = settings.proxy.shutdownGraceMs) {
       closing ??= (async () => {
         await admin?.close();
+        // First: another gateway takes the rollouts over at once instead of after the lease runs out.
+        await driver?.close();
         sync.stop();
         keyFeed.close();
         // Still reported while draining: the fleet sees these requests until they finish.
