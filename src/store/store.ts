@@ -1,4 +1,5 @@
 import type { RoutingDocument } from '../config/schema.js';
+import type { FleetSample, GatewayFigures } from '../rollout/analysis/types.js';
 
 /** Who changed the routing document, when and why. */
 export interface ChangeMeta {
@@ -71,6 +72,11 @@ export interface LoadReport extends LoadFigures {
   readonly servedForMs: number;
   /** Per upstream name. */
   readonly upstreams: Readonly<Record<string, LoadFigures>>;
+  /**
+   * Per-service, per-version request counts and latency histograms, cumulative since the gateway
+   * started (what the rollout analysis sums over the fleet). Absent from older gateways' reports.
+   */
+  readonly figures?: GatewayFigures;
 }
 
 /** One gateway's report as the store returns it: `at` is the store's clock when it was written. */
@@ -142,6 +148,12 @@ export interface FleetReports {
   readFleetLoad(staleAfterMs: number): Promise<FleetLoadEntry[]>;
   /** Deletes `instanceId`'s report (a gateway that stops). */
   removeLoad(instanceId: string): Promise<void>;
+  /**
+   * Every gateway's per-version figures at one moment of the store's clock: the fresh reports,
+   * and the gateways whose report is older than `staleAfterMs` (named, so a sum can say whom it
+   * left out). Reads only. Rejects GG_STORE_UNAVAILABLE.
+   */
+  readFleetSample(staleAfterMs: number): Promise<FleetSample>;
 }
 
 /**

@@ -1,3 +1,5 @@
+import { parseGatewayFigures } from '../../rollout/analysis/fleet.js';
+import type { FleetSample, GatewaySample } from '../../rollout/analysis/types.js';
 import type { FleetLoadEntry, FleetReports, LoadFigures, LoadReport } from '../store.js';
 import { unavailable, type Client, type RedisConnections } from './connections.js';
 
@@ -42,10 +44,12 @@ function parseLoadEntry(instanceId: string, text: string): FleetLoadEntry | unde
     if (figures === null || !isCount(figures.inFlightRequests) || !isCount(figures.openConnections)) return undefined;
     upstreams[name] = { inFlightRequests: figures.inFlightRequests, openConnections: figures.openConnections };
   }
+  const figures = parseGatewayFigures((value as { figures?: unknown }).figures);
   return {
     instanceId,
     at: value.at,
     report: {
+      ...(figures === undefined ? {} : { figures }),
       servedVersion: value.servedVersion,
       // Absent in reports of gateways from before epochs were reported: unknown.
       servedEpoch: typeof value.servedEpoch === 'string' ? value.servedEpoch : null,
@@ -105,6 +109,21 @@ export class RedisLoadReports implements FleetReports {
       this.control.hdel(this.loadKey, ...stale).catch((error: Error) => this.connections.logger.debug({ err: error.message }, 'could not delete stale load reports'));
     }
     return fresh;
+  }
+
+  /** Every report's figures at the store's clock now; stale reports are named, never summed. Reads only. */
+  async readFleetSample(staleAfterMs: number): Promise<FleetSample> {
+    const [now, flat] = (await this.connections.run(this.control, 'reading fleet figures', (client) => client.eval(READ_LOAD_SCRIPT, 1, this.loadKey))) as [number, string[]];
+    const gateways: GatewaySample[] = [];
+    const stale: { instanceId: string; ageMs: number | null }[] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const instanceId = flat[i]!;
+      const entry = parseLoadEntry(instanceId, flat[i + 1]!);
+      if (entry === undefined) stale.push({ instanceId, ageMs: null });
+      else if (now - entry.at > staleAfterMs) stale.push({ instanceId, ageMs: now - entry.at });
+      else gateways.push({ instanceId, at: entry.at, figures: entry.report.figures });
+    }
+    return { at: now, gateways, stale };
   }
 
   /** Deletes this gateway's load report. */
