@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { identitySources } from '../identity/index.js';
 import { strategies } from '../rules/strategies/index.js';
+import { AnalysisParams } from '../rollout/analysis/params.js';
 import { HeaderName, ListenAddress, Milliseconds, Name } from './primitives.js';
 
 /**
@@ -228,28 +229,6 @@ export const RolloutStep = exactlyOneOf(
 ).meta({ description: 'One step: `percent` or `rules` (with `holdMs`), or `gate: true`.' });
 export type RolloutStep = z.output<typeof RolloutStep>;
 
-export const RolloutAnalysis = z
-  .strictObject({
-    minSamples: z.number().int().min(1).default(100).meta({
-      description: 'Requests each version must have served during the step before the step can pass; fewer is inconclusive (never a pass).',
-    }),
-    errorRate: z
-      .strictObject({
-        maxIncrease: z.number().min(0).max(1).default(0.01).meta({ description: 'Absolute bound: the candidate\'s error share (5xx and upstream failures) may exceed stable\'s by at most this (0.01: one point).' }),
-        maxRatio: z.number().min(1).default(2).meta({ description: 'Relative bound: the candidate\'s error share may be at most this multiple of stable\'s (checked only above the absolute bound).' }),
-      })
-      .prefault({})
-      .meta({ description: 'Error share of the candidate against stable in the same window.' }),
-    latency: z
-      .strictObject({
-        p50Ratio: z.number().min(1).default(1.5).meta({ description: 'Candidate p50 at most this multiple of stable\'s.' }),
-        p99Ratio: z.number().min(1).default(1.5).meta({ description: 'Candidate p99 at most this multiple of stable\'s.' }),
-      })
-      .prefault({})
-      .meta({ description: 'Latency of the candidate against stable, from the request duration histograms.' }),
-  })
-  .meta({ description: 'Judging the candidate against stable during every step, on graygate\'s own per-version figures.' });
-export type RolloutAnalysis = z.output<typeof RolloutAnalysis>;
 
 const CheckUrl = z.string().url({ message: 'expected an http:// or https:// URL' }).refine((url) => /^https?:\/\//.test(url), { message: 'expected an http:// or https:// URL' });
 
@@ -283,7 +262,7 @@ export const RolloutPlan = z
     end: z.enum(['full', 'stop']).default('full').meta({
       description: '`full`: after the last step the release goes to full (everyone on the candidate). `stop`: it stays at the last step, done, for a person to decide.',
     }),
-    analysis: RolloutAnalysis.prefault({}),
+    analysis: AnalysisParams.prefault({}).meta({ description: 'Judging the candidate against stable during every step, on graygate\'s own per-version figures (see docs/rollout.md).' }),
     checks: z.array(ExternalCheck).default([]).meta({ description: 'External checks, judged with the analysis at every step.' }),
     inconclusivePauseMs: Milliseconds.default(300_000).meta({
       description: 'How long past its hold an inconclusive step (too few samples, a check that cannot be read) waits before the rollout pauses for a person.',

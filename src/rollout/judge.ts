@@ -1,4 +1,5 @@
-import type { RolloutAnalysis, RolloutEvidence } from '../config/schema.js';
+import type { RolloutEvidence } from '../config/schema.js';
+import type { AnalysisParams } from './analysis/params.js';
 
 /**
  * The one seam between the driver and the statistics: what the driver hands over (the figures of
@@ -30,7 +31,7 @@ export interface Judgement {
   readonly evidence: RolloutEvidence[];
 }
 
-export type Judge = (window: WindowFigures, analysis: RolloutAnalysis) => Judgement;
+export type Judge = (window: WindowFigures, analysis: AnalysisParams) => Judgement;
 
 /** The combined outcome: any fail fails, else any inconclusive holds, else pass. */
 export function combine(evidence: readonly RolloutEvidence[]): Outcome {
@@ -68,22 +69,24 @@ export const thresholdJudge: Judge = (window, analysis) => {
   const { stable, candidate } = window;
   const samples = { candidate: candidate.requests, stable: stable.requests };
   const evidence: RolloutEvidence[] = [];
-  const enough = candidate.requests >= analysis.minSamples && stable.requests >= analysis.minSamples;
+  const min = analysis.minSamples;
+  const enough = candidate.requests >= min.candidate && stable.requests >= min.stable;
   evidence.push({
     metric: 'samples',
     outcome: enough ? 'pass' : 'inconclusive',
     candidate: candidate.requests,
     stable: stable.requests,
-    bound: analysis.minSamples,
+    bound: min.candidate,
     samples,
     detail: enough
-      ? `${candidate.requests} candidate and ${stable.requests} stable requests (at least ${analysis.minSamples} each) from ${window.scope}`
-      : `too few requests to judge: ${candidate.requests} candidate and ${stable.requests} stable, ${analysis.minSamples} of each needed (${window.scope})`,
+      ? `${candidate.requests} candidate and ${stable.requests} stable requests (at least ${min.candidate} and ${min.stable}) from ${window.scope}`
+      : `too few requests to judge: ${candidate.requests} candidate and ${stable.requests} stable, ${min.candidate} and ${min.stable} needed (${window.scope})`,
   });
   if (!enough) return { outcome: 'inconclusive', evidence };
   const candidateRate = candidate.errors / candidate.requests;
   const stableRate = stable.errors / stable.requests;
-  const bound = Math.max(stableRate + analysis.errorRate.maxIncrease, stableRate * analysis.errorRate.maxRatio);
+  // Above both bounds, as the plan states them: a relative one alone would fail 0.2 % against 0.05 %.
+  const bound = Math.max(stableRate + analysis.errors.absolute, stableRate * analysis.errors.relative);
   const errorFails = candidateRate > bound;
   evidence.push({
     metric: 'errorRate',
