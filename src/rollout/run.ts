@@ -43,8 +43,11 @@ function withRun(document: RoutingDocument, index: number, service: Service, run
 export function applyStep(document: RoutingDocument, serviceName: string, run: RolloutRun, step: number): RoutingDocument {
   const definition = run.plan.steps[step];
   if (definition === undefined) throw new GraygateError('GG_INTERNAL', `step ${step} is not in the plan of ${serviceName}'s rollout`);
-  if (definition.gate) return document;
-  // The gate's routing is the step before it; a first-step gate keeps the release as it is.
+  if (definition.gate) {
+    // A gate holds the routing of the step before it (a first-step gate keeps the release as it is).
+    const routed = routedStep(run, step);
+    return routed < 0 ? document : applyStep(document, serviceName, run, routed);
+  }
   const { service } = findService(document, serviceName);
   const params = definition.percent !== undefined ? { percentage: definition.percent } : { rules: definition.rules! };
   if (stateOf(service) === 'idle') return applyAction(document, serviceName, 'start', { candidate: run.candidate, ...params }).document;
