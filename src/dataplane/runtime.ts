@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Settings } from '../config/schema.js';
 import type { MetricsJson } from '../observe/metrics.js';
+import type { ServicesFigures } from '../observe/version-figures.js';
 import type { RequestObserver } from '../observe/request-observer.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 
@@ -36,6 +37,12 @@ export interface DataPlane {
    * admin API to sum with its own. Absent when requests are recorded in this process.
    */
   collectMetrics?(): Promise<MetricsJson[]>;
+  /**
+   * Per-service, per-version figures of the processes behind this data plane, when they are not
+   * this one (the `--workers` primary sums its workers', and keeps what exited workers counted so
+   * the sum never goes back). Absent when requests are recorded in this process.
+   */
+  figures?(): ServicesFigures;
 }
 
 export interface DataPlaneStats {

@@ -5,6 +5,7 @@ import { createAccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/log.js';
 import { Registry, registerIdentityMetrics, RequestMetrics } from '../observe/metrics.js';
 import { combineObservers } from '../observe/request-observer.js';
+import type { VersionFiguresRecorder } from '../observe/version-figures.js';
 import type { IdentityCompiler } from '../rules/request-identity.js';
 import type { CreateDataPlane, DataPlane } from './runtime.js';
 
@@ -17,6 +18,8 @@ export interface Serving {
   readonly identityContext: IdentityContext;
   /** What compileRouting is handed to resolve callers: built on `identityContext`, so its caches outlive snapshots. */
   readonly identity: IdentityCompiler;
+  /** Per-service, per-version figures of the requests this process served (for the rollout analysis). */
+  readonly figures: VersionFiguresRecorder;
 }
 
 /**
@@ -36,7 +39,8 @@ export function createServing(options: {
   const registry = new Registry();
   const identityContext: IdentityContext = { ...(options.readKey ? { readKey: options.readKey } : {}), logger };
   registerIdentityMetrics(registry, identityContext);
-  const observer = combineObservers(new RequestMetrics(registry), createAccessLog(logger, settings.log.access));
+  const requestMetrics = new RequestMetrics(registry);
+  const observer = combineObservers(requestMetrics, createAccessLog(logger, settings.log.access));
   const dataPlane = options.createDataPlane({ settings, logger, observer });
-  return { dataPlane, registry, identityContext, identity: identityCompiler({ context: identityContext }) };
+  return { dataPlane, registry, identityContext, identity: identityCompiler({ context: identityContext }), figures: requestMetrics.figures };
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { parseRoutingDocument } from '../config/load.js';
@@ -6,6 +7,7 @@ import type { CreateDataPlane, DataPlane } from '../dataplane/runtime.js';
 import type { ServedAck } from '../control/api/context.js';
 import { GraygateError, isGraygateError } from '../errors.js';
 import { createServing } from '../dataplane/serving.js';
+import type { GatewayFigures } from '../rollout/analysis/types.js';
 import { registerWorkerMetrics } from '../dataplane/workers/metrics.js';
 import type { Logger } from '../observe/log.js';
 import { metricsSource, registerGatewayMetrics, registerRolloutMetrics, type MetricsSource } from '../observe/metrics.js';
@@ -50,6 +52,12 @@ export interface Gateway {
   readonly adminAddress: { host: string; port: number } | undefined;
   /** This process's name in the fleet's load reports (host:pid:random). */
   readonly instanceId: string;
+  /**
+   * This gateway's per-service, per-version figures now (cumulative since it started; with
+   * --workers, every worker's summed): what its load report carries for the rollout analysis, and
+   * what a single gateway on the file store judges its own rollouts by (`localFleetSample`).
+   */
+  figures(): GatewayFigures;
   /** The whole gateway's metrics (with `--workers`, every worker's summed with this process's), as the admin API serves them. */
   readonly metrics: MetricsSource;
   /** Graceful stop: drain the data plane within `graceMs`, then close the store. */
@@ -171,7 +179,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const store = options.store ?? (await createStore(settings, options.configPath, logger));
   // Wired as every process that serves requests is: a single process serves them itself; the
   // `--workers` primary's data plane hands its snapshots on, and each worker wires its own the same way.
-  const { dataPlane, registry, identity } = createServing({
+  const { dataPlane, registry, identity, figures: ownFigures } = createServing({
     settings,
     logger,
     createDataPlane: options.createDataPlane,
@@ -250,7 +258,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     throw error;
   }
   const instanceId = newInstanceId();
-  const localLoad = () => loadReportOf(dataPlane.stats(), served?.version ?? null, servedSince, Date.now(), sync.served?.epoch ?? null);
+  // A new id per start: a window whose two ends carry different ids spans a restart.
+  const counters = { countersId: randomBytes(6).toString('hex'), startedAt: Date.now() };
+  const figures = (): GatewayFigures => ({ ...counters, services: dataPlane.figures ? dataPlane.figures() : ownFigures.snapshot() });
+  const localLoad = () => loadReportOf(dataPlane.stats(), served?.version ?? null, servedSince, Date.now(), sync.served?.epoch ?? null, figures());
   const reporter = new LoadReporter({ fleet: store.fleet, instanceId, measure: localLoad, logger });
   reporter.start();
   const fleetReports = store.fleet;
@@ -329,6 +340,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     },
     adminAddress: admin?.address,
     instanceId,
+    figures,
     metrics,
     close(graceMs = settings.proxy.shutdownGraceMs) {
       closing ??= (async () => {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { DataPlaneStats } from '../dataplane/runtime.js';
 import { rateLimited, type Logger } from '../observe/log.js';
+import type { GatewayFigures } from '../rollout/analysis/types.js';
 import type { FleetReports, LoadReport } from '../store/store.js';
 
 /** How often the load is looked at; it is published when it changed or anything is in flight. */
@@ -63,7 +64,8 @@ export class LoadReporter {
     if (Date.now() < this.retryAt) return;
     const report = this.options.measure();
     // servedForMs always changes: compare what an operator would see change.
-    const text = JSON.stringify([report.servedVersion, report.servedEpoch, report.inFlightRequests, report.openConnections, report.upstreams]);
+    // The figures change with every request: their request total stands for them.
+    const text = JSON.stringify([report.servedVersion, report.servedEpoch, report.inFlightRequests, report.openConnections, report.upstreams, figuresTotal(report.figures)]);
     const now = Date.now();
     if (text === this.lastText && report.inFlightRequests === 0 && now - this.lastAt < LOAD_REPORT_AT_LEAST_EVERY_MS) return;
     this.publishing = this.options.fleet!.reportLoad(this.options.instanceId, report).then(
@@ -104,8 +106,9 @@ export class LoadReporter {
 }
 
 /** The report of `stats` for a gateway serving `servedVersion` (of `servedEpoch`) since `servedSince` (Date.now()). */
-export function loadReportOf(stats: DataPlaneStats, servedVersion: number | null, servedSince: number, now = Date.now(), servedEpoch: string | null = null): LoadReport {
+export function loadReportOf(stats: DataPlaneStats, servedVersion: number | null, servedSince: number, now = Date.now(), servedEpoch: string | null = null, figures?: GatewayFigures): LoadReport {
   return {
+    ...(figures === undefined ? {} : { figures }),
     servedVersion,
     servedEpoch,
     servedForMs: servedVersion === null ? 0 : Math.max(0, now - servedSince),
@@ -113,4 +116,11 @@ export function loadReportOf(stats: DataPlaneStats, servedVersion: number | null
     openConnections: stats.openConnections,
     upstreams: stats.upstreams,
   };
+}
+
+/** Requests counted in `figures` (every service and version), to notice that they changed. */
+function figuresTotal(figures: GatewayFigures | undefined): number {
+  let total = 0;
+  for (const service of Object.values(figures?.services ?? {})) total += service.stable.requests + service.candidate.requests + service.candidate.failures;
+  return total;
 }

@@ -7,6 +7,7 @@ import { jwtStats } from '../identity/jwt.js';
 import { oversizedIdStats } from '../identity/source.js';
 import { tokenLookupStats } from '../identity/token-lookup.js';
 import type { Decision } from '../rules/snapshot.js';
+import { VersionFiguresRecorder, type FiguresCell } from './version-figures.js';
 import { FALLBACK_REASONS, servedVersion, type ExchangeRecord, type FallbackReason, type RequestObserver } from './request-observer.js';
 
 /**
@@ -187,6 +188,8 @@ class Series {
     private readonly service: string,
     private readonly version: string,
     private readonly upstream: string,
+    /** The rollout analysis's figures of (service, served version); undefined for unmatched requests. */
+    readonly figures: FiguresCell | undefined,
   ) {}
 
   count(status: number): CounterCell {
@@ -208,6 +211,8 @@ interface DecisionSeries {
   others: Map<string, Series> | undefined;
   /** Fallback cells by FALLBACK_REASONS index (stable is one upstream per decision's snapshot). */
   fallback: (CounterCell | undefined)[] | undefined;
+  /** The candidate's figures cell of the decision's service (a fallback is a candidate failure). */
+  candidateFigures: FiguresCell | undefined;
 }
 
 /**
@@ -223,6 +228,8 @@ export class RequestMetrics implements RequestObserver {
   private readonly ejections: Counter<string>;
   private readonly byDecision = new WeakMap<Decision, DecisionSeries>();
   private readonly unmatched: Series;
+  /** Per-service, per-version figures for the rollout analysis (requests, 5xx, failures, latency). */
+  readonly figures = new VersionFiguresRecorder();
 
   constructor(readonly registry: Registry) {
     this.requests = new HeldCounter(
@@ -257,13 +264,14 @@ export class RequestMetrics implements RequestObserver {
       labelNames: ['upstream'],
       registers: [registry],
     });
-    this.unmatched = new Series(this.requests, this.durationCell(NO_SERVICE, ''), NO_SERVICE, '', '');
+    this.unmatched = new Series(this.requests, this.durationCell(NO_SERVICE, ''), NO_SERVICE, '', '', undefined);
   }
 
   requestClosed(record: ExchangeRecord): void {
     const series = this.seriesOf(record.decision, record.upstreamName);
     series.count(record.status).value++;
     series.duration.observe(record.durationMs / 1000);
+    series.figures?.record(record.status, record.durationMs);
   }
 
   upstreamFailed(upstream: string, code: ErrorCode, isConnectFailure: boolean): void {
@@ -278,6 +286,7 @@ export class RequestMetrics implements RequestObserver {
     // A candidate that fails over does so for every request while it is down: held cells, one
     // WeakMap lookup and an increment, like the request counts.
     const entry = this.entryOf(decision);
+    (entry.candidateFigures ??= this.figures.cell(decision.service, 'candidate')).failures++;
     const index = FALLBACK_REASONS.indexOf(reason);
     const cells = (entry.fallback ??= []);
     let cell = cells[index];
@@ -291,7 +300,7 @@ export class RequestMetrics implements RequestObserver {
   private entryOf(decision: Decision): DecisionSeries {
     let entry = this.byDecision.get(decision);
     if (entry === undefined) {
-      entry = { upstream: decision.upstream, series: this.newSeries(decision, decision.upstream), others: undefined, fallback: undefined };
+      entry = { upstream: decision.upstream, series: this.newSeries(decision, decision.upstream), others: undefined, fallback: undefined, candidateFigures: undefined };
       this.byDecision.set(decision, entry);
     }
     return entry;
@@ -313,7 +322,7 @@ export class RequestMetrics implements RequestObserver {
 
   private newSeries(decision: Decision, upstreamName: string): Series {
     const version = servedVersion(decision, upstreamName);
-    return new Series(this.requests, this.durationCell(decision.service, version), decision.service, version, upstreamName);
+    return new Series(this.requests, this.durationCell(decision.service, version), decision.service, version, upstreamName, this.figures.cell(decision.service, version));
   }
 
   private durationCell(service: string, version: string): HistogramCell {

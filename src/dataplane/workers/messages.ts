@@ -1,5 +1,6 @@
 import type { RoutingDocument, Settings } from '../../config/schema.js';
 import type { MetricsJson } from '../../observe/metrics.js';
+import type { ServicesFigures } from '../../observe/version-figures.js';
 import type { DataPlaneStats } from '../runtime.js';
 
 /**
@@ -39,6 +40,8 @@ export type ToPrimary =
   /** The snapshot this worker serves from now on (sent after each install, and when one failed to compile). */
   | { readonly type: 'gg:served'; readonly seq: number; readonly version: number }
   | { readonly type: 'gg:stats'; readonly stats: DataPlaneStats; readonly draining?: boolean }
+  /** Its per-version figures, cumulative since it started (sent when they changed). */
+  | { readonly type: 'gg:figures'; readonly figures: ServicesFigures }
   | { readonly type: 'gg:start-failed'; readonly message: string }
   | { readonly type: 'gg:metrics'; readonly id: number; readonly metrics: MetricsJson };
 

@@ -4,6 +4,7 @@ import type { Logger } from '../../observe/log.js';
 import type { MetricsJson } from '../../observe/metrics.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
 import type { DataPlane, DataPlaneStats, ServedReport, WorkerServing } from '../runtime.js';
+import { addServicesFigures, type ServicesFigures } from '../../observe/version-figures.js';
 import { runtimeName } from '../select.js';
 import { isMessage, type RoutingMessage, type ToPrimary, type ToWorker } from './messages.js';
 
@@ -38,6 +39,8 @@ interface Slot {
   /** Logged as behind, not yet caught up. */
   flaggedBehind: boolean;
   onDrainStats?: ((stats: DataPlaneStats) => void) | undefined;
+  /** Its last per-version figures (cumulative since it started). */
+  figures: ServicesFigures;
 }
 
 /**
@@ -54,6 +57,7 @@ export class ClusterDataPlane implements DataPlane {
   private routing: RoutingMessage | undefined;
   private seq = 0;
   private draining = false;
+  private retiredFigures: ServicesFigures = {};
   private drainPromise: Promise<void> | undefined;
   private quickCrashes = 0;
   private nextMetricsId = 0;
@@ -140,6 +144,13 @@ export class ClusterDataPlane implements DataPlane {
     // A worker still starting is not reported behind: it serves nothing until it listens, and
     // installs the newest routing before it does.
     return [...this.slots.values()].filter((slot) => this.counts(slot) && slot.listening).map((slot) => this.describe(slot));
+  }
+
+  /** Every worker's figures summed, plus those of workers that exited. */
+  figures(): ServicesFigures {
+    let sum = this.retiredFigures;
+    for (const slot of this.slots.values()) sum = addServicesFigures(sum, slot.figures);
+    return sum;
   }
 
   stats(): DataPlaneStats {
@@ -279,6 +290,7 @@ export class ClusterDataPlane implements DataPlane {
     const slot: Slot = {
       worker,
       stats: { openConnections: 0, inFlightRequests: 0, upstreams: {} },
+      figures: {},
       startedAt: Date.now(),
       listening: false,
       started: false,
@@ -317,6 +329,9 @@ export class ClusterDataPlane implements DataPlane {
             slot.onDrainStats = undefined;
           }
           break;
+        case 'gg:figures':
+          slot.figures = m.figures;
+          break;
         case 'gg:start-failed':
           onFailed?.(m.message);
           break;
@@ -328,6 +343,9 @@ export class ClusterDataPlane implements DataPlane {
     worker.on('error', (error) => this.logger.debug({ err: error, worker: worker.id }, 'worker IPC error'));
     worker.on('exit', (code, signal) => {
       this.slots.delete(worker.id);
+      // What it counted stays in the sum: the figures are cumulative, and a sum that went back
+      // would read as a restart of the whole gateway.
+      this.retiredFigures = addServicesFigures(this.retiredFigures, slot.figures);
       // A worker gone is no longer awaited by a write's acknowledgement.
       for (const check of [...this.confirmWaiters]) check();
       if (this.draining) return;

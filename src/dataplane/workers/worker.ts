@@ -30,6 +30,7 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
     let servedSeq = 0;
     let statsTimer: NodeJS.Timeout | undefined;
     let lastStats = '';
+    let lastFiguresTotal = -1;
     let stopping = false;
     const send = (message: ToPrimary) => {
       if (process.connected) process.send!(message);
@@ -86,6 +87,12 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
             const stats = dataPlane.stats();
             // Sent on change only; the per-upstream figures are part of what changes.
             const text = `${stats.openConnections}/${stats.inFlightRequests}/${JSON.stringify(stats.upstreams)}`;
+            // The rollout analysis's figures, when a request was counted since the last ones.
+            const total = serving!.figures.total();
+            if (total !== lastFiguresTotal) {
+              lastFiguresTotal = total;
+              send({ type: 'gg:figures', figures: serving!.figures.snapshot() });
+            }
             if (text === lastStats) return;
             lastStats = text;
             send({ type: 'gg:stats', stats });
@@ -135,6 +142,7 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
           send({ type: 'gg:stats', stats: dataPlane.stats(), draining: true });
           void dataPlane.drain(m.graceMs).then(
             () => {
+              send({ type: 'gg:figures', figures: serving!.figures.snapshot() });
               send({ type: 'gg:stats', stats: dataPlane.stats() });
               stop(0);
             },

@@ -14,7 +14,7 @@ const MinSamples = z.strictObject({
  * Defaults were tuned with `npm run bench:analysis`; docs/rollout-analysis.md lists what they measure.
  */
 export const AnalysisParams = z.strictObject({
-  alpha: Fraction.max(0.2).default(0.003).meta({
+  alpha: Fraction.max(0.2).default(0.01).meta({
     description: 'Chance that one step of a candidate exactly as good as the bounds allow is failed, over the whole step however often it is looked at; shared out between the checks.',
   }),
   minSamples: MinSamples.default({ candidate: 200, stable: 200 }).meta({ description: 'Samples per step before the step may pass.' }),
