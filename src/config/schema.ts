@@ -281,10 +281,10 @@ export type RolloutPlan = z.output<typeof RolloutPlan>;
 /** One judged measure: what was measured, against which bound, on how many samples. */
 export const RolloutEvidence = z
   .strictObject({
-    metric: z.string().meta({ description: 'What was judged, e.g. `errorRate`, `latencyP99`, `samples`, `check:<name>`.' }),
+    metric: z.string().meta({ description: 'The check that judged: `samples`, `errors`, `latency-p50`, `latency-p99`, `figures`, or an external check\'s name.' }),
     outcome: z.enum(['pass', 'fail', 'inconclusive']),
-    candidate: z.number().nullable().meta({ description: 'The candidate\'s value (null: not measurable).' }),
-    stable: z.number().nullable().meta({ description: 'Stable\'s value in the same window (null: not applicable).' }),
+    candidate: z.number().nullable().meta({ description: 'The candidate\'s value: a rate as a fraction, a latency in ms, a count (null: not measurable).' }),
+    stable: z.number().nullable().meta({ description: 'Stable\'s value in the same window, when the check states it apart (else `detail` says it).' }),
     bound: z.number().nullable().meta({ description: 'The bound the candidate\'s value was held to (null: none).' }),
     samples: z.strictObject({ candidate: z.number().int().min(0), stable: z.number().int().min(0) }).meta({ description: 'Requests of each version the measure rests on.' }),
     detail: z.string().meta({ description: 'The judgement in a sentence.' }),

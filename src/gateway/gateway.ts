@@ -12,7 +12,7 @@ import { registerWorkerMetrics } from '../dataplane/workers/metrics.js';
 import type { Logger } from '../observe/log.js';
 import { metricsSource, registerGatewayMetrics, registerRolloutMetrics, type MetricsSource } from '../observe/metrics.js';
 import { RolloutDriver, type LiveRollout } from '../rollout/driver.js';
-import { localFigures } from '../rollout/figures.js';
+import { localFleetSample } from '../rollout/analysis/fleet.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store, StoredVersion } from '../store/store.js';
@@ -287,7 +287,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     store,
     instanceId,
     logger,
-    figures: localFigures(metrics),
+    // The fleet's figures from the load reports (a gateway that stopped reporting is left out,
+    // and named); on a store that serves one gateway, this gateway's own.
+    sample: fleetReports ? () => fleetReports.readFleetSample(FLEET_LOAD_STALE_MS) : async () => localFleetSample(instanceId, figures(), Date.now()),
     applyWritten: (written) => applyWritten(sync, dataPlane, written),
     events: rolloutMetrics,
   });

@@ -467,7 +467,7 @@ export function registerRolloutMetrics(registry: Registry, inputs: RolloutMetric
   });
   new Gauge({
     name: 'graygate_rollout_evidence',
-    help: 'Live evidence of a running rollout step on the gateway that drives it: the value per version (candidate | stable) and the bound (version="bound"), by metric (errorRate, latencyP50, latencyP99, samples, check:<name>).',
+    help: 'Live evidence of a running rollout step on the gateway that drives it: the value per version (candidate | stable) and the bound (version="bound"), by check (samples, errors, latency-p50, latency-p99, or an external check\'s name).',
     labelNames: ['service', 'metric', 'version'],
     registers: [registry],
     aggregator: 'max',

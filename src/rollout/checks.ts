@@ -1,5 +1,6 @@
 import { request } from 'undici';
-import type { ExternalCheck, RolloutEvidence } from '../config/schema.js';
+import type { ExternalCheck } from '../config/schema.js';
+import type { ExternalCheckResult } from './analysis/types.js';
 
 /** What an external check is told about the step it judges. */
 export interface CheckContext {
@@ -29,22 +30,19 @@ function valueOf(body: unknown): number | undefined {
  * Runs one external check. Never throws: an answer that cannot be read (a timeout, a refused
  * connection, an empty or non-numeric result) is `inconclusive`, never a pass.
  */
-export async function runCheck(check: ExternalCheck, index: number, context: CheckContext): Promise<RolloutEvidence> {
+export async function runCheck(check: ExternalCheck, index: number, context: CheckContext): Promise<ExternalCheckResult> {
   const name = checkName(check, index);
-  const metric = `check:${name}`;
-  const base = { metric, samples: context.samples, stable: null };
   const signal = AbortSignal.timeout(check.timeoutMs);
   try {
     if (check.prometheus) {
       const { url, query, op, threshold } = check.prometheus;
+      const metric = `prometheus ${query}`;
       const response = await request(`${url.replace(/\/+$/, '')}/api/v1/query?query=${encodeURIComponent(query)}`, { signal });
       const body = response.statusCode === 200 ? await response.body.json() : (await response.body.dump(), undefined);
       const value = valueOf(body);
-      if (value === undefined) {
-        return { ...base, outcome: 'inconclusive', candidate: null, bound: threshold, detail: `${name}: prometheus answered ${response.statusCode} without a number for ${query}; not a pass` };
-      }
+      if (value === undefined) return { check: name, outcome: 'error', metric, value: null, bound: threshold, reason: `prometheus answered ${response.statusCode} without a number for ${query}` };
       const pass = compare[op](value, threshold);
-      return { ...base, outcome: pass ? 'pass' : 'fail', candidate: value, bound: threshold, detail: `${name}: ${query} = ${value}; must be ${op} ${threshold}` };
+      return { check: name, outcome: pass ? 'pass' : 'fail', metric, value, bound: threshold, reason: `${query} = ${value}; must be ${op} ${threshold}` };
     }
     const response = await request(check.webhook!.url, {
       method: 'POST',
@@ -54,9 +52,9 @@ export async function runCheck(check: ExternalCheck, index: number, context: Che
     });
     await response.body.dump();
     const ok = response.statusCode >= 200 && response.statusCode < 300;
-    return { ...base, outcome: ok ? 'pass' : 'fail', candidate: response.statusCode, bound: null, detail: `${name}: the webhook answered ${response.statusCode} (2xx passes)` };
+    return { check: name, outcome: ok ? 'pass' : 'fail', metric: 'webhook status', value: response.statusCode, bound: null, reason: `the webhook answered ${response.statusCode} (2xx passes)` };
   } catch (error) {
     const why = signal.aborted ? `no answer within ${check.timeoutMs} ms` : (error as Error).message;
-    return { ...base, outcome: 'inconclusive', candidate: null, bound: check.prometheus?.threshold ?? null, detail: `${name}: could not be read (${why}); not a pass` };
+    return { check: name, outcome: 'error', metric: check.prometheus ? `prometheus ${check.prometheus.query}` : 'webhook status', value: null, bound: check.prometheus?.threshold ?? null, reason: `could not be read (${why})` };
   }
 }

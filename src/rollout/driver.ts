@@ -3,9 +3,10 @@ import type { RolloutEvidence, RolloutRun, RoutingDocument } from '../config/sch
 import { isGraygateError } from '../errors.js';
 import { rateLimited, type Logger } from '../observe/log.js';
 import type { Store, StoredVersion } from '../store/store.js';
-import { runCheck } from './checks.js';
-import { windowOf, type FigureSource } from './figures.js';
-import { combine, judge as defaultJudge, type Judge, type Outcome, type WindowFigures } from './judge.js';
+import { checkName, runCheck } from './checks.js';
+import { analyzeStep } from './analysis/analyze.js';
+import { fleetWindow } from './analysis/fleet.js';
+import type { CheckEvidence, ExternalCheckResult, FleetSample, Verdict } from './analysis/types.js';
 import { notificationOf, sendNotification } from './notify.js';
 import { advance, DRIVER_ACTOR, isActive, manualChange, pauseOrResume, rollBack, type Move } from './run.js';
 
@@ -28,7 +29,7 @@ export interface LiveRollout {
   readonly step: number;
   readonly status: RolloutRun['status'];
   /** The combined outcome now; `gate` while a gate waits for promote. */
-  readonly outcome: Outcome | 'gate' | 'paused';
+  readonly outcome: Verdict | 'gate' | 'paused';
   readonly evidence: readonly RolloutEvidence[];
   /** How long the step has run, and must hold. */
   readonly elapsedMs: number;
@@ -47,17 +48,16 @@ export interface RolloutDriverOptions {
   readonly store: Store;
   readonly instanceId: string;
   readonly logger: Logger;
-  /** Counts per version since start (this gateway's, or the fleet's). */
-  readonly figures: FigureSource;
+  /** Every gateway's cumulative per-version figures now (on the file store: this gateway's own). */
+  readonly sample: () => Promise<FleetSample>;
   /** Serves a version this gateway wrote at once (see the gateway's applyWritten). */
   readonly applyWritten: (written: StoredVersion) => Promise<unknown>;
-  readonly judge?: Judge;
   readonly events?: RolloutEventSink;
   readonly tickMs?: number;
 }
 
 interface CheckSlot {
-  evidence: RolloutEvidence | undefined;
+  result: ExternalCheckResult | undefined;
   calledAt: number;
   inFlight: boolean;
 }
@@ -76,15 +76,13 @@ export class RolloutDriver {
   private ticking: Promise<void> | undefined;
   private closed = false;
   private token: number | undefined;
-  private readonly baselines = new Map<string, WindowFigures>();
+  private readonly baselines = new Map<string, FleetSample>();
   private readonly checks = new Map<string, CheckSlot>();
   private readonly liveByService = new Map<string, LiveRollout>();
   private readonly logFault: ReturnType<typeof rateLimited>;
-  private readonly judge: Judge;
 
   constructor(private readonly options: RolloutDriverOptions) {
     this.logFault = rateLimited(options.logger);
-    this.judge = options.judge ?? defaultJudge;
   }
 
   /** True while this gateway holds the lease (or needs none). */
@@ -177,27 +175,33 @@ export class RolloutDriver {
       return false;
     }
     const key = `${run.id}:${run.step}:${run.stepStartedAt}`;
-    const figures = await this.options.figures(service);
-    let baseline = this.baselines.get(key);
-    if (baseline === undefined) {
-      baseline = figures;
-      for (const old of this.baselines.keys()) if (old.startsWith(`${run.id}:`) || !old.includes(':')) this.baselines.delete(old);
-      this.baselines.set(key, figures);
+    // A read error is never a pass: the analysis gets "could not be read" and holds the step.
+    let figures: { ok: true; window: ReturnType<typeof fleetWindow> } | { ok: false; reason: string };
+    try {
+      const sample = await this.options.sample();
+      let baseline = this.baselines.get(key);
+      if (baseline === undefined) {
+        for (const old of this.baselines.keys()) if (old.startsWith(`${run.id}:`)) this.baselines.delete(old);
+        baseline = sample;
+        this.baselines.set(key, sample);
+      }
+      figures = { ok: true, window: fleetWindow(baseline, sample) };
+    } catch (error) {
+      figures = { ok: false, reason: (error as Error).message };
     }
-    const window = windowOf(baseline, figures);
-    const judgement = this.judge(window, run.plan.analysis);
-    const samples = { candidate: window.candidate.requests, stable: window.stable.requests };
-    const evidence = [...judgement.evidence, ...this.checkEvidence(key, service, run, samples)];
-    const outcome = combine(evidence);
+    const samples = figures.ok ? samplesOf(figures.window.services[service]) : { candidate: 0, stable: 0 };
+    const analysis = analyzeStep({ service, figures, nowMs: now.getTime(), external: this.checkResults(key, service, run, samples) }, run.plan.analysis);
+    const evidence = analysis.evidence.map(toEvidence);
+    const outcome = analysis.verdict;
     live(outcome, evidence);
     if (outcome === 'fail') {
       const failing = evidence.filter((e) => e.outcome === 'fail');
-      const reason = `rolled back at step ${run.step + 1}: ${failing.map((e) => `${e.metric} ${e.detail}`).join('; ')}`;
+      const reason = `rolled back at step ${run.step + 1}: ${failing.map((e) => `${e.metric} failed: ${e.detail}`).join('; ')}`;
       return this.write(current, service, rollBack(current.document, service, DRIVER_ACTOR, reason, now, evidence, 'rollback'), reason, evidence);
     }
     if (elapsedMs < step.holdMs) return false;
     if (outcome === 'pass') {
-      const reason = `step ${run.step + 1} passed after ${Math.round(elapsedMs / 1000)} s: ${evidence.map((e) => e.detail).join('; ')}`;
+      const reason = `step ${run.step + 1} passed after ${Math.round(elapsedMs / 1000)} s: ${analysis.reason}`;
       return this.write(current, service, advance(current.document, service, DRIVER_ACTOR, reason, now, evidence), reason, evidence);
     }
     if (elapsedMs >= step.holdMs + run.plan.inconclusivePauseMs) {
@@ -209,35 +213,26 @@ export class RolloutDriver {
   }
 
   /** The external checks' latest answers; each is called again every `everyMs`, in the background. */
-  private checkEvidence(key: string, service: string, run: RolloutRun, samples: { candidate: number; stable: number }): RolloutEvidence[] {
+  private checkResults(key: string, service: string, run: RolloutRun, samples: { candidate: number; stable: number }): ExternalCheckResult[] {
     return run.plan.checks.map((check, index) => {
       const slotKey = `${key}:${index}`;
       let slot = this.checks.get(slotKey);
       if (slot === undefined) {
         for (const old of this.checks.keys()) if (!old.startsWith(key)) this.checks.delete(old);
-        slot = { evidence: undefined, calledAt: 0, inFlight: false };
+        slot = { result: undefined, calledAt: 0, inFlight: false };
         this.checks.set(slotKey, slot);
       }
       const held = slot;
       if (!held.inFlight && Date.now() - held.calledAt >= check.everyMs) {
         held.inFlight = true;
         held.calledAt = Date.now();
-        void runCheck(check, index, { service, candidate: run.candidate, runId: run.id, step: run.step, samples }).then((evidence) => {
-          held.evidence = evidence;
+        void runCheck(check, index, { service, candidate: run.candidate, runId: run.id, step: run.step, samples }).then((result) => {
+          held.result = result;
           held.inFlight = false;
         });
       }
-      return (
-        held.evidence ?? {
-          metric: `check:${check.name ?? `check ${index + 1}`}`,
-          outcome: 'inconclusive' as const,
-          candidate: null,
-          stable: null,
-          bound: null,
-          samples,
-          detail: `${check.name ?? `check ${index + 1}`}: no answer yet; not a pass`,
-        }
-      );
+      const name = checkName(check, index);
+      return held.result ?? { check: name, outcome: 'error' as const, metric: name, value: null, bound: null, reason: 'no answer yet' };
     });
   }
 
@@ -276,4 +271,22 @@ export class RolloutDriver {
     void sendNotification(move.run, notificationOf(service, move.run, move.event, DRIVER_ACTOR, reason, evidence), logger);
     return true;
   }
+}
+
+/** Requests of each version in a window (a candidate's fallbacks to stable count as the candidate's). */
+function samplesOf(figures: { stable: { requests: number }; candidate: { requests: number; failures: number } } | undefined): { candidate: number; stable: number } {
+  return { candidate: (figures?.candidate.requests ?? 0) + (figures?.candidate.failures ?? 0), stable: figures?.stable.requests ?? 0 };
+}
+
+/** The analysis's evidence as the rollout records it. */
+function toEvidence(check: CheckEvidence): RolloutEvidence {
+  return {
+    metric: check.check,
+    outcome: check.verdict,
+    candidate: check.value,
+    stable: null,
+    bound: check.bound,
+    samples: { candidate: check.candidateSamples, stable: check.stableSamples },
+    detail: check.reason,
+  };
 }

@@ -33,7 +33,7 @@ const verbs: Record<RolloutRecord['event'], string> = {
 /** The notification of `event` for `run`, with a one-message summary in `text`. */
 export function notificationOf(service: string, run: RolloutRun, event: RolloutRecord['event'], by: string, reason: string, evidence: readonly RolloutEvidence[]): RolloutNotification {
   const failing = evidence.filter((e) => e.outcome === 'fail');
-  const why = failing.length > 0 ? ` Evidence: ${failing.map((e) => e.detail).join('; ')}.` : '';
+  const why = failing.length > 0 ? ` Evidence: ${failing.map((e) => `${e.metric}: ${e.detail}`).join('; ')}.` : '';
   return {
     event,
     service,

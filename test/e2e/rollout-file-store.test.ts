@@ -32,7 +32,7 @@ describe('progressive rollout on the file store', () => {
               {
                 name: 'app',
                 stable: 'app-v1',
-                rollout: { steps: [{ percent: 25, holdMs: 500 }, { gate: true }, { percent: 75, holdMs: 500 }], analysis: { minSamples: { candidate: 10, stable: 10 }, latency: { p50Ratio: 1000, p99Ratio: 1000 } } },
+                rollout: { steps: [{ percent: 25, holdMs: 500 }, { gate: true }, { percent: 75, holdMs: 500 }], analysis: { minSamples: { candidate: 10, stable: 10 }, errors: { minSamples: { candidate: 10, stable: 10 } }, latency: { p50Ratio: 1000, p99Ratio: 1000, minSamples: { candidate: 10, stable: 10 } } } },
               },
             ],
           },

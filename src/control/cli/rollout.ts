@@ -34,16 +34,16 @@ interface StatusReply {
 
 const formatValue = (metric: string, value: number | null) => {
   if (value === null) return '-';
-  if (metric === 'errorRate') return `${Math.round(value * 10_000) / 100} %`;
-  if (metric.startsWith('latency')) return `${Math.round(value * 10_000) / 10} ms`;
+  if (metric === 'errors') return `${Math.round(value * 10_000) / 100} %`;
+  if (metric.startsWith('latency')) return `${Math.round(value * 10) / 10} ms`;
   return String(value);
 };
 
-/** Evidence as a table: metric, outcome, candidate, stable, bound, samples. */
+/** Evidence as a table: check, outcome, the candidate's value, the bound, samples (each detail says stable's figure). */
 export function evidenceTable(evidence: readonly RolloutEvidence[]): string {
   return table(
-    ['METRIC', 'OUTCOME', 'CANDIDATE', 'STABLE', 'BOUND', 'SAMPLES (cand/stable)'],
-    evidence.map((e) => [e.metric, e.outcome, formatValue(e.metric, e.candidate), formatValue(e.metric, e.stable), formatValue(e.metric, e.bound), `${e.samples.candidate}/${e.samples.stable}`]),
+    ['CHECK', 'OUTCOME', 'CANDIDATE', 'BOUND', 'SAMPLES (cand/stable)'],
+    evidence.map((e) => [e.metric, e.outcome, formatValue(e.metric, e.candidate), formatValue(e.metric, e.bound), `${e.samples.candidate}/${e.samples.stable}`]),
   );
 }
 
