@@ -13,6 +13,7 @@ import type { Logger } from '../observe/log.js';
 import { metricsSource, registerGatewayMetrics, registerRolloutMetrics, type MetricsSource } from '../observe/metrics.js';
 import { RolloutDriver, type LiveRollout } from '../rollout/driver.js';
 import { localFleetSample } from '../rollout/analysis/fleet.js';
+import { isActive } from '../rollout/run.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store, StoredVersion } from '../store/store.js';
@@ -292,6 +293,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     sample: fleetReports ? () => fleetReports.readFleetSample(FLEET_LOAD_STALE_MS) : async () => localFleetSample(instanceId, figures(), Date.now()),
     applyWritten: (written) => applyWritten(sync, dataPlane, written),
     events: rolloutMetrics,
+    hasActiveRun: () => (served?.document.services ?? []).some((service) => isActive(service.rolloutRun)),
   });
   driver.start();
   const rolloutLive = async (service: string): Promise<LiveRollout | undefined> => {

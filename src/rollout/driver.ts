@@ -53,6 +53,12 @@ export interface RolloutDriverOptions {
   /** Serves a version this gateway wrote at once (see the gateway's applyWritten). */
   readonly applyWritten: (written: StoredVersion) => Promise<unknown>;
   readonly events?: RolloutEventSink;
+  /**
+   * Whether the routing this gateway serves has a rollout in progress. While none has, the
+   * driver leaves the store alone (no lease, no reads): a fleet with nothing to roll out sends
+   * Redis nothing for it. A start is seen within a tick of being served.
+   */
+  readonly hasActiveRun?: () => boolean;
   readonly tickMs?: number;
 }
 
@@ -123,6 +129,13 @@ export class RolloutDriver {
 
   private async once(): Promise<void> {
     const { store, instanceId, logger } = this.options;
+    if (this.options.hasActiveRun && !this.options.hasActiveRun()) {
+      // Nothing to drive: the lease (if held) runs out, and any gateway takes it at the next start.
+      if (this.token !== undefined && store.leases) logger.info({ event: 'rollout-driver-idle', token: this.token }, 'no rollout in progress: this gateway stops holding the rollout lease');
+      this.token = undefined;
+      this.liveByService.clear();
+      return;
+    }
     if (store.leases) {
       const previous = this.token;
       this.token = await store.leases.hold(ROLLOUT_LEASE, instanceId, LEASE_TTL_MS).catch((error: unknown) => {

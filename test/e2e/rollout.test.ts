@@ -58,12 +58,15 @@ describe('progressive rollout across a fleet', () => {
     loads.push(load);
     return load;
   };
-  /** The gateway that drives rollouts: the one that last logged taking the lease. */
+  /** The gateway that drives rollouts now (its graygate_rollout_driver is 1); there is one while a rollout is in progress. */
   const driverIndex = async () =>
-    eventually(() => {
-      const at = gateways.findIndex((gateway) => gateway.child.exitCode === null && gateway.child.signalCode === null && gateway.logs().some((line) => line.event === 'rollout-driver'));
-      if (at < 0) throw new Error('no gateway drives rollouts yet');
-      return at;
+    eventually(async () => {
+      for (let at = 0; at < gateways.length; at++) {
+        const gateway = gateways[at]!;
+        if (gateway.child.exitCode !== null || gateway.child.signalCode !== null) continue;
+        if (/^graygate_rollout_driver 1$/m.test((await api(at, 'GET', '/metrics')).body as string)) return at;
+      }
+      throw new Error('no gateway drives rollouts');
     });
 
   beforeAll(async () => {
@@ -103,7 +106,7 @@ describe('progressive rollout across a fleet', () => {
   });
 
   it('a good candidate goes through every step to full, with zero failed requests, the evidence recorded and notified', async () => {
-    const at = await driverIndex();
+    const at = 0;
     const load = loadOn(at, 'good');
     const started = await api(at, 'POST', '/v1/services/good/rollout/start', { reason: 'ship v2', candidate: 'app-v2' });
     expect(started.status).toBe(200);
@@ -136,16 +139,21 @@ describe('progressive rollout across a fleet', () => {
   });
 
   it('a failing candidate is rolled back at once, saying which metric, its value, the bound and the samples, everywhere; a new start begins at step 1', async () => {
-    const at = await driverIndex();
-    const load = loadOn(at, 'bad');
+    const load = loadOn(1, 'bad');
     const plan = { steps: [{ percent: 50, holdMs: 600_000 }, { percent: 100, holdMs: 1_000 }], analysis, notify: { url: hook.url } };
-    expect((await api(at, 'POST', '/v1/services/bad/rollout/start', { reason: 'ship broken v2', candidate: 'app-v2-broken', plan })).status).toBe(200);
+    expect((await api(1, 'POST', '/v1/services/bad/rollout/start', { reason: 'ship broken v2', candidate: 'app-v2-broken', plan })).status).toBe(200);
     const ended = await eventually(async () => {
-      const status = await api(at, 'GET', '/v1/services/bad/rollout');
+      const status = await api(1, 'GET', '/v1/services/bad/rollout');
       expect(status.body.run.status).toBe('rolled-back');
       return status.body;
     }, { withinMs: 60_000 });
     await load.stop();
+    // The gateway that drove it (and so logged, counted and notified the rollback).
+    const at = await eventually(() => {
+      const found = gateways.findIndex((gateway) => gateway.logs().some((line) => line.event === 'rollout-rollback' && line.service === 'bad'));
+      if (found < 0) throw new Error('no gateway logged the rollback');
+      return found;
+    });
     expect(ended.state).toBe('idle');
     expect(ended.run.step).toBe(0);
     expect(ended.run.reason).toContain('errors failed');
@@ -189,7 +197,7 @@ describe('progressive rollout across a fleet', () => {
   });
 
   it('abort during a hold sends everyone back to stable at once', async () => {
-    const at = await driverIndex();
+    const at = 0;
     const plan = { steps: [{ percent: 100, holdMs: 600_000 }], analysis };
     expect((await api(at, 'POST', '/v1/services/hold/rollout/start', { reason: 'long hold', candidate: 'app-v2', plan })).status).toBe(200);
     await eventually(async () => expect(await versionFor(`${gateways[at]!.url}/hold`, randomUser())).toBe('candidate'));
@@ -204,7 +212,7 @@ describe('progressive rollout across a fleet', () => {
   });
 
   it('a manual change during a rollout pauses it, says why, and is not overwritten', async () => {
-    const at = await driverIndex();
+    const at = 0;
     const plan = { steps: [{ percent: 30, holdMs: 600_000 }], analysis };
     expect((await api(at, 'POST', '/v1/services/manual/rollout/start', { reason: 'rollout', candidate: 'app-v2', plan })).status).toBe(200);
     const manual = await api(at === 0 ? 1 : 0, 'POST', '/v1/services/manual/release/set', { reason: 'hand tuning', percentage: 5 });
@@ -230,17 +238,21 @@ describe('progressive rollout across a fleet', () => {
   });
 
   it('the driving gateway killed mid-rollout: another resumes at the stored step (not step 1, not full), with zero failed requests', async () => {
+    const plan = { steps: [{ percent: 10, holdMs: 500 }, { gate: true }, { percent: 60, holdMs: 500 }], analysis };
+    const loadsOn = [0, 1].map((i) => {
+      const load = startLoad({ url: `${gateways[i]!.url}/fleet`, maxMs: 120_000, concurrency: 2, pauseMs: 5, headers: randomUser });
+      loads.push(load);
+      return load;
+    });
+    expect((await api(0, 'POST', '/v1/services/fleet/rollout/start', { reason: 'fleet', candidate: 'app-v2', plan })).status).toBe(200);
     const at = await driverIndex();
     const other = at === 0 ? 1 : 0;
-    const plan = { steps: [{ percent: 10, holdMs: 500 }, { gate: true }, { percent: 60, holdMs: 500 }], analysis };
-    const steady = startLoad({ url: `${gateways[other]!.url}/fleet`, maxMs: 120_000, concurrency: 2, pauseMs: 5, headers: randomUser });
-    loads.push(steady);
-    const driven = loadOn(at, 'fleet');
-    expect((await api(other, 'POST', '/v1/services/fleet/rollout/start', { reason: 'fleet', candidate: 'app-v2', plan })).status).toBe(200);
+    const steady = loadsOn[other]!;
     await eventually(async () => expect((await api(other, 'GET', '/v1/services/fleet/rollout')).body.run.step).toBe(1), { withinMs: 60_000 });
-    await driven.stop();
+    await loadsOn[at]!.stop();
+    const since = gateways[other]!.logs().length;
     await gateways[at]!.kill();
-    await gateways[other]!.waitForLog((line) => line.event === 'rollout-driver');
+    await gateways[other]!.waitForLog((line) => line.event === 'rollout-driver', { since });
     const resumed = await api(other, 'GET', '/v1/services/fleet/rollout');
     expect(resumed.body.run).toMatchObject({ status: 'running', step: 1 });
     expect(resumed.body.state).toBe('canary');
