@@ -35,6 +35,11 @@ export const ErrorCodes = {
   GG_NOT_FOUND: { status: 404, doc: 'The admin API has no such resource (service, upstream, release or route); the message names it.' },
   GG_BODY_TOO_LARGE: { status: 413, doc: 'The admin API request body is larger than admin.bodyLimitBytes.' },
   GG_REQUEST_INVALID: { status: 400, doc: 'An admin API request is malformed (body, parameter or header); the message names the field.' },
+  GG_LEASE_LOST: {
+    status: 409,
+    doc: 'A write made under a lease (the gateway driving rollouts) was refused because another gateway holds the lease now; nothing was written, and the new holder carries on.',
+  },
+  GG_ROLLOUT_NOT_RUNNING: { status: 409, doc: 'The rollout action needs a rollout in progress (or paused) and there is none; nothing was changed, stable included.' },
   GG_NOT_READY: { status: 503, doc: 'The gateway serves no routing snapshot yet.' },
   GG_OPENRESTY_UNSUPPORTED: {
     status: 400,

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { identitySources } from '../identity/index.js';
 import { Cidr as CidrNetwork } from '../rules/cidr.js';
 import { strategies } from '../rules/strategies/index.js';
+import { AnalysisParams } from '../rollout/analysis/params.js';
 import { HeaderName, ListenAddress, Milliseconds, Name } from './primitives.js';
 
 /**
@@ -267,6 +268,124 @@ export const Release = z
   .meta({ description: 'The candidate version(s) of a service and the rules that send requests to them.' });
 export type Release = z.output<typeof Release>;
 
+// ---------------------------------------------------------------------------------------------
+// Progressive rollout: a plan (written by people) and its run (written by graygate)
+
+const Percent = z
+  .number({ message: 'expected a number from 0 to 100' })
+  .min(0, { message: 'percent is at least 0' })
+  .max(100, { message: 'percent is at most 100' })
+  .refine((percent) => Math.abs(percent * 100 - Math.round(percent * 100)) < 1e-6, { message: 'percent has at most two decimals (buckets are 0.01 %)' });
+
+/** One step of a rollout plan: a percentage, a rule list, or a manual gate; and how long it holds. */
+export const RolloutStep = exactlyOneOf(
+  {
+    percent: Percent.optional().meta({ description: 'A sticky percentage of identified callers on the candidate (the rule named `percentage`; the release\'s other rules stay).' }),
+    rules: z.array(Rule).min(1).optional().meta({ description: 'The release\'s whole rule list during this step (any rule document).' }),
+    gate: z.literal(true).optional().meta({ description: 'A manual gate: the rollout waits here, routing unchanged, until `graygate rollout promote`.' }),
+    holdMs: Milliseconds.default(60_000).meta({
+      description: 'How long the step runs before it may pass; analysis runs all along, and a failing candidate is rolled back at once, hold or not. Ignored by a gate.',
+    }),
+  },
+  'step kind',
+  ['percent', 'rules', 'gate'],
+).meta({ description: 'One step: `percent` or `rules` (with `holdMs`), or `gate: true`.' });
+export type RolloutStep = z.output<typeof RolloutStep>;
+
+
+const CheckUrl = z.string().url({ message: 'expected an http:// or https:// URL' }).refine((url) => /^https?:\/\//.test(url), { message: 'expected an http:// or https:// URL' });
+
+export const ExternalCheck = exactlyOneOf(
+  {
+    name: Name.optional().meta({ description: 'Shown in evidence and notifications; defaults to "check N".' }),
+    prometheus: z
+      .strictObject({
+        url: CheckUrl.meta({ description: 'Prometheus base URL, e.g. http://prometheus:9090 (the query goes to /api/v1/query).' }),
+        query: z.string().min(1).meta({ description: 'An instant query returning one number (a scalar, or a vector whose first sample is used).' }),
+        op: z.enum(['<', '<=', '>', '>=', '==', '!=']).meta({ description: 'The condition the value must meet to pass: value OP threshold.' }),
+        threshold: z.number().meta({ description: 'The number the value is compared with.' }),
+      })
+      .meta({ description: 'Passes when the query\'s value meets the condition; fails when it does not; a failed read or an empty answer is inconclusive.' }),
+    webhook: z
+      .strictObject({
+        url: CheckUrl.meta({ description: 'Called with POST and a JSON body naming the service, candidate and step.' }),
+      })
+      .meta({ description: 'Passes on a 2xx answer; any other answer fails; no answer within the timeout is inconclusive.' }),
+    timeoutMs: Milliseconds.min(1).default(5_000).meta({ description: 'How long one call may take; past it the check is inconclusive (never a pass).' }),
+    everyMs: Milliseconds.min(100).default(10_000).meta({ description: 'How often the check is called during a step.' }),
+  },
+  'check kind',
+  ['prometheus', 'webhook'],
+).meta({ description: 'An external check: `prometheus` or `webhook`.' });
+export type ExternalCheck = z.output<typeof ExternalCheck>;
+
+export const RolloutPlan = z
+  .strictObject({
+    steps: z.array(RolloutStep).min(1).meta({ description: 'Ordered steps; each passes on its own analysis before the next starts.' }),
+    end: z.enum(['full', 'stop']).default('full').meta({
+      description: '`full`: after the last step the release goes to full (everyone on the candidate). `stop`: it stays at the last step, done, for a person to decide.',
+    }),
+    analysis: AnalysisParams.prefault({}).meta({ description: 'Judging the candidate against stable during every step, on graygate\'s own per-version figures (see docs/rollout.md).' }),
+    checks: z.array(ExternalCheck).default([]).meta({ description: 'External checks, judged with the analysis at every step.' }),
+    inconclusivePauseMs: Milliseconds.default(300_000).meta({
+      description: 'How long past its hold an inconclusive step (too few samples, a check that cannot be read) waits before the rollout pauses for a person.',
+    }),
+    notify: z
+      .strictObject({
+        url: CheckUrl.meta({ description: 'Gets a JSON POST on every step, pause, promote, rollback and the end, with a Slack-compatible `text` field.' }),
+        timeoutMs: Milliseconds.min(1).default(5_000).meta({ description: 'How long one notification may take.' }),
+      })
+      .optional()
+      .meta({ description: 'A notification webhook (Slack incoming webhooks take it as is).' }),
+  })
+  .meta({ description: 'The progressive rollout plan of a service\'s releases: `graygate rollout start` runs it.' });
+export type RolloutPlan = z.output<typeof RolloutPlan>;
+
+/** One judged measure: what was measured, against which bound, on how many samples. */
+export const RolloutEvidence = z
+  .strictObject({
+    metric: z.string().meta({ description: 'The check that judged: `samples`, `errors`, `latency-p50`, `latency-p99`, `figures`, or an external check\'s name.' }),
+    outcome: z.enum(['pass', 'fail', 'inconclusive']),
+    candidate: z.number().nullable().meta({ description: 'The candidate\'s value: a rate as a fraction, a latency in ms, a count (null: not measurable).' }),
+    stable: z.number().nullable().meta({ description: 'Stable\'s value in the same window, when the check states it apart (else `detail` says it).' }),
+    bound: z.number().nullable().meta({ description: 'The bound the candidate\'s value was held to (null: none).' }),
+    samples: z.strictObject({ candidate: z.number().int().min(0), stable: z.number().int().min(0) }).meta({ description: 'Requests of each version the measure rests on.' }),
+    detail: z.string().meta({ description: 'The judgement in a sentence.' }),
+  })
+  .meta({ description: 'One piece of evidence of a step.' });
+export type RolloutEvidence = z.output<typeof RolloutEvidence>;
+
+/** One entry of a rollout's record: a step begun or judged, a pause, a promote, the end. */
+export const RolloutRecord = z
+  .strictObject({
+    at: z.string().meta({ description: 'ISO 8601 time.' }),
+    step: z.number().int().min(0).meta({ description: 'Index into the plan\'s steps (0 is the first).' }),
+    event: z.enum(['start', 'step', 'passed', 'promote', 'pause', 'resume', 'rollback', 'abort', 'done']),
+    by: z.string().meta({ description: 'Who: `graygate` (the driver) or the admin token\'s name.' }),
+    reason: z.string(),
+    evidence: z.array(RolloutEvidence).default([]),
+  })
+  .meta({ description: 'One recorded event of a rollout.' });
+export type RolloutRecord = z.output<typeof RolloutRecord>;
+
+export const RolloutRun = z
+  .strictObject({
+    id: z.string().min(1).meta({ description: 'This run (a new start is a new run, beginning at step 0).' }),
+    candidate: Name.meta({ description: 'The candidate upstream being rolled out.' }),
+    status: z.enum(['running', 'paused', 'done', 'rolled-back', 'aborted']).meta({
+      description: '`running`: steps advance on their analysis. `paused`: held for a person (`rollout resume`). `done`, `rolled-back`, `aborted`: ended.',
+    }),
+    step: z.number().int().min(0).meta({ description: 'The step in force (index into the plan\'s steps).' }),
+    stepStartedAt: z.string().meta({ description: 'When the step in force began (its hold counts from here).' }),
+    startedAt: z.string(),
+    startedBy: z.string(),
+    reason: z.string().meta({ description: 'Why the run is in its status (why it paused, rolled back, ended).' }),
+    plan: RolloutPlan.meta({ description: 'The plan this run follows, fixed at start (a later edit of the service\'s plan applies to the next run).' }),
+    records: z.array(RolloutRecord).default([]).meta({ description: 'Every step with its evidence, oldest first (the last 100 kept).' }),
+  })
+  .meta({ description: 'A rollout run, written by graygate (through the admin API and the driving gateway); do not edit by hand.' });
+export type RolloutRun = z.output<typeof RolloutRun>;
+
 const HostPattern = z
   .string()
   .regex(/^(\*\.)?[A-Za-z0-9.-]+$/, { message: 'expected a host name, optionally starting with "*." (no port)' })
@@ -288,6 +407,8 @@ export const Service = z
       .meta({ description: 'Which requests this service takes. The most specific match wins: exact host, then wildcard, then any; then the longest prefix.' }),
     stable: Name.meta({ description: 'Upstream that serves the stable version.' }),
     release: Release.optional(),
+    rollout: RolloutPlan.optional().meta({ description: 'The progressive rollout plan for this service\'s releases (see docs/rollout.md).' }),
+    rolloutRun: RolloutRun.optional().meta({ description: 'The current or last rollout run: written by graygate, shown by `graygate rollout status`.' }),
   })
   .meta({ description: 'What a request matches and which upstream is its stable version.' });
 export type Service = z.output<typeof Service>;

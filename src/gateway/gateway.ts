@@ -10,7 +10,10 @@ import { createServing } from '../dataplane/serving.js';
 import type { GatewayFigures } from '../rollout/analysis/types.js';
 import { registerWorkerMetrics } from '../dataplane/workers/metrics.js';
 import type { Logger } from '../observe/log.js';
-import { metricsSource, registerGatewayMetrics, type MetricsSource } from '../observe/metrics.js';
+import { metricsSource, registerGatewayMetrics, registerRolloutMetrics, type MetricsSource } from '../observe/metrics.js';
+import { RolloutDriver, type LiveRollout } from '../rollout/driver.js';
+import { localFleetSample } from '../rollout/analysis/fleet.js';
+import { isActive } from '../rollout/run.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store, StoredVersion } from '../store/store.js';
@@ -272,6 +275,35 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return fleetViewOf({ instanceId, report: localLoad() }, others, undefined);
     },
   });
+  // Progressive rollouts: every gateway runs a driver; only the holder of the store's rollout
+  // lease acts (on the file store, this one gateway).
+  let driver: RolloutDriver | undefined;
+  const rolloutMetrics = registerRolloutMetrics(registry, {
+    runs: () =>
+      (served?.document.services ?? []).flatMap((service) =>
+        service.rolloutRun ? [{ service: service.name, status: service.rolloutRun.status, step: service.rolloutRun.step, steps: service.rolloutRun.plan.steps.length }] : [],
+      ),
+    live: () => driver?.live() ?? [],
+    isDriver: () => driver?.isLeader ?? false,
+  });
+  driver = new RolloutDriver({
+    store,
+    instanceId,
+    logger,
+    // The fleet's figures from the load reports (a gateway that stopped reporting is left out,
+    // and named); on a store that serves one gateway, this gateway's own.
+    sample: fleetReports ? () => fleetReports.readFleetSample(FLEET_LOAD_STALE_MS) : async () => localFleetSample(instanceId, figures(), Date.now()),
+    applyWritten: (written) => applyWritten(sync, dataPlane, written),
+    events: rolloutMetrics,
+    hasActiveRun: () => (served?.document.services ?? []).some((service) => isActive(service.rolloutRun)),
+  });
+  driver.start();
+  const rolloutLive = async (service: string): Promise<LiveRollout | undefined> => {
+    const own = driver?.live().find((live) => live.service === service);
+    if (own || !store.leases) return own;
+    const text = await store.leases.getLive(`rollout:${service}`).catch(() => undefined);
+    return text ? (JSON.parse(text) as LiveRollout) : undefined;
+  };
   // The admin API (src/control/api) on its own listener, loaded only when configured.
   let admin: { address: { host: string; port: number }; close(): Promise<void> } | undefined;
   if (settings.admin) {
@@ -288,11 +320,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           syncStats: () => sync.stats(),
           metrics,
           applyWritten: (written) => applyWritten(sync, dataPlane, written),
+          rolloutLive,
           ...(dataPlane.workers ? { workers: () => dataPlane.workers!() } : {}),
           logger,
         },
       });
     } catch (error) {
+      await driver.close();
       sync.stop();
       keyFeed.close();
       await dataPlane.drain(0);
@@ -317,6 +351,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     close(graceMs = settings.proxy.shutdownGraceMs) {
       closing ??= (async () => {
         await admin?.close();
+        // First: another gateway takes the rollouts over at once instead of after the lease runs out.
+        await driver?.close();
         sync.stop();
         keyFeed.close();
         // Still reported while draining: the fleet sees these requests until they finish.

@@ -433,6 +433,93 @@ export function registerGatewayMetrics(registry: Registry, inputs: GatewayMetric
   upstreamGauge('graygate_upstream_in_flight_requests', 'Requests in flight to each upstream.', 'inFlightRequests');
 }
 
+/** What the rollout metrics read at scrape time. */
+export interface RolloutMetricsInputs {
+  /** Every service's rollout run as the served routing document has it. */
+  readonly runs: () => readonly { readonly service: string; readonly status: string; readonly step: number; readonly steps: number }[];
+  /** The live evidence of the rollouts this gateway drives (empty on the others). */
+  readonly live: () => readonly {
+    readonly service: string;
+    readonly evidence: readonly { readonly metric: string; readonly candidate: number | null; readonly stable: number | null; readonly bound: number | null }[];
+  }[];
+  /** Whether this gateway drives rollouts (holds the lease). */
+  readonly isDriver: () => boolean;
+}
+
+/**
+ * `graygate_rollout_*`: each service's rollout step and status (from the routing document, so
+ * every gateway shows them), the live evidence against each bound and the moves made (on the
+ * gateway that drives, the one whose figures decide). Returns the counter of moves.
+ */
+export function registerRolloutMetrics(registry: Registry, inputs: RolloutMetricsInputs): { moved(service: string, event: string): void } {
+  new Gauge({
+    name: 'graygate_rollout_step',
+    help: 'The step in force of each service\'s rollout, 1-based (0: no rollout run recorded).',
+    labelNames: ['service'],
+    registers: [registry],
+    aggregator: 'max',
+    collect() {
+      this.reset();
+      for (const run of inputs.runs()) this.labels(run.service).set(run.step + 1);
+    },
+  });
+  new Gauge({
+    name: 'graygate_rollout_steps',
+    help: 'Steps in the plan of each service\'s rollout run.',
+    labelNames: ['service'],
+    registers: [registry],
+    aggregator: 'max',
+    collect() {
+      this.reset();
+      for (const run of inputs.runs()) this.labels(run.service).set(run.steps);
+    },
+  });
+  new Gauge({
+    name: 'graygate_rollout_status',
+    help: 'Status of each service\'s rollout run: 1 on the status it is in (running | paused | done | rolled-back | aborted).',
+    labelNames: ['service', 'status'],
+    registers: [registry],
+    aggregator: 'max',
+    collect() {
+      this.reset();
+      for (const run of inputs.runs()) for (const status of ['running', 'paused', 'done', 'rolled-back', 'aborted']) this.labels(run.service, status).set(run.status === status ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'graygate_rollout_evidence',
+    help: 'Live evidence of a running rollout step on the gateway that drives it: the value per version (candidate | stable) and the bound (version="bound"), by check (samples, errors, latency-p50, latency-p99, or an external check\'s name).',
+    labelNames: ['service', 'metric', 'version'],
+    registers: [registry],
+    aggregator: 'max',
+    collect() {
+      this.reset();
+      for (const live of inputs.live()) {
+        for (const evidence of live.evidence) {
+          if (evidence.candidate !== null) this.labels(live.service, evidence.metric, 'candidate').set(evidence.candidate);
+          if (evidence.stable !== null) this.labels(live.service, evidence.metric, 'stable').set(evidence.stable);
+          if (evidence.bound !== null) this.labels(live.service, evidence.metric, 'bound').set(evidence.bound);
+        }
+      }
+    },
+  });
+  new Gauge({
+    name: 'graygate_rollout_driver',
+    help: '1 when this gateway drives the fleet\'s rollouts (holds the rollout lease), else 0.',
+    registers: [registry],
+    aggregator: 'max',
+    collect() {
+      this.set(inputs.isDriver() ? 1 : 0);
+    },
+  });
+  const moves = new Counter({
+    name: 'graygate_rollout_moves_total',
+    help: 'Rollout moves this gateway wrote as the driver, by service and event (step | passed | pause | rollback | done).',
+    labelNames: ['service', 'event'],
+    registers: [registry],
+  });
+  return { moved: (service, event) => moves.inc({ service, event }) };
+}
+
 /** What the admin API serves at /metrics and /v1/metrics. */
 export interface MetricsSource {
   readonly contentType: string;

@@ -35,6 +35,12 @@ export interface WriteRequest {
    * `deadlineMs` from now. A write reported as failed at its deadline is never applied later.
    */
   readonly deadline?: number;
+  /**
+   * Written under a lease (see Leases): the store refuses the write with GG_LEASE_LOST unless
+   * `holder` still holds the lease `name` with fencing `token`, in the same atomic step as the
+   * compare-and-set. Stores that serve one gateway (the file store) have no leases and ignore it.
+   */
+  readonly lease?: { readonly name: string; readonly holder: string; readonly token: number };
 }
 
 export interface ReadOptions {
@@ -153,6 +159,27 @@ export interface FleetReports {
 }
 
 /**
+ * Leases with fencing tokens, for stores shared by a fleet (Redis): at most one holder of a name
+ * at a time, and a token that grows with every new holder, checked by writes made under it.
+ */
+export interface Leases {
+  /**
+   * Takes the lease `name` for `holder` when free, or extends it when `holder` holds it; for
+   * `ttlMs`. Resolves the fencing token while held, undefined when another holds it. Rejects
+   * GG_STORE_UNAVAILABLE.
+   */
+  hold(name: string, holder: string, ttlMs: number): Promise<number | undefined>;
+  /** Gives the lease up when `holder` holds it with `token`. */
+  release(name: string, holder: string, token: number): Promise<void>;
+  /** Who holds `name` now, and with which token (undefined: nobody). */
+  holder(name: string): Promise<{ holder: string; token: number } | undefined>;
+  /** Stores a short-lived value beside the document (live figures of the lease holder), for `ttlMs`. */
+  putLive(key: string, value: string, ttlMs: number): Promise<void>;
+  /** A value stored by putLive, undefined once it expired. */
+  getLive(key: string): Promise<string | undefined>;
+}
+
+/**
  * A store by job: the routing document (always), plain keys and fleet load reports where the
  * store holds them. Callers take the part they need (`keyReader`, `fleet`) instead of probing
  * for single methods.
@@ -162,4 +189,6 @@ export interface Store extends DocumentStore {
   readonly keyReader: KeyReader | undefined;
   /** Load reports of the fleet, when the store is shared (Redis); undefined for the file store. */
   readonly fleet: FleetReports | undefined;
+  /** Leases, when the store is shared (Redis); undefined for the file store, whose one gateway holds them all. */
+  readonly leases?: Leases | undefined;
 }

@@ -6,6 +6,7 @@ import { GraygateError, isGraygateError } from '../../errors.js';
 import type { ConfigSyncStats } from '../../gateway/config-sync.js';
 import type { Logger } from '../../observe/log.js';
 import type { MetricsSource } from '../../observe/metrics.js';
+import type { LiveRollout } from '../../rollout/driver.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
 import type { LoadReport, Store, StoredVersion } from '../../store/store.js';
 
@@ -31,6 +32,11 @@ export interface AdminContext {
    * or poll.
    */
   applyWritten(written: StoredVersion): Promise<ServedAck>;
+  /**
+   * The live evidence of a service's running rollout, from the gateway that drives it (this one,
+   * or another, through the store); undefined when nobody reports one.
+   */
+  rolloutLive?(service: string): Promise<LiveRollout | undefined>;
   /** With `--workers`: each worker's served version and whether it is behind (for /readyz). */
   workers?(): readonly WorkerServing[];
   readonly logger: Logger;

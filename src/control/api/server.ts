@@ -17,6 +17,7 @@ import { historyRoutes } from './history.js';
 import { metricsRoutes } from './metrics.js';
 import { openApiRoute } from './openapi.js';
 import { releaseRoutes } from './releases.js';
+import { rolloutRoutes } from './rollouts.js';
 import { serviceRoutes } from './services.js';
 import { upstreamRoutes } from './upstreams.js';
 
@@ -74,7 +75,7 @@ function serveDashboard(app: FastifyInstance, uiDir: string): void {
 
 /** Every route of the admin API (the OpenAPI route adds itself). */
 export function adminRoutes(version = '0'): Route[] {
-  const routes: Route[] = [...healthRoutes, ...configRoutes, ...serviceRoutes, ...upstreamRoutes, ...releaseRoutes, ...historyRoutes, ...explainRoutes, ...metricsRoutes];
+  const routes: Route[] = [...healthRoutes, ...configRoutes, ...serviceRoutes, ...upstreamRoutes, ...releaseRoutes, ...rolloutRoutes, ...historyRoutes, ...explainRoutes, ...metricsRoutes];
   routes.push(openApiRoute(() => routes, version));
   return routes;
 }

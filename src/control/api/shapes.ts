@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { Name } from '../../config/primitives.js';
-import { CacheMode, Release, ReleaseState, RoutingDocument, Rule, Service, Upstream, WeightedCandidate } from '../../config/schema.js';
+import { CacheMode, Release, ReleaseState, RolloutEvidence, RolloutPlan, RolloutRun, RoutingDocument, Rule, Service, Upstream, WeightedCandidate } from '../../config/schema.js';
 import { RequestDescription } from '../../rules/explain.js';
 
 /**
@@ -192,3 +192,32 @@ export const Explanation = z.object({
   cache: z.object({ vary: z.string().optional(), private: z.boolean() }),
   routingVersion: z.number().int(),
 });
+
+export const RolloutStartBody = z
+  .strictObject({
+    ...writeShape,
+    candidate: Name.optional().meta({ description: 'The candidate upstream (default: the release\'s).' }),
+    plan: RolloutPlan.optional().meta({ description: 'The plan to run (default: the service\'s `rollout`).' }),
+  })
+  .meta({ description: 'Start a rollout at its first step.' });
+export const RolloutLive = z
+  .object({
+    rollout: z.string(),
+    step: z.number().int(),
+    outcome: z.enum(['pass', 'fail', 'inconclusive', 'gate', 'paused']).meta({ description: 'The step\'s judgement now.' }),
+    evidence: z.array(RolloutEvidence),
+    elapsedMs: z.number(),
+    holdMs: z.number(),
+    driver: z.string().meta({ description: 'The gateway that drives the rollout.' }),
+    at: z.string(),
+  })
+  .meta({ description: 'Live evidence of the step in force, from the gateway that drives the rollout.' });
+export const RolloutStatus = z.object({
+  version: z.number().int(),
+  service: z.string(),
+  state: ReleaseState,
+  plan: RolloutPlan.nullable().meta({ description: 'The service\'s plan (what the next start runs).' }),
+  run: RolloutRun.nullable().meta({ description: 'The current or last run, with every step\'s record and evidence.' }),
+  live: RolloutLive.nullable(),
+});
+export const RolloutActionResult = WriteResult.extend({ service: z.string(), run: RolloutRun.nullable() });

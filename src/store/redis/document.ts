@@ -5,7 +5,7 @@ import type { RoutingDocument } from '../../config/schema.js';
 import { ConfigError, GraygateError } from '../../errors.js';
 import type { ChangeMeta, ReadOptions, StoredVersion, WriteRequest } from '../store.js';
 import type { Client, RedisConnections } from './connections.js';
-import type { RedisStoreKeys } from './names.js';
+import { leaseKey, leaseValue, type RedisStoreKeys } from './names.js';
 import { confirmSentinelMaster } from './sentinel.js';
 
 /** Validates a raw routing document; throws ConfigError naming each failing field. */
@@ -14,12 +14,13 @@ export type RoutingValidator = (raw: unknown, source: string) => RoutingDocument
 /**
  * Compare-and-set in one script, so the check, the write, the history entry, the trim and the
  * notification are atomic (all keys share one hash tag, so this also runs in Cluster).
- * KEYS: version, doc, history, epoch. ARGV: expected version, new version, entry JSON, history
- * limit, channel, a fresh epoch id, and a fence: the server time (ms) after which the write must
- * not happen any more, 0 for none. The fresh epoch is taken when the store is seeded (nothing
+ * KEYS: version, doc, history, epoch, a lease. ARGV: expected version, new version, entry JSON,
+ * history limit, channel, a fresh epoch id, a fence: the server time (ms) after which the write
+ * must not happen any more, 0 for none; and the value the lease key must hold ('' for no lease:
+ * a driver's write is refused once another holds the lease, see lease.ts). The fresh epoch is taken when the store is seeded (nothing
  * stored: a new store, or one that lost its data) or holds none yet (written before epochs).
- * Returns {1, new version, epoch}, {0, current version} (a conflict) or {2, current version}
- * (past the fence: nothing written).
+ * Returns {1, new version, epoch}, {0, current version} (a conflict), {2, current version}
+ * (past the fence: nothing written) or {3, current version} (the lease is no longer held).
  *
  * The fence exists because a command cannot be taken back once sent: to a paused server (SIGSTOP,
  * a long fork, a network stall) it waits in a socket buffer and runs whenever the server resumes,
@@ -35,6 +36,7 @@ if fence > 0 then
   if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > fence then return {2, current} end
 end
 if current ~= tonumber(ARGV[1]) then return {0, current} end
+if ARGV[8] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[8] then return {3, current} end
 local epoch = redis.call('GET', KEYS[4])
 if current == 0 or not epoch then
   epoch = ARGV[6]
@@ -156,7 +158,12 @@ export class RedisDocuments {
       'writing the routing document',
       (client) => {
         sent = true;
-        return client.eval(CAS_SCRIPT, 4, keys.version, keys.doc, keys.history, keys.epoch, String(request.expectedVersion), String(version), entry, String(this.connections.settings.historyLimit), keys.channel, randomUUID(), String(fence));
+        const lease = request.lease;
+        return client.eval(
+          CAS_SCRIPT, 5, keys.version, keys.doc, keys.history, keys.epoch, leaseKey(keys, lease?.name ?? 'none'),
+          String(request.expectedVersion), String(version), entry, String(this.connections.settings.historyLimit), keys.channel, randomUUID(), String(fence),
+          lease ? leaseValue(lease.holder, lease.token) : '',
+        );
       },
       deadline,
     ).catch((error: GraygateError) => {
@@ -179,6 +186,9 @@ export class RedisDocuments {
         'GG_STORE_UNAVAILABLE',
         `redis store (${this.connections.target.display}): the store reached the write of version ${version} only after its deadline (it did not answer in time); nothing was written. Retry`,
       );
+    }
+    if (ok === 3) {
+      throw new GraygateError('GG_LEASE_LOST', `the write of version ${version} was refused: ${request.actor} no longer holds the ${request.lease?.name} lease (token ${request.lease?.token}); nothing was written`);
     }
     if (ok !== 1) {
       throw new GraygateError(

@@ -20,3 +20,13 @@ export function redisStoreKeys(namespace: string): RedisStoreKeys {
   return { doc: `${tag}:doc`, version: `${tag}:version`, history: `${tag}:history`, channel: `${tag}:changes`, epoch: `${tag}:epoch`, load: `${tag}:load` };
 }
 
+
+/** The key of the lease named `name` (e.g. `rollout`): in the same slot as the document, so a write can check it. */
+export function leaseKey(keys: RedisStoreKeys, name: string): string {
+  return `${keys.doc.slice(0, keys.doc.lastIndexOf(':'))}:lease:${name}`;
+}
+
+/** What a lease key holds while `holder` has it with fencing `token`. */
+export function leaseValue(holder: string, token: number): string {
+  return `${token} ${holder}`;
+}

@@ -6,6 +6,7 @@ import { ChangeWatch } from './change-watch.js';
 import { RedisConnections, type Client } from './connections.js';
 import { RedisDocuments, type RoutingValidator } from './document.js';
 import { lookupConnection, RedisKeyReader } from './key-reader.js';
+import { RedisLeases } from './leases.js';
 import { RedisLoadReports } from './load-reports.js';
 import { redisStoreKeys, type RedisStoreKeys } from './names.js';
 import type { RedisTarget } from './url.js';
@@ -43,6 +44,7 @@ export class RedisStore implements Store {
   readonly target: RedisTarget;
   readonly keyReader: RedisKeyReader;
   readonly fleet: RedisLoadReports;
+  readonly leases: RedisLeases;
   private readonly connections: RedisConnections;
   private readonly control: Client;
   private readonly documents: RedisDocuments;
@@ -66,6 +68,7 @@ export class RedisStore implements Store {
     this.changes = new ChangeWatch(this.connections, this.control, this.keys);
     this.keyReader = new RedisKeyReader(this.connections, this.control, lookupConnection(this.connections));
     this.fleet = new RedisLoadReports(this.connections, this.control, this.keys.load);
+    this.leases = new RedisLeases(this.connections, this.control, this.keys);
     this.scheduleNeverReachedWarning(Math.max(settings.commandTimeoutMs, 1_000));
     this.control.on('ready', () => {
       if (!this.everReady && this.warnedNeverReached) {

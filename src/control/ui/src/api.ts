@@ -21,6 +21,7 @@ export type WriteResult = Out<'WriteResult'>;
 export type Explanation = Out<'Explanation'>;
 export type ExplainBody = z.input<typeof Shapes.ExplainBody>;
 export type DrainReport = Out<'DrainReport'>;
+export type RolloutStatus = Out<'RolloutStatus'>;
 export type ReleaseAction = 'start' | 'set' | 'full' | 'finish' | 'rollback';
 
 const TOKEN_KEY = 'graygate.adminToken';
@@ -84,6 +85,7 @@ export const api = {
   history: (limit = 50) => call<HistoryList>('GET', `/v1/history?limit=${limit}`),
   diff: (from: number, to: number) => call<DiffResult>('GET', `/v1/diff?from=${from}&to=${to}`),
   drain: (name: string) => call<DrainReport>('GET', `${service(name)}/release/drain`),
+  rollout: (name: string) => call<RolloutStatus>('GET', `${service(name)}/rollout`),
   explain: (body: ExplainBody) => call<Explanation>('POST', '/v1/explain', body),
   /** A release action; `version` is the one the page read, so a change made meanwhile is refused (409). */
   act: (name: string, action: ReleaseAction, body: { reason: string; version: number; candidate?: string; percentage?: number }) =>

@@ -1,4 +1,4 @@
-import { ApiError, api, type DrainReport, type Explanation, type ReleaseAction, type Service } from './api.js';
+import { ApiError, api, type DrainReport, type Explanation, type ReleaseAction, type RolloutStatus, type Service } from './api.js';
 import { COLORS, LiveChart } from './chart.js';
 import { h, replace } from './dom.js';
 import { describeCondition, stateOf } from './format.js';
@@ -26,6 +26,49 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
   const chartNote = h('p', { class: 'muted small chart-note' }, 'Waiting for two metric polls…');
   let busy = false;
   let drain: DrainReport | undefined;
+  const rolloutCard = h('section', { class: 'card rollout', 'aria-label': 'Rollout', hidden: true });
+
+  /**
+   * The rollout: step progress, status and why, and the live evidence against each bound (from the
+   * gateway that drives it). Shown while the service has a rollout run recorded.
+   */
+  function renderRollout(status: RolloutStatus): void {
+    const run = status.run;
+    if (!run) {
+      rolloutCard.hidden = true;
+      return;
+    }
+    rolloutCard.hidden = false;
+    const steps = run.plan.steps.map((step, i) =>
+      h(
+        'li',
+        { class: `rollout-step ${i < run.step || run.status === 'done' ? 'past' : i === run.step ? 'current' : 'future'}`, 'data-testid': `rollout-step-${i + 1}` },
+        step.gate ? 'gate' : step.percent !== undefined ? `${step.percent} %` : 'rules',
+      ),
+    );
+    const evidence = status.live?.evidence ?? run.records.at(-1)?.evidence ?? [];
+    replace(
+      rolloutCard,
+      h('div', { class: 'card-head' }, h('h2', {}, 'Rollout'), h('span', { class: `state ${run.status}`, 'data-testid': 'rollout-status' }, run.status)),
+      h('p', { class: 'small' }, `${run.candidate}: step `, h('strong', { 'data-testid': 'rollout-step' }, `${run.step + 1} of ${run.plan.steps.length}`), status.live ? ` — now ${status.live.outcome}, ${Math.round(status.live.elapsedMs / 1000)} s of ${Math.round(status.live.holdMs / 1000)} s held` : ''),
+      h('ol', { class: 'rollout-steps' }, steps),
+      h('p', { class: 'muted small', 'data-testid': 'rollout-reason' }, run.reason),
+      evidence.length === 0
+        ? null
+        : h(
+            'table',
+            { class: 'evidence', 'data-testid': 'rollout-evidence' },
+            h('thead', {}, h('tr', {}, h('th', {}, 'check'), h('th', {}, 'outcome'), h('th', {}, 'candidate'), h('th', {}, 'bound'), h('th', {}, 'samples (cand/stable)'))),
+            h(
+              'tbody',
+              {},
+              evidence.map((e) =>
+                h('tr', { class: e.outcome, title: e.detail }, h('td', {}, e.metric), h('td', {}, e.outcome), h('td', {}, e.candidate === null ? '–' : String(e.candidate)), h('td', {}, e.bound === null ? '–' : String(e.bound)), h('td', {}, `${e.samples.candidate}/${e.samples.stable}`)),
+              ),
+            ),
+          ),
+    );
+  }
 
   const service = (): Service | undefined => app.state.services.find((s) => s.name === name);
   /** Each version's upstreams, for their errors and ejections. */
@@ -344,6 +387,7 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
       chart.element,
       chartNote,
     ),
+    rolloutCard,
     h('div', { class: 'columns' }, controls, rules),
     h('section', { class: 'card explain', 'aria-label': 'Explain' }, h('h2', {}, 'Explain a request'), h('p', { class: 'muted small' }, 'Paste a request\'s headers: see the version it gets and the rule that decides.'), h('div', { class: 'explain-body' }, explainForm, explainResult)),
   );
@@ -369,6 +413,7 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
       chartNote.textContent = `No live figures: ${message}`;
     },
     tick() {
+      if (service()?.rolloutRun) void api.rollout(name).then(renderRollout).catch(() => undefined);
       if (stateOf(service()?.release) !== 'full') {
         drain = undefined;
         return;
