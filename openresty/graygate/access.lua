@@ -62,7 +62,7 @@ function _M.access()
     end
     var.gg_upstream = up.name
     var.gg_identity = req.identity_source or ""
-    metrics.started(up.name)
+    metrics.started(up.name, g, d)
     var.gg_scheme = up.scheme
     -- X-Forwarded-For: a trusted proxy's value is appended to; anyone else's is replaced ($gg_xff's default).
     local trusted = view.compiled.trusted
@@ -108,7 +108,7 @@ end
 function _M.log()
     balancer.log()
     local g = ngx.ctx.graygate
-    metrics.log_vars(g and g.decision.upstream or nil)
+    metrics.log_vars(g)
 end
 
 return _M

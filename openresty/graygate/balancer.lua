@@ -83,7 +83,7 @@ local function connect_failed(up, server, now)
     if failures and failures >= up.eject_after then
         health:set(server.ejected_key, now + up.eject_for_ms)
         health:set(server.failures_key, 0)
-        ngx.var.gg_ejected = server.origin
+        metrics.ejected(up.name)
         ngx.log(ngx.WARN, "graygate: server ", server.origin, " of upstream \"", up.name, "\" refused ", failures,
             " connection(s) in a row; ejected for ", up.eject_for_ms, " ms")
     end
@@ -113,8 +113,13 @@ function _M.choose(view, g, upstream_name, stable_name, is_candidate)
             reason = "unhealthy"
         end
         if reason then
+            local from = upstream_name
             up = upstreams[stable_name]
-            if up then ngx.var.gg_fallback = reason end
+            if up then
+                ngx.var.gg_fallback = reason
+                local d = g.decision
+                metrics.fallback(d and d.service or "", from, stable_name, reason)
+            end
         end
     end
     if up == nil then return nil end
@@ -165,23 +170,30 @@ function _M.balance()
     if sent == 0 then
         -- Nothing reached the server: a refused or timed-out connect.
         connect_failed(up, server, now)
+        metrics.upstream_failed(up.name, status == 504 and "timeout" or "connect")
         g.tried = g.tried or {}
         g.tried[g.index] = true
         if not g.replayable then return fail(status == 504 and "GG_UPSTREAM_TIMEOUT" or "GG_UPSTREAM_CONNECT") end
         local index = pick(up, g.tried, now)
         if index then return set_peer(g, up, index) end
         if g.stable then
-            if g.is_candidate then ngx.var.gg_fallback = "connect_failure" end
+            local from = up.name
             up = g.stable
+            if g.is_candidate then
+                ngx.var.gg_fallback = "connect_failure"
+                local d = g.decision
+                metrics.fallback(d and d.service or "", from, up.name, "connect_failure")
+            end
             g.up, g.stable, g.tried = up, nil, nil
             ngx.var.gg_upstream = up.name
-            metrics.moved(up.name)
+            metrics.moved(up.name, g)
             index = pick(up, nil, now)
             if index then return set_peer(g, up, index) end
         end
         return fail(status == 504 and "GG_UPSTREAM_TIMEOUT" or "GG_UPSTREAM_CONNECT")
     end
     -- The request (or part of it) was sent: it may have had its effect.
+    metrics.upstream_failed(up.name, status == 504 and "timeout" or "reset")
     if status ~= 504 and g.replayable and not g.reset_retried then
         g.reset_retried = true
         return set_peer(g, up, g.index)

@@ -46,7 +46,10 @@ export function accessLogFormat(name = 'graygate'): string {
  */
 export const METRICS_VARIABLES = ['gg_fallback', 'gg_inflight'] as const;
 
+/** The data plane's own: graygate's error code, set by the balancer for the error location. */
+export const DATA_PLANE_VARIABLES = ['gg_error'] as const;
+
 /** The `set` lines that declare the variables (in each `server` or `location` that routes). */
 export function accessLogVariableDeclarations(): string {
-  return [...ACCESS_LOG_VARIABLES, ...METRICS_VARIABLES].map((name) => `set $${name} "";`).join(' ');
+  return [...ACCESS_LOG_VARIABLES, ...METRICS_VARIABLES, ...DATA_PLANE_VARIABLES].map((name) => `set $${name} "";`).join(' ');
 }
