@@ -135,6 +135,7 @@ describe('the OpenResty data plane: upstream failures', () => {
       workers: 1,
       config: {
         log: { level: 'info', format: 'json' },
+        admin: { listen: '127.0.0.1:0' },
         proxy: { versionHeader: 'x-graygate-version' },
         upstreams: {
           // One server refuses connections: round robin skips it once it refused.
@@ -208,5 +209,17 @@ describe('the OpenResty data plane: upstream failures', () => {
     const post = await send(gateway.url, { path: '/reset', method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'x' });
     expect(post.status).toBe(502);
     expect(reset.seen.length - mid).toBe(1);
+  });
+
+  it('counts what the balancer saw in the admin API\'s /metrics: refused connects, the ejection, the fallback, the timeout', async () => {
+    const admin = gateway.logs().find((line) => line.event === 'admin-listening');
+    const url = `http://127.0.0.1:${String(admin?.port)}`;
+    await eventually(async () => {
+      const text = (await send(url, { path: '/metrics' })).text;
+      expect(text).toMatch(/graygate_upstream_errors_total\{upstream="pair",kind="connect"\} [1-9]/);
+      expect(text).toMatch(/graygate_upstream_ejections_total\{upstream="pair"\} [1-9]/);
+      expect(text).toMatch(/graygate_fallback_total\{service="fallback",from="all-dead",to="stable",reason="(connect_failure|unhealthy)"\} [1-9]/);
+      expect(text).toMatch(/graygate_upstream_errors_total\{upstream="slow",kind="timeout"\} [1-9]/);
+    });
   });
 });
