@@ -179,6 +179,21 @@ function _M.set_log_vars(decision, identity)
     if identity then var.gg_identity = identity end
 end
 
+-- Counts one finished request in the series of (service, served version, upstream).
+local function count(k)
+    local status = ngx.status
+    local class = floor(status / 100)
+    if class < 1 or class > 5 then class = 5 end
+    dict:incr(k.R[class], 1, 0)
+    local seconds = now() - req_start()
+    if seconds < 0 then seconds = 0 end
+    local i = 1
+    while i <= NBUCKETS and seconds > BUCKETS[i] do i = i + 1 end
+    dict:incr(k.B[i], 1, 0)
+    dict:incr(k.S, seconds, 0)
+    dict:incr(k.C, 1, 0)
+end
+
 --- Log phase: counts the request by the version that served it, its status class and duration.
 function _M.log(ctx)
     local d = ctx.gg_decision
@@ -202,17 +217,7 @@ function _M.log(ctx)
     else
         k = series_keys("", "", "")
     end
-    local status = ngx.status
-    local class = floor(status / 100)
-    if class < 1 or class > 5 then class = 5 end
-    dict:incr(k.R[class], 1, 0)
-    local seconds = now() - req_start()
-    if seconds < 0 then seconds = 0 end
-    local i = 1
-    while i <= NBUCKETS and seconds > BUCKETS[i] do i = i + 1 end
-    dict:incr(k.B[i], 1, 0)
-    dict:incr(k.S, seconds, 0)
-    dict:incr(k.C, 1, 0)
+    return count(k)
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -254,20 +259,6 @@ function _M.fallback(service, from, to, reason)
     dict:incr(simple_key("F", service, from, to, reason), 1, 0)
 end
 
--- Counts one finished request in the series of (service, served version, upstream).
-local function count(k)
-    local status = ngx.status
-    local class = floor(status / 100)
-    if class < 1 or class > 5 then class = 5 end
-    dict:incr(k.R[class], 1, 0)
-    local seconds = now() - req_start()
-    if seconds < 0 then seconds = 0 end
-    local i = 1
-    while i <= NBUCKETS and seconds > BUCKETS[i] do i = i + 1 end
-    dict:incr(k.B[i], 1, 0)
-    dict:incr(k.S, seconds, 0)
-    dict:incr(k.C, 1, 0)
-end
 
 --- Log phase. `g` is the request's state table when the request kept it (no internal redirect):
 --- then nothing is read from variables.
