@@ -162,7 +162,9 @@ describe('progressive rollout across a fleet', () => {
     const errors = record.evidence.find((e: { metric: string }) => e.metric === 'errors');
     expect(errors.outcome).toBe('fail');
     expect(errors.candidate).toBeGreaterThan(errors.bound);
-    expect(errors.samples.candidate).toBeGreaterThanOrEqual(20);
+    // A fail needs no minimum sample count (the test is valid from the first request; only a pass
+    // waits for minSamples): the record says how many it judged on, at least one candidate request.
+    expect(errors.samples.candidate).toBeGreaterThan(0);
     // Stable serves everyone again.
     for (const gateway of gateways) await eventually(async () => expect(await versionFor(`${gateway.url}/bad`, randomUser())).toBe('stable'));
     // The CLI, the metrics, the log and the notification say why.
