@@ -297,7 +297,7 @@ function toEvidence(check: CheckEvidence): RolloutEvidence {
     metric: check.check,
     outcome: check.verdict,
     candidate: check.value,
-    stable: null,
+    stable: check.stableValue,
     bound: check.bound,
     samples: { candidate: check.candidateSamples, stable: check.stableSamples },
     detail: check.reason,
