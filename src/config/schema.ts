@@ -305,11 +305,13 @@ export const ExternalCheck = exactlyOneOf(
         op: z.enum(['<', '<=', '>', '>=', '==', '!=']).meta({ description: 'The condition the value must meet to pass: value OP threshold.' }),
         threshold: z.number().meta({ description: 'The number the value is compared with.' }),
       })
+      .optional()
       .meta({ description: 'Passes when the query\'s value meets the condition; fails when it does not; a failed read or an empty answer is inconclusive.' }),
     webhook: z
       .strictObject({
         url: CheckUrl.meta({ description: 'Called with POST and a JSON body naming the service, candidate and step.' }),
       })
+      .optional()
       .meta({ description: 'Passes on a 2xx answer; any other answer fails; no answer within the timeout is inconclusive.' }),
     timeoutMs: Milliseconds.min(1).default(5_000).meta({ description: 'How long one call may take; past it the check is inconclusive (never a pass).' }),
     everyMs: Milliseconds.min(100).default(10_000).meta({ description: 'How often the check is called during a step.' }),

@@ -154,6 +154,11 @@ export class RolloutDriver {
     } else this.token = 0;
     if (this.closed) return;
     const current = await store.current();
+    // What is kept per run (figure baselines, external checks' answers) goes when its run ends.
+    const active = new Set(current.document.services.flatMap((service) => (isActive(service.rolloutRun) ? [`${service.rolloutRun!.id}:`] : [])));
+    const isLive = (key: string) => [...active].some((prefix) => key.startsWith(prefix));
+    for (const key of this.baselines.keys()) if (!isLive(key)) this.baselines.delete(key);
+    for (const key of this.checks.keys()) if (!isLive(key)) this.checks.delete(key);
     const seen = new Set<string>();
     for (const service of current.document.services) {
       const run = service.rolloutRun;
@@ -231,7 +236,9 @@ export class RolloutDriver {
       const slotKey = `${key}:${index}`;
       let slot = this.checks.get(slotKey);
       if (slot === undefined) {
-        for (const old of this.checks.keys()) if (!old.startsWith(key)) this.checks.delete(old);
+        // A new step of this run: its earlier steps' answers go. Other runs' slots stay (several
+        // services may be rolling out at once, each with its own checks).
+        for (const old of this.checks.keys()) if (old.startsWith(`${run.id}:`) && !old.startsWith(`${key}:`)) this.checks.delete(old);
         slot = { result: undefined, calledAt: 0, inFlight: false };
         this.checks.set(slotKey, slot);
       }
@@ -297,7 +304,7 @@ function toEvidence(check: CheckEvidence): RolloutEvidence {
     metric: check.check,
     outcome: check.verdict,
     candidate: check.value,
-    stable: null,
+    stable: check.stableValue,
     bound: check.bound,
     samples: { candidate: check.candidateSamples, stable: check.stableSamples },
     detail: check.reason,

@@ -30,10 +30,18 @@ const verbs: Record<RolloutRecord['event'], string> = {
   done: 'done',
 };
 
+/** A figure as a person reads it: the error rate in %, latencies in ms, counts as they are; `n/a` when not measured. */
+function figure(metric: string, value: number | null): string {
+  if (value === null) return 'n/a';
+  if (metric === 'errors') return `${Math.round(value * 10_000) / 100} %`;
+  if (metric.startsWith('latency')) return `${Math.round(value * 10) / 10} ms`;
+  return String(value);
+}
+
 /** The notification of `event` for `run`, with a one-message summary in `text`. */
 export function notificationOf(service: string, run: RolloutRun, event: RolloutRecord['event'], by: string, reason: string, evidence: readonly RolloutEvidence[]): RolloutNotification {
   const failing = evidence.filter((e) => e.outcome === 'fail');
-  const why = failing.length > 0 ? ` Evidence: ${failing.map((e) => `${e.metric}: ${e.detail}`).join('; ')}.` : '';
+  const why = failing.length > 0 ? ` Evidence: ${failing.map((e) => `${e.metric}: candidate ${figure(e.metric, e.candidate)} against stable ${figure(e.metric, e.stable)}, bound ${figure(e.metric, e.bound)} (${e.samples.candidate}/${e.samples.stable} requests): ${e.detail}`).join('; ')}.` : '';
   return {
     event,
     service,

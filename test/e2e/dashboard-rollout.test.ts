@@ -27,6 +27,8 @@ describe('the dashboard shows a rollout', () => {
       // The samples check comes first: too few requests of either version, so the step holds.
       const samplesRow = page.getByTestId('rollout-evidence').locator('tbody tr').first();
       await until(async () => (await samplesRow.count()) > 0 && (await samplesRow.textContent())).toMatch(/^samplesinconclusive/);
+      // Each check shows the candidate's figure beside stable's in the same window, and the bound.
+      expect(await page.getByTestId('rollout-evidence').locator('thead').textContent()).toBe('checkoutcomecandidatestableboundsamples (cand/stable)');
       // An abort through the API shows on the card at the next poll, with its reason.
       const abort = await request(`${demo.adminUrl}/v1/services/shop/rollout/abort`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ reason: 'stop here' }) });
       await abort.body.dump();

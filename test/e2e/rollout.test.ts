@@ -162,6 +162,11 @@ describe('progressive rollout across a fleet', () => {
     const errors = record.evidence.find((e: { metric: string }) => e.metric === 'errors');
     expect(errors.outcome).toBe('fail');
     expect(errors.candidate).toBeGreaterThan(errors.bound);
+    // Stable's figure in the same window: its backend never errs, so its rate is 0, and the bound
+    // is built from it (stable + 0.5 points at least).
+    expect(errors.stable).toBe(0);
+    expect(errors.bound).toBeGreaterThanOrEqual(errors.stable + 0.005);
+    expect(record.evidence.find((e: { metric: string }) => e.metric === 'samples')).toMatchObject({ stable: errors.samples.stable });
     // A fail needs no minimum sample count (the test is valid from the first request; only a pass
     // waits for minSamples): the record says how many it judged on, at least one candidate request.
     expect(errors.samples.candidate).toBeGreaterThan(0);
@@ -171,16 +176,23 @@ describe('progressive rollout across a fleet', () => {
     const cli = await graygate(['rollout', 'status', 'bad', '--url', adminUrls[at]!]);
     expect(cli.code).toBe(0);
     expect(cli.stdout).toContain('rolled-back');
-    expect(cli.stdout).toMatch(/errors fail: /);
+    expect(cli.stdout).toMatch(/errors fail: candidate [\d.]+ %, stable 0 %, bound [\d.]+ %, samples \d+\/\d+ — /);
     const metrics = await api(at, 'GET', '/metrics');
     expect(metrics.body).toMatch(/graygate_rollout_status\{service="bad",status="rolled-back"\} 1/);
     expect(metrics.body).toMatch(/graygate_rollout_moves_total\{service="bad",event="rollback"\} 1/);
     const logged = await gateways[at]!.waitForLog((line) => line.event === 'rollout-rollback' && line.service === 'bad');
     expect(JSON.stringify(logged.evidence)).toContain('"metric":"errors"');
+    expect((logged.evidence as { metric: string; stable: number | null }[]).find((e) => e.metric === 'errors')!.stable).toBe(0);
+    // The version the rollback wrote keeps the same evidence in history.
+    const history = await api(at, 'GET', '/v1/history');
+    const kept = history.body.versions.find((v: { actor: string; reason: string }) => v.actor === 'graygate rollout' && v.reason.startsWith('bad: rolled back'));
+    const version = (await api(at, 'GET', `/v1/history/${kept.version}`)).body;
+    const keptRun = version.document.services.find((s: { name: string }) => s.name === 'bad').rolloutRun;
+    expect(keptRun.records.at(-1).evidence.find((e: { metric: string }) => e.metric === 'errors')).toMatchObject({ outcome: 'fail', stable: 0 });
     await eventually(() => expect(notifications.some((n) => n.service === 'bad' && n.event === 'rollback')).toBe(true));
     const note = notifications.find((n) => n.service === 'bad' && n.event === 'rollback')!;
     expect(note.text).toContain('ROLLED BACK');
-    expect(note.text).toContain('errors:');
+    expect(note.text).toMatch(/errors: candidate [\d.]+ % against stable 0 %, bound [\d.]+ %/);
     expect(note.evidence.some((e: { metric: string; outcome: string }) => e.metric === 'errors' && e.outcome === 'fail')).toBe(true);
 
     // Abort with nothing in progress: 409, nothing written.

@@ -108,6 +108,9 @@ describe('step analysis', () => {
     expect(analysis.verdict).toBe('fail');
     const errors = analysis.evidence.find((e) => e.check === 'errors')!;
     expect(errors).toMatchObject({ verdict: 'fail', value: 0.05, candidateSamples: 300, stableSamples: 2_700 });
+    // Stable's own figure in the same window, apart from the sentence, so every view can show it.
+    expect(errors.stableValue).toBeCloseTo(3 / 2_700, 12);
+    expect(analysis.evidence.find((e) => e.check === 'samples')).toMatchObject({ value: 300, stableValue: 2_700 });
     expect(errors.bound).toBeCloseTo(3 / 2_700 + 0.005, 9);
     expect(errors.evidence!).toBeGreaterThanOrEqual(errors.evidenceToFail!);
     expect(errors.reason).toMatch(/candidate 5\.0 % \(15\/300\) against stable 0\.11 % \(3\/2700\)/);
@@ -125,6 +128,11 @@ describe('step analysis', () => {
     const p50 = slow.evidence.find((e) => e.check === 'latency-p50')!;
     expect(p50.verdict).toBe('fail');
     expect(p50.value!).toBeGreaterThan(p50.bound!);
+    // Stable's p50 is the figure the bound is made of: the bound is 1.25× it.
+    expect(p50.stableValue!).toBeGreaterThan(0);
+    expect(p50.bound!).toBeCloseTo(p50.stableValue! * 1.25, 0);
+    const p99 = slow.evidence.find((e) => e.check === 'latency-p99')!;
+    expect(p99.stableValue!).toBeGreaterThanOrEqual(p50.stableValue!);
     expect(p50.reason).toMatch(/candidate p50 .* against stable .* \(bound 1\.25× = .*\); \d+ of 2000 candidate requests above/);
   });
 
@@ -133,6 +141,8 @@ describe('step analysis', () => {
     const held = analyzeStep({ ...base, external: [{ check: 'prometheus', outcome: 'error', metric: 'q', value: null, bound: 1, reason: 'timeout after 5000 ms' }] });
     expect(held.verdict).toBe('inconclusive');
     expect(held.reason).toMatch(/prometheus inconclusive: could not be read.*timeout/);
+    // An external check has no stable counterpart.
+    expect(held.evidence.find((e) => e.check === 'prometheus')).toMatchObject({ value: null, stableValue: null });
     const failed = analyzeStep({ ...base, external: [{ check: 'webhook', outcome: 'fail', metric: 'status', value: 500, bound: null, reason: 'answered 500' }] });
     expect(failed.verdict).toBe('fail');
   });

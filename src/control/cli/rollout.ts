@@ -39,12 +39,18 @@ const formatValue = (metric: string, value: number | null) => {
   return String(value);
 };
 
-/** Evidence as a table: check, outcome, the candidate's value, the bound, samples (each detail says stable's figure). */
+/** Evidence as a table: check, outcome, the candidate's value, stable's in the same window, the bound, samples. */
 export function evidenceTable(evidence: readonly RolloutEvidence[]): string {
   return table(
-    ['CHECK', 'OUTCOME', 'CANDIDATE', 'BOUND', 'SAMPLES (cand/stable)'],
-    evidence.map((e) => [e.metric, e.outcome, formatValue(e.metric, e.candidate), formatValue(e.metric, e.bound), `${e.samples.candidate}/${e.samples.stable}`]),
+    ['CHECK', 'OUTCOME', 'CANDIDATE', 'STABLE', 'BOUND', 'SAMPLES (cand/stable)'],
+    evidence.map((e) => [e.metric, e.outcome, formatValue(e.metric, e.candidate), formatValue(e.metric, e.stable), formatValue(e.metric, e.bound), `${e.samples.candidate}/${e.samples.stable}`]),
   );
+}
+
+/** One piece of evidence in a line: both versions' figures and the bound first, then the sentence. */
+function evidenceLine(e: RolloutEvidence): string {
+  const figures = `candidate ${formatValue(e.metric, e.candidate)}, stable ${formatValue(e.metric, e.stable)}, bound ${formatValue(e.metric, e.bound)}, samples ${e.samples.candidate}/${e.samples.stable}`;
+  return `${e.metric} ${e.outcome}: ${figures} — ${e.detail}`;
 }
 
 /** `rollout status` in words: the run, the step, why, the live evidence, and the record. */
@@ -66,7 +72,7 @@ function printStatus(status: StatusReply): void {
   for (const record of current.records) {
     print(`    ${record.at}  step ${record.step + 1}  ${record.event}  by ${record.by}: ${record.reason}`);
     const failing = record.evidence.filter((e) => e.outcome !== 'pass');
-    if (record.event === 'rollback' || record.event === 'pause') for (const e of failing) print(`      ${e.metric} ${e.outcome}: ${e.detail}`);
+    if (record.event === 'rollback' || record.event === 'pause') for (const e of failing) print(`      ${evidenceLine(e)}`);
   }
 }
 

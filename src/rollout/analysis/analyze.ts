@@ -34,7 +34,7 @@ export function analyzeStep(input: StepInput, params: AnalysisParams = DEFAULT_A
   const external = (input.external ?? []).map(externalEvidence);
   if (!input.figures.ok) {
     const reason = `the figures could not be read (${input.figures.reason}); nothing is judged without them`;
-    const evidence: CheckEvidence[] = [{ check: 'figures', verdict: 'inconclusive', metric: 'fleet figures', value: null, bound: null, candidateSamples: 0, stableSamples: 0, reason }, ...external];
+    const evidence: CheckEvidence[] = [{ check: 'figures', verdict: 'inconclusive', metric: 'fleet figures', value: null, stableValue: null, bound: null, candidateSamples: 0, stableSamples: 0, reason }, ...external];
     return conclude(evidence, input.nowMs, undefined);
   }
   const window = input.figures.window;
@@ -70,6 +70,7 @@ function externalEvidence(result: NonNullable<StepInput['external']>[number]): C
     verdict: isError ? 'inconclusive' : result.outcome,
     metric: result.metric,
     value: result.value,
+    stableValue: null,
     bound: result.bound,
     candidateSamples: 0,
     stableSamples: 0,
@@ -87,6 +88,7 @@ function samplesCheck(figures: ServiceFigures, params: AnalysisParams): CheckEvi
     verdict: enough ? 'pass' : 'inconclusive',
     metric: 'candidate requests',
     value: candidate,
+    stableValue: stable,
     bound: min.candidate,
     candidateSamples: candidate,
     stableSamples: stable,
@@ -118,7 +120,7 @@ function errorsCheck(figures: ServiceFigures, params: AnalysisParams, alpha: num
   const cRate = cn > 0 ? ck / cn : null;
   const sRate = sn > 0 ? sk / sn : null;
   const toFail = 1 / alpha;
-  const base = { check: 'errors', metric: 'error rate (5xx and upstream failures)', value: cRate, candidateSamples: cn, stableSamples: sn, evidenceToFail: round(toFail) } as const;
+  const base = { check: 'errors', metric: 'error rate (5xx and upstream failures)', value: cRate, stableValue: sRate, candidateSamples: cn, stableSamples: sn, evidenceToFail: round(toFail) } as const;
   const describe = `candidate ${rate(ck, cn)} against stable ${rate(sk, sn)}`;
   const bound = sRate === null ? null : Math.max(sRate * relative, sRate + absolute);
   if (cn === 0 || sn === 0) {
@@ -168,7 +170,7 @@ function latencyCheck(check: 'latency-p50' | 'latency-p99', q: number, ratio: nu
   const cq = quantileMs(candidate, cn, q);
   const sq = quantileMs(stable, sn, q);
   const toFail = 1 / alpha;
-  const base = { check, metric: `${label} latency (ms)`, value: cq === null ? null : round(cq), candidateSamples: cn, stableSamples: sn, evidenceToFail: round(toFail) } as const;
+  const base = { check, metric: `${label} latency (ms)`, value: cq === null ? null : round(cq), stableValue: sq === null ? null : round(sq), candidateSamples: cn, stableSamples: sn, evidenceToFail: round(toFail) } as const;
   if (sn < min.stable || sq === null) {
     return { ...base, verdict: 'inconclusive', bound: sq === null ? null : round(sq * ratio), evidence: 1, reason: `stable has ${sn} timed requests; its ${label} needs ${min.stable} to be placed` };
   }

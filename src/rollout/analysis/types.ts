@@ -101,6 +101,12 @@ export interface CheckEvidence {
   readonly metric: string;
   /** The candidate's figure (rate as a fraction, latency in ms, a count); null when it could not be measured. */
   readonly value: number | null;
+  /**
+   * Stable's figure for the same measure in the same window, in the same unit (its error rate,
+   * its p50/p99, its request count); null when it could not be measured or the check has no
+   * stable counterpart (an external check).
+   */
+  readonly stableValue: number | null;
   /** The bound it is judged against, in the same unit: the highest the candidate may show; null when there is none. */
   readonly bound: number | null;
   readonly candidateSamples: number;

@@ -58,12 +58,12 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
         : h(
             'table',
             { class: 'evidence', 'data-testid': 'rollout-evidence' },
-            h('thead', {}, h('tr', {}, h('th', {}, 'check'), h('th', {}, 'outcome'), h('th', {}, 'candidate'), h('th', {}, 'bound'), h('th', {}, 'samples (cand/stable)'))),
+            h('thead', {}, h('tr', {}, h('th', {}, 'check'), h('th', {}, 'outcome'), h('th', {}, 'candidate'), h('th', {}, 'stable'), h('th', {}, 'bound'), h('th', {}, 'samples (cand/stable)'))),
             h(
               'tbody',
               {},
               evidence.map((e) =>
-                h('tr', { class: e.outcome, title: e.detail }, h('td', {}, e.metric), h('td', {}, e.outcome), h('td', {}, e.candidate === null ? '–' : String(e.candidate)), h('td', {}, e.bound === null ? '–' : String(e.bound)), h('td', {}, `${e.samples.candidate}/${e.samples.stable}`)),
+                h('tr', { class: e.outcome, title: e.detail }, h('td', {}, e.metric), h('td', {}, e.outcome), h('td', {}, e.candidate === null ? '–' : String(e.candidate)), h('td', {}, e.stable === null ? '–' : String(e.stable)), h('td', {}, e.bound === null ? '–' : String(e.bound)), h('td', {}, `${e.samples.candidate}/${e.samples.stable}`)),
               ),
             ),
           ),
