@@ -130,9 +130,10 @@ for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
   } else if (id === 'lua-parts') {
     if (!has('nginx') || !hasLua()) skipped.push(`${id}: needs nginx with the Lua module (apt-get install nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson)`);
     else {
+      const { latencyBoundsInitArgs } = await import(path.join(root, 'dist/openresty/metrics.js'));
       const extra = {
-        http: 'lua_shared_dict graygate_tokens 16m; lua_shared_dict graygate_metrics 1m; lua_socket_log_errors off; init_worker_by_lua_block { require("observe-parts").init() }',
-        location: 'log_by_lua_block { require("observe-parts").log() }',
+        http: `lua_shared_dict graygate_tokens 16m; lua_shared_dict graygate_metrics 4m; lua_socket_log_errors off; init_worker_by_lua_block { require("observe-parts").init({ ${latencyBoundsInitArgs()} }) }`,
+        location: 'set $gg_inflight ""; log_by_lua_block { require("observe-parts").log() }',
       };
       rows.push({ id, label: `nginx + graygate's token.lua and metrics.lua, seed rule hand-wired, ${nginxWorkers} worker(s)`, ...(await startNginx(id, 'access_by_lua_block { require("observe-parts").access() }', extra)) });
     }

@@ -20,10 +20,14 @@ local STABLE = { service = "app", version = "stable", upstream = "prod", reason 
 local settings
 local range_from, range_to, range_until = nil, nil, 0
 
-function _M.init()
+--- `bounds`: graygate's rollout latency bounds as metrics.init takes them (compare.mjs passes
+--- them), so the row pays for the rollout figures as the data plane does.
+function _M.init(bounds)
     settings = { host = "127.0.0.1", port = tonumber(os.getenv("BENCH_REDIS_PORT") or "") or 6379, db = 0 }
     token.init({ redis = settings, dict = "graygate_tokens" })
-    metrics.init({ dict = "graygate_metrics" })
+    bounds = bounds or {}
+    bounds.dict = "graygate_metrics"
+    metrics.init(bounds)
 end
 
 local function range()
@@ -53,11 +57,13 @@ function _M.access()
         if n and from and n >= from and n <= to then d = CANDIDATE end
     end
     ngx.var.target = d.upstream
-    metrics.begin(ngx.ctx, d)
+    local g = {}
+    ngx.ctx.graygate = g
+    metrics.started(d.upstream, g, d)
 end
 
 function _M.log()
-    metrics.log(ngx.ctx)
+    metrics.log_vars(ngx.ctx.graygate)
 end
 
 return _M

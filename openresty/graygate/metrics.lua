@@ -14,16 +14,21 @@
 -- sums its Node workers'. Label values come from the config (service and upstream names) or a
 -- fixed set, never from a request, so the number of series is bounded.
 --
--- Phase wiring (the ngx.ctx table is the request's):
---   access:   metrics.begin(ctx, decision)            -- after the decision; nil decision: no service
---   balancer: metrics.dialing(ctx, upstream_name)     -- the upstream actually tried (after a fallback)
---             metrics.fell_back(ctx, to, reason)      -- reason: no_server | unhealthy | connect_failure
---             metrics.upstream_failed(upstream, kind) -- kind: connect | timeout | reset | other
+-- Phase wiring (one call style; `g` is the request's state table, kept in ngx.ctx):
+--   access:   metrics.started(upstream, g, decision)   -- the upstream chosen for the decision
+--   balancer: metrics.moved(upstream, g)               -- an attempt goes elsewhere (stable, after a fallback)
+--             metrics.fallback(service, from, to, reason) -- reason: no_server | unhealthy | connect_failure
+--             metrics.upstream_failed(upstream, kind)  -- kind: connect | timeout | reset | other
 --             metrics.ejected(upstream)
---   log:      metrics.log(ctx)
+--   log:      metrics.log_vars(g)                      -- g nil (lost to an internal redirect, or no
+--                                                         decision): read from the $gg_* variables
 --
--- Per request: a few shared-dict increments with keys built once per (service, version,
--- upstream) and kept in nested tables; no string is built and nothing is decoded per request.
+-- graygate's rollout analysis reads per-version figures from the same dump (`figures`: requests,
+-- 5xx, fallbacks as candidate failures, and a latency histogram in the analysis's own buckets).
+--
+-- Per request: six shared-dict increments (in flight +1 and -1; status class, duration bucket,
+-- duration sum, rollout latency bucket) with keys built once per (service, version, upstream, bucket)
+-- and kept in nested tables; no string is built and nothing is decoded per request.
 local cjson = require "cjson.safe"
 
 local ngx = ngx
@@ -42,15 +47,22 @@ local _M = {}
 -- Seconds: graygate's DURATION_BUCKETS_SECONDS.
 local BUCKETS = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
 local NBUCKETS = #BUCKETS
+-- The rollout analysis's latency bounds in ms (graygate's LATENCY_BOUNDS_MS, given to init by the
+-- conf graygate writes, so the two cannot drift). Bucket b (0-based) holds (LAT[b], LAT[b + 1]];
+-- bucket NLAT holds everything above the last bound. Without them no per-version figures are kept.
+local LAT
+local NLAT = 0
 local CLASSES = { "1xx", "2xx", "3xx", "4xx", "5xx" }
 local SEP = "\31"
 
 local dict
 
--- Key kinds (first character): R requests, B bucket, S sum, C count, F fallback, E upstream
--- error, J ejection, I in flight, T token lookups.
+-- Key kinds (first character): R requests, B bucket, S sum, L rollout latency bucket, F fallback,
+-- E upstream error, J ejection, I in flight, T token lookups. A histogram's count is the sum of its
+-- B buckets (one increment fewer per request).
 
--- keys[service][version][upstream] = { R = { per class }, B = { per bucket + 1 }, S =, C = }
+-- keys[service][version][upstream] = { R = { per class }, B = { per bucket + 1 }, S =,
+--   L = { per rollout bucket + 1, made on first use }, Lbase = } (no L for unmatched requests).
 local keys = {}
 
 local function series_keys(service, version, upstream)
@@ -71,7 +83,10 @@ local function series_keys(service, version, upstream)
     for i, class in ipairs(CLASSES) do k.R[i] = "R" .. base .. SEP .. class .. SEP .. upstream end
     for i = 1, NBUCKETS + 1 do k.B[i] = "B" .. base .. SEP .. i end
     k.S = "S" .. base
-    k.C = "C" .. base
+    if service ~= "" then
+        k.L = {}
+        k.Lbase = "L" .. base .. SEP
+    end
     by_upstream[upstream] = k
     return k
 end
@@ -98,10 +113,39 @@ local function simple_key(kind, ...)
     return k
 end
 
---- Called once per worker (init_worker): the shared dict's name; starts the timer that adds this
---- worker's token lookup counts to it every `flush_interval` seconds (default 1).
+-- The bounds from graygate's compact form: the first doubling's bounds, and per bound the ulp
+-- ("-", "0", "+") by which it differs from its octave's bound times a power of two.
+local function decode_bounds(octave, ulps)
+    local per = #octave
+    local ldexp, frexp = math.ldexp, math.frexp
+    local bounds = {}
+    for i = 0, #ulps - 1 do
+        local bound = ldexp(octave[i % per + 1], floor(i / per))
+        local c = ulps:sub(i + 1, i + 1)
+        if c ~= "0" then
+            local _, e = frexp(bound)
+            bound = bound + (c == "+" and 1 or -1) * ldexp(1, e - 53)
+        end
+        bounds[i + 1] = bound
+    end
+    return bounds
+end
+
+--- Called once per worker (init_worker): the shared dict's name, the rollout analysis's latency
+--- bounds (`latency_octave_ms` + `latency_ulps`, as graygate's conf writes them, or
+--- `latency_bounds_ms`: the ascending array itself); starts the timer that adds this worker's
+--- token lookup counts to the dict every `flush_interval` seconds (default 1).
 function _M.init(opts)
     opts = opts or {}
+    local bounds = opts.latency_bounds_ms
+    if bounds == nil and opts.latency_octave_ms and opts.latency_ulps then
+        bounds = decode_bounds(opts.latency_octave_ms, opts.latency_ulps)
+    end
+    if bounds and #bounds > 0 then
+        LAT, NLAT = bounds, #bounds
+    else
+        LAT, NLAT = nil, 0
+    end
     dict = assert(ngx.shared[opts.dict or "graygate_metrics"], "graygate metrics: lua_shared_dict " .. tostring(opts.dict or "graygate_metrics") .. " is not declared")
     local ok, err = ngx.timer.every(opts.flush_interval or 1, function(premature)
         if not premature then _M.flush() end
@@ -132,54 +176,22 @@ local function version_served(decision, upstream)
     return decision.version
 end
 
---- Access phase, once the decision is made: the request is in flight to the decided upstream.
-function _M.begin(ctx, decision)
-    ctx.gg_decision = decision
-    if decision then
-        local up = decision.upstream
-        ctx.gg_inflight = up
-        dict:incr(simple_key("I", up), 1, 0)
+--- The rollout analysis's bucket (0-based) of a latency in ms, as graygate's latencyBucket: a
+--- binary search over the bounds (8 comparisons for 137 bounds), no allocation.
+local function latency_bucket(ms)
+    if not (ms > LAT[1]) then return 0 end
+    if ms > LAT[NLAT] then return NLAT end
+    local lo, hi = 2, NLAT
+    while lo < hi do
+        local mid = floor((lo + hi) / 2)
+        if ms <= LAT[mid] then hi = mid else lo = mid + 1 end
     end
+    return lo - 1
 end
+_M.latency_bucket = latency_bucket
 
---- Balancer phase: the request goes to `upstream` (another than decided after a fallback).
-function _M.dialing(ctx, upstream)
-    ctx.gg_upstream = upstream
-    local was = ctx.gg_inflight
-    if was == upstream then return end
-    if was then dict:incr(simple_key("I", was), -1, 0) end
-    dict:incr(simple_key("I", upstream), 1, 0)
-    ctx.gg_inflight = upstream
-end
-
-function _M.fell_back(ctx, to, reason)
-    local d = ctx.gg_decision
-    if not d or ctx.gg_fell_back then return end
-    ctx.gg_fell_back = true
-    dict:incr(simple_key("F", d.service, d.upstream, to, reason), 1, 0)
-end
-
-function _M.upstream_failed(upstream, kind)
-    dict:incr(simple_key("E", upstream, kind), 1, 0)
-end
-
-function _M.ejected(upstream)
-    dict:incr(simple_key("J", upstream), 1, 0)
-end
-
---- Access phase: fills the access log line's variables ($gg_service, $gg_version, $gg_upstream,
---- $gg_rule, $gg_identity: declared empty by the conf) from the decision; `identity` is the name of the
---- identity source that named the caller (e.g. "tokenLookup"), never its value.
-function _M.set_log_vars(decision, identity)
-    local var = ngx.var
-    var.gg_service = decision.service
-    var.gg_version = decision.version
-    var.gg_upstream = decision.upstream
-    var.gg_rule = decision.rule or decision.reason or ""
-    if identity then var.gg_identity = identity end
-end
-
--- Counts one finished request in the series of (service, served version, upstream).
+-- Counts one finished request in the series of (service, served version, upstream): four
+-- shared-dict increments (status class, duration bucket, duration sum, rollout latency bucket).
 local function count(k)
     local status = ngx.status
     local class = floor(status / 100)
@@ -191,33 +203,16 @@ local function count(k)
     while i <= NBUCKETS and seconds > BUCKETS[i] do i = i + 1 end
     dict:incr(k.B[i], 1, 0)
     dict:incr(k.S, seconds, 0)
-    dict:incr(k.C, 1, 0)
-end
-
---- Log phase: counts the request by the version that served it, its status class and duration.
-function _M.log(ctx)
-    local d = ctx.gg_decision
-    local k
-    if d then
-        local up = ctx.gg_upstream or d.upstream
-        local served = version_served(d, up)
-        k = series_keys(d.service, served, up)
-        if served ~= d.version or up ~= d.upstream then
-            -- A fallback: the log line names what served the request (log_by_lua runs before
-            -- nginx writes the access log line).
-            local var = ngx.var
-            var.gg_version = served
-            var.gg_upstream = up
+    local L = k.L
+    if L and NLAT > 0 then
+        local b = latency_bucket(seconds * 1000) + 1
+        local key = L[b]
+        if not key then
+            key = k.Lbase .. (b - 1)
+            L[b] = key
         end
-        local inflight = ctx.gg_inflight
-        if inflight then
-            dict:incr(simple_key("I", inflight), -1, 0)
-            ctx.gg_inflight = nil
-        end
-    else
-        k = series_keys("", "", "")
+        dict:incr(key, 1, 0)
     end
-    return count(k)
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -259,6 +254,16 @@ function _M.fallback(service, from, to, reason)
     dict:incr(simple_key("F", service, from, to, reason), 1, 0)
 end
 
+--- Balancer phase: a failed attempt at `upstream` (kind: connect | timeout | reset | other).
+function _M.upstream_failed(upstream, kind)
+    dict:incr(simple_key("E", upstream, kind), 1, 0)
+end
+
+--- Balancer phase: a server of `upstream` ejected by passive health.
+function _M.ejected(upstream)
+    dict:incr(simple_key("J", upstream), 1, 0)
+end
+
 
 --- Log phase. `g` is the request's state table when the request kept it (no internal redirect):
 --- then nothing is read from variables.
@@ -268,7 +273,10 @@ function _M.log_vars(g)
         local up = g.m_inflight
         dict:incr(simple_key("I", up), -1, 0)
         g.m_inflight = nil
-        return count(series_keys(d.service, version_served(d, up), up))
+        local served = version_served(d, up)
+        -- After a fallback the access log line (written after this phase) names what served it.
+        if served ~= d.version then ngx.var.gg_version = served end
+        return count(series_keys(d.service, served, up))
     end
     local var = ngx.var
     local inflight = var.gg_inflight
@@ -311,7 +319,9 @@ local function metric(name, type_)
     return { name = name, type = type_, help = "", aggregator = "sum", values = {} }
 end
 
---- The figures as a Lua table: { metrics = <prom-client JSON>, load = { inFlightRequests, openConnections, upstreams } }.
+--- The figures as a Lua table: { metrics = <prom-client JSON>, figures = <per service, stable and
+--- candidate: requests, errors (5xx), failures (fallbacks), latency (rollout bucket → count)>,
+--- token = <lookup counts>, load = { inFlightRequests, openConnections, upstreams } }.
 function _M.collect()
     _M.flush()
     local requests = metric("graygate_requests_total", "counter")
@@ -322,6 +332,19 @@ function _M.collect()
     local lookups = metric("graygate_identity_lookups_total", "counter")
     local inflight = metric("graygate_upstream_in_flight_requests", "gauge")
     local hist = {} -- "service\31version" -> { labels, buckets = {}, sum, count }
+    -- The rollout analysis's figures (graygate's ServicesFigures): by service, stable and candidate.
+    local figures = {}
+    local function figures_of(service)
+        local f = figures[service]
+        if not f then
+            f = {
+                stable = { requests = 0, errors = 0, failures = 0, latency = {} },
+                candidate = { requests = 0, errors = 0, failures = 0, latency = {} },
+            }
+            figures[service] = f
+        end
+        return f
+    end
     local token = {}
     local upstreams = {}
     local total_inflight = 0
@@ -332,7 +355,19 @@ function _M.collect()
             local f = split(key)
             if kind == "R" then
                 insert(requests.values, { labels = { service = f[1], version = f[2], status_class = f[3], upstream = f[4] }, value = value })
-            elseif kind == "B" or kind == "S" or kind == "C" then
+                if f[1] ~= "" and (f[2] == "stable" or f[2] == "candidate") then
+                    local v = figures_of(f[1])[f[2]]
+                    v.requests = v.requests + value
+                    -- The 5xx class also holds a status outside 100-599 (as on Node, where it is not
+                    -- an error); nginx gives a proxied request none, so here it counts as one.
+                    if f[3] == "5xx" then v.errors = v.errors + value end
+                end
+            elseif kind == "L" then
+                if f[2] == "stable" or f[2] == "candidate" then
+                    local latency = figures_of(f[1])[f[2]].latency
+                    latency[f[3]] = (latency[f[3]] or 0) + value
+                end
+            elseif kind == "B" or kind == "S" then
                 local id = f[1] .. SEP .. f[2]
                 local h = hist[id]
                 if not h then
@@ -341,13 +376,17 @@ function _M.collect()
                 end
                 if kind == "B" then
                     h.buckets[tonumber(f[3])] = value
-                elseif kind == "S" then
-                    h.sum = value
+                    h.count = h.count + value
                 else
-                    h.count = value
+                    h.sum = value
                 end
             elseif kind == "F" then
                 insert(fallbacks.values, { labels = { service = f[1], from = f[2], to = f[3], reason = f[4] }, value = value })
+                -- A fallback is a request the candidate could not take: a candidate failure.
+                if f[1] ~= "" then
+                    local c = figures_of(f[1]).candidate
+                    c.failures = c.failures + value
+                end
             elseif kind == "E" then
                 insert(errors.values, { labels = { upstream = f[1], kind = f[2] }, value = value })
             elseif kind == "J" then
@@ -387,6 +426,8 @@ function _M.collect()
     end
     return {
         metrics = metrics,
+        -- Absent when init had no latency bounds (figures without latencies would mislead the analysis).
+        figures = NLAT > 0 and figures or nil,
         token = token,
         load = {
             -- The dump's own request is in flight and holds a connection: not counted.

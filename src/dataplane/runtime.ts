@@ -42,9 +42,11 @@ export interface DataPlane {
   /**
    * Per-service, per-version figures of the processes behind this data plane, when they are not
    * this one (the `--workers` primary sums its workers', and keeps what exited workers counted so
-   * the sum never goes back). Absent when requests are recorded in this process.
+   * the sum never goes back); undefined when they cannot be read now (the load report then
+   * carries none, and the rollout analysis leaves this gateway out, by name). Absent when requests
+   * are recorded in this process.
    */
-  figures?(): ServicesFigures;
+  figures?(): ServicesFigures | undefined;
   /** Set when the traffic is served outside graygate (`openresty`), for the fleet view. */
   readonly kind?: string;
   /**

@@ -58,8 +58,9 @@ export interface Gateway {
    * This gateway's per-service, per-version figures now (cumulative since it started; with
    * --workers, every worker's summed): what its load report carries for the rollout analysis, and
    * what a single gateway on the file store judges its own rollouts by (`localFleetSample`).
+   * Undefined when its data plane's figures cannot be read now (nginx's dump, read too long ago).
    */
-  figures(): GatewayFigures;
+  figures(): GatewayFigures | undefined;
   /** The whole gateway's metrics (with `--workers`, every worker's summed with this process's), as the admin API serves them. */
   readonly metrics: MetricsSource;
   /** Graceful stop: drain the data plane within `graceMs`, then close the store. */
@@ -262,7 +263,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const instanceId = newInstanceId();
   // A new id per start: a window whose two ends carry different ids spans a restart.
   const counters = { countersId: randomBytes(6).toString('hex'), startedAt: Date.now() };
-  const figures = (): GatewayFigures => ({ ...counters, services: dataPlane.figures ? dataPlane.figures() : ownFigures.snapshot() });
+  const figures = (): GatewayFigures | undefined => {
+    const services = dataPlane.figures ? dataPlane.figures() : ownFigures.snapshot();
+    return services === undefined ? undefined : { ...counters, services };
+  };
   const localLoad = () =>
     loadReportOf(dataPlane.stats(), dataPlane.servedVersion ? dataPlane.servedVersion() : (served?.version ?? null), servedSince, Date.now(), sync.served?.epoch ?? null, figures(), dataPlane.kind);
   const reporter = new LoadReporter({ fleet: store.fleet, instanceId, measure: localLoad, logger });

@@ -5,6 +5,7 @@ import type { Settings } from '../config/schema.js';
 import { GraygateError } from '../errors.js';
 import { redisStoreKeys } from '../store/redis/names.js';
 import { accessLogFormat, accessLogVariableDeclarations } from './access-log.js';
+import { metricsInitLua } from './metrics.js';
 import { normalizeSettings } from './normalize.js';
 import { tokenDictSize } from './token-memory.js';
 
@@ -113,7 +114,7 @@ lua_socket_log_errors off;
 # the token cache (sized for ${TOKEN_CAPACITY.toLocaleString('en')} tokens; shared memory is only used as it fills).
 lua_shared_dict graygate_config 64m;
 lua_shared_dict graygate_health 1m;
-lua_shared_dict graygate_metrics 1m;
+lua_shared_dict graygate_metrics 4m;
 lua_shared_dict graygate_tokens ${tokenDictSize(TOKEN_CAPACITY)};
 
 # The access log line (service, served version, upstream, rule, identity source): use it with
@@ -123,7 +124,7 @@ ${accessLogFormat()}
 init_worker_by_lua_block {
     require("graygate.config").init_worker(${luaLongString(JSON.stringify(settings))})
     require("graygate.balancer").init_worker()
-    require("graygate.metrics").init({ dict = "graygate_metrics" })
+    ${metricsInitLua()}
 }
 
 # The servers of every upstream are set per attempt by balancer.lua; nginx keeps idle connections

@@ -11,7 +11,9 @@ import type { Logger } from '../observe/log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import { CONTROL_SOCKET, mainConf, writeConf } from './conf.js';
 import { buildEnvelope, type Envelope } from './envelope.js';
-import { METRICS_DUMP_PATH, pollOpenrestyLoad, readOpenrestyDump, type OpenrestyLoadPoller } from './metrics.js';
+import { METRICS_DUMP_PATH, pollOpenrestyLoad, readOpenrestyDump, type DumpLocation, type OpenrestyLoadPoller } from './metrics.js';
+import { FLEET_LOAD_STALE_MS } from '../gateway/load-reporter.js';
+import type { ServicesFigures } from '../observe/version-figures.js';
 import { normalizeRouting, type NormalizedForm } from './normalize.js';
 import type { MetricsJson } from '../observe/metrics.js';
 import { RedisPublisher } from './redis-publisher.js';
@@ -116,9 +118,11 @@ export class OpenRestyDataPlane implements DataPlane {
   private status: NginxStatus = {};
   private statusTimer: NodeJS.Timeout | undefined;
   private draining = false;
-  /** nginx's metrics dump (a loopback listener of the nginx graygate runs). */
-  private dumpUrl: string | undefined;
+  /** nginx's metrics dump (a loopback listener of the nginx graygate runs; the control socket of an external one). */
+  private dumpUrl: DumpLocation | undefined;
   private load: OpenrestyLoadPoller | undefined;
+  /** When the poller of the dump started (Date.now()). */
+  private loadSince = 0;
 
   constructor(
     private readonly options: OpenRestyOptions,
@@ -156,6 +160,9 @@ export class OpenRestyDataPlane implements DataPlane {
     }
     this.attached = true;
     if (this.pending) this.deliver();
+    // The control socket serves the metrics dump too (graygate's http include declares it there).
+    this.dumpUrl = { socketPath: this.socketPath };
+    this.startPolling();
     // Kept referenced: with no nginx child and no listener of its own, this timer is what keeps
     // graygate running until it is told to stop.
     this.statusTimer = setInterval(() => void this.refreshStatus(), 1_000);
@@ -238,7 +245,7 @@ export class OpenRestyDataPlane implements DataPlane {
     if (this.pending) this.deliver();
     this.statusTimer = setInterval(() => void this.refreshStatus(), 1_000);
     this.statusTimer.unref();
-    this.load = pollOpenrestyLoad(this.dumpUrl);
+    this.startPolling();
     this.logger.info(
       { event: 'nginx-started', pid: child.pid, prefix: this.prefixDir, ...(this.settings.log.access.enabled ? { accessLog: path.join(this.prefixDir, 'logs', 'access.log') } : {}) },
       `nginx (pid ${child.pid}) serves the traffic; its prefix directory is ${this.prefixDir}`,
@@ -390,6 +397,27 @@ export class OpenRestyDataPlane implements DataPlane {
     } catch {
       // gone
     }
+  }
+
+  private startPolling(): void {
+    this.loadSince = Date.now();
+    this.load = pollOpenrestyLoad(this.dumpUrl!);
+  }
+
+  /**
+   * nginx's per-service, per-version figures (cumulative since nginx started), for this gateway's
+   * load report, so the rollout analysis sums them with the Node gateways'. Undefined when they
+   * cannot be vouched for: nginx's dump not read for longer than a load report stays fresh, so the
+   * fleet's windows leave this gateway out and name it rather than count it as idle.
+   */
+  figures(): ServicesFigures | undefined {
+    const load = this.load;
+    if (load === undefined) return undefined;
+    const now = Date.now();
+    // Before the first read (nginx just started): nothing counted yet.
+    if (load.lastReadAt === 0) return now - this.loadSince > FLEET_LOAD_STALE_MS ? undefined : {};
+    if (now - load.lastReadAt > FLEET_LOAD_STALE_MS) return undefined;
+    return load.figures();
   }
 
   /** nginx's request metrics, summed by the admin API with graygate's own registry. */

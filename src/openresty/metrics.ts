@@ -1,6 +1,9 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { GraygateError } from '../errors.js';
 import type { DataPlaneStats } from '../dataplane/runtime.js';
+import type { ServicesFigures } from '../observe/version-figures.js';
+import { BUCKETS_PER_DOUBLING, LATENCY_BOUNDS_MS } from '../rollout/analysis/histogram.js';
+import { parseGatewayFigures } from '../rollout/analysis/fleet.js';
 import { metricsSource, registerGatewayMetrics, registerIdentityMetrics, Registry, RequestMetrics, type MetricsJson, type MetricsSource } from '../observe/metrics.js';
 
 /**
@@ -11,6 +14,51 @@ import { metricsSource, registerGatewayMetrics, registerIdentityMetrics, Registr
  * exactly as a `--workers` primary sums its workers' registries, so /metrics, /v1/metrics (the
  * dashboard) and the drain report read nginx's figures as their own: same names, labels, buckets.
  */
+
+/**
+ * graygate's latency bounds (LATENCY_BOUNDS_MS) for metrics.lua, as the fields of its init
+ * options: so nginx and Node put a latency in the same bucket, from one table. Written compactly
+ * because nginx refuses a Lua block longer than its 4 KiB conf buffer and the 137 bounds alone
+ * take 2.5 KiB: the first doubling's bounds (`latency_octave_ms`; JavaScript writes each as the
+ * shortest decimal that reads back as the same double, and Lua reads it back so), and per bound
+ * the ulp (-, 0, +) by which it differs from that octave's bound times a power of two (the table
+ * is computed with Math.pow, which is not exact across doublings). metrics.lua rebuilds every
+ * bound exactly (ldexp and one ulp); a table this cannot express throws here.
+ */
+export function latencyBoundsInitArgs(): string {
+  const per = BUCKETS_PER_DOUBLING;
+  const octave = LATENCY_BOUNDS_MS.slice(0, per);
+  let ulps = '';
+  for (let i = 0; i < LATENCY_BOUNDS_MS.length; i++) {
+    const approx = octave[i % per]! * powerOfTwo(Math.floor(i / per));
+    const bound = LATENCY_BOUNDS_MS[i]!;
+    const step = ulpOf(approx);
+    const d = bound === approx ? 0 : bound === approx + step ? 1 : bound === approx - step ? -1 : NaN;
+    if (Number.isNaN(d)) throw new GraygateError('GG_INTERNAL', `latency bound ${i} (${bound} ms) is not within one ulp of ${approx}: metrics.lua's encoding of the bounds needs another form`);
+    ulps += d === 0 ? '0' : d > 0 ? '+' : '-';
+  }
+  return `latency_octave_ms = { ${octave.join(', ')} }, latency_ulps = "${ulps}"`;
+}
+
+/** 2^k for an integer k >= 0, by doubling (exact). */
+function powerOfTwo(k: number): number {
+  let value = 1;
+  for (let i = 0; i < k; i++) value *= 2;
+  return value;
+}
+
+/** The distance from a positive normal double to the next one up (as Lua's frexp/ldexp give it). */
+function ulpOf(x: number): number {
+  const view = new DataView(new ArrayBuffer(8));
+  view.setFloat64(0, x);
+  const exponent = (view.getUint16(0) >> 4) & 0x7ff;
+  return 2 ** (exponent - 1023 - 52);
+}
+
+/** The init_worker call of metrics.lua, as the conf graygate writes it. */
+export function metricsInitLua(dict = 'graygate_metrics'): string {
+  return `require("graygate.metrics").init({ dict = "${dict}", ${latencyBoundsInitArgs()} })`;
+}
 
 /** The path of the dump location in the conf graygate writes (served on a loopback-only listener). */
 export const METRICS_DUMP_PATH = '/graygate/metrics';
@@ -23,6 +71,12 @@ export interface OpenrestyDump {
   readonly load: DataPlaneStats;
   /** The token lookup counts summed over nginx's workers (TokenLookupStats field names). */
   readonly token: Readonly<Record<string, number>>;
+  /**
+   * The rollout analysis's per-service, per-version figures (requests, 5xx, failures, latency
+   * histogram), cumulative since nginx started; undefined when the dump carries none (metrics.lua
+   * initialised without latency bounds) or malformed ones.
+   */
+  readonly figures: ServicesFigures | undefined;
 }
 
 /** How long a dump may take: a scrape or a drain check that waits longer learns nothing useful. */
@@ -113,7 +167,14 @@ export async function readOpenrestyDump(location: DumpLocation, timeoutMs = DUMP
     metrics,
     load: { openConnections: load.openConnections ?? 0, inFlightRequests: load.inFlightRequests ?? 0, upstreams: load.upstreams ?? {} },
     token: dump.token ?? {},
+    figures: figuresOf((body as { figures?: unknown }).figures),
   };
+}
+
+/** The dump's figures, checked as a load report's are (lua-cjson writes an empty table as {}). */
+function figuresOf(raw: unknown): ServicesFigures | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  return parseGatewayFigures({ countersId: 'nginx', startedAt: 0, services: raw })?.services;
 }
 
 /**
@@ -129,6 +190,8 @@ export function openrestyMetricsSource(registry: Registry, dumpUrl: DumpLocation
 export interface OpenrestyLoadPoller {
   /** The last figures read; all zero before the first read. */
   stats(): DataPlaneStats;
+  /** The last per-version figures read (undefined before the first read, or when the dump has none). */
+  figures(): ServicesFigures | undefined;
   /** When the last read succeeded (Date.now()), 0 before the first. */
   readonly lastReadAt: number;
   close(): void;
@@ -136,17 +199,21 @@ export interface OpenrestyLoadPoller {
 
 /**
  * Polls the dump every `everyMs` (default 100 ms, as `--workers` report their load), so the drain
- * report's in-flight figures are as fresh as with Node workers. A failed read keeps the last
+ * report's in-flight figures, and the per-version figures the load reports carry to the rollout
+ * analysis, are as fresh as with Node workers. A failed read keeps the last
  * figures (and the time they were read, for whoever must not trust old ones).
  */
 export function pollOpenrestyLoad(dumpUrl: DumpLocation, options: { everyMs?: number; onError?: (error: Error) => void } = {}): OpenrestyLoadPoller {
   let last: DataPlaneStats = { openConnections: 0, inFlightRequests: 0, upstreams: {} };
+  let lastFigures: ServicesFigures | undefined;
   let lastReadAt = 0;
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
   const tick = async (): Promise<void> => {
     try {
-      last = (await readOpenrestyDump(dumpUrl)).load;
+      const dump = await readOpenrestyDump(dumpUrl);
+      last = dump.load;
+      lastFigures = dump.figures;
       lastReadAt = Date.now();
     } catch (error) {
       options.onError?.(error as Error);
@@ -156,6 +223,7 @@ export function pollOpenrestyLoad(dumpUrl: DumpLocation, options: { everyMs?: nu
   void tick();
   return {
     stats: () => last,
+    figures: () => lastFigures,
     get lastReadAt() {
       return lastReadAt;
     },

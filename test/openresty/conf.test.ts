@@ -62,6 +62,7 @@ describe('a user\'s nginx with the included files, graygate pushing the routing 
   const config = (equals: string) => ({
     listen: '127.0.0.1:0',
     log: { level: 'info', format: 'json' },
+    admin: { listen: '127.0.0.1:0' },
     upstreams: { v1: { servers: [stable.url] }, v2: { servers: [candidate.url] } },
     services: [{ name: 'app', stable: 'v1', release: { candidate: 'v2', state: 'canary', rules: [{ name: 'testers', header: { name: 'x-canary', equals } }] } }],
   });
@@ -99,6 +100,16 @@ describe('a user\'s nginx with the included files, graygate pushing the routing 
     });
     expect((await send(nginx.url, { headers: { 'x-canary': '1' } })).version).toBe('stable');
     expect(nginx.workerPids().sort()).toEqual(workers);
+  });
+
+  it("reads nginx's metrics over the control socket: graygate's /metrics counts what nginx served", async () => {
+    const admin = gateway.logs().find((line) => line.event === 'admin-listening');
+    for (let i = 0; i < 3; i++) expect((await send(nginx.url, { path: '/counted', headers: { 'x-canary': '2' } })).version).toBe('candidate');
+    await eventually(async () => {
+      const text = (await send(`http://127.0.0.1:${String(admin?.port)}`, { path: '/metrics' })).text;
+      const counted = /graygate_requests_total\{service="app",version="candidate",status_class="2xx",upstream="v2"\} (\d+)/.exec(text);
+      expect(Number(counted?.[1])).toBeGreaterThanOrEqual(3);
+    });
   });
 
   it('keeps serving the last good routing when graygate stops', async () => {

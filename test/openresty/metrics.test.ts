@@ -1,4 +1,7 @@
+import fc from 'fast-check';
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LATENCY_BOUNDS_MS, LATENCY_BUCKET_COUNT, latencyBucket } from '../../src/rollout/analysis/histogram.js';
 import { AdminSettings } from '../../src/config/schema.js';
 import type { AdminContext } from '../../src/control/api/context.js';
 import { buildAdminApp } from '../../src/control/api/server.js';
@@ -36,21 +39,26 @@ const COUNTS = { gray: 37, prod: 23, anonymous: 11, unmatched: 5 };
  */
 const FALLBACK_LOCATION = `
     location = /fallback {
-      set $gg_service ""; set $gg_version ""; set $gg_upstream ""; set $gg_rule ""; set $gg_identity "";
+      set $gg_service ""; set $gg_version ""; set $gg_upstream ""; set $gg_rule ""; set $gg_identity ""; set $gg_inflight "";
       access_by_lua_block {
         local metrics = require "graygate.metrics"
-        local ctx = ngx.ctx
-        metrics.begin(ctx, DECISIONS.candidate)
-        metrics.set_log_vars(DECISIONS.candidate, "tokenLookup")
+        local d = DECISIONS.candidate
+        local var = ngx.var
+        var.gg_service = d.service; var.gg_version = d.version; var.gg_rule = d.reason; var.gg_identity = "tokenLookup"
+        var.gg_upstream = d.upstream
+        local g = {}
+        ngx.ctx.graygate = g
+        metrics.started(d.upstream, g, d)
+        -- What the balancer reports: the refused attempt, the ejection, the fallback, the move.
         metrics.upstream_failed("shop-v2", "connect")
         metrics.ejected("shop-v2")
-        metrics.fell_back(ctx, "shop-v1", "connect_failure")
-        metrics.fell_back(ctx, "shop-v1", "connect_failure") -- at most once per request
-        metrics.dialing(ctx, "shop-v1")
+        metrics.fallback(d.service, d.upstream, "shop-v1", "connect_failure")
+        var.gg_upstream = "shop-v1"
+        metrics.moved("shop-v1", g)
       }
       proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_pass http://shop-v1;
-      log_by_lua_block { require("graygate.metrics").log(ngx.ctx) }
+      log_by_lua_block { require("graygate.metrics").log_vars(ngx.ctx.graygate) }
     }`;
 const FALLBACKS = 3;
 
@@ -99,6 +107,19 @@ const VARS_LOCATIONS = `
     }`;
 const VARS_ERRORS = 4;
 
+/** metrics.lua's rollout latency bucket of each number in the body (one per line), one per line. */
+const BUCKET_LOCATION = `
+    location = /latency-buckets {
+      client_max_body_size 1m; client_body_buffer_size 1m;
+      content_by_lua_block {
+        ngx.req.read_body()
+        local bucket = require("graygate.metrics").latency_bucket
+        local out = {}
+        for line in (ngx.req.get_body_data() or ""):gmatch("[^\\n]+") do out[#out + 1] = bucket(tonumber(line)) end
+        ngx.print(table.concat(out, "\\n"))
+      }
+    }`;
+
 beforeAll(async () => {
   redis = await startRedis();
   await redis.client.set(`TOKEN_${GRAY}`, '1234');
@@ -110,7 +131,7 @@ beforeAll(async () => {
     releaseSlow = () => res.end('slow');
     return true;
   });
-  nginx = await startObserveNginx({ redisPort: redis.port, workers: 2, stablePort: stable.port, candidatePort: candidate.port, extraLocations: FALLBACK_LOCATION + VARS_LOCATIONS });
+  nginx = await startObserveNginx({ redisPort: redis.port, workers: 2, stablePort: stable.port, candidatePort: candidate.port, extraLocations: FALLBACK_LOCATION + VARS_LOCATIONS + BUCKET_LOCATION });
   // Sequential, so each token is looked up exactly once (a concurrent first wave could make one lookup per worker).
   for (let i = 0; i < COUNTS.gray; i++) expect(JSON.parse((await nginx.get('/', GRAY)).body).version).toBe('shop-v2');
   for (let i = 0; i < COUNTS.prod; i++) expect(JSON.parse((await nginx.get('/', PROD)).body).version).toBe('shop-v1');
@@ -236,6 +257,38 @@ describe('metrics.lua', () => {
         .map((v) => JSON.stringify(Object.entries(v.labels).sort(([a], [b]) => a.localeCompare(b))))
         .sort();
     expect(bucketLabels(nginxJson)).toEqual(bucketLabels(nodeJson));
+  });
+
+  it('gives the rollout analysis exact per-version figures: requests, 5xx, fallbacks as candidate failures, a latency per request', async () => {
+    const dump = await readOpenrestyDump(nginx.dumpUrl);
+    const shop = dump.figures?.shop;
+    expect(shop).toBeDefined();
+    expect(shop!.candidate).toMatchObject({ requests: COUNTS.gray, errors: 0, failures: FALLBACKS });
+    // A candidate decision that stable served counts for stable, as on Node.
+    expect(shop!.stable).toMatchObject({ requests: COUNTS.prod + COUNTS.anonymous + FALLBACKS, errors: 0, failures: 0 });
+    const total = (latency: Record<string, number>) => Object.values(latency).reduce((a, b) => a + b, 0);
+    expect(total(shop!.candidate.latency)).toBe(COUNTS.gray);
+    expect(total(shop!.stable.latency)).toBe(shop!.stable.requests);
+    for (const key of Object.keys({ ...shop!.stable.latency, ...shop!.candidate.latency })) expect(Number(key)).toBeLessThan(LATENCY_BUCKET_COUNT);
+    // Unmatched requests are in no service's figures.
+    expect(Object.keys(dump.figures!)).toEqual(['shop']);
+  });
+
+  it("puts a latency in the same bucket as graygate's latencyBucket (the bounds come from graygate's table)", async () => {
+    const buckets = async (values: number[]) => {
+      const response = await request(`${nginx.url}/latency-buckets`, { method: 'POST', body: values.map((v) => String(v)).join('\n') });
+      return (await response.body.text()).split('\n').map(Number);
+    };
+    // Every bound, and the doubles just around it, where an off-by-one would show.
+    const edges = LATENCY_BOUNDS_MS.flatMap((bound) => [bound, bound * (1 - 1e-15), bound * (1 + 1e-15), bound + 1e-9, bound - 1e-9]);
+    const fixed = [0, -1, 1e-9, 0.25, 1_000_000, ...edges];
+    expect(await buckets(fixed)).toEqual(fixed.map(latencyBucket));
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.double({ min: 0, max: 200_000, noNaN: true }), { minLength: 1, maxLength: 200 }), async (values) => {
+        expect(await buckets(values)).toEqual(values.map(latencyBucket));
+      }),
+      { numRuns: 30 },
+    );
   });
 
   it('counts a request in flight per upstream while it is (the drain figure), and none once it closed', async () => {

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { request } from 'undici';
 import { accessLogFormat, accessLogVariableDeclarations } from '../../src/openresty/access-log.js';
-import { METRICS_DUMP_PATH } from '../../src/openresty/metrics.js';
+import { latencyBoundsInitArgs, METRICS_DUMP_PATH } from '../../src/openresty/metrics.js';
 import { startNginx } from '../helpers/nginx.js';
 import { freePort } from '../helpers/redis.js';
 
@@ -62,7 +62,7 @@ export async function startObserveNginx(options: ObserveNginxOptions): Promise<O
     SOURCE = cjson.decode(${lua(source)})
     CUSTOM = cjson.decode(${lua(custom)})
     require("graygate.token").init({ redis = assert(resp.parse_url("redis://127.0.0.1:${options.redisPort}")), dict = "graygate_tokens"${options.lruSize ? `, lru_size = ${options.lruSize}` : ''} })
-    require("graygate.metrics").init({ dict = "graygate_metrics", flush_interval = 0.1 })
+    require("graygate.metrics").init({ dict = "graygate_metrics", flush_interval = 0.1, ${latencyBoundsInitArgs()} })
     DECISIONS = {
       candidate = { service = "shop", version = "candidate", upstream = "shop-v2", reason = "first-users" },
       stable = { service = "shop", version = "stable", upstream = "shop-v1", reason = "no rule matched" },
@@ -76,6 +76,7 @@ export async function startObserveNginx(options: ObserveNginxOptions): Promise<O
     access_log ${prefix}/logs/access.log graygate;
     location / {
       ${accessLogVariableDeclarations()}
+      set $gg_inflight "";
       set $gg_upstream shop-v1;
       access_by_lua_block {
         local token = require "graygate.token"
@@ -83,18 +84,25 @@ export async function startObserveNginx(options: ObserveNginxOptions): Promise<O
         local uid = token.resolve(SOURCE, ngx.var.http_token)
         local n = uid and tonumber(uid)
         local d = (n and n >= 1 and n <= 5000) and DECISIONS.candidate or DECISIONS.stable
-        metrics.begin(ngx.ctx, d)
-        metrics.set_log_vars(d, uid and "tokenLookup" or nil)
-        ngx.var.gg_upstream = d.upstream
+        -- What access.lua does with a decision: the log line's variables, then the metrics.
+        local var = ngx.var
+        var.gg_service = d.service
+        var.gg_version = d.version
+        var.gg_rule = d.reason
+        var.gg_upstream = d.upstream
+        if uid then var.gg_identity = "tokenLookup" end
+        local g = {}
+        ngx.ctx.graygate = g
+        metrics.started(d.upstream, g, d)
       }
       proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_pass http://$gg_upstream;
-      log_by_lua_block { require("graygate.metrics").log(ngx.ctx) }
+      log_by_lua_block { require("graygate.metrics").log_vars(ngx.ctx.graygate) }
     }
     location /nomatch {
       ${accessLogVariableDeclarations()}
       return 404;
-      log_by_lua_block { require("graygate.metrics").log(ngx.ctx) }
+      log_by_lua_block { require("graygate.metrics").log_vars(ngx.ctx.graygate) }
     }
     location = /resolve {
       access_log off;

@@ -176,6 +176,14 @@ describe('the OpenResty data plane: upstream failures', () => {
       expect(answer.version).toBe('stable');
       expect(answer.headers['x-graygate-version']).toBe('stable');
     }
+    // The access log line names the version and upstream that served, not the decided ones.
+    const started = gateway.logs().find((line) => line.event === 'nginx-started');
+    await eventually(() => {
+      const lines = readFileSync(String(started?.accessLog), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+      const fallbacks = lines.filter((line) => line.path === '/fallback');
+      expect(fallbacks).toHaveLength(3);
+      for (const line of fallbacks) expect(line).toMatchObject({ service: 'fallback', version: 'stable', upstream: 'stable', status: 200 });
+    });
   });
 
   it('never sends a request with a body again, but routes later ones to stable once the candidate is ejected', async () => {

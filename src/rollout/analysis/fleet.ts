@@ -31,7 +31,7 @@ export function fleetWindow(start: FleetSample, end: FleetSample): FleetWindow {
   for (const gateway of end.gateways) {
     const { instanceId, figures } = gateway;
     if (figures === undefined) {
-      excluded.push({ instanceId, reason: 'its report carries no per-version figures (an older graygate)' });
+      excluded.push({ instanceId, reason: 'its report carries no per-version figures (an older graygate, or a data plane whose figures could not be read)' });
       continue;
     }
     const first = before.get(instanceId)?.figures;
@@ -111,7 +111,7 @@ export function serviceFiguresOf(window: FleetWindow, service: string): ServiceF
  * One gateway's own figures as a fleet sample (the file store, where the single gateway drives:
  * there is no fleet to read, and the figures are its own).
  */
-export function localFleetSample(instanceId: string, figures: GatewayFigures, atMs: number): FleetSample {
+export function localFleetSample(instanceId: string, figures: GatewayFigures | undefined, atMs: number): FleetSample {
   return { at: atMs, gateways: [{ instanceId, at: atMs, figures }], stale: [] };
 }
 
