@@ -22,7 +22,7 @@
 // Certificates are made with openssl into the run's temp dir. Everything listens on 127.0.0.1 and
 // stops when the bench ends; every load run is bounded by --duration.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import tls from 'node:tls';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -41,11 +41,13 @@ const { values: flags } = parseArgs({
     'warm-reps': { type: 'string', default: '1' },
     profile: { type: 'string' },
     baseline: { type: 'string' },
+    'baseline-env': { type: 'string' },
+    'baseline-tls': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 if (flags.help) {
-  console.log('usage: node bench/tls.mjs [--duration 5] [--warmup 1] [--reps 3] [--conns 50] [--workers 1] [--nginx-workers <--workers>] [--only all|handshakes] [--warm-reps 1] [--profile <dir>] [--baseline <dist/cli/main.js of another build>]');
+  console.log('usage: node bench/tls.mjs [--duration 5] [--warmup 1] [--reps 3] [--conns 50] [--workers 1] [--nginx-workers <--workers>] [--only all|handshakes] [--warm-reps 1] [--profile <dir>] [--baseline <dist/cli/main.js of another build>] [--baseline-env NAME=VALUE] [--baseline-tls <JSON merged into its tls settings>]');
   process.exit(0);
 }
 const duration = Number(flags.duration);
@@ -96,12 +98,21 @@ const gateway = await startGateway(run, {
 });
 await waitPort(ggTlsPort);
 
-// --baseline: the same gateway from another build (e.g. a copy of dist/ before a change), measured
-// in the same run, so a change is judged by a ratio of one run rather than across runs.
+// --baseline: the same gateway from another build (e.g. a copy of dist/ before a change), or this
+// build with another environment or TLS setting (--baseline-env, --baseline-tls), measured in the
+// same run, so a change is judged by a ratio of one run rather than across runs.
 let baseline;
 if (flags.baseline) {
   const tlsPort = await freePort();
-  const started = await startGateway(run, { workers, kind: 'seed', backends, redis, cli: path.resolve(flags.baseline), settings: { tls: { listen: `127.0.0.1:${tlsPort}`, certificates: [{ cert, key }], http2: { maxConcurrentStreams: 128 } } } });
+  // --baseline-env: an environment variable for the baseline only (e.g. NODE_CLUSTER_SCHED_POLICY=none).
+  const [envName, ...envValue] = (flags['baseline-env'] ?? '').split('=');
+  const saved = process.env[envName];
+  if (envName) process.env[envName] = envValue.join('=');
+  const started = await startGateway(run, { workers, kind: 'seed', backends, redis, cli: path.resolve(flags.baseline), settings: { tls: { listen: `127.0.0.1:${tlsPort}`, certificates: [{ cert, key }], http2: { maxConcurrentStreams: 128 }, ...JSON.parse(flags['baseline-tls'] ?? '{}') } } });
+  if (envName) {
+    if (saved === undefined) delete process.env[envName];
+    else process.env[envName] = saved;
+  }
   await waitPort(tlsPort);
   baseline = { tlsPort, pgid: started.pgid };
 }
@@ -138,7 +149,10 @@ const bareScript = `
 const cluster = require('node:cluster'); const https = require('node:https'); const fs = require('node:fs');
 if (cluster.isPrimary && ${workers} > 1) { for (let i = 0; i < ${workers}; i++) cluster.fork(); }
 else https.createServer({ cert: fs.readFileSync(${JSON.stringify(cert)}), key: fs.readFileSync(${JSON.stringify(key)}) }, (req, res) => res.end('prod\\n')).listen(${barePort}, '127.0.0.1');`;
-const bare = { port: barePort, pgid: run.start('bare node https', process.execPath, ['-e', bareScript]).pid };
+// A file, not `-e`: node:cluster forks the workers from the primary's script.
+const bareFile = path.join(run.dir, 'bare-https.cjs');
+writeFileSync(bareFile, bareScript);
+const bare = { port: barePort, pgid: run.start('bare node https', process.execPath, [bareFile]).pid };
 await waitPort(barePort);
 
 /** What a client with OpenSSL's defaults (as wrk's) negotiates with the server on `port`. */
@@ -156,6 +170,17 @@ function negotiated(port) {
 for (const [name, port] of [['graygate', ggTlsPort], ...(baseline ? [['baseline', baseline.tlsPort]] : []), ...(nginx ? [['nginx', nginx.secure]] : []), ['bare node https', barePort]]) console.error(`negotiated with ${name.padEnd(15)}: ${await negotiated(port)}`);
 
 await probe(gateway.port, { headers: { TOKEN }, expect: 'gray' });
+
+/** CPU seconds (user+system) used so far by one process. */
+function processCpuSeconds(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
 
 /** The node load client: `protocol` h2 (sessions × streams each) or h1 (keep-alive connections). */
 function nodeLoad(port, protocol, { sessions, streams, seconds = duration }) {
@@ -226,11 +251,14 @@ for (let rep = 0; rep < reps; rep++) {
     // Warm-up: the JIT, the pools and the token cache settle before the figure is taken.
     if (warmup > 0) m.run(warmup);
     const cpuBefore = groupCpuSeconds(m.pgid);
+    const leaderBefore = processCpuSeconds(m.pgid);
     const r = m.run(duration);
     // The server's CPU per request: for the handshake rows, mostly the handshake itself.
     const cpuMs = ((groupCpuSeconds(m.pgid) - cpuBefore) * 1000) / r.requests;
-    results.push({ rep, id: m.id, ...r, cpuMs });
-    console.error(`  ${m.id.padEnd(17)} ${Math.round(r.rps)} req/s, ${cpuMs.toFixed(3)} CPU ms/request${r.errors ? `, ${r.errors} errors` : ''}`);
+    // With workers, the part of it the primary (node:cluster's accepting process) spent.
+    const leaderMs = ((processCpuSeconds(m.pgid) - leaderBefore) * 1000) / r.requests;
+    results.push({ rep, id: m.id, ...r, cpuMs, leaderMs });
+    console.error(`  ${m.id.padEnd(17)} ${Math.round(r.rps)} req/s, ${cpuMs.toFixed(3)} CPU ms/request${workers > 1 ? ` (${leaderMs.toFixed(3)} of it in the primary/master)` : ''}${r.errors ? `, ${r.errors} errors` : ''}`);
   }
 }
 
