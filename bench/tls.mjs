@@ -43,11 +43,12 @@ const { values: flags } = parseArgs({
     baseline: { type: 'string' },
     'baseline-env': { type: 'string' },
     'baseline-tls': { type: 'string' },
+    cli: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 if (flags.help) {
-  console.log('usage: node bench/tls.mjs [--duration 5] [--warmup 1] [--reps 3] [--conns 50] [--workers 1] [--nginx-workers <--workers>] [--only all|handshakes] [--warm-reps 1] [--profile <dir>] [--baseline <dist/cli/main.js of another build>] [--baseline-env NAME=VALUE] [--baseline-tls <JSON merged into its tls settings>]');
+  console.log('usage: node bench/tls.mjs [--duration 5] [--warmup 1] [--reps 3] [--conns 50] [--workers 1] [--nginx-workers <--workers>] [--only all|handshakes] [--warm-reps 1] [--profile <dir>] [--baseline <dist/cli/main.js of another build>] [--baseline-env NAME=VALUE] [--baseline-tls <JSON merged into its tls settings>] [--cli <dist/cli/main.js of the build to measure>]');
   process.exit(0);
 }
 const duration = Number(flags.duration);
@@ -92,6 +93,8 @@ const gateway = await startGateway(run, {
   kind: 'seed',
   backends,
   redis,
+  // --cli: measure another build as graygate (default: this checkout's dist/).
+  ...(flags.cli ? { cli: path.resolve(flags.cli) } : {}),
   // --profile: a V8 CPU profile of each graygate process, written when the bench stops it.
   ...(flags.profile ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', path.resolve(flags.profile)] } : {}),
   settings: { tls: { listen: `127.0.0.1:${ggTlsPort}`, certificates: [{ cert, key }], http2: { maxConcurrentStreams: 128 } } },
@@ -182,6 +185,32 @@ function processCpuSeconds(pid) {
   }
 }
 
+/**
+ * A node client opening `conns` connections at a time, one request each (`Connection: close`),
+ * each loop offering the newest session ticket it got when `resume` (else none: full handshakes,
+ * the same client, for comparison). Reports `{ rps, requests, errors, resumed }`: `resumed` is
+ * the share of connections the server resumed (under --workers they land on any worker).
+ */
+function reconnectLoad(port, { conns: loops, seconds, resume }) {
+  const script = `
+const tls = require('node:tls');
+const end = Date.now() + ${seconds * 1000}; let done = 0, errors = 0, resumed = 0, open = 0;
+const request = 'GET / HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nTOKEN: ${TOKEN}\\r\\nConnection: close\\r\\n\\r\\n';
+const loop = (session) => {
+  if (Date.now() >= end) { if (--open === 0) { console.log(JSON.stringify({ requests: done, errors, resumed: resumed / Math.max(1, done), rps: done / ${seconds} })); process.exit(0); } return; }
+  let next = session, text = '';
+  const socket = tls.connect({ port: ${port}, host: '127.0.0.1', rejectUnauthorized: false, ...(${resume} && session ? { session } : {}) }, () => { if (socket.isSessionReused()) resumed++; socket.write(request); });
+  socket.on('session', (ticket) => (next = ticket));
+  socket.on('data', (chunk) => (text += chunk));
+  socket.on('error', () => {});
+  socket.on('close', () => { if (text.startsWith('HTTP/1.1 200')) done++; else errors++; loop(next); });
+};
+for (let i = 0; i < ${loops}; i++) { open++; loop(undefined); }`;
+  const out = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: (seconds + 60) * 1000 });
+  if (out.status !== 0) throw new Error(`reconnect client failed: ${out.stderr}`);
+  return JSON.parse(out.stdout.trim().split('\n').pop());
+}
+
 /** The node load client: `protocol` h2 (sessions × streams each) or h1 (keep-alive connections). */
 function nodeLoad(port, protocol, { sessions, streams, seconds = duration }) {
   const script = `
@@ -234,6 +263,9 @@ const all = [
   ...(nginx ? [{ id: 'nginx-handshakes', handshakes: true, pgid: nginx.pgid, label: 'nginx TLS, new connection per request', run: (seconds) => runLoad(nginx.secure, { TOKEN, Connection: 'close' }, { duration: seconds, conns, scheme: 'https' }) }] : []),
   ...(baseline ? [{ id: 'base-handshakes', handshakes: true, pgid: baseline.pgid, label: 'graygate TLS (--baseline build), new connection per request', run: (seconds) => runLoad(baseline.tlsPort, { TOKEN, Connection: 'close' }, { duration: seconds, conns, scheme: 'https' }) }] : []),
   { id: 'bare-handshakes', handshakes: true, pgid: bare.pgid, label: 'bare node:https (no proxying), new connection per request', run: (seconds) => runLoad(barePort, { TOKEN, Connection: 'close' }, { duration: seconds, conns, scheme: 'https' }) },
+  // Resumption, which wrk does not do: the same node client with and without offering its ticket.
+  { id: 'gg-resumed', handshakes: true, pgid: gateway.pgid, label: 'graygate TLS, new connection per request, session resumed (node client, 10 at a time)', run: (seconds) => reconnectLoad(ggTlsPort, { conns: 10, seconds, resume: true }) },
+  { id: 'gg-full-node', handshakes: true, pgid: gateway.pgid, label: 'graygate TLS, new connection per request, full handshake (node client, 10 at a time)', run: (seconds) => reconnectLoad(ggTlsPort, { conns: 10, seconds, resume: false }) },
   { id: 'gg-h2', label: 'graygate HTTP/2, 10 conns × 10 streams (node client)', run: (seconds) => nodeLoad(ggTlsPort, 'h2', { sessions: 10, streams: 10, seconds }) },
   { id: 'gg-h1-node', label: 'graygate HTTP/1.1 over TLS, 50 conns (node client)', run: (seconds) => nodeLoad(ggTlsPort, 'h1', { sessions: 50, streams: 1, seconds }) },
 ];
@@ -258,7 +290,7 @@ for (let rep = 0; rep < reps; rep++) {
     // With workers, the part of it the primary (node:cluster's accepting process) spent.
     const leaderMs = ((processCpuSeconds(m.pgid) - leaderBefore) * 1000) / r.requests;
     results.push({ rep, id: m.id, ...r, cpuMs, leaderMs });
-    console.error(`  ${m.id.padEnd(17)} ${Math.round(r.rps)} req/s, ${cpuMs.toFixed(3)} CPU ms/request${workers > 1 ? ` (${leaderMs.toFixed(3)} of it in the primary/master)` : ''}${r.errors ? `, ${r.errors} errors` : ''}`);
+    console.error(`  ${m.id.padEnd(17)} ${Math.round(r.rps)} req/s, ${cpuMs.toFixed(3)} CPU ms/request${r.resumed !== undefined ? `, ${(100 * r.resumed).toFixed(0)} % resumed` : ''}${workers > 1 ? ` (${leaderMs.toFixed(3)} of it in the primary/master)` : ''}${r.errors ? `, ${r.errors} errors` : ''}`);
   }
 }
 
@@ -276,6 +308,10 @@ ratio('graygate / nginx, new TLS connections per second', 'gg-handshakes', 'ngin
 ratio('bare node:https / nginx, new TLS connections per second', 'bare-handshakes', 'nginx-handshakes', '(the ceiling)');
 ratio('graygate / bare node:https, new TLS connections per second', 'gg-handshakes', 'bare-handshakes', '(reference)');
 ratio('graygate / --baseline build, new TLS connections per second', 'gg-handshakes', 'base-handshakes', '(the change)');
+if (ran.has('gg-resumed') && ran.has('gg-full-node')) {
+  lines.push(`| graygate CPU per resumed / per full handshake (node client) | ${fix(cpu('gg-resumed') / cpu('gg-full-node'))} | (resumption) |`);
+  lines.push(`| share of connections resumed (node client offering its ticket) | ${fix(median(results.filter((r) => r.id === 'gg-resumed').map((r) => r.resumed)))} | 1 |`);
+}
 ratio('HTTP/2 100 streams / HTTP/1.1 50 conns (graygate)', 'gg-h2', 'gg-h1-node', '≥ 1');
 // Per-rep ratios: how far one rep's figure can be trusted on this box.
 if (ran.has('nginx-handshakes')) lines.push('', `graygate / nginx handshakes per rep: ${Array.from({ length: reps }, (_, rep) => fix(results.find((r) => r.rep === rep && r.id === 'gg-handshakes').rps / results.find((r) => r.rep === rep && r.id === 'nginx-handshakes').rps)).join(', ')}`);
