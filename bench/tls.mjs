@@ -314,7 +314,10 @@ if (ran.has('gg-resumed') && ran.has('gg-full-node')) {
 }
 ratio('HTTP/2 100 streams / HTTP/1.1 50 conns (graygate)', 'gg-h2', 'gg-h1-node', '≥ 1');
 // Per-rep ratios: how far one rep's figure can be trusted on this box.
-if (ran.has('nginx-handshakes')) lines.push('', `graygate / nginx handshakes per rep: ${Array.from({ length: reps }, (_, rep) => fix(results.find((r) => r.rep === rep && r.id === 'gg-handshakes').rps / results.find((r) => r.rep === rep && r.id === 'nginx-handshakes').rps)).join(', ')}`);
+if (ran.has('nginx-handshakes')) {
+  const perRep = Array.from({ length: reps }, (_, rep) => results.find((r) => r.rep === rep && r.id === 'gg-handshakes').rps / results.find((r) => r.rep === rep && r.id === 'nginx-handshakes').rps);
+  lines.push('', `graygate / nginx handshakes per rep: ${perRep.map(fix).join(', ')} (median ${fix(median(perRep))})`);
+}
 console.log(lines.join('\n'));
 console.log(`\ngraygate --workers ${workers}, nginx worker_processes ${nginxWorkers}, bare node ${workers} process(es). Medians of ${reps} interleaved run(s) of ${duration} s. The load tools, backends, Redis, nginx and graygate share this machine's cores: compare ratios of one run only.`);
 process.exit(0);
