@@ -1,9 +1,12 @@
+import { copyFileSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBackend, type Backend } from '../helpers/backend.js';
+import { eventually } from '../helpers/eventually.js';
 import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
-import { certFactory, type CertFactory } from '../helpers/tls.js';
+import { certFactory, servedCertificate, type CertFactory } from '../helpers/tls.js';
 
 // TLS session resumption under --workers: node:cluster hands connections to the workers in turn,
 // so a client's next connection usually lands on another worker than the one that gave it its
@@ -103,5 +106,34 @@ describe.each([
       // The first connection has no ticket to offer; every later one must be resumed.
       expect(outcomes.map((outcome) => outcome.resumed)).toEqual([false, ...Array<boolean>(CONNECTIONS - 1).fill(true)]);
     }
+  });
+});
+
+describe('TLS session resumption across a certificate reload', () => {
+  let gateway: GatewayProcess;
+  let live: { cert: string; key: string };
+  let renewed: { cert: string; key: string };
+  beforeAll(async () => {
+    live = { cert: path.join(factory.dir, 'live.pem'), key: path.join(factory.dir, 'live.key') };
+    copyFileSync(shop.cert, live.cert);
+    copyFileSync(shop.key, live.key);
+    const next = factory.cert('shop-renewed', { names: ['shop.test'] });
+    renewed = { cert: next.cert, key: next.key };
+    gateway = await startGatewayProcess({ config: { listen: 'off', tls: { listen: '127.0.0.1:0', certificates: [live], watchMs: 200 }, ...routing() } });
+  });
+  afterAll(async () => {
+    await gateway?.kill();
+  });
+
+  it('a ticket issued before a renewal still resumes after it', async () => {
+    const port = tlsPort(gateway);
+    let ticket: Buffer | undefined;
+    expect((await oneConnection(port, 'shop.test', undefined, false, (next) => (ticket = next))).resumed).toBe(false);
+    const before = (await servedCertificate(port, 'shop.test')).serialNumber;
+    copyFileSync(renewed.key, live.key);
+    copyFileSync(renewed.cert, live.cert);
+    await eventually(async () => expect((await servedCertificate(port, 'shop.test')).serialNumber).not.toBe(before));
+    const after = await oneConnection(port, 'shop.test', ticket, false, () => undefined);
+    expect(after).toEqual({ resumed: true, status: 'HTTP/1.1 200' });
   });
 });
