@@ -144,8 +144,6 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       const server = createTlsServer(tls, proxy, this.tlsCertificates);
       // HTTP/1.1 on the TLS listener runs node:http's own connection handling with these.
       Object.assign(server, http1);
-      // Nagle off through the server's own option (set as each socket is accepted), not a call per socket.
-      (server as { noDelay?: boolean }).noDelay = true;
       server.on('connection', (socket: Socket) => this.tcpOpened(socket));
       server.on('secureConnection', (socket: TLSSocket) => {
         // HTTP/1.1 connections are drained like the plain listener's; HTTP/2 ones by GOAWAY.
