@@ -144,15 +144,12 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
       const server = createTlsServer(tls, proxy, this.tlsCertificates);
       // HTTP/1.1 on the TLS listener runs node:http's own connection handling with these.
       Object.assign(server, http1);
-      server.on('connection', (socket: Socket) => {
-        socket.setNoDelay(true);
-        this.tcpOpened(socket);
-      });
+      server.on('connection', (socket: Socket) => this.tcpOpened(socket));
       server.on('secureConnection', (socket: TLSSocket) => {
         // HTTP/1.1 connections are drained like the plain listener's; HTTP/2 ones by GOAWAY.
         if (socket.alpnProtocol === 'h2') return;
         this.connections.opened(socket);
-        socket.once('close', () => this.connections.forget(socket));
+        socket.on('close', this.onConnectionClose);
       });
       server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
         this.logger.debug({ code: error.code, err: error }, 'TLS handshake failed');
@@ -173,11 +170,19 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
 
   private tcpOpened(socket: Socket): void {
     this.sockets.add(socket);
-    socket.once('close', () => {
-      this.sockets.delete(socket);
-      this.connections.forget(socket);
-    });
+    socket.on('close', this.onConnectionClose);
   }
+
+  /**
+   * Every connection's 'close' listener, one function for all of them (`this` is the socket): a
+   * server taking a new TLS connection per request would otherwise make closures per connection.
+   * 'close' is emitted once, so `on` is enough (no `once` wrapper either).
+   */
+  private readonly onConnectionClose = ((plane: NodeDataPlane) =>
+    function (this: Socket): void {
+      plane.sockets.delete(this);
+      plane.connections.forget(this);
+    })(this);
 
   private sessionOpened(session: Http2Session): void {
     this.sessions.add(session);

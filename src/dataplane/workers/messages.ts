@@ -26,6 +26,8 @@ export interface StartMessage {
   readonly type: 'gg:start';
   readonly settings: Settings;
   readonly routing: RoutingMessage;
+  /** The keys every worker seals and opens TLS session tickets with, so a client resumes on any worker. */
+  readonly tlsTicketKeys?: Uint8Array;
 }
 
 export type ToWorker =

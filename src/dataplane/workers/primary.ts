@@ -5,6 +5,7 @@ import type { MetricsJson } from '../../observe/metrics.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
 import type { DataPlane, DataPlaneStats, ListenAddresses, ServedReport, WorkerServing } from '../runtime.js';
 import { addServicesFigures, type ServicesFigures } from '../../observe/version-figures.js';
+import { newTicketKeys } from '../node/ticket-keys.js';
 import { runtimeName } from '../select.js';
 import { isMessage, type RoutingMessage, type ToPrimary, type ToWorker } from './messages.js';
 
@@ -65,6 +66,8 @@ export class ClusterDataPlane implements DataPlane {
   /** Callers of `settled`, told again after every confirmation. */
   private readonly confirmWaiters = new Set<() => void>();
   private lagTimer: NodeJS.Timeout | undefined;
+  /** One set of TLS session ticket keys for every worker, restarted ones included. */
+  private readonly tlsTicketKeys = newTicketKeys();
 
   constructor(
     private readonly count: number,
@@ -311,7 +314,7 @@ export class ClusterDataPlane implements DataPlane {
           if (this.routing !== undefined) {
             slot.started = true;
             slot.sentAt = slot.resentAt = Date.now();
-            this.send(worker, { type: 'gg:start', settings: this.settings, routing: this.routing });
+            this.send(worker, { type: 'gg:start', settings: this.settings, routing: this.routing, ...(this.settings.tls !== undefined ? { tlsTicketKeys: this.tlsTicketKeys } : {}) });
           }
           break;
         case 'gg:listening':

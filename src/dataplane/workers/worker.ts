@@ -3,6 +3,7 @@ import { createLogger, type Logger } from '../../observe/log.js';
 import { compileRouting } from '../../rules/compile.js';
 import type { CreateDataPlane } from '../runtime.js';
 import { createServing, type Serving } from '../serving.js';
+import { useTicketKeys } from '../node/ticket-keys.js';
 import { openKeyReader, type KeyReader } from './key-reader.js';
 import { isMessage, STATS_EVERY_MS, type RoutingMessage, type StartMessage, type ToPrimary, type ToWorker } from './messages.js';
 
@@ -76,6 +77,7 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
         return stop(1);
       }
       if (stopping) return;
+      if (m.tlsTicketKeys !== undefined) useTicketKeys(m.tlsTicketKeys);
       try {
         serving = createServing({ settings: m.settings, logger, createDataPlane, readKey: keyReader.readKey });
       } catch (error) {
