@@ -28,6 +28,10 @@ local parsed_version = -1
 local exact, wildcard, fallback = {}, {}, nil
 -- True when the set is nginx.conf's own certificate: nothing to change in a handshake.
 local placeholder = true
+-- The parsed CA chain client certificates are verified against (nil: no verification).
+local client_ca = nil
+-- How many certificates deep a client's chain may be (OpenSSL's own default).
+local VERIFY_DEPTH = 100
 
 --- Parses a decoded set into { exact = name -> pair, wildcard = domain -> pair, fallback = pair };
 --- nil and a message when OpenSSL refuses a certificate or key.
@@ -54,7 +58,13 @@ local function parse(set)
             end
         end
     end
-    return { exact = by_name, wildcard = by_domain, fallback = first, placeholder = set.placeholder == true }
+    local ca
+    if set.ca ~= nil then
+        local err
+        ca, err = ssl.parse_pem_cert(set.ca)
+        if not ca then return nil, "ca: " .. (err or "does not parse") end
+    end
+    return { exact = by_name, wildcard = by_domain, fallback = first, placeholder = set.placeholder == true, ca = ca }
 end
 
 --- Brings this worker's parsed set up to the dict's version (parsing at most once per version).
@@ -70,13 +80,29 @@ local function refresh()
         parsed_version = version
         return
     end
-    exact, wildcard, fallback, placeholder = view.exact, view.wildcard, view.fallback, view.placeholder
+    exact, wildcard, fallback, placeholder, client_ca = view.exact, view.wildcard, view.fallback, view.placeholder, view.ca
     parsed_version = set.version
 end
 
---- ssl_certificate_by_lua: sets the certificate the server name selects.
-function _M.certificate()
+--- ssl_certificate_by_lua: sets the certificate the server name selects, and asks for a client
+--- certificate when a CA was pushed.
+--- `verifies`: the settings ask for client certificates (written into nginx.conf), so a handshake
+--- before graygate pushed the CA is refused rather than let through unverified.
+function _M.certificate(verifies)
     refresh()
+    if verifies and client_ca == nil then
+        ngx.log(ngx.WARN, "graygate: no client CA pushed yet; handshake refused")
+        return ngx.exit(ngx.ERROR)
+    end
+    if client_ca ~= nil then
+        -- Asks the client for a certificate; the handshake goes on either way and nginx records
+        -- the outcome in $ssl_client_verify, which the server block answers (495 / 496).
+        local ok, err = ssl.verify_client(client_ca, VERIFY_DEPTH)
+        if not ok then
+            ngx.log(ngx.ERR, "graygate: could not ask for a client certificate: ", err)
+            return ngx.exit(ngx.ERROR)
+        end
+    end
     if placeholder or fallback == nil then return end
     local pair = fallback
     local name = ssl.server_name()

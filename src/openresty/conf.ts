@@ -7,7 +7,7 @@ import { redisStoreKeys } from '../store/redis/names.js';
 import { accessLogFormat, accessLogVariableDeclarations } from './access-log.js';
 import { metricsInitLua } from './metrics.js';
 import { normalizeSettings } from './normalize.js';
-import { tlsServerDirectives } from './tls.js';
+import { clientCertificateMap, tlsServerDirectives } from './tls.js';
 import { tokenDictSize } from './token-memory.js';
 
 /**
@@ -254,6 +254,7 @@ http {
     uwsgi_temp_path ${path.join(options.outDir, 'uwsgi')};
     scgi_temp_path ${path.join(options.outDir, 'scgi')};
     include ${path.join(options.outDir, HTTP_INCLUDE)};
+    ${tls ? clientCertificateMap(tls).split('\n').join('\n    ') : ''}
     ${options.settings.log.access.enabled ? `# One JSON line per request (log.access.enabled).\n    access_log ${path.join(options.outDir, 'logs', 'access.log')} graygate;` : 'access_log off;'}
     # graygate reads nginx's metrics here (loopback only).
     server {

@@ -422,12 +422,6 @@ export function openRestySettingsIssues(settings: Settings, document: RoutingDoc
   const issues: string[] = [];
   const tls = settings.tls;
   if (tls !== undefined) {
-    // nginx terminates TLS with the certificates graygate hands it (SNI and live reload in Lua);
-    // client certificates would need per-handshake verification nginx's Lua module cannot enforce
-    // the way the Node listener does (required vs optional, reloaded with the CA file).
-    if (tls.clientCertificates !== undefined) {
-      issues.push('tls.clientCertificates: client-certificate verification is not supported by the OpenResty data plane yet; use the Node data plane for mutual TLS, or remove tls.clientCertificates');
-    }
     const { suites } = splitCiphers(tls.ciphers);
     if (tls.minVersion === 'TLSv1.3' && suites.length === 0) {
       issues.push('tls.ciphers: minVersion is TLSv1.3 but the list holds no TLS 1.3 suite (TLS_…), so nginx could complete no handshake');

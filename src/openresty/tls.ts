@@ -4,7 +4,7 @@ import type { TlsSettings } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../observe/log.js';
 import { watchFile, type FileWatch } from '../store/file/watch-file.js';
-import { expiryProblem, readCertificatePair, TlsFileError, type CertificatePair } from '../dataplane/tls-files.js';
+import { expiryProblem, readCaBundle, readCertificatePair, TlsFileError, type CertificatePair } from '../dataplane/tls-files.js';
 
 /**
  * TLS on the OpenResty data plane: nginx terminates it, graygate hands it the certificates.
@@ -29,6 +29,8 @@ export interface TlsSetMessage {
   readonly certificates: readonly { readonly cert: string; readonly key: string; readonly names: readonly string[] }[];
   /** True when the set is the one certificate nginx.conf names: the certificate phase then has nothing to change. */
   readonly placeholder: boolean;
+  /** The CA bundle (PEM) client certificates must chain to, when they are verified. */
+  readonly ca?: string;
 }
 
 /**
@@ -73,9 +75,29 @@ export function tlsServerDirectives(tls: TlsSettings, dir: string): string {
     'ssl_session_timeout 1h;',
     ...(tls.http2.enabled ? [`http2_max_concurrent_streams ${tls.http2.maxConcurrentStreams};`] : []),
     // The certificate for the server name, from the set graygate pushed (no reload on renewal).
-    'ssl_certificate_by_lua_block { require("graygate.tls").certificate() }',
+    `ssl_certificate_by_lua_block { require("graygate.tls").certificate(${tls.clientCertificates ? 'true' : ''}) }`,
+    // Client certificates: tls.lua asks for one in the handshake (the CA from the pushed set, so a
+    // renewed CA file needs no reload) and nginx records the outcome; a connection whose
+    // certificate did not verify, or (when required) that sent none, is answered 495 / 496.
+    ...(tls.clientCertificates
+      ? ['if ($graygate_client_cert = 495) { return 495; }', 'if ($graygate_client_cert = 496) { return 496; }']
+      : []),
   ];
   return lines.join('\n');
+}
+
+/** The `map` (http level) that turns nginx's $ssl_client_verify into the answer for the TLS server's `if`s. */
+export function clientCertificateMap(tls: TlsSettings): string {
+  if (!tls.clientCertificates) return '';
+  return [
+    'map $ssl_client_verify $graygate_client_cert {',
+    '    default 495;',
+    // Plain connections (the other listener of the same server) have no verification at all.
+    '    "" "";',
+    '    SUCCESS "";',
+    `    NONE ${tls.clientCertificates.mode === 'required' ? '496' : '""'};`,
+    '}',
+  ].join('\n');
 }
 
 /** Writes the first pair where nginx.conf names it, readable by its owner only (it holds the private key). */
@@ -99,6 +121,7 @@ export function writePlaceholder(dir: string, pair: CertificatePair): void {
  */
 export class OpenRestyTlsCertificates {
   private pairs: CertificatePair[];
+  private ca: string | undefined;
   /** The pair written as nginx.conf's certificate. */
   private readonly placeholder: CertificatePair;
   private version = 0;
@@ -127,7 +150,17 @@ export class OpenRestyTlsCertificates {
         issues.push(error.message);
       }
     });
+    let ca: string | undefined;
+    if (settings.clientCertificates) {
+      try {
+        ca = readCaBundle(settings.clientCertificates.ca);
+      } catch (error) {
+        if (!(error instanceof TlsFileError)) throw error;
+        issues.push(error.message);
+      }
+    }
     if (issues.length > 0) throw new ConfigError(issues);
+    this.ca = ca;
     this.pairs = pairs;
     this.placeholder = pairs[0]!;
   }
@@ -146,12 +179,14 @@ export class OpenRestyTlsCertificates {
       version: this.version,
       certificates: this.pairs.map((pair) => ({ cert: pair.certPem, key: pair.keyPem, names: pair.names })),
       placeholder: only !== undefined && only.certPem === this.placeholder.certPem && only.keyPem === this.placeholder.keyPem,
+      ...(this.ca !== undefined ? { ca: this.ca } : {}),
     };
   }
 
   /** Watches every certificate and key file; a change reloads once the burst of writes settles. */
   watch(): void {
     const files = new Set(this.settings.certificates.flatMap((entry) => [entry.cert, entry.key]));
+    if (this.settings.clientCertificates) files.add(this.settings.clientCertificates.ca);
     for (const file of files) {
       this.watches.push(
         watchFile({
@@ -196,14 +231,27 @@ export class OpenRestyTlsCertificates {
       next[index] = pair;
       changed = true;
     });
+    let ca = this.ca;
+    if (this.settings.clientCertificates) {
+      try {
+        ca = readCaBundle(this.settings.clientCertificates.ca);
+        if (ca !== this.ca) changed = true;
+      } catch (error) {
+        if (!(error instanceof TlsFileError)) throw error;
+        this.refuse(error.file, error.message);
+        ca = this.ca;
+      }
+    }
     if (!changed) return false;
-    const before = this.pairs;
+    const before = { pairs: this.pairs, ca: this.ca };
     this.pairs = next;
+    this.ca = ca;
     try {
       await this.push(this.message());
     } catch (error) {
       // nginx's OpenSSL refused what the checks let through (a key type it does not take): keep the old.
-      this.pairs = before;
+      this.pairs = before.pairs;
+      this.ca = before.ca;
       this.refuse(this.settings.certificates[0]!.cert, `nginx could not load the new certificates: ${(error as Error).message}`);
       return false;
     }
