@@ -25,6 +25,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { Agent, request } from 'undici';
 import { cliPath, createRun, freePort, groupPids, root, startBackends, startRedis, waitPort } from './lib/harness.mjs';
 
@@ -36,7 +37,9 @@ const LOAD_CONNS = Number(process.env.LOAD_CONNS ?? 2);
 const CHANGE_TIMEOUT_MS = Number(process.env.CHANGE_TIMEOUT_MS ?? 3_000);
 const MAX_SECONDS = Number(process.env.MAX_SECONDS ?? 120);
 const GAP_MS = Number(process.env.GAP_MS ?? 20);
-const run = createRun('graygate-openresty-propagation');
+// The background load runs in a worker thread (this same file): its requests then never delay the
+// main thread's timestamps (the write, its acknowledgement, the store's notification).
+const run = isMainThread ? createRun('graygate-openresty-propagation') : undefined;
 
 function routing(backends, to) {
   return {
@@ -46,15 +49,26 @@ function routing(backends, to) {
   };
 }
 
+/** Per gateway, per version: graygate's delivery timings (its debug log line `openresty-delivered`). */
+const traces = [];
+
 async function startGateway(i, redisUrl, backends) {
   const port = await freePort();
   const config = path.join(run.dir, `gateway-${i}.json`);
   writeFileSync(
     config,
-    JSON.stringify({ listen: `127.0.0.1:${port}`, log: { level: 'warn', access: { enabled: false } }, store: { kind: 'redis', url: redisUrl, namespace: 'bench', pollMs: 2_000 }, ...routing(backends, 5000) }),
+    JSON.stringify({ listen: `127.0.0.1:${port}`, log: { level: 'debug', access: { enabled: false } }, store: { kind: 'redis', url: redisUrl, namespace: 'bench', pollMs: 2_000 }, ...routing(backends, 5000) }),
   );
   const prefix = path.join(run.dir, `nginx-${i}`);
-  const child = run.start(`openresty-gateway-${i}`, process.execPath, [cliPath, 'start', '--config', config, '--data-plane', 'openresty', '--workers', String(NGINX_WORKERS), '--openresty-dir', prefix]);
+  traces[i] = new Map();
+  const onLine = (line) => {
+    if (!line.includes('"openresty-delivered"')) return;
+    try {
+      const entry = JSON.parse(line);
+      traces[i].set(entry.version, entry);
+    } catch {}
+  };
+  const child = run.start(`openresty-gateway-${i}`, process.execPath, [cliPath, 'start', '--config', config, '--data-plane', 'openresty', '--workers', String(NGINX_WORKERS), '--openresty-dir', prefix], onLine);
   await waitPort(port, 60_000);
   return { url: `http://127.0.0.1:${port}/`, pgid: child.pid, socket: path.join(prefix, 'graygate-control.sock') };
 }
@@ -72,14 +86,34 @@ function nginxStatus(socketPath) {
   });
 }
 
-/** When (wall clock, ms) nginx accepted `version`: from then on every worker serves it on its next request. */
-async function acceptedAt(socketPath, version, deadline) {
+/**
+ * When (wall clock, ms; nginx's clock) nginx's shared dict accepted `version` (from then on every
+ * worker routes by it from its next request), from where (`push` or `redis`), and when each
+ * worker did swap to it: every worker is asked (through the dict, where each one records the
+ * version it swapped to), not whichever worker answers a probe. A worker swaps on its next
+ * request or by its own timer (every 5 ms), whichever comes first. undefined when not all within
+ * the deadline.
+ */
+async function holds(socketPath, version, deadline) {
   for (;;) {
     const status = await nginxStatus(socketPath).catch(() => ({}));
-    if (status.version >= version) return status.accepted_at;
+    const workers = status.workers ?? [];
+    if (status.version >= version && workers.length === NGINX_WORKERS && workers.every((w) => w.version >= version)) {
+      return { acceptedAt: status.accepted_at, source: status.source, workersAt: workers.map((w) => w.at) };
+    }
     if (performance.now() > deadline) return undefined;
     await pause(2);
   }
+}
+
+/** When (wall clock) a listener on the store's change channel heard each version: about when graygate hears it. */
+async function listenToStore(redisUrl, channel) {
+  const { Redis } = await import('ioredis');
+  const subscriber = new Redis(redisUrl);
+  const heard = new Map();
+  subscriber.on('message', (_channel, message) => heard.set(Number(message), Date.now()));
+  await subscriber.subscribe(channel);
+  return { heard, close: () => subscriber.disconnect() };
 }
 
 /** nginx's worker pids in a gateway's process group. */
@@ -121,13 +155,13 @@ async function whenAnswers(url, expected, deadline) {
   }
 }
 
-/** The background load: keep-alive clients sending requests back to back; counts failures. */
-function startLoad(urls) {
-  const agent = new Agent({ keepAliveTimeout: 30_000, connections: LOAD_CONNS * urls.length });
+/** The background load, in this thread: keep-alive clients sending requests back to back; counts failures. */
+function runLoad(urls, conns) {
+  const agent = new Agent({ keepAliveTimeout: 30_000, connections: conns * urls.length });
   const counts = { sent: 0, failed: 0, failures: [] };
   let running = true;
   const loops = urls.flatMap((url) =>
-    Array.from({ length: LOAD_CONNS }, async () => {
+    Array.from({ length: conns }, async () => {
       while (running) {
         counts.sent++;
         try {
@@ -142,12 +176,27 @@ function startLoad(urls) {
       }
     }),
   );
+  return async () => {
+    running = false;
+    await Promise.all(loops);
+    await agent.close();
+    return counts;
+  };
+}
+
+/** Starts the background load in a worker thread; `stop()` resolves with its counts. */
+function startLoad(urls) {
+  const worker = new Worker(new URL(import.meta.url), { workerData: { urls, conns: LOAD_CONNS } });
+  const counts = new Promise((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
   return {
-    counts,
+    counts: { sent: 0, failed: 0, failures: [] },
     async stop() {
-      running = false;
-      await Promise.all(loops);
-      await agent.close();
+      worker.postMessage('stop');
+      Object.assign(this.counts, await counts);
+      await worker.terminate();
     },
   };
 }
@@ -174,10 +223,18 @@ async function main() {
   process.stderr.write(`${GATEWAYS} OpenResty gateways × ${NGINX_WORKERS} nginx workers, redis store; ${CHANGES} changes under load\n`);
 
   const load = startLoad(gateways.map(({ url }) => url));
+  const storeChannel = (await import(path.join(root, 'dist/store/redis/names.js'))).redisStoreKeys('bench').channel;
+  const listener = await listenToStore(redis.url, storeChannel);
   const runDeadline = performance.now() + MAX_SECONDS * 1_000;
   const propagation = [];
-  const accepted = [];
   const perGateway = gateways.map(() => []);
+  // Each figure, per change (ms); the per-gateway ones once per gateway and change.
+  const f = {
+    ack: [], heard: [], setSnapshot: [], normalize: [], toSend: [], pushed: [], published: [], accepted: [], acceptedPush: [], acceptedRedis: [], swap: [],
+    allAccepted: [], allAcceptedFromAck: [], allWorkers: [], allWorkersFromAck: [],
+  };
+  /** Changes whose graygate-side timings are read at the end (a log line may come after the change is seen). */
+  const delivered = [];
   let missed = 0;
   for (let i = 0; i < CHANGES && performance.now() < runDeadline; i++) {
     const to = version % 2 === 1 ? 100 : 5000; // odd versions → 1..100 (1234 to prod), even → 1..5000 (gray)
@@ -188,17 +245,43 @@ async function main() {
     const written = store.write(document, { expectedVersion: version, actor: 'bench', reason: `change ${i + 1}` });
     const seen = gateways.map(({ url }) => whenAnswers(url, expected, startedAt + CHANGE_TIMEOUT_MS));
     version = (await written).version;
-    const acceptedTimes = await Promise.all(gateways.map(({ socket }) => acceptedAt(socket, version, startedAt + CHANGE_TIMEOUT_MS)));
-    if (acceptedTimes.every((t) => t !== undefined)) accepted.push(Math.max(...acceptedTimes) - wallAt);
+    const ackAt = Date.now();
+    f.ack.push(ackAt - wallAt);
+    const held = await Promise.all(gateways.map(({ socket }) => holds(socket, version, startedAt + CHANGE_TIMEOUT_MS)));
     const times = await Promise.all(seen);
-    if (times.some((t) => t === undefined)) missed++;
-    else {
+    if (times.some((t) => t === undefined) || held.some((h) => h === undefined)) {
+      missed++;
+    } else {
       times.forEach((t, g) => perGateway[g].push(t - startedAt));
       propagation.push(Math.max(...times) - startedAt);
+      const heardAt = listener.heard.get(version);
+      if (heardAt !== undefined) f.heard.push(heardAt - wallAt);
+      const lastAccepted = Math.max(...held.map((h) => h.acceptedAt));
+      const lastWorker = Math.max(...held.flatMap((h) => h.workersAt));
+      f.allAccepted.push(lastAccepted - wallAt);
+      f.allAcceptedFromAck.push(lastAccepted - ackAt);
+      f.allWorkers.push(lastWorker - wallAt);
+      f.allWorkersFromAck.push(lastWorker - ackAt);
+      held.forEach((h, g) => {
+        f.accepted.push(h.acceptedAt - wallAt);
+        (h.source === 'push' ? f.acceptedPush : f.acceptedRedis).push(h.acceptedAt - wallAt);
+        for (const at of h.workersAt) f.swap.push(at - h.acceptedAt);
+        delivered.push({ g, version, heardAt });
+      });
     }
     await pause(GAP_MS);
   }
   await load.stop();
+  listener.close();
+  for (const { g, version: v, heardAt } of delivered) {
+    const trace = traces[g].get(v);
+    if (trace === undefined) continue;
+    if (heardAt !== undefined) f.setSnapshot.push(trace.setAt - heardAt);
+    f.normalize.push(trace.normalizeMs);
+    f.toSend.push(trace.sentAt - trace.stamp);
+    f.pushed.push(trace.pushedAt - trace.sentAt);
+    if (trace.publishedAt !== undefined) f.published.push(trace.publishedAt - trace.sentAt);
+  }
   await store.close();
   await fresh.close();
   const workersAfter = gateways.map(({ pgid }) => nginxWorkers(pgid));
@@ -210,12 +293,27 @@ async function main() {
     return `| ${name} | ${sorted.length} | ${percentile(sorted, 50).toFixed(2)} | ${percentile(sorted, 90).toFixed(2)} | ${percentile(sorted, 99).toFixed(2)} | ${sorted[sorted.length - 1].toFixed(2)} |`;
   };
   const lines = [
-    '| measured (ms) | changes | p50 | p90 | p99 | max |',
+    '| measured (ms) | n | p50 | p90 | p99 | max |',
     '|---|--:|--:|--:|--:|--:|',
-    row(`write → all ${GATEWAYS} nginx hold it (shared dict; every worker serves it from its next request; nginx's clock, 1 ms)`, accepted),
-    row(`write → every nginx worker of all ${GATEWAYS} gateways answers by it (probed)`, propagation),
-    ...perGateway.map((values, g) => row(`write → gateway ${g + 1}`, values)),
-    row(`one probing round (${PROBE_CONNS} new connections): the figures' resolution`, roundMs),
+    row(`**write → all ${GATEWAYS} nginx hold it** (shared dict: every worker routes by it from its next request; nginx's clock)`, f.allAccepted),
+    row(`write acknowledged → all ${GATEWAYS} nginx hold it`, f.allAcceptedFromAck),
+    row(`write → every worker of all ${GATEWAYS} gateways has swapped to it (each asked)`, f.allWorkers),
+    row(`write acknowledged → every worker has swapped`, f.allWorkersFromAck),
+    row(`write → every nginx worker of all ${GATEWAYS} gateways answers by it (probed on new connections)`, propagation),
+    ...perGateway.map((values, g) => row(`write → gateway ${g + 1} (probed)`, values)),
+    row(`one probing round (${PROBE_CONNS} new connections): the probed figures' resolution`, roundMs),
+    '| *breakdown, per change (per gateway where it applies)* | | | | | |',
+    row('write → acknowledged (the store\'s compare-and-set)', f.ack),
+    row('write → the store\'s change notification heard (a listener in this bench)', f.heard),
+    row('heard → graygate has the new snapshot (reread, validate, compile)', f.setSnapshot),
+    row('normalize', f.normalize),
+    row('normalized → envelope sent', f.toSend),
+    row('sent → nginx acknowledged the push (control socket)', f.pushed),
+    row('sent → written to Redis and published (the fleet\'s nginx)', f.published),
+    row('write → this nginx\'s dict holds it', f.accepted),
+    row('… of which first by the push', f.acceptedPush),
+    row('… of which first from Redis', f.acceptedRedis),
+    row('dict holds it → a worker has swapped (its next request or its timer; decode, compile)', f.swap),
   ];
   process.stdout.write(
     `\n${lines.join('\n')}\n\n` +
@@ -228,8 +326,13 @@ async function main() {
   if (missed > 0 || load.counts.failed > 0 || reloaded > 0) process.exitCode = 1;
 }
 
-main().catch((error) => {
-  process.stderr.write(`${error.stack ?? error}\n`);
-  run.stopAll();
-  process.exit(1);
-});
+if (isMainThread) {
+  main().catch((error) => {
+    process.stderr.write(`${error.stack ?? error}\n`);
+    run.stopAll();
+    process.exit(1);
+  });
+} else {
+  const stop = runLoad(workerData.urls, workerData.conns);
+  parentPort.once('message', async () => parentPort.postMessage(await stop()));
+}

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { NormalizedForm } from './form.js';
@@ -36,6 +37,11 @@ export interface Envelope {
   readonly epoch: string;
   /** When graygate compiled it (ms since the epoch). */
   readonly stamp: number;
+  /**
+   * SHA-1 (hex) of the form and upstreams as serialized: two graygates of a fleet that compiled
+   * the same version to the same content deliver it once (nginx and the Redis key skip the second).
+   */
+  readonly digest: string;
   readonly form: NormalizedForm;
   readonly upstreams: Readonly<Record<string, EnvelopeUpstream>>;
 }
@@ -53,7 +59,7 @@ async function addressOf(host: string): Promise<string> {
  * of responseHeadersMs and idleMs (a stream Node would let through is never cut), and the send
  * timeout (between two writes of the request) takes idleMs.
  */
-export async function buildEnvelope(form: NormalizedForm, stamp: number, epoch = form.epoch ?? ''): Promise<Envelope> {
+export async function buildEnvelope(form: NormalizedForm, stamp: number, epoch = form.epoch ?? ''): Promise<{ envelope: Envelope; body: string }> {
   const upstreams: Record<string, EnvelopeUpstream> = {};
   for (const [name, upstream] of Object.entries(form.upstreams)) {
     const servers = await Promise.all(
@@ -72,5 +78,10 @@ export async function buildEnvelope(form: NormalizedForm, stamp: number, epoch =
       eject_for_ms: upstream.health.ejectForMs,
     };
   }
-  return { format: ENVELOPE_FORMAT, version: form.version, epoch, stamp, form, upstreams };
+  // Serialized once: the digest covers the content, and the body is the head plus that content.
+  const content = JSON.stringify({ form, upstreams });
+  const digest = createHash('sha1').update(content).digest('hex');
+  const head = JSON.stringify({ format: ENVELOPE_FORMAT, version: form.version, epoch, stamp, digest });
+  const body = `${head.slice(0, -1)},${content.slice(1)}`;
+  return { envelope: { format: ENVELOPE_FORMAT, version: form.version, epoch, stamp, digest, form, upstreams }, body };
 }
