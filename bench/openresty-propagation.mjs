@@ -8,15 +8,18 @@
 //
 // Starts a private redis-server, two backends answering "prod" and "gray", and GATEWAYS
 // `graygate start --data-plane openresty` processes (each runs its own nginx with NGINX_WORKERS
-// workers) on the redis store. A background load (LOAD_CONNS keep-alive clients per gateway)
-// runs the whole time and counts every failed request. Then CHANGES times: write the next
-// version with the store's compare-and-set (the admin path's call), flipping a uid range so the
-// probe's answer flips, and probe each gateway in rounds of PROBE_CONNS requests on new
-// connections (the kernel spreads new connections over nginx's workers) until a whole round
-// answers the new way. Propagation = time from just before the write until the last gateway's
-// round did; its resolution is one round, so the time at which each nginx's shared dict accepted
-// the version (nginx's clock, read from the control socket) is reported too: from then on every
-// worker serves it, from its next request. nginx's worker pids are compared before and after: a reload would replace them.
+// workers) on the redis store. A background load (LOAD_CONNS keep-alive clients per gateway, in a
+// worker thread) runs the whole time and counts every failed request. Then CHANGES times: write
+// the next version with the store's compare-and-set (the admin path's call), flipping a uid range
+// so the probe's answer flips, and wait until every nginx holds it and every worker of each has
+// swapped to it: each nginx's control socket status names the version its shared dict holds and,
+// per worker, the version that worker swapped to and when (nginx's clock). "The write" is when
+// Redis applied it: a MONITOR client reads Redis's own timestamp of the write's PUBLISH (the box's
+// wall clock, as nginx's), which a loaded box cannot delay the way it delays a client's view of
+// its acknowledgement. Each gateway is also probed in rounds of PROBE_CONNS requests on new
+// connections until a whole round answers the new way (that its answers are right; its resolution
+// is one round). graygate's own timings (debug log `openresty-delivered`) give the breakdown.
+// nginx's worker pids are compared before and after: a reload would replace them.
 // Everything listens on 127.0.0.1; each change is bounded by CHANGE_TIMEOUT_MS and the run by
 // MAX_SECONDS; every process started here is stopped at the end. A bench, not a test: it prints
 // figures and asserts nothing about speed.
@@ -107,14 +110,37 @@ async function holds(socketPath, version, deadline) {
   }
 }
 
-/** When (wall clock) a listener on the store's change channel heard each version: about when graygate hears it. */
-async function listenToStore(redisUrl, channel) {
+/**
+ * When Redis executed each write, on Redis's own clock (the box's wall clock, as nginx's): a
+ * MONITOR client sees the PUBLISH the store's write script makes (the moment the write is
+ * applied) with the server's timestamp, and the first PUBLISH of the fleet's OpenResty routing
+ * (the first graygate that wrote the envelope). Nothing this bench or graygate does later can
+ * delay those timestamps, unlike a client's own clock on a loaded box.
+ */
+async function monitorStore(redisUrl, storeChannel, openrestyChannel) {
   const { Redis } = await import('ioredis');
-  const subscriber = new Redis(redisUrl);
-  const heard = new Map();
-  subscriber.on('message', (_channel, message) => heard.set(Number(message), Date.now()));
-  await subscriber.subscribe(channel);
-  return { heard, close: () => subscriber.disconnect() };
+  const client = new Redis(redisUrl);
+  const monitor = await client.monitor();
+  const written = new Map();
+  const published = new Map();
+  monitor.on('monitor', (time, args) => {
+    if (String(args[0]).toUpperCase() !== 'PUBLISH') return;
+    const at = Number(time) * 1000;
+    if (args[1] === storeChannel) written.set(Number(args[2]), at);
+    else if (args[1] === openrestyChannel) {
+      const message = String(args[2]);
+      const version = message.startsWith('{') ? JSON.parse(message).version : Number(message);
+      if (!published.has(version)) published.set(version, at);
+    }
+  });
+  return {
+    written,
+    published,
+    close: () => {
+      monitor.disconnect();
+      client.disconnect();
+    },
+  };
 }
 
 /** nginx's worker pids in a gateway's process group. */
@@ -225,17 +251,18 @@ async function main() {
 
   const load = startLoad(gateways.map(({ url }) => url));
   const storeChannel = (await import(path.join(root, 'dist/store/redis/names.js'))).redisStoreKeys('bench').channel;
-  const listener = await listenToStore(redis.url, storeChannel);
+  const monitor = await monitorStore(redis.url, storeChannel, `${storeChannel}:openresty`);
   const runDeadline = performance.now() + MAX_SECONDS * 1_000;
   const propagation = [];
   const perGateway = gateways.map(() => []);
   // Each figure, per change (ms); the per-gateway ones once per gateway and change.
   const f = {
-    ack: [], heard: [], setSnapshot: [], normalize: [], toSend: [], pushed: [], published: [], accepted: [], acceptedPush: [], acceptedRedis: [], swap: [],
-    allAccepted: [], allAcceptedFromAck: [], allWorkers: [], allWorkersFromAck: [],
+    ack: [], firstPublished: [], setSnapshot: [], normalize: [], toSend: [], pushed: [], published: [], accepted: [], acceptedPush: [], acceptedRedis: [], fromPublished: [], swap: [],
+    allAccepted: [], allAcceptedFromAck: [], allWorkers: [], allWorkersFromAck: [], allAcceptedFromRedis: [], allWorkersFromRedis: [],
   };
-  /** Changes whose graygate-side timings are read at the end (a log line may come after the change is seen). */
+  /** Changes whose graygate-side timings and Redis times are read at the end (a log line may come after the change is seen). */
   const delivered = [];
+  const redisTimed = [];
   let missed = 0;
   for (let i = 0; i < CHANGES && performance.now() < runDeadline; i++) {
     const to = version % 2 === 1 ? 100 : 5000; // odd versions → 1..100 (1234 to prod), even → 1..5000 (gray)
@@ -256,8 +283,6 @@ async function main() {
     } else {
       times.forEach((t, g) => perGateway[g].push(t - startedAt));
       propagation.push(Math.max(...times) - startedAt);
-      const heardAt = listener.heard.get(version);
-      if (heardAt !== undefined) f.heard.push(heardAt - wallAt);
       const lastAccepted = Math.max(...held.map((h) => h.acceptedAt));
       const lastWorker = Math.max(...held.flatMap((h) => h.workersAt));
       f.allAccepted.push(lastAccepted - wallAt);
@@ -265,20 +290,35 @@ async function main() {
       f.allWorkers.push(lastWorker - wallAt);
       f.allWorkersFromAck.push(lastWorker - ackAt);
       held.forEach((h, g) => {
-        f.accepted.push(h.acceptedAt - wallAt);
-        (h.source === 'push' ? f.acceptedPush : f.acceptedRedis).push(h.acceptedAt - wallAt);
         for (const at of h.workersAt) f.swap.push(at - h.acceptedAt);
-        delivered.push({ g, version, heardAt });
+        delivered.push({ g, version, acceptedAt: h.acceptedAt, source: h.source });
       });
+      redisTimed.push({ version, lastAccepted, lastWorker });
     }
     await pause(GAP_MS);
   }
   await load.stop();
-  listener.close();
-  for (const { g, version: v, heardAt } of delivered) {
+  await pause(200);
+  monitor.close();
+  for (const { version: v, lastAccepted, lastWorker } of redisTimed) {
+    const writtenAt = monitor.written.get(v);
+    if (writtenAt === undefined) continue;
+    f.allAcceptedFromRedis.push(lastAccepted - writtenAt);
+    f.allWorkersFromRedis.push(lastWorker - writtenAt);
+    const publishedAt = monitor.published.get(v);
+    if (publishedAt !== undefined) f.firstPublished.push(publishedAt - writtenAt);
+  }
+  for (const { g, version: v, acceptedAt, source } of delivered) {
+    const writtenAt = monitor.written.get(v);
+    if (writtenAt !== undefined) {
+      f.accepted.push(acceptedAt - writtenAt);
+      (source === 'push' ? f.acceptedPush : f.acceptedRedis).push(acceptedAt - writtenAt);
+    }
+    const publishedAt = monitor.published.get(v);
+    if (publishedAt !== undefined && source === 'redis') f.fromPublished.push(acceptedAt - publishedAt);
     const trace = traces[g].get(v);
     if (trace === undefined) continue;
-    if (heardAt !== undefined) f.setSnapshot.push(trace.setAt - heardAt);
+    if (writtenAt !== undefined) f.setSnapshot.push(trace.setAt - writtenAt);
     f.normalize.push(trace.normalizeMs);
     f.toSend.push(trace.sentAt - trace.stamp);
     f.pushed.push(trace.pushedAt - trace.sentAt);
@@ -297,24 +337,25 @@ async function main() {
   const lines = [
     '| measured (ms) | n | p50 | p90 | p99 | max |',
     '|---|--:|--:|--:|--:|--:|',
-    row(`**write acknowledged → all ${GATEWAYS} nginx hold it** (shared dict: every worker routes by it from its next request; nginx's clock)`, f.allAcceptedFromAck),
-    row(`**write acknowledged → every worker of all ${GATEWAYS} gateways has swapped to it** (each asked)`, f.allWorkersFromAck),
-    row(`write sent → all ${GATEWAYS} nginx hold it`, f.allAccepted),
-    row(`write sent → every worker has swapped to it`, f.allWorkers),
-    row(`write → every nginx worker of all ${GATEWAYS} gateways answers by it (probed on new connections)`, propagation),
-    ...perGateway.map((values, g) => row(`write → gateway ${g + 1} (probed)`, values)),
+    row(`**write (Redis applied it) → all ${GATEWAYS} nginx hold it** (shared dict: every worker routes by it from its next request)`, f.allAcceptedFromRedis),
+    row(`**write (Redis applied it) → every worker of all ${GATEWAYS} gateways has swapped to it** (each worker asked)`, f.allWorkersFromRedis),
+    row(`write acknowledged to this bench → all ${GATEWAYS} nginx hold it`, f.allAcceptedFromAck),
+    row(`write sent by this bench → all ${GATEWAYS} nginx hold it`, f.allAccepted),
+    row(`write sent → every nginx worker of all ${GATEWAYS} gateways answers by it (probed on new connections)`, propagation),
+    ...perGateway.map((values, g) => row(`write sent → gateway ${g + 1} (probed)`, values)),
     row(`one probing round (${PROBE_CONNS} new connections): the probed figures' resolution`, roundMs),
-    '| *breakdown, per change (per gateway where it applies)* | | | | | |',
-    row('write sent → acknowledged (the store\'s compare-and-set, from this bench)', f.ack),
-    row('write → the store\'s change notification heard (a listener in this bench)', f.heard),
-    row('heard → graygate has the new snapshot (reread, validate, compile)', f.setSnapshot),
+    '| *breakdown, per change (per gateway where it applies); "write" = Redis applied it (its clock)* | | | | | |',
+    row('write sent → acknowledged, as this bench sees it', f.ack),
+    row('write → graygate has the new snapshot (hear, reread, validate, compile)', f.setSnapshot),
     row('normalize', f.normalize),
     row('normalized → envelope sent', f.toSend),
     row('sent → nginx acknowledged the push (control socket)', f.pushed),
-    row('sent → written to Redis and published (the fleet\'s nginx)', f.published),
+    row('sent → written to Redis and published', f.published),
+    row('write → the first graygate published the envelope in Redis', f.firstPublished),
     row('write → this nginx\'s dict holds it', f.accepted),
     row('… of which first by the push', f.acceptedPush),
     row('… of which first from Redis', f.acceptedRedis),
+    row('published in Redis → an nginx that took it from Redis holds it (subscriber)', f.fromPublished),
     row('dict holds it → a worker has swapped (its next request or its timer; decode, compile)', f.swap),
   ];
   process.stdout.write(
