@@ -320,7 +320,7 @@ export class OpenRestyDataPlane implements DataPlane {
     this.latestSince = Date.now();
     // Redis first, in the background: the fleet's nginx read it; this nginx gets it pushed at once.
     const sentAt = Date.now();
-    const published = this.publisher?.publish(envelope, body).then((written) => ({ written, at: Date.now() }));
+    const published = this.publisher?.publish(envelope, body).then((result) => ({ written: result === 'written', at: Date.now() }));
     const answer = await control(this.socketPath, 'POST', '/graygate/config', body);
     const pushedAt = Date.now();
     if (answer.status !== 200) throw new GraygateError('GG_INTERNAL', `nginx refused the routing: ${JSON.stringify(answer.json)}`);

@@ -74,11 +74,9 @@ export class OpenRestyKeyWriter {
       // and then it is read again for the next try.
       this.epoch ??= await this.publisher.epoch();
       let { envelope, body } = await buildEnvelope(form, Date.now(), this.epoch);
-      if (!(await this.publisher.publish(envelope, body))) {
-        const epoch = await this.publisher.epoch();
-        if (epoch === this.epoch) return;
-        this.epoch = epoch;
-        ({ envelope, body } = await buildEnvelope(form, Date.now(), epoch));
+      if ((await this.publisher.publish(envelope, body)) === 'other-epoch') {
+        this.epoch = await this.publisher.epoch();
+        ({ envelope, body } = await buildEnvelope(form, Date.now(), this.epoch));
         await this.publisher.publish(envelope, body);
       }
     } catch (error) {

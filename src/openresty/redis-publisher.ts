@@ -22,7 +22,7 @@ const PUBLISH_SCRIPT = `
 local current = redis.call('GET', KEYS[3])
 if current == false or tonumber(current) ~= tonumber(ARGV[1]) then return 0 end
 local epoch = redis.call('GET', KEYS[4]) or ''
-if epoch ~= ARGV[2] then return 0 end
+if epoch ~= ARGV[2] then return -1 end
 local meta = redis.call('HMGET', KEYS[2], 'version', 'epoch', 'stamp', 'digest')
 if meta[1] == ARGV[1] and meta[2] == ARGV[2] and (meta[4] == ARGV[6] or tonumber(meta[3]) >= tonumber(ARGV[3])) then return 0 end
 redis.call('SET', KEYS[1], ARGV[4])
@@ -36,6 +36,13 @@ return 1
  * enough to stay far below Redis's pub/sub output buffer limits with every nginx subscribed.
  */
 export const PUBLISH_WHOLE_MAX_BYTES = 64 * 1024;
+
+/**
+ * What a publish did: `written` (and announced); `unchanged`: the key holds it or something newer,
+ * or the store holds another version; `other-epoch`: the store was seeded again since the epoch
+ * was read (read it again); `failed`: Redis did not answer (logged).
+ */
+export type PublishResult = 'written' | 'unchanged' | 'other-epoch' | 'failed';
 
 export class RedisPublisher {
   private readonly connections: RedisConnections;
@@ -58,24 +65,24 @@ export class RedisPublisher {
     return (await this.connections.read(this.client, 'the store epoch', (client) => client.get(this.store.epoch))) ?? '';
   }
 
-  /** Writes and announces `envelope` if it is the store's current version and newer; true when written. Never rejects. */
-  async publish(envelope: Envelope, body: string): Promise<boolean> {
+  /** Writes and announces `envelope` if it is the store's current version and newer. Never rejects. */
+  async publish(envelope: Envelope, body: string): Promise<PublishResult> {
     try {
       const whole = Buffer.byteLength(body) <= PUBLISH_WHOLE_MAX_BYTES;
       if (!whole) {
         // A large body is sent only when the key lacks it: with many gateways in a fleet, each
         // would otherwise ship the same megabytes to Redis on every change.
         const [version, epoch, digest] = await this.connections.run(this.client, 'the OpenResty routing key', (client) => client.hmget(this.keys.meta, 'version', 'epoch', 'digest'));
-        if (version === String(envelope.version) && epoch === envelope.epoch && digest === envelope.digest) return false;
+        if (version === String(envelope.version) && epoch === envelope.epoch && digest === envelope.digest) return 'unchanged';
       }
       const message = whole ? body : String(envelope.version);
       const written = await this.connections.run(this.client, 'the OpenResty routing key', (client) =>
         client.eval(PUBLISH_SCRIPT, 4, this.keys.envelope, this.keys.meta, this.store.version, this.store.epoch, envelope.version, envelope.epoch, envelope.stamp, body, this.keys.channel, envelope.digest, message),
       );
-      return written === 1;
+      return written === 1 ? 'written' : written === -1 ? 'other-epoch' : 'unchanged';
     } catch (error) {
       this.logger.warn({ event: 'openresty-publish-failed', version: envelope.version, err: error }, `could not write routing version ${envelope.version} for the fleet's nginx to Redis: ${(error as Error).message}`);
-      return false;
+      return 'failed';
     }
   }
 

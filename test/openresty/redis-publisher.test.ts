@@ -60,20 +60,23 @@ describe('RedisPublisher', () => {
     const version = await writeNext(writer, document(3), 'small');
     const first = await envelopeFor(3, version, 1_000);
     expect(Buffer.byteLength(first.body)).toBeLessThanOrEqual(PUBLISH_WHOLE_MAX_BYTES);
-    expect(await publisher.publish(first.envelope, first.body)).toBe(true);
+    expect(await publisher.publish(first.envelope, first.body)).toBe('written');
     await eventually(() => expect(messages).toEqual([first.body]));
     expect(JSON.parse(first.body)).toEqual(JSON.parse(JSON.stringify(first.envelope)));
     expect(await client.get(keys.envelope)).toBe(first.body);
     // Another gateway with the same content, compiled later: nothing to write, nothing announced.
     const again = await envelopeFor(3, version, 2_000);
     expect(again.envelope.digest).toBe(first.envelope.digest);
-    expect(await publisher.publish(again.envelope, again.body)).toBe(false);
+    expect(await publisher.publish(again.envelope, again.body)).toBe('unchanged');
     // A version the store no longer holds is never written, even if newer content.
     const next = await writeNext(writer, document(4), 'next');
     const stale = await envelopeFor(5, version, 3_000);
-    expect(await publisher.publish(stale.envelope, stale.body)).toBe(false);
+    expect(await publisher.publish(stale.envelope, stale.body)).toBe('unchanged');
     const current = await envelopeFor(4, next, 3_000);
-    expect(await publisher.publish(current.envelope, current.body)).toBe(true);
+    expect(await publisher.publish(current.envelope, current.body)).toBe('written');
+    // An epoch the store no longer has (it was seeded again since) is refused as such.
+    const otherEpoch = await buildEnvelope(normalizeRouting(document(4), next), 4_000, 'an-old-epoch');
+    expect(await publisher.publish(otherEpoch.envelope, otherEpoch.body)).toBe('other-epoch');
     await eventually(() => expect(messages).toEqual([first.body, current.body]));
     expect(await client.get(keys.envelope)).toBe(current.body);
   });
@@ -84,13 +87,13 @@ describe('RedisPublisher', () => {
     const version = await writeNext(writer, document(ids), 'large');
     const large = await envelopeFor(ids, version, 5_000);
     expect(Buffer.byteLength(large.body)).toBeGreaterThan(PUBLISH_WHOLE_MAX_BYTES);
-    expect(await publisher.publish(large.envelope, large.body)).toBe(true);
+    expect(await publisher.publish(large.envelope, large.body)).toBe('written');
     await eventually(() => expect(messages).toEqual([String(version)]));
     expect(await client.get(keys.envelope)).toBe(large.body);
     const bytesIn = async () => Number(/total_net_input_bytes:(\d+)/.exec(await client.info('stats'))![1]);
     const before = await bytesIn();
     const again = await envelopeFor(ids, version, 6_000);
-    expect(await publisher.publish(again.envelope, again.body)).toBe(false);
+    expect(await publisher.publish(again.envelope, again.body)).toBe('unchanged');
     // The second writer asked, and did not ship the megabytes again.
     expect((await bytesIn()) - before).toBeLessThan(PUBLISH_WHOLE_MAX_BYTES);
     expect(messages).toEqual([String(version)]);
