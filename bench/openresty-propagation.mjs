@@ -25,6 +25,7 @@
 // figures and asserts nothing about speed.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -118,29 +119,33 @@ async function holds(socketPath, version, deadline) {
  * delay those timestamps, unlike a client's own clock on a loaded box.
  */
 async function monitorStore(redisUrl, storeChannel, openrestyChannel) {
-  const { Redis } = await import('ioredis');
-  const client = new Redis(redisUrl);
-  const monitor = await client.monitor();
+  // A plain socket: MONITOR's output is one status line per command, `+<seconds.micros> [db
+  // client] "PUBLISH" "<channel>" "<message>"`, with the message's quotes escaped.
+  const { hostname, port } = new URL(redisUrl);
+  const socket = net.connect(Number(port), hostname);
+  await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  socket.write('MONITOR\r\n');
   const written = new Map();
   const published = new Map();
-  monitor.on('monitor', (time, args) => {
-    if (String(args[0]).toUpperCase() !== 'PUBLISH') return;
-    const at = Number(time) * 1000;
-    if (args[1] === storeChannel) written.set(Number(args[2]), at);
-    else if (args[1] === openrestyChannel) {
-      const message = String(args[2]);
-      const version = message.startsWith('{') ? JSON.parse(message).version : Number(message);
-      if (!published.has(version)) published.set(version, at);
+  const publish = /^\+(\d+\.\d+) \[[^\]]*\] "PUBLISH" "([^"]*)" "(.*)"$/i;
+  let pending = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk) => {
+    const lines = (pending + chunk).split('\r\n');
+    pending = lines.pop();
+    for (const line of lines) {
+      const match = publish.exec(line);
+      if (!match) continue;
+      const at = Number(match[1]) * 1000;
+      if (match[2] === storeChannel) written.set(Number(match[3]), at);
+      else if (match[2] === openrestyChannel) {
+        const version = Number(/^\d+$/.test(match[3]) ? match[3] : /\\"version\\":(\d+)/.exec(match[3])?.[1]);
+        if (!published.has(version)) published.set(version, at);
+      }
     }
   });
-  return {
-    written,
-    published,
-    close: () => {
-      monitor.disconnect();
-      client.disconnect();
-    },
-  };
+  socket.on('error', () => {});
+  return { written, published, close: () => socket.destroy() };
 }
 
 /** nginx's worker pids in a gateway's process group. */
