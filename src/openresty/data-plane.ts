@@ -10,7 +10,7 @@ import { ConfigError, GraygateError } from '../errors.js';
 import type { Logger } from '../observe/log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import { CONTROL_SOCKET, mainConf, writeConf } from './conf.js';
-import { buildEnvelope, type Envelope } from './envelope.js';
+import { buildEnvelope, buildEnvelopeNow, type Envelope } from './envelope.js';
 import { METRICS_DUMP_PATH, pollOpenrestyLoad, readOpenrestyDump, type OpenrestyLoadPoller } from './metrics.js';
 import { normalizeRouting, type NormalizedForm } from './normalize.js';
 import type { MetricsJson } from '../observe/metrics.js';
@@ -315,7 +315,9 @@ export class OpenRestyDataPlane implements DataPlane {
     if (this.publisher && this.epoch === undefined) await this.refreshEpoch();
     const epoch = this.epoch ?? '';
     if (this.publisher) void this.refreshEpoch();
-    const { envelope, body } = await buildEnvelope(snapshot.form, snapshot.stamp, epoch);
+    // Built at once when no host name needs a lookup: the push and the Redis write then leave
+    // before the rest of the apply (its log line, the last good copy) runs.
+    const { envelope, body } = buildEnvelopeNow(snapshot.form, snapshot.stamp, epoch) ?? (await buildEnvelope(snapshot.form, snapshot.stamp, epoch));
     this.latest = envelope;
     this.latestSince = Date.now();
     // Redis first, in the background: the fleet's nginx read it; this nginx gets it pushed at once.

@@ -60,14 +60,32 @@ async function addressOf(host: string): Promise<string> {
  * timeout (between two writes of the request) takes idleMs.
  */
 export async function buildEnvelope(form: NormalizedForm, stamp: number, epoch = form.epoch ?? ''): Promise<{ envelope: Envelope; body: string }> {
+  const addresses = new Map<string, string>();
+  for (const upstream of Object.values(form.upstreams)) {
+    for (const server of upstream.servers) if (!addresses.has(server.host)) addresses.set(server.host, await addressOf(server.host));
+  }
+  return envelopeOf(form, stamp, epoch, (host) => addresses.get(host)!);
+}
+
+/**
+ * The same, at once, when every server is named by its address (no lookup to wait for; the usual
+ * case): a delivery then leaves in the same turn as the snapshot it carries. undefined when a
+ * server has a host name.
+ */
+export function buildEnvelopeNow(form: NormalizedForm, stamp: number, epoch = form.epoch ?? ''): { envelope: Envelope; body: string } | undefined {
+  for (const upstream of Object.values(form.upstreams)) {
+    for (const server of upstream.servers) if (!isIP(server.host)) return undefined;
+  }
+  return envelopeOf(form, stamp, epoch, (host) => host);
+}
+
+function envelopeOf(form: NormalizedForm, stamp: number, epoch: string, addressOfHost: (host: string) => string): { envelope: Envelope; body: string } {
   const upstreams: Record<string, EnvelopeUpstream> = {};
   for (const [name, upstream] of Object.entries(form.upstreams)) {
-    const servers = await Promise.all(
-      upstream.servers.map(async (server): Promise<EnvelopeServer> => {
-        const url = new URL(server.origin);
-        return { origin: server.origin, scheme: server.scheme, ip: await addressOf(server.host), port: server.port, host_header: url.host };
-      }),
-    );
+    const servers = upstream.servers.map((server): EnvelopeServer => {
+      const url = new URL(server.origin);
+      return { origin: server.origin, scheme: server.scheme, ip: addressOfHost(server.host), port: server.port, host_header: url.host };
+    });
     const t = upstream.timeouts;
     upstreams[name] = {
       scheme: servers[0]?.scheme ?? 'http',
