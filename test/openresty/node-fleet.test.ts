@@ -25,7 +25,7 @@ interface NginxStatus {
   seq?: number;
   source?: string;
   digest?: string;
-  workers?: { id: number; version: number | null }[];
+  workers?: { id: number; version: number | null; at: number | null }[];
 }
 
 /** A request to the user's nginx control socket (what graygate would push to, and its status). */
@@ -139,8 +139,11 @@ describe('a fleet of Node gateways only, and a user nginx that reads Redis', () 
     expect(again.json.stored).toBe(false);
     expect((await status()).seq).toBe(before.seq);
     // Another digest (what a changed store key value such as Grayscale_Range gives) with a later stamp replaces it.
+    const swappedAt = (await status()).workers!.map((w) => w.at ?? 0);
     const changed = await control(socket, 'POST', '/graygate/config', JSON.stringify({ ...envelope, stamp: envelope.stamp + 2_000, digest: `${envelope.digest}-other` }));
     expect(changed.json.stored).toBe(true);
     expect((await status()).seq).toBe((before.seq ?? 0) + 1);
+    // No request reaches nginx meanwhile: every worker prepares the new envelope by itself.
+    await eventually(async () => (await status()).workers!.forEach((w, i) => expect(w.at ?? 0).toBeGreaterThan(swappedAt[i]!)));
   });
 });
