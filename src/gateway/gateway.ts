@@ -15,6 +15,8 @@ import { RolloutDriver, type LiveRollout } from '../rollout/driver.js';
 import { localFleetSample } from '../rollout/analysis/fleet.js';
 import { isActive } from '../rollout/run.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
+import { readsRedis } from '../openresty/conf.js';
+import { OpenRestyKeyWriter } from '../openresty/key-writer.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store, StoredVersion } from '../store/store.js';
 import { ConfigSync, type PublishReason } from './config-sync.js';
@@ -193,10 +195,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   // When the served version last changed (a store key recompile keeps the version): the drain
   // report waits until a version has been served a moment before trusting a count of 0.
   let servedSince = Date.now();
+  // On a Redis an nginx can read (standalone), every gateway keeps the fleet's OpenResty routing
+  // key current, so a user's nginx reading only Redis gets routing even with no OpenResty gateway
+  // in the fleet (an OpenResty data plane writes it itself).
+  const openRestyKey =
+    settings.store.kind === 'redis' && !options.store && dataPlane.kind !== 'openresty' && readsRedis(settings) ? new OpenRestyKeyWriter(settings.store, logger) : undefined;
   const install = (snapshot: RoutingSnapshot) => {
     if (snapshot.version !== served?.version) servedSince = Date.now();
     served = snapshot;
     dataPlane.setSnapshot(snapshot);
+    openRestyKey?.offer(snapshot);
   };
   const keyFeed: StoreKeyFeed = new StoreKeyFeed({
     store,
@@ -248,6 +256,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await keyFeed.follow(storeKeysOf(first.document));
   } catch (error) {
     keyFeed.close();
+    await openRestyKey?.close();
     await store.close();
     throw error;
   }
@@ -257,6 +266,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   } catch (error) {
     sync.stop();
     keyFeed.close();
+    await openRestyKey?.close();
     await store.close();
     throw error;
   }
@@ -335,6 +345,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       keyFeed.close();
       await dataPlane.drain(0);
       await reporter.close();
+      await openRestyKey?.close();
       await store.close();
       throw error;
     }
@@ -362,6 +373,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         // Still reported while draining: the fleet sees these requests until they finish.
         await dataPlane.drain(graceMs);
         await reporter.close();
+        await openRestyKey?.close();
         await store.close();
       })();
       return closing;

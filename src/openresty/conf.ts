@@ -124,6 +124,9 @@ ${accessLogFormat()}
 init_worker_by_lua_block {
     require("graygate.config").init_worker(${luaLongString(JSON.stringify(settings))})
     require("graygate.balancer").init_worker()
+    -- Loaded now rather than by the first request: each worker then prepares every new routing
+    -- version as soon as it arrives, off the request path.
+    require("graygate.access")
     ${metricsInitLua()}
 }
 
