@@ -180,12 +180,14 @@ export class IdentitySample {
   private readonly key2: number;
   private now = Date.now();
   private ticks = 0;
+  private randomState: number;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(readonly options: IdentitySampleOptions = DEFAULT_IDENTITY_SAMPLE, private readonly random: () => number = Math.random) {
+  constructor(readonly options: IdentitySampleOptions = DEFAULT_IDENTITY_SAMPLE) {
     const key = randomBytes(8);
     this.key1 = key.readInt32LE(0);
     this.key2 = key.readInt32LE(4);
+    this.randomState = randomBytes(4).readUInt32LE(0) & 0x3fffffff;
     if (options.enabled) {
       this.timer = setInterval(() => this.tick(), TICK_MS);
       this.timer.unref();
@@ -206,7 +208,7 @@ export class IdentitySample {
     // request); a second keyed hash tells apart two callers that share one (then the newcomer is
     // left out, as if not sampled: about one caller in a million at the bound).
     const key = murmur3Utf8(id, this.key1) >>> 1;
-    const check = murmur3Utf8(id, this.key2) >> 1;
+    const check = murmur3Utf8(id, this.key2) >>> 1;
     const slot = sample.index.get(key);
     if (slot !== undefined) {
       if (sample.checks[slot] === check) sample.seen[slot] = this.now;
@@ -222,13 +224,15 @@ export class IdentitySample {
       sample.facts.push(sample.capture(facts));
       return;
     }
-    // Full: keep a uniform sample of the new callers (reservoir), replacing one at random.
+    // Full: keep a uniform sample of the new callers (reservoir: admitted with probability
+    // bound / offered), replacing one at random. The random numbers are a 30-bit generator of our
+    // own: Math.random's double result may be boxed (16 B a call) where this stays a small integer.
     const offered = ++sample.offeredWhenFull;
-    if (this.random() * offered >= size) {
+    if (this.nextRandom() % offered >= size) {
       sample.notSampled++;
       return;
     }
-    const victim = Math.floor(this.random() * size);
+    const victim = this.nextRandom() % size;
     sample.notSampled++;
     sample.index.delete(sample.keys[victim]!);
     sample.index.set(key, victim);
@@ -248,6 +252,12 @@ export class IdentitySample {
       views.push({ service: name, captured: sample.captured, facts, full: sample.offeredWhenFull > 0, notSampled: sample.notSampled });
     }
     return views;
+  }
+
+  /** A uniform integer in [0, 2^30) (a linear congruential generator: fair enough for sampling, not for secrets). */
+  private nextRandom(): number {
+    this.randomState = (Math.imul(this.randomState, 1_103_515_245) + 12_345) & 0x3fffffff;
+    return this.randomState;
   }
 
   /** Stops the clock (the process is closing). */
