@@ -97,8 +97,9 @@ export function registerConfigCommand(program: Command): void {
       }
       // The impact before the question: how many callers seen recently the change would move. A
       // gateway that cannot count it (an older one, or no snapshot yet) does not stop the apply.
+      let impactError: string | undefined;
       const impact = await fetchImpact(client, { document }).catch((error: unknown) => {
-        if (!options.json) process.stderr.write(`graygate: impact not counted: ${(error as Error).message}\n`);
+        impactError = (error as Error).message;
         return undefined;
       });
       if (!options.json) {
@@ -106,6 +107,8 @@ export function registerConfigCommand(program: Command): void {
         for (const line of formatChanges(changes)) print(`  ${line}`);
         for (const decision of releases) print(decision.message);
         if (impact) for (const line of formatImpact(impact)) print(line);
+        // Said with the diff, not as an error: the apply itself may still go through.
+        else print(`impact: not counted (${impactError ?? 'no answer'})`);
       }
       if (!options.yes && !(await confirm('apply these changes? [y/N] '))) {
         process.stderr.write(`graygate: not applied${process.stdin.isTTY ? '' : ' (no terminal to ask on: pass --yes)'}\n`);
