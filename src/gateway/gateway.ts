@@ -7,6 +7,7 @@ import type { CreateDataPlane, DataPlane, ListenAddresses } from '../dataplane/r
 import type { ServedAck } from '../control/api/context.js';
 import { GraygateError, isGraygateError } from '../errors.js';
 import { createServing } from '../dataplane/serving.js';
+import { impactInProcess } from '../observe/impact.js';
 import type { GatewayFigures } from '../rollout/analysis/types.js';
 import { registerWorkerMetrics } from '../dataplane/workers/metrics.js';
 import type { Logger } from '../observe/log.js';
@@ -184,7 +185,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const store = options.store ?? (await createStore(settings, options.configPath, logger));
   // Wired as every process that serves requests is: a single process serves them itself; the
   // `--workers` primary's data plane hands its snapshots on, and each worker wires its own the same way.
-  const { dataPlane, registry, identity, figures: ownFigures } = createServing({
+  const { dataPlane, registry, identity, figures: ownFigures, identitySample } = createServing({
     settings,
     logger,
     createDataPlane: options.createDataPlane,
@@ -335,6 +336,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           metrics,
           applyWritten: (written) => applyWritten(sync, dataPlane, written),
           rolloutLive,
+          // Counted where the sample is: in this process, or in every worker (summed by the primary).
+          impact: async (request) => (dataPlane.impact ? dataPlane.impact(request) : impactInProcess(identitySample, served, request)),
           ...(dataPlane.workers ? { workers: () => dataPlane.workers!() } : {}),
           logger,
         },
@@ -372,6 +375,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         keyFeed.close();
         // Still reported while draining: the fleet sees these requests until they finish.
         await dataPlane.drain(graceMs);
+        identitySample.close();
         await reporter.close();
         await openRestyKey?.close();
         await store.close();
