@@ -89,9 +89,13 @@ local function connect_failed(up, server, now)
     end
 end
 
+--- A response from `server`: its failures count no more, and an ejection ends. A healthy server
+--- has no failure count at all (connect_failed creates it, and sets it when it ejects), so the
+--- usual request costs one shared-dict read here.
 local function succeeded(server)
-    if health:get(server.failures_key) ~= 0 then health:set(server.failures_key, 0) end
-    if health:get(server.ejected_key) then health:delete(server.ejected_key) end
+    if health:get(server.failures_key) == nil then return end
+    health:delete(server.failures_key)
+    health:delete(server.ejected_key)
 end
 
 local function last_number(text)
