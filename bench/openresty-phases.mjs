@@ -3,7 +3,9 @@
 // proxy_pass and the recipe tuned in the same run?
 //
 //   npm run build && node bench/openresty-phases.mjs                  # 3 × 5 s per row, interleaved
-//   node bench/openresty-phases.mjs --rows nginx,openresty --perf 5   # + `perf record` of the OpenResty worker
+//   node bench/openresty-phases.mjs --rows nginx,openresty --perf 5   # + `perf record` of each row's worker
+//   node bench/openresty-phases.mjs --rows nginx,part:full,part:no-log,part:no-header-filter,part:no-balancer,part:access-only
+//        # what each phase costs: graygate's conf with that phase's hook taken out
 //
 // The signal is CPU µs per request of the nginx worker processes alone (utime+stime from
 // /proc/<pid>/stat before and after a bounded wrk run), not req/s: the load tool, the backends and
@@ -29,7 +31,7 @@ const { values: flags } = parseArgs({
   },
 });
 if (flags.help) {
-  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]');
+  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty,part:full,part:no-log,part:no-header-filter,part:no-balancer,part:access-only] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]');
   process.exit(0);
 }
 const duration = Number(flags.duration);
@@ -74,6 +76,53 @@ http { access_log off; keepalive_requests 1000000;
   return { port, pgid: child.pid };
 }
 
+// The parts rows: graygate's own conf (`graygate openresty conf`, the seed's config, reading the
+// routing the openresty row's gateway writes to Redis) in an nginx of their own, with one phase
+// hook taken out, to measure what that phase costs. Every part answers the gray caller as the full
+// plane does: without the balancer, the proxied location goes straight to the candidate's server.
+const PARTS = {
+  full: (conf) => conf,
+  'no-log': (conf) => conf.replace(/^\s*log_by_lua_block .*$/m, ''),
+  'no-header-filter': (conf) => conf.replace(/^\s*header_filter_by_lua_block .*$/m, ''),
+  'no-balancer': (conf) => conf.replace('proxy_pass $gg_scheme://graygate_upstream;', 'proxy_pass http://bench_candidate;'),
+  'access-only': (conf) => PARTS['no-balancer'](PARTS['no-header-filter'](PARTS['no-log'](conf))),
+};
+let seedGateway;
+async function openrestySeed() {
+  seedGateway ??= await startGateway(run, { workers: 1, kind: 'seed', backends, redis, extraArgs: ['--data-plane', 'openresty'], settings: JSON.parse(flags.settings) });
+  return seedGateway;
+}
+async function startPart(part) {
+  const edit = PARTS[part];
+  if (!edit) {
+    console.error(`unknown part ${part} (${Object.keys(PARTS).join(', ')})`);
+    process.exit(2);
+  }
+  const gateway = await openrestySeed();
+  const config = path.join(run.dir, `gw-node-1-seed-${gateway.port}.json`);
+  const out = path.join(run.dir, `part-${part}`);
+  execFileSync(process.execPath, [path.join(root, 'dist/cli/main.js'), 'openresty', 'conf', '--config', config, '--out', out], { encoding: 'utf8' });
+  const server = edit(readFileSync(path.join(out, 'graygate-server.conf'), 'utf8'));
+  writeFileSync(path.join(out, 'server-part.conf'), server);
+  const port = await freePort();
+  const conf = path.join(out, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `${LUA_MODULES.map((file) => `load_module ${file};`).join('\n')}
+worker_processes 1; pid ${out}/nginx.pid; error_log ${out}/error.log warn;
+events { worker_connections 4096; }
+http { keepalive_timeout 120s; keepalive_requests 1000000; lua_malloc_trim 0;
+  include ${out}/graygate-http.conf;
+  access_log ${out}/access.log graygate buffer=64k flush=1s;
+  upstream bench_candidate { server 127.0.0.1:${backends.candidatePort}; keepalive 64; }
+  server { listen 127.0.0.1:${port} backlog=4096; include ${out}/server-part.conf; } }
+`,
+  );
+  const child = run.start(`part ${part}`, 'nginx', ['-p', `${out}/`, '-c', conf, '-g', 'daemon off;']);
+  await waitPort(port);
+  return { port, pgid: child.pid };
+}
+
 /** The pids of the nginx worker processes in a process group. */
 function workerPids(pgid) {
   const out = spawnSync('pgrep', ['-g', String(pgid), '-f', 'nginx: worker process'], { encoding: 'utf8' }).stdout;
@@ -95,10 +144,12 @@ for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
   if (id === 'nginx') rows.push({ id, ...(await startNginx('nginx')), expect: 'prod' });
   else if (id === 'recipe-tuned') rows.push({ id, ...(await startNginx('tuned', 'access_by_lua_block { require("tuned").route() }')), expect: 'gray' });
   else if (id === 'openresty') {
-    const gateway = await startGateway(run, { workers: 1, kind: 'seed', backends, redis, extraArgs: ['--data-plane', 'openresty'], settings: JSON.parse(flags.settings) });
+    const gateway = await openrestySeed();
     rows.push({ id, port: gateway.port, pgid: gateway.pgid, expect: 'gray' });
+  } else if (id.startsWith('part:')) {
+    rows.push({ id, ...(await startPart(id.slice(5))), expect: 'gray' });
   } else {
-    console.error(`unknown row ${id} (nginx, recipe-tuned, openresty)`);
+    console.error(`unknown row ${id} (nginx, recipe-tuned, openresty, part:${Object.keys(PARTS).join('|part:')})`);
     process.exit(2);
   }
 }
