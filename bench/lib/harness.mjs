@@ -243,7 +243,14 @@ export function resetPeakRss(pid) {
   }
 }
 
-export const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+// An even count takes the mean of the two middle values: picking the upper one biased every row
+// of a two-rep run upward.
+export const median = (values) => {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+};
 
 /** Which load tool runLoad uses. */
 export const loadTool = () => (has('wrk') ? 'wrk' : 'autocannon');

@@ -61,17 +61,18 @@ function _M.access()
         return answer_error("GG_UPSTREAM_UNAVAILABLE", 503, "the upstream has no server that can take the request")
     end
     var.gg_upstream = up.name
-    var.gg_identity = req.identity_source or ""
+    -- Variables the conf declares empty ($gg_identity) or "http" ($gg_scheme) are written only
+    -- when they differ: each write is a lookup by name.
+    local source = req.identity_source
+    if source then var.gg_identity = source end
     metrics.started(up.name, g, d)
-    var.gg_scheme = up.scheme
+    if up.scheme ~= "http" then var.gg_scheme = up.scheme end
     -- X-Forwarded-For: a trusted proxy's value is appended to; anyone else's is replaced ($gg_xff's default).
     local trusted = view.compiled.trusted
     if trusted.n4 + trusted.n6 > 0 and identity.peer_trusted(trusted, req) then var.gg_xff = var.proxy_add_x_forwarded_for end
     if not config.settings().preserve_host then var.gg_host = up.host_header end
-    -- Sent again after a failure only when it can be: an idempotent method without a body.
-    local method = ngx.req.get_method()
-    g.replayable = (method == "GET" or method == "HEAD" or method == "OPTIONS" or method == "PUT" or method == "DELETE" or method == "TRACE")
-        and var.http_transfer_encoding == nil and (var.http_content_length == nil or var.http_content_length == "0")
+    -- Whether the request may be sent again after a failure is worked out by the balancer, only
+    -- when an attempt fails (balancer.replayable).
 end
 
 --- header_filter_by_lua: the headers the decision calls for (Vary or Cache-Control: private, the
@@ -106,8 +107,8 @@ function _M.error_page()
 end
 
 function _M.log()
-    balancer.log()
     local g = ngx.ctx.graygate
+    balancer.log(g)
     metrics.log_vars(g)
 end
 

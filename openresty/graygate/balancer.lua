@@ -89,9 +89,13 @@ local function connect_failed(up, server, now)
     end
 end
 
+--- A response from `server`: its failures count no more, and an ejection ends. A healthy server
+--- has no failure count at all (connect_failed creates it, and sets it when it ejects), so the
+--- usual request costs one shared-dict read here.
 local function succeeded(server)
-    if health:get(server.failures_key) ~= 0 then health:set(server.failures_key, 0) end
-    if health:get(server.ejected_key) then health:delete(server.ejected_key) end
+    if health:get(server.failures_key) == nil then return end
+    health:delete(server.failures_key)
+    health:delete(server.ejected_key)
 end
 
 local function last_number(text)
@@ -147,6 +151,21 @@ local function fail(code)
     return ngx.exit(ngx.ERROR)
 end
 
+-- Methods whose repetition has the effect of one request.
+local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE = true, TRACE = true }
+
+--- Whether the request may be sent again after a failed attempt: an idempotent method without a
+--- body. Worked out on the first failure only (the usual request never needs it), then kept in `g`.
+local function replayable(g)
+    local known = g.replayable
+    if known ~= nil then return known end
+    local var = ngx.var
+    local length = var.http_content_length
+    known = IDEMPOTENT[var.request_method] == true and var.http_transfer_encoding == nil and (length == nil or length == "0")
+    g.replayable = known
+    return known
+end
+
 --- balancer_by_lua.
 function _M.balance()
     local g = ngx.ctx.graygate
@@ -173,7 +192,7 @@ function _M.balance()
         metrics.upstream_failed(up.name, status == 504 and "timeout" or "connect")
         g.tried = g.tried or {}
         g.tried[g.index] = true
-        if not g.replayable then return fail(status == 504 and "GG_UPSTREAM_TIMEOUT" or "GG_UPSTREAM_CONNECT") end
+        if not replayable(g) then return fail(status == 504 and "GG_UPSTREAM_TIMEOUT" or "GG_UPSTREAM_CONNECT") end
         local index = pick(up, g.tried, now)
         if index then return set_peer(g, up, index) end
         if g.stable then
@@ -194,7 +213,7 @@ function _M.balance()
     end
     -- The request (or part of it) was sent: it may have had its effect.
     metrics.upstream_failed(up.name, status == 504 and "timeout" or "reset")
-    if status ~= 504 and g.replayable and not g.reset_retried then
+    if status ~= 504 and not g.reset_retried and replayable(g) then
         g.reset_retried = true
         return set_peer(g, up, g.index)
     end
@@ -203,8 +222,7 @@ end
 
 --- log_by_lua: the last attempt's outcome counts for its server's health (earlier ones were
 --- counted when the balancer moved on).
-function _M.log()
-    local g = ngx.ctx.graygate
+function _M.log(g)
     if not g or not g.server then return end
     local received = last_number(ngx.var.upstream_bytes_received) or 0
     if received > 0 then

@@ -19,6 +19,7 @@ local ngx = ngx
 local shared = ngx.shared
 local tonumber = tonumber
 local type = type
+local loaded = package.loaded
 
 local _M = {}
 
@@ -31,6 +32,9 @@ local dict
 local view, view_seq = nil, -1
 -- Builds a per-worker view from an envelope (set by the balancer module: upstream tables).
 local view_builders = {}
+-- This worker's keys in the dict for the version it swapped to and when (set at init_worker), so
+-- the status can say what every worker serves, not only what the dict holds.
+local worker_version_key, worker_at_key
 
 --- Registers a function `f(view)` run once per new envelope in each worker, to prepare what the
 --- request path reads (round-robin state, parsed servers).
@@ -51,6 +55,9 @@ local function is_newer(env)
     if version == nil then return true end
     if (env.epoch or "") ~= (epoch or "") then return true end
     if env.version ~= version then return env.version > version end
+    -- The same content again (another graygate of the fleet compiled the same version): a
+    -- duplicate, which would only make every worker decode it once more.
+    if env.digest ~= nil and env.digest == dict:get("digest") then return false end
     return (env.stamp or 0) > (dict:get("stamp") or 0)
 end
 
@@ -80,6 +87,9 @@ function _M.accept(raw, source)
     dict:set("epoch", env.epoch or "")
     dict:set("version", env.version)
     dict:set("stamp", env.stamp or 0)
+    dict:set("digest", env.digest)
+    -- Once per change: the cached clock may be a whole event loop turn old.
+    ngx.update_time()
     dict:set("accepted_at", now_ms())
     dict:set("source", source or "")
     dict:incr("seq", 1, 0)
@@ -89,25 +99,66 @@ end
 
 --- This worker's view of the current envelope: `{ version, epoch, form, upstreams, seq }`, or nil
 --- before the first one arrived. Decodes only when the shared dict holds a newer envelope.
-function _M.current()
-    local seq = dict:get("seq")
-    if seq == view_seq then return view end
-    if seq == nil then return nil end
+local function swap(seq)
     local env = cjson.decode(dict:get("env") or "")
     if type(env) ~= "table" then return view end
     env.seq = seq
     for i = 1, #view_builders do view_builders[i](env) end
     view, view_seq = env, seq
+    -- Once per version per worker: the cached clock may be a whole event loop turn old.
+    ngx.update_time()
+    dict:set(worker_version_key, env.version)
+    dict:set(worker_at_key, now_ms())
     return view
 end
 
+function _M.current()
+    local seq = dict:get("seq")
+    if seq == view_seq then return view end
+    if seq == nil then return nil end
+    return swap(seq)
+end
+
+-- Every few ms each worker swaps by itself, off the request path: a worker that serves no request
+-- for a while still holds the newest routing, and the first request after a change does not pay
+-- for decoding and compiling it (a large release's sets take milliseconds). The request path's own
+-- check above stays, so a request never waits for this timer.
+local SWAP_EVERY = 0.005
+
+-- A sequence number that failed here is left to the request path (which reports it), not retried
+-- every few ms.
+local failed_seq
+
+local function swap_ahead(premature)
+    if premature then return end
+    -- The access phase's module adds the compiled rules to every view it is handed: until it is
+    -- loaded in this worker (by init_worker, or lazily by the first request with a conf written by
+    -- an older graygate), a view built here would lack them.
+    if not loaded["graygate.access"] then return end
+    local seq = dict:get("seq")
+    if seq ~= nil and seq ~= view_seq and seq ~= failed_seq then
+        local ok, err = pcall(swap, seq)
+        if not ok then
+            failed_seq = seq
+            ngx.log(ngx.ERR, "graygate: cannot prepare the routing: ", err)
+        end
+    end
+end
+
 --- What this nginx serves: the version and epoch in the shared dict (what every worker swaps to on
---- its next request), and when it was accepted.
+--- its next request), and when it was accepted; and per worker, the version it last swapped to
+--- (on its first request after the dict changed) and when.
 function _M.status()
+    local workers = {}
+    for id = 0, ngx.worker.count() - 1 do
+        workers[id + 1] = { id = id, version = dict:get("worker:" .. id .. ":version") or cjson.null, at = dict:get("worker:" .. id .. ":at") or cjson.null }
+    end
     return {
+        workers = workers,
         version = dict:get("version"),
         epoch = dict:get("epoch"),
         stamp = dict:get("stamp"),
+        digest = dict:get("digest"),
         seq = dict:get("seq"),
         accepted_at = dict:get("accepted_at"),
         source = dict:get("source"),
@@ -175,7 +226,20 @@ local function redis_subscribe(premature)
                         local msg, rerr = red:read_reply()
                         if msg then
                             waiting_pong = false
-                            if type(msg) == "table" and msg[1] == "message" then redis_fetch(false) end
+                            if type(msg) == "table" and msg[1] == "message" then
+                                -- graygate publishes the envelope itself when it is small, which
+                                -- saves a round trip to Redis; otherwise its version, and the key is read.
+                                local payload = msg[3]
+                                if type(payload) == "string" and payload:byte(1) == 123 then -- "{"
+                                    local ok, aerr = _M.accept(payload, "redis")
+                                    if ok == nil then
+                                        ngx.log(ngx.WARN, "graygate: ignoring the envelope published on ", r.channel, ": ", aerr)
+                                        redis_fetch(false)
+                                    end
+                                else
+                                    redis_fetch(false)
+                                end
+                            end
                         elseif rerr == "timeout" and not waiting_pong then
                             waiting_pong = true
                             local sent, perr = red:ping()
@@ -208,10 +272,13 @@ end
 function _M.init_worker(json)
     settings = cjson.decode(json) or {}
     dict = shared[DICT]
+    worker_version_key = "worker:" .. ngx.worker.id() .. ":version"
+    worker_at_key = "worker:" .. ngx.worker.id() .. ":at"
     if not dict then
         ngx.log(ngx.ERR, "graygate: lua_shared_dict ", DICT, " is missing; include graygate-http.conf in the http block")
         return
     end
+    ngx.timer.every(SWAP_EVERY, swap_ahead)
     if settings.redis then
         resp = require "graygate.resp"
         local r = settings.redis

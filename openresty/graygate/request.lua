@@ -47,19 +47,34 @@ local function host_without_port(host)
 end
 _M.host_without_port = host_without_port
 
--- A new req for the current request (access phase).
+-- Fields most forms never read, each fetched from nginx on first use (an ngx.var read costs a
+-- hash lookup and a Lua string): the query string, the peer address, TLS. A value read as nil
+-- (no query string) is read again if asked again, which only costs that lookup.
+local lazy = {
+    args = function(var) return var.args end,
+    peer_ip = function(var) return identity.unwrap_mapped(var.remote_addr or "") end,
+    is_tls = function(var) return var.https == "on" end,
+}
+local req_meta = {
+    __index = function(req, key)
+        local read = lazy[key]
+        if read == nil then return nil end
+        local value = read(ngx.var)
+        rawset(req, key, value)
+        return value
+    end,
+}
+
+-- A new req for the current request (access phase): host and path now, the rest when read.
 function _M.new()
     local var = ngx.var
     local uri = var.request_uri or "/"
     local q = find(uri, "?", 1, true)
-    return {
+    return setmetatable({
         host = host_without_port(var.http_host),
         path = q and sub(uri, 1, q - 1) or uri,
-        args = var.args,
-        peer_ip = identity.unwrap_mapped(var.remote_addr or ""),
-        is_tls = var.https == "on",
         headers = headers,
-    }
+    }, req_meta)
 end
 
 return _M

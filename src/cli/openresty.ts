@@ -24,7 +24,7 @@ export function registerOpenRestyCommand(program: Command): void {
       `
 The routing itself (services, rules, upstream servers) is not written: it reaches every nginx
 worker at run time, without a reload. With store.url redis://… nginx reads it from Redis, where
-every graygate started with --data-plane openresty writes it after each change; with another
+every graygate of the fleet (whatever its --data-plane) writes it after each change; with another
 store, \`graygate start --data-plane openresty --openresty-dir DIR\` runs nginx and pushes it.
 
 Example:
@@ -51,7 +51,7 @@ async function runConf(options: ConfOptions): Promise<number> {
         `    ${written.lines[0]}      # inside http { }\n` +
         `    ${written.lines[1]}    # inside the server { } that takes the traffic\n\n` +
         (readsRedis(config.settings)
-          ? 'nginx reads the routing from Redis; graygate start --data-plane openresty (anywhere in the fleet) keeps it current.\n'
+          ? 'nginx reads the routing from Redis; every graygate started on that store (anywhere in the fleet, any --data-plane) keeps it current.\n'
           : `nginx gets the routing pushed to ${path.join(outDir, 'graygate-control.sock')}: run graygate start --config FILE --data-plane openresty --nginx external --openresty-dir ${outDir} beside it.\n`),
     );
     return 0;

@@ -704,6 +704,21 @@ export type TlsSettings = z.output<typeof TlsSettings>;
 /** The plain listener's address, or `off` (`false`) for none: TLS only. */
 const PlainListen = z.union([z.literal('off'), z.literal(false), ListenAddress]).transform((value) => (value === 'off' || value === false ? null : value));
 
+export const IdentitySampleSettings = z
+  .strictObject({
+    enabled: z.boolean().default(true).meta({
+      description:
+        'Keep a bounded sample of the callers each process served recently, so `graygate diff --impact` can say how many would change version before a change is applied. ' +
+        'In process memory only: never stored, logged, exported or answered; only counts leave the process.',
+    }),
+    windowMs: Milliseconds.min(10_000).max(24 * 60 * 60_000).default(15 * 60_000).meta({ description: 'Callers not seen for this long leave the sample.' }),
+    maxPerService: z.number().int().min(1).max(1_000_000).default(10_000).meta({
+      description: 'Distinct callers kept per service and process at most; past it, new callers replace sampled ones at random (a uniform sample).',
+    }),
+  })
+  .meta({ description: 'The recent-identity sample the impact of a routing change is counted on.' });
+export type IdentitySampleSettings = z.output<typeof IdentitySampleSettings>;
+
 export const Settings = z
   .strictObject({
   listen: PlainListen.prefault(8080).meta({
@@ -719,6 +734,7 @@ export const Settings = z
   proxy: ProxySettings.prefault({}),
   admin: AdminSettings.optional().meta({ description: 'Starts the admin API when present (`admin: {}` for the defaults).' }),
   store: StoreSettings.default({ kind: 'file', historyLimit: 200, pollMs: 2_000 }),
+  identitySample: IdentitySampleSettings.prefault({}),
   log: z
     .strictObject({
       level: LogLevel.default('info').meta({ description: 'Lowest level written.' }),

@@ -1,5 +1,6 @@
 import type { Upstream } from '../config/schema.js';
 import type { FallbackReason, RequestObserver } from '../observe/request-observer.js';
+import type { IdentitySample } from '../observe/identity-sample.js';
 import type { RequestFacts } from '../rules/facts.js';
 import type { CompiledService, Decision, RoutingSnapshot } from '../rules/snapshot.js';
 import { isRetryableRequest, RoundRobin, ServerHealth, type UpstreamFailure } from './balancer.js';
@@ -82,6 +83,8 @@ export function buildUpstreams<S extends ServerEntry>(
 export interface RouteHost {
   /** Metrics and access log. */
   readonly observer: RequestObserver;
+  /** The recent-identity sample, when this process keeps one. */
+  readonly identitySample: IdentitySample | undefined;
   /** A rate-limited warning (one line per key and interval). */
   fault(key: string, fields: object, message: string): void;
 }
@@ -101,10 +104,16 @@ export function identify(service: CompiledService, facts: RequestFacts): Promise
   return isPromise(pending) ? pending : undefined;
 }
 
-/** The rules' decision; stable, logged, when deciding throws (it is pure and should not). */
+/**
+ * The rules' decision; stable, logged, when deciding throws (it is pure and should not). A caller
+ * with an identity is offered to the recent-identity sample here, where every runtime's requests
+ * and upgrades pass once their identity is known.
+ */
 export function decideOrStable(host: RouteHost, service: CompiledService, facts: RequestFacts): Decision {
   try {
-    return service.decide(facts);
+    const decision = service.decide(facts);
+    if (host.identitySample !== undefined && facts.userId !== undefined) host.identitySample.offer(service, facts);
+    return decision;
   } catch (error) {
     host.fault('decide', { service: service.name, err: error }, 'deciding failed; routing to stable');
     return service.stableDecision;

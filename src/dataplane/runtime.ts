@@ -2,6 +2,8 @@ import type { Logger } from 'pino';
 import type { Settings } from '../config/schema.js';
 import type { MetricsJson, Registry } from '../observe/metrics.js';
 import type { ServicesFigures } from '../observe/version-figures.js';
+import type { IdentitySample } from '../observe/identity-sample.js';
+import type { ImpactCounts, ProposedRouting } from '../observe/impact.js';
 import type { RequestObserver } from '../observe/request-observer.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 
@@ -47,6 +49,12 @@ export interface DataPlane {
    * are recorded in this process.
    */
   figures?(): ServicesFigures | undefined;
+  /**
+   * For a data plane whose requests are served by other processes (`--workers`): the impact of a
+   * routing change counted over each one's identity sample, summed. Absent when this process
+   * serves the requests (and keeps the sample) itself.
+   */
+  impact?(request: { from?: ProposedRouting; to: ProposedRouting }): Promise<ImpactCounts>;
   /** Set when the traffic is served outside graygate (`openresty`), for the fleet view. */
   readonly kind?: string;
   /**
@@ -109,6 +117,8 @@ export interface DataPlaneOptions {
   readonly observer?: RequestObserver;
   /** This process's metrics registry, for series a data plane records itself (per connection, not per request). */
   readonly registry?: Registry;
+  /** Where the callers the rules decide for are sampled (for the impact of a change); none by default. */
+  readonly identitySample?: IdentitySample;
 }
 
 export type CreateDataPlane = (options: DataPlaneOptions) => DataPlane;

@@ -2,6 +2,7 @@ import type { Settings } from '../config/schema.js';
 import { identityCompiler } from '../identity/request-identity.js';
 import type { IdentityContext } from '../identity/source.js';
 import { createAccessLog } from '../observe/access-log.js';
+import { IdentitySample } from '../observe/identity-sample.js';
 import type { Logger } from '../observe/log.js';
 import { Counter } from 'prom-client';
 import { Registry, registerIdentityMetrics, RequestMetrics } from '../observe/metrics.js';
@@ -21,6 +22,8 @@ export interface Serving {
   readonly identity: IdentityCompiler;
   /** Per-service, per-version figures of the requests this process served (for the rollout analysis). */
   readonly figures: VersionFiguresRecorder;
+  /** The callers this process's rules decided for recently (memory only; only counts leave it). */
+  readonly identitySample: IdentitySample;
 }
 
 /**
@@ -42,7 +45,8 @@ export function createServing(options: {
   registerIdentityMetrics(registry, identityContext);
   const requestMetrics = new RequestMetrics(registry);
   const observer = combineObservers(requestMetrics, createAccessLog(logger, settings.log.access));
-  const dataPlane = options.createDataPlane({ settings, logger, observer, registry });
+  const identitySample = new IdentitySample(settings.identitySample);
+  const dataPlane = options.createDataPlane({ settings, logger, observer, registry, identitySample });
   if (settings.tls !== undefined && dataPlane.tlsReloads !== undefined) {
     const reloads = dataPlane.tlsReloads.bind(dataPlane);
     new Counter({
@@ -59,5 +63,5 @@ export function createServing(options: {
       },
     });
   }
-  return { dataPlane, registry, identityContext, identity: identityCompiler({ context: identityContext }), figures: requestMetrics.figures };
+  return { dataPlane, registry, identityContext, identity: identityCompiler({ context: identityContext }), figures: requestMetrics.figures, identitySample };
 }

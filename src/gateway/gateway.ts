@@ -7,6 +7,7 @@ import type { CreateDataPlane, DataPlane, ListenAddresses } from '../dataplane/r
 import type { ServedAck } from '../control/api/context.js';
 import { GraygateError, isGraygateError } from '../errors.js';
 import { createServing } from '../dataplane/serving.js';
+import { impactInProcess } from '../observe/impact.js';
 import type { GatewayFigures } from '../rollout/analysis/types.js';
 import { registerWorkerMetrics } from '../dataplane/workers/metrics.js';
 import type { Logger } from '../observe/log.js';
@@ -15,6 +16,8 @@ import { RolloutDriver, type LiveRollout } from '../rollout/driver.js';
 import { localFleetSample } from '../rollout/analysis/fleet.js';
 import { isActive } from '../rollout/run.js';
 import { compileRouting, storeKeysOf } from '../rules/compile.js';
+import { readsRedis } from '../openresty/conf.js';
+import { OpenRestyKeyWriter } from '../openresty/key-writer.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import type { Store, StoredVersion } from '../store/store.js';
 import { ConfigSync, type PublishReason } from './config-sync.js';
@@ -182,7 +185,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const store = options.store ?? (await createStore(settings, options.configPath, logger));
   // Wired as every process that serves requests is: a single process serves them itself; the
   // `--workers` primary's data plane hands its snapshots on, and each worker wires its own the same way.
-  const { dataPlane, registry, identity, figures: ownFigures } = createServing({
+  const { dataPlane, registry, identity, figures: ownFigures, identitySample } = createServing({
     settings,
     logger,
     createDataPlane: options.createDataPlane,
@@ -193,10 +196,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   // When the served version last changed (a store key recompile keeps the version): the drain
   // report waits until a version has been served a moment before trusting a count of 0.
   let servedSince = Date.now();
+  // On a Redis an nginx can read (standalone), every gateway keeps the fleet's OpenResty routing
+  // key current, so a user's nginx reading only Redis gets routing even with no OpenResty gateway
+  // in the fleet (an OpenResty data plane writes it itself).
+  const openRestyKey =
+    settings.store.kind === 'redis' && !options.store && dataPlane.kind !== 'openresty' && readsRedis(settings) ? new OpenRestyKeyWriter(settings.store, logger) : undefined;
   const install = (snapshot: RoutingSnapshot) => {
     if (snapshot.version !== served?.version) servedSince = Date.now();
     served = snapshot;
     dataPlane.setSnapshot(snapshot);
+    openRestyKey?.offer(snapshot);
   };
   const keyFeed: StoreKeyFeed = new StoreKeyFeed({
     store,
@@ -248,6 +257,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await keyFeed.follow(storeKeysOf(first.document));
   } catch (error) {
     keyFeed.close();
+    await openRestyKey?.close();
     await store.close();
     throw error;
   }
@@ -257,6 +267,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   } catch (error) {
     sync.stop();
     keyFeed.close();
+    await openRestyKey?.close();
     await store.close();
     throw error;
   }
@@ -325,6 +336,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           metrics,
           applyWritten: (written) => applyWritten(sync, dataPlane, written),
           rolloutLive,
+          // Counted where the sample is: in this process, or in every worker (summed by the primary).
+          impact: async (request) => (dataPlane.impact ? dataPlane.impact(request) : impactInProcess(identitySample, served, request)),
           ...(dataPlane.workers ? { workers: () => dataPlane.workers!() } : {}),
           logger,
         },
@@ -335,6 +348,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       keyFeed.close();
       await dataPlane.drain(0);
       await reporter.close();
+      await openRestyKey?.close();
       await store.close();
       throw error;
     }
@@ -361,7 +375,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         keyFeed.close();
         // Still reported while draining: the fleet sees these requests until they finish.
         await dataPlane.drain(graceMs);
+        identitySample.close();
         await reporter.close();
+        await openRestyKey?.close();
         await store.close();
       })();
       return closing;

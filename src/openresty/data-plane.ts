@@ -10,7 +10,7 @@ import { ConfigError, GraygateError } from '../errors.js';
 import type { Logger } from '../observe/log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import { CONTROL_SOCKET, mainConf, writeConf } from './conf.js';
-import { buildEnvelope, type Envelope } from './envelope.js';
+import { buildEnvelope, buildEnvelopeNow, type Envelope } from './envelope.js';
 import { METRICS_DUMP_PATH, pollOpenrestyLoad, readOpenrestyDump, type DumpLocation, type OpenrestyLoadPoller } from './metrics.js';
 import { FLEET_LOAD_STALE_MS } from '../gateway/load-reporter.js';
 import type { ServicesFigures } from '../observe/version-figures.js';
@@ -24,6 +24,9 @@ interface Pending {
   readonly version: number;
   readonly form: NormalizedForm;
   readonly stamp: number;
+  /** When setSnapshot was called and how long normalizing took (ms): the delivery's debug log line. */
+  readonly setAt: number;
+  readonly normalizeMs: number;
 }
 
 /** What nginx says it serves (GET /graygate/status on the control socket). */
@@ -31,6 +34,7 @@ export interface NginxStatus {
   readonly version?: number;
   readonly epoch?: string;
   readonly stamp?: number;
+  readonly digest?: string;
   readonly seq?: number;
   readonly accepted_at?: number;
   readonly source?: string;
@@ -288,8 +292,10 @@ export class OpenRestyDataPlane implements DataPlane {
    * nginx keeps the last good one), then delivers it in the background.
    */
   setSnapshot(snapshot: RoutingSnapshot): void {
+    const setAt = Date.now();
+    const began = performance.now();
     const form = normalizeRouting(snapshot.document, snapshot.version, { storeValue: (key) => snapshot.storeValues?.get(key) });
-    this.pending = this.lastSnapshot = { version: snapshot.version, form, stamp: Date.now() };
+    this.pending = this.lastSnapshot = { version: snapshot.version, form, stamp: Date.now(), setAt, normalizeMs: performance.now() - began };
     if (this.child || this.attached) this.deliver();
   }
 
@@ -345,15 +351,25 @@ export class OpenRestyDataPlane implements DataPlane {
     if (this.publisher && this.epoch === undefined) await this.refreshEpoch();
     const epoch = this.epoch ?? '';
     if (this.publisher) void this.refreshEpoch();
-    const envelope = await buildEnvelope(snapshot.form, snapshot.stamp, epoch);
+    // Built at once when no host name needs a lookup: the push and the Redis write then leave
+    // before the rest of the apply (its log line, the last good copy) runs.
+    const { envelope, body } = buildEnvelopeNow(snapshot.form, snapshot.stamp, epoch) ?? (await buildEnvelope(snapshot.form, snapshot.stamp, epoch));
     this.latest = envelope;
     this.latestSince = Date.now();
-    const body = JSON.stringify(envelope);
     // Redis first, in the background: the fleet's nginx read it; this nginx gets it pushed at once.
-    void this.publisher?.publish(envelope, body);
+    const sentAt = Date.now();
+    const published = this.publisher?.publish(envelope, body).then((result) => ({ written: result === 'written', at: Date.now() }));
     const answer = await control(this.socketPath, 'POST', '/graygate/config', body);
+    const pushedAt = Date.now();
     if (answer.status !== 200) throw new GraygateError('GG_INTERNAL', `nginx refused the routing: ${JSON.stringify(answer.json)}`);
     this.status = (answer.json.status as NginxStatus | undefined) ?? this.status;
+    if (this.logger.isLevelEnabled('debug')) {
+      // Where a change's time goes on its way to nginx (wall clock, ms): bench/openresty-propagation.mjs reads it.
+      const trace = { version: snapshot.version, stamp: snapshot.stamp, setAt: snapshot.setAt, normalizeMs: snapshot.normalizeMs, sentAt, pushedAt, stored: answer.json.stored === true };
+      void (published ?? Promise.resolve(undefined)).then((p) =>
+        this.logger.debug({ event: 'openresty-delivered', ...trace, ...(p ? { publishedAt: p.at, written: p.written } : {}) }, `routing version ${snapshot.version} delivered to nginx`),
+      );
+    }
   }
 
   private async refreshStatus(): Promise<void> {
@@ -375,7 +391,8 @@ export class OpenRestyDataPlane implements DataPlane {
     const s = this.status;
     if (s.version === undefined) return false;
     if ((s.epoch ?? '') !== envelope.epoch) return false;
-    return s.version > envelope.version || (s.version === envelope.version && (s.stamp ?? 0) >= envelope.stamp);
+    // The same version with the same digest is the same content, delivered first by another graygate of the fleet.
+    return s.version > envelope.version || (s.version === envelope.version && ((s.stamp ?? 0) >= envelope.stamp || s.digest === envelope.digest));
   }
 
   /** The routing version nginx serves (null before its first), for the fleet view. */

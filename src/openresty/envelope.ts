@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { NormalizedForm } from './form.js';
@@ -36,6 +37,11 @@ export interface Envelope {
   readonly epoch: string;
   /** When graygate compiled it (ms since the epoch). */
   readonly stamp: number;
+  /**
+   * SHA-1 (hex) of the form and upstreams as serialized: two graygates of a fleet that compiled
+   * the same version to the same content deliver it once (nginx and the Redis key skip the second).
+   */
+  readonly digest: string;
   readonly form: NormalizedForm;
   readonly upstreams: Readonly<Record<string, EnvelopeUpstream>>;
 }
@@ -53,15 +59,33 @@ async function addressOf(host: string): Promise<string> {
  * of responseHeadersMs and idleMs (a stream Node would let through is never cut), and the send
  * timeout (between two writes of the request) takes idleMs.
  */
-export async function buildEnvelope(form: NormalizedForm, stamp: number, epoch = form.epoch ?? ''): Promise<Envelope> {
+export async function buildEnvelope(form: NormalizedForm, stamp: number, epoch = form.epoch ?? ''): Promise<{ envelope: Envelope; body: string }> {
+  const addresses = new Map<string, string>();
+  for (const upstream of Object.values(form.upstreams)) {
+    for (const server of upstream.servers) if (!addresses.has(server.host)) addresses.set(server.host, await addressOf(server.host));
+  }
+  return envelopeOf(form, stamp, epoch, (host) => addresses.get(host)!);
+}
+
+/**
+ * The same, at once, when every server is named by its address (no lookup to wait for; the usual
+ * case): a delivery then leaves in the same turn as the snapshot it carries. undefined when a
+ * server has a host name.
+ */
+export function buildEnvelopeNow(form: NormalizedForm, stamp: number, epoch = form.epoch ?? ''): { envelope: Envelope; body: string } | undefined {
+  for (const upstream of Object.values(form.upstreams)) {
+    for (const server of upstream.servers) if (!isIP(server.host)) return undefined;
+  }
+  return envelopeOf(form, stamp, epoch, (host) => host);
+}
+
+function envelopeOf(form: NormalizedForm, stamp: number, epoch: string, addressOfHost: (host: string) => string): { envelope: Envelope; body: string } {
   const upstreams: Record<string, EnvelopeUpstream> = {};
   for (const [name, upstream] of Object.entries(form.upstreams)) {
-    const servers = await Promise.all(
-      upstream.servers.map(async (server): Promise<EnvelopeServer> => {
-        const url = new URL(server.origin);
-        return { origin: server.origin, scheme: server.scheme, ip: await addressOf(server.host), port: server.port, host_header: url.host };
-      }),
-    );
+    const servers = upstream.servers.map((server): EnvelopeServer => {
+      const url = new URL(server.origin);
+      return { origin: server.origin, scheme: server.scheme, ip: addressOfHost(server.host), port: server.port, host_header: url.host };
+    });
     const t = upstream.timeouts;
     upstreams[name] = {
       scheme: servers[0]?.scheme ?? 'http',
@@ -72,5 +96,10 @@ export async function buildEnvelope(form: NormalizedForm, stamp: number, epoch =
       eject_for_ms: upstream.health.ejectForMs,
     };
   }
-  return { format: ENVELOPE_FORMAT, version: form.version, epoch, stamp, form, upstreams };
+  // Serialized once: the digest covers the content, and the body is the head plus that content.
+  const content = JSON.stringify({ form, upstreams });
+  const digest = createHash('sha1').update(content).digest('hex');
+  const head = JSON.stringify({ format: ENVELOPE_FORMAT, version: form.version, epoch, stamp, digest });
+  const body = `${head.slice(0, -1)},${content.slice(1)}`;
+  return { envelope: { format: ENVELOPE_FORMAT, version: form.version, epoch, stamp, digest, form, upstreams }, body };
 }

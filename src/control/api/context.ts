@@ -4,6 +4,7 @@ import type { RoutingDocument } from '../../config/schema.js';
 import type { DataPlaneStats, WorkerServing } from '../../dataplane/runtime.js';
 import { GraygateError, isGraygateError } from '../../errors.js';
 import type { ConfigSyncStats } from '../../gateway/config-sync.js';
+import type { ImpactCounts, ProposedRouting } from '../../observe/impact.js';
 import type { Logger } from '../../observe/log.js';
 import type { MetricsSource } from '../../observe/metrics.js';
 import type { LiveRollout } from '../../rollout/driver.js';
@@ -37,6 +38,11 @@ export interface AdminContext {
    * or another, through the store); undefined when nobody reports one.
    */
   rolloutLive?(service: string): Promise<LiveRollout | undefined>;
+  /**
+   * The impact of going from `from` (default: the routing served) to `to`, counted over this
+   * gateway's identity sample (every worker's, summed): counts only.
+   */
+  impact?(request: { from?: ProposedRouting; to: ProposedRouting }): Promise<ImpactCounts>;
   /** With `--workers`: each worker's served version and whether it is behind (for /readyz). */
   workers?(): readonly WorkerServing[];
   readonly logger: Logger;

@@ -12,6 +12,7 @@ import { authenticate, resolveTokens } from './auth.js';
 import type { AdminContext, Route } from './context.js';
 import { configRoutes } from './config.js';
 import { explainRoutes } from './explain.js';
+import { impactRoutes } from './impact.js';
 import { healthRoutes } from './health.js';
 import { historyRoutes } from './history.js';
 import { metricsRoutes } from './metrics.js';
@@ -75,7 +76,7 @@ function serveDashboard(app: FastifyInstance, uiDir: string): void {
 
 /** Every route of the admin API (the OpenAPI route adds itself). */
 export function adminRoutes(version = '0'): Route[] {
-  const routes: Route[] = [...healthRoutes, ...configRoutes, ...serviceRoutes, ...upstreamRoutes, ...releaseRoutes, ...rolloutRoutes, ...historyRoutes, ...explainRoutes, ...metricsRoutes];
+  const routes: Route[] = [...healthRoutes, ...configRoutes, ...serviceRoutes, ...upstreamRoutes, ...releaseRoutes, ...rolloutRoutes, ...historyRoutes, ...explainRoutes, ...impactRoutes, ...metricsRoutes];
   routes.push(openApiRoute(() => routes, version));
   return routes;
 }

@@ -221,3 +221,56 @@ export const RolloutStatus = z.object({
   live: RolloutLive.nullable(),
 });
 export const RolloutActionResult = WriteResult.extend({ service: z.string(), run: RolloutRun.nullable() });
+
+// ---- impact of a change ---------------------------------------------------------------------
+
+export const ImpactBody = z
+  .strictObject({
+    from: z.number().int().min(1).optional().meta({ description: 'A kept version to start from (default: the routing this gateway serves).' }),
+    to: z.number().int().min(1).optional().meta({ description: 'A kept version to go to.' }),
+    document: RoutingDocument.optional().meta({ description: 'A proposed routing document to go to (what `config apply` would write).' }),
+    release: z
+      .strictObject({
+        service: Name,
+        action: z.enum(['start', 'set', 'full', 'finish', 'rollback']),
+        params: ActionBody.omit({ reason: true, version: true }).optional(),
+      })
+      .optional()
+      .meta({ description: 'A release action to go to, as `POST /v1/services/{service}/release/{action}` would make it from the current version.' }),
+    rollout: z
+      .strictObject({
+        service: Name,
+        action: z.enum(['start', 'promote']).meta({ description: '`start`: the rollout\'s first step; `promote`: the next step of the rollout in progress.' }),
+        candidate: Name.optional(),
+        plan: RolloutPlan.optional(),
+      })
+      .optional()
+      .meta({ description: 'A rollout step to go to, as `rollout start` or `rollout promote` would write it from the current version.' }),
+  })
+  .meta({ description: 'The change to count: exactly one of `to`, `document`, `release`, `rollout`.' });
+
+const ImpactMoveShape = z.object({ from: z.string(), to: z.string(), count: z.number().int() });
+export const ImpactResult = z
+  .object({
+    from: z.number().int().meta({ description: 'The version counted from.' }),
+    to: z.union([z.number().int(), z.literal('proposed')]).meta({ description: 'The version counted to, or `proposed` for a document or an action not yet written.' }),
+    windowMs: z.number().int().meta({ description: 'How far back the sample reaches.' }),
+    enabled: z.boolean().meta({ description: 'False when the gateway keeps no sample (`identitySample.enabled: false`).' }),
+    processes: z.number().int().meta({ description: 'Processes whose sample was counted (each worker with `--workers`).' }),
+    scope: z.literal('gateway').meta({ description: 'Counted on the gateway that answers (its own callers), not the fleet.' }),
+    services: z.array(
+      z.object({
+        service: z.string(),
+        sampled: z.number().int().meta({ description: 'Distinct callers (by identity) seen in the window and evaluated.' }),
+        full: z.boolean().meta({ description: 'The sample reached its bound: counts over a uniform sample of the callers.' }),
+        notSampled: z.number().int(),
+        stableToCandidate: z.number().int(),
+        candidateToStable: z.number().int(),
+        candidateToCandidate: z.number().int().meta({ description: 'A/B/n: moved from one candidate to another.' }),
+        unchanged: z.number().int(),
+        moves: z.array(ImpactMoveShape).meta({ description: 'Each move (`stable`, a candidate upstream, or `none` when no service takes the request) with its count.' }),
+        unobserved: z.array(z.string()).meta({ description: 'Inputs the proposed rules read that the sample does not keep (the current rules do not read them).' }),
+      }),
+    ),
+  })
+  .meta({ description: 'How many of the callers seen recently would change version: counts only, never an id.' });

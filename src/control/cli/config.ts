@@ -6,10 +6,11 @@ import { ConfigError } from '../../errors.js';
 import { planConfigApply } from '../config-apply.js';
 import { diffValues, formatChanges } from '../diff.js';
 import { AdminCallError, createClient, ExitCode, withClientOptions, type ClientOptions } from './client.js';
+import { fetchImpact, formatImpact } from './impact.js';
 import { print, printJson, run } from './output.js';
 
 /** The routing part of a file: a bare routing document, or a whole config file's routing keys. */
-async function routingFromFile(file: string) {
+export async function routingFromFile(file: string) {
   const text = await readFile(file, 'utf8').catch((error: Error) => {
     throw new AdminCallError(undefined, 'usage', `cannot read ${file}: ${error.message}`);
   });
@@ -94,17 +95,27 @@ export function registerConfigCommand(program: Command): void {
         }
         return ExitCode.ok;
       }
+      // The impact before the question: how many callers seen recently the change would move. A
+      // gateway that cannot count it (an older one, or no snapshot yet) does not stop the apply.
+      let impactError: string | undefined;
+      const impact = await fetchImpact(client, { document }).catch((error: unknown) => {
+        impactError = (error as Error).message;
+        return undefined;
+      });
       if (!options.json) {
         print(`changes against version ${current.version}:`);
         for (const line of formatChanges(changes)) print(`  ${line}`);
         for (const decision of releases) print(decision.message);
+        if (impact) for (const line of formatImpact(impact)) print(line);
+        // Said with the diff, not as an error: the apply itself may still go through.
+        else print(`impact: not counted (${impactError ?? 'no answer'})`);
       }
       if (!options.yes && !(await confirm('apply these changes? [y/N] '))) {
         process.stderr.write(`graygate: not applied${process.stdin.isTTY ? '' : ' (no terminal to ask on: pass --yes)'}\n`);
         return ExitCode.refused;
       }
       const result = await client.call('PUT', '/v1/config', { reason: options.reason, version: current.version, document });
-      if (options.json) printJson({ ...result, changes, releases });
+      if (options.json) printJson({ ...result, changes, releases, ...(impact ? { impact } : {}) });
       else print(`applied: routing version ${result.previousVersion} → ${result.version}`);
       return ExitCode.ok;
     }),

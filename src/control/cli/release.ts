@@ -2,10 +2,12 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { AdminCallError, createClient, ExitCode, withClientOptions, type AdminClient, type ClientOptions } from './client.js';
+import { fetchImpact, printImpact } from './impact.js';
 import { print, printJson, run, table } from './output.js';
 
 interface ReleaseOptions extends ClientOptions {
-  reason: string;
+  reason?: string;
+  dryRun?: boolean;
   expectVersion?: string;
   candidate?: string;
   winner?: string;
@@ -144,8 +146,9 @@ function action(name: 'start' | 'set' | 'full' | 'finish' | 'rollback', descript
     new Command(name)
       .description(description)
       .argument('<service>', 'service name')
-      .requiredOption('--reason <text>', 'why (kept in the history)')
-      .option('--expect-version <n>', 'refuse (exit 5) unless the routing document is still at this version'),
+      .option('--reason <text>', 'why (kept in the history); required unless --dry-run')
+      .option('--expect-version <n>', 'refuse (exit 5) unless the routing document is still at this version')
+      .option('--dry-run', 'write nothing: say how many callers seen recently would change version'),
   );
   if (name === 'start') command.option('--candidate <upstream>', 'the candidate upstream (default: the idle release\'s)');
   if (name === 'start' || name === 'set') {
@@ -161,6 +164,11 @@ function action(name: 'start' | 'set' | 'full' | 'finish' | 'rollback', descript
       .option('--wait-drained', 'then wait until stable has drained: no request in flight to it on any gateway that shares the store (this gateway alone on the file store)')
       .addOption(new Option('--timeout <ms>', 'how long --wait-drained waits').default('60000'));
   } else command.addOption(new Option('--timeout <ms>').default('60000').hideHelp());
+  // A dry run writes nothing and needs no reason; a write does (checked before anything else, as a required option would be).
+  command.hook('preAction', (self) => {
+    const given = self.opts<{ reason?: string; dryRun?: boolean }>();
+    if (given.reason === undefined && !given.dryRun) self.error("error: required option '--reason <text>' not specified", { code: 'commander.missingMandatoryOptionValue' });
+  });
   return command.action(async (service: string, options: ReleaseOptions) =>
     run(options.json, async () => {
       const client = createClient(options);
@@ -168,14 +176,17 @@ function action(name: 'start' | 'set' | 'full' | 'finish' | 'rollback', descript
       const percentage = percentOf(options);
       const version = versionOf(options);
       const timeoutMs = timeoutOf(options);
-      const body = {
-        reason: options.reason,
-        ...(version !== undefined ? { version } : {}),
+      const params = {
         ...(options.candidate !== undefined ? { candidate: options.candidate } : {}),
         ...(options.winner !== undefined ? { winner: options.winner } : {}),
         ...(rules !== undefined ? { rules } : {}),
         ...(percentage !== undefined ? { percentage } : {}),
       };
+      if (options.dryRun) {
+        printImpact(await fetchImpact(client, { release: { service, action: name, params } }), options.json);
+        return ExitCode.ok;
+      }
+      const body = { reason: options.reason, ...(version !== undefined ? { version } : {}), ...params };
       const result = await client.call('POST', `/v1/services/${encodeURIComponent(service)}/release/${name}`, body);
       if (options.json && !options.waitDrained) printJson(result);
       else if (!options.json) {

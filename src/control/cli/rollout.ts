@@ -4,10 +4,12 @@ import { parse as parseYaml } from 'yaml';
 import type { RolloutEvidence, RolloutRun } from '../../config/schema.js';
 import { describeStep } from '../../rollout/run.js';
 import { AdminCallError, createClient, ExitCode, withClientOptions, type ClientOptions } from './client.js';
+import { fetchImpact, printImpact } from './impact.js';
 import { print, printJson, run, table } from './output.js';
 
 interface RolloutOptions extends ClientOptions {
   reason?: string;
+  dryRun?: boolean;
   candidate?: string;
   plan?: string;
   expectVersion?: string;
@@ -98,17 +100,28 @@ function action(name: 'start' | 'pause' | 'resume' | 'promote' | 'abort', descri
     new Command(name)
       .description(description)
       .argument('<service>', 'service name')
-      .requiredOption('--reason <text>', 'why (kept in the history and the rollout\'s record)')
+      .option('--reason <text>', `why (kept in the history and the rollout's record)${name === 'start' || name === 'promote' ? '; required unless --dry-run' : ''}`)
       .option('--expect-version <n>', 'refuse (exit 5) unless the routing document is still at this version'),
   );
+  if (name === 'start' || name === 'promote') command.option('--dry-run', 'write nothing: say how many callers seen recently the step would move');
   if (name === 'start') {
     command.option('--candidate <upstream>', 'the candidate upstream (default: the release\'s)').option('--plan <json|@file>', 'the plan (JSON/YAML, or @file); default: the service\'s `rollout`');
   }
+  // A dry run writes nothing and needs no reason; a write does (checked before anything else, as a required option would be).
+  command.hook('preAction', (self) => {
+    const given = self.opts<{ reason?: string; dryRun?: boolean }>();
+    if (given.reason === undefined && !given.dryRun) self.error("error: required option '--reason <text>' not specified", { code: 'commander.missingMandatoryOptionValue' });
+  });
   return command.action(async (service: string, options: RolloutOptions) =>
     run(options.json, async () => {
       const client = createClient(options);
       const version = versionOf(options);
       const plan = planOf(options.plan);
+      if (options.dryRun && (name === 'start' || name === 'promote')) {
+        const rollout = { service, action: name, ...(options.candidate !== undefined ? { candidate: options.candidate } : {}), ...(plan !== undefined ? { plan } : {}) };
+        printImpact(await fetchImpact(client, { rollout }), options.json);
+        return ExitCode.ok;
+      }
       const body = {
         reason: options.reason,
         ...(version !== undefined ? { version } : {}),

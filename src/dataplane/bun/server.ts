@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Settings } from '../../config/schema.js';
 import { rateLimited } from '../../observe/log.js';
+import type { IdentitySample } from '../../observe/identity-sample.js';
 import { NO_OBSERVER, type RequestObserver } from '../../observe/request-observer.js';
 import { compileCidrList } from '../../rules/cidr.js';
 import type { Decision, RoutingSnapshot } from '../../rules/snapshot.js';
@@ -37,6 +38,7 @@ const OWN_HANDSHAKE_HEADERS: ReadonlySet<string> = new Set(['sec-websocket-key',
  */
 export class BunDataPlane implements DataPlane, TunnelHost {
   readonly observer: RequestObserver;
+  readonly identitySample: IdentitySample | undefined;
   private server: BunServer | undefined;
   private generation: Generation | undefined;
   private readonly health = new Map<string, ServerHealth>();
@@ -59,6 +61,7 @@ export class BunDataPlane implements DataPlane, TunnelHost {
     this.logger = options.logger;
     this.logFault = rateLimited(this.logger);
     this.observer = options.observer ?? NO_OBSERVER;
+    this.identitySample = options.identitySample;
     this.versionHeader = options.settings.proxy.versionHeader;
     this.isTrusted = options.settings.trustedProxies.length > 0 ? compileCidrList(options.settings.trustedProxies) : NEVER_TRUSTED;
   }

@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Settings } from '../../config/schema.js';
 import { rateLimited } from '../../observe/log.js';
+import type { IdentitySample } from '../../observe/identity-sample.js';
 import { NO_OBSERVER, type RequestObserver } from '../../observe/request-observer.js';
 import { compileCidrList } from '../../rules/cidr.js';
 import type { CompiledService, RoutingSnapshot } from '../../rules/snapshot.js';
@@ -70,6 +71,7 @@ function adoptAbsoluteForm(req: IncomingMessage): void {
 export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
   readonly preserveHost: boolean;
   readonly observer: RequestObserver;
+  readonly identitySample: IdentitySample | undefined;
   readonly versionHeader: string | undefined;
   /** The plain HTTP listener (absent with `listen: off`). */
   private readonly server: http.Server | undefined;
@@ -103,6 +105,7 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     this.metricsRegistry = options.registry;
     this.preserveHost = options.settings.proxy.preserveHost;
     this.observer = options.observer ?? NO_OBSERVER;
+    this.identitySample = options.identitySample;
     this.versionHeader = options.settings.proxy.versionHeader;
     this.logFault = rateLimited(this.logger);
     this.isTrusted = options.settings.trustedProxies.length > 0 ? compileCidrList(options.settings.trustedProxies) : NEVER_TRUSTED;

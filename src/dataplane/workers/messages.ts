@@ -1,4 +1,5 @@
 import type { RoutingDocument, Settings } from '../../config/schema.js';
+import type { ImpactCounts, ProposedRouting } from '../../observe/impact.js';
 import type { MetricsJson } from '../../observe/metrics.js';
 import type { ServicesFigures } from '../../observe/version-figures.js';
 import type { DataPlaneStats } from '../runtime.js';
@@ -34,7 +35,9 @@ export type ToWorker =
   | StartMessage
   | RoutingMessage
   | { readonly type: 'gg:drain'; readonly graceMs: number }
-  | { readonly type: 'gg:metrics'; readonly id: number };
+  | { readonly type: 'gg:metrics'; readonly id: number }
+  /** Count the impact of `to` (from `from`, else the routing served) over this worker's identity sample. */
+  | { readonly type: 'gg:impact'; readonly id: number; readonly from?: ProposedRouting; readonly to: ProposedRouting };
 
 export type ToPrimary =
   | { readonly type: 'gg:ready' }
@@ -45,7 +48,9 @@ export type ToPrimary =
   /** Its per-version figures, cumulative since it started (sent when they changed). */
   | { readonly type: 'gg:figures'; readonly figures: ServicesFigures }
   | { readonly type: 'gg:start-failed'; readonly message: string }
-  | { readonly type: 'gg:metrics'; readonly id: number; readonly metrics: MetricsJson };
+  | { readonly type: 'gg:metrics'; readonly id: number; readonly metrics: MetricsJson }
+  /** Counts only: the sample itself never leaves the worker. `error`: the documents did not compile. */
+  | { readonly type: 'gg:impact'; readonly id: number; readonly impact?: ImpactCounts; readonly error?: string };
 
 export function isMessage(value: unknown): value is { type: string } {
   return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string' && (value as { type: string }).type.startsWith('gg:');

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Settings } from '../../config/schema.js';
 import type { Logger } from '../../observe/log.js';
+import { sumImpacts, type ImpactCounts, type ProposedRouting } from '../../observe/impact.js';
 import type { MetricsJson } from '../../observe/metrics.js';
 import type { RoutingSnapshot } from '../../rules/snapshot.js';
 import type { DataPlane, DataPlaneStats, ListenAddresses, ServedReport, WorkerServing } from '../runtime.js';
@@ -63,6 +64,7 @@ export class ClusterDataPlane implements DataPlane {
   private quickCrashes = 0;
   private nextMetricsId = 0;
   private readonly metricsWaiters = new Map<number, (metrics: MetricsJson) => void>();
+  private readonly impactWaiters = new Map<number, (answer: { impact?: ImpactCounts; error?: string }) => void>();
   /** Callers of `settled`, told again after every confirmation. */
   private readonly confirmWaiters = new Set<() => void>();
   private lagTimer: NodeJS.Timeout | undefined;
@@ -200,6 +202,36 @@ export class ClusterDataPlane implements DataPlane {
           }),
       );
     return Promise.all(asks).then((all) => all.filter((metrics): metrics is MetricsJson => metrics !== undefined));
+  }
+
+  /**
+   * The impact of a routing change over every listening worker's identity sample, summed. Each
+   * worker answers counts only (its sample never crosses the channel). A worker that does not
+   * answer in time is left out, and the answer says how many processes were counted.
+   */
+  impact(request: { from?: ProposedRouting; to: ProposedRouting }): Promise<ImpactCounts> {
+    const asks = [...this.slots.values()]
+      .filter((slot) => slot.listening && slot.worker.isConnected())
+      .map(
+        (slot) =>
+          new Promise<ImpactCounts | undefined>((resolve, reject) => {
+            const id = ++this.nextMetricsId;
+            const timer = setTimeout(() => {
+              this.impactWaiters.delete(id);
+              this.logger.debug({ worker: slot.worker.id }, 'a worker did not count the impact in time; left out');
+              resolve(undefined);
+            }, METRICS_WAIT_MS);
+            this.impactWaiters.set(id, (answer) => {
+              clearTimeout(timer);
+              this.impactWaiters.delete(id);
+              if (answer.error !== undefined) reject(new Error(`a worker could not count the impact: ${answer.error}`));
+              else resolve(answer.impact);
+            });
+            this.send(slot.worker, { type: 'gg:impact', id, ...(request.from ? { from: request.from } : {}), to: request.to });
+          }),
+      );
+    const sample = this.settings.identitySample;
+    return Promise.all(asks).then((all) => sumImpacts(all.filter((part): part is ImpactCounts => part !== undefined), sample.windowMs, sample.enabled));
   }
 
   drain(graceMs: number): Promise<void> {
@@ -340,6 +372,9 @@ export class ClusterDataPlane implements DataPlane {
           break;
         case 'gg:metrics':
           this.metricsWaiters.get(m.id)?.(m.metrics);
+          break;
+        case 'gg:impact':
+          this.impactWaiters.get(m.id)?.(m);
           break;
       }
     });

@@ -1,6 +1,8 @@
 import cluster from 'node:cluster';
 import { createLogger, type Logger } from '../../observe/log.js';
+import { impactInProcess } from '../../observe/impact.js';
 import { compileRouting } from '../../rules/compile.js';
+import type { RoutingSnapshot } from '../../rules/snapshot.js';
 import type { CreateDataPlane } from '../runtime.js';
 import { createServing, type Serving } from '../serving.js';
 import { useTicketKeys } from '../node/ticket-keys.js';
@@ -23,6 +25,8 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
   process.on('SIGTERM', ignore);
   return new Promise((resolve) => {
     let serving: Serving | undefined;
+    /** The snapshot this worker serves (the impact query's default "from"). */
+    let currentSnapshot: RoutingSnapshot | undefined;
     let keyReader: KeyReader | undefined;
     let logger: Logger | undefined;
     /** The newest routing received before this worker could compile (its store reads were opening). */
@@ -41,7 +45,8 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
       if (routing.seq > servedSeq) {
         const values = new Map(routing.values);
         try {
-          dataPlane.setSnapshot(compileRouting(routing.document, routing.version, { storeValue: (key) => values.get(key), identity }));
+          currentSnapshot = compileRouting(routing.document, routing.version, { storeValue: (key) => values.get(key), identity });
+          dataPlane.setSnapshot(currentSnapshot);
           servedSeq = routing.seq;
         } catch (error) {
           // The primary compiled this document already; failing here would be a bug: keep serving
@@ -57,6 +62,7 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
       if (stopping) return;
       stopping = true;
       clearInterval(statsTimer);
+      serving?.identitySample.close();
       logger?.flush();
       const closed = keyReader ? keyReader.close().catch(() => undefined) : Promise.resolve();
       void closed.then(() => {
@@ -142,6 +148,16 @@ export function runWorker(createDataPlane: CreateDataPlane): Promise<number> {
               send({ type: 'gg:metrics', id, metrics: [] });
             },
           );
+          break;
+        }
+        case 'gg:impact': {
+          const id = m.id;
+          try {
+            const impact = impactInProcess(serving?.identitySample, serving ? currentSnapshot : undefined, { ...(m.from ? { from: m.from } : {}), to: m.to });
+            send({ type: 'gg:impact', id, impact });
+          } catch (error) {
+            send({ type: 'gg:impact', id, error: (error as Error)?.message ?? String(error) });
+          }
           break;
         }
         case 'gg:drain': {

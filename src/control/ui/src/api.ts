@@ -17,6 +17,7 @@ export type HistoryList = Out<'HistoryList'>;
 export type HistoryEntry = HistoryList['versions'][number];
 export type DiffResult = Out<'DiffResult'>;
 export type ActionResult = Out<'ActionResult'>;
+export type ImpactResult = Out<'ImpactResult'>;
 export type WriteResult = Out<'WriteResult'>;
 export type Explanation = Out<'Explanation'>;
 export type ExplainBody = z.input<typeof Shapes.ExplainBody>;
@@ -90,5 +91,8 @@ export const api = {
   /** A release action; `version` is the one the page read, so a change made meanwhile is refused (409). */
   act: (name: string, action: ReleaseAction, body: { reason: string; version: number; candidate?: string; percentage?: number }) =>
     call<ActionResult>('POST', `${service(name)}/release/${action}`, body),
+  /** How many callers seen recently a release action would move (counts only; nothing is written). */
+  impact: (name: string, action: ReleaseAction, params: { candidate?: string; percentage?: number }) =>
+    call<ImpactResult>('POST', '/v1/impact', { release: { service: name, action, params } }),
   restore: (version: number, body: { reason: string; version: number }) => call<WriteResult>('POST', `/v1/history/${version}/restore`, body),
 };

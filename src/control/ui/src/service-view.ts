@@ -1,4 +1,4 @@
-import { ApiError, api, type DrainReport, type Explanation, type ReleaseAction, type RolloutStatus, type Service } from './api.js';
+import { ApiError, api, type DrainReport, type Explanation, type ImpactResult, type ReleaseAction, type RolloutStatus, type Service } from './api.js';
 import { COLORS, LiveChart } from './chart.js';
 import { h, replace } from './dom.js';
 import { describeCondition, stateOf } from './format.js';
@@ -184,18 +184,60 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
     }
   }
 
-  function percentControl(current: number, apply: (percent: number) => void, label: string): HTMLElement {
+  /**
+   * The impact of the percentage as set but not applied: how many callers seen recently would
+   * change version, asked of the gateway a moment after the control stops moving.
+   */
+  function impactLine(ask: (percent: number) => Promise<ImpactResult>): { element: HTMLElement; update(percent: number): void } {
+    const element = h('p', { class: 'muted impact', 'data-testid': 'impact', 'aria-live': 'polite' });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let asked = 0;
+    const update = (percent: number) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        const mine = ++asked;
+        ask(percent).then(
+          (impact) => {
+            if (mine !== asked) return;
+            const s = impact.services.find((entry) => entry.service === name);
+            const minutes = Math.round(impact.windowMs / 60_000);
+            if (!impact.enabled) element.textContent = 'Impact: this gateway keeps no sample of recent callers.';
+            else if (!s || s.sampled === 0) element.textContent = `Impact: no identified caller seen in the last ${minutes} min to count.`;
+            else {
+              const moved = s.stableToCandidate + s.candidateToStable + s.candidateToCandidate;
+              element.textContent =
+                `Impact at ${percent} %: ${moved} of ${s.sampled} caller(s) seen in the last ${minutes} min would change version ` +
+                `(${s.stableToCandidate} to the candidate, ${s.candidateToStable} back to stable)${s.full ? ', counted on a sample' : ''}.`;
+            }
+          },
+          (error: unknown) => {
+            if (mine === asked) element.textContent = `Impact not counted: ${(error as Error).message}`;
+          },
+        );
+      }, 250);
+    };
+    return { element, update };
+  }
+
+  function percentControl(current: number, apply: (percent: number) => void, label: string, ask?: (percent: number) => Promise<ImpactResult>): HTMLElement {
+    const impact = ask ? impactLine(ask) : undefined;
     const slider = h('input', { type: 'range', min: 0, max: 100, step: 1, value: current, 'aria-label': 'Candidate percentage (slider)' });
     const number = h('input', { type: 'number', min: 0, max: 100, step: 0.01, value: current, class: 'percent-input', 'data-testid': 'percentage', 'aria-label': 'Candidate percentage' });
     // The track fills up to the thumb (a CSS variable: range inputs have no standard fill).
     const paint = () => slider.style.setProperty('--fill', `${slider.value}%`);
+    const changed = () => {
+      const percent = Number(number.value);
+      if (impact && Number.isFinite(percent) && percent >= 0 && percent <= 100) impact.update(Math.round(percent * 100) / 100);
+    };
     slider.addEventListener('input', () => {
       number.value = slider.value;
       paint();
+      changed();
     });
     number.addEventListener('input', () => {
       slider.value = number.value;
       paint();
+      changed();
     });
     paint();
     const chips = QUICK_PERCENTS.map((p) =>
@@ -208,6 +250,7 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
             slider.value = String(p);
             number.value = String(p);
             paint();
+            changed();
           },
         },
         `${p} %`,
@@ -218,6 +261,7 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
       { class: 'percent' },
       h('div', { class: 'percent-row' }, slider, h('span', { class: 'percent-box' }, number, '%')),
       h('div', { class: 'chips' }, chips),
+      ...(impact ? [impact.element] : []),
       h(
         'button',
         {
@@ -247,13 +291,18 @@ export function renderServiceView(app: App, name: string): ServiceView | undefin
       body.push(
         h('p', { class: 'muted' }, 'Everyone is on stable. Start a canary: a sticky share of identified callers goes to the candidate.'),
         h('label', { class: 'field' }, h('span', {}, 'Candidate upstream'), options.length ? select : h('span', { class: 'muted' }, 'No other upstream is defined.')),
-        percentControl(5, (percentage) => act('start', `start a canary on ${select.value} at ${percentage} %`, { candidate: select.value, percentage }), 'Start canary'),
+        percentControl(
+          5,
+          (percentage) => act('start', `start a canary on ${select.value} at ${percentage} %`, { candidate: select.value, percentage }),
+          'Start canary',
+          (percentage) => api.impact(name, 'start', { candidate: select.value, percentage }),
+        ),
       );
     } else if (stateName === 'canary') {
       const current = s.release?.rules.find((r) => r.name === PERCENTAGE_RULE)?.percentage?.percent ?? 0;
       body.push(
         h('p', { class: 'muted' }, 'The rules decide. Move the share of callers sent to the candidate (raising it only adds callers; lowering only removes).'),
-        percentControl(current, (percentage) => act('set', `set the candidate percentage to ${percentage} %`, { percentage }), 'Apply percentage'),
+        percentControl(current, (percentage) => act('set', `set the candidate percentage to ${percentage} %`, { percentage }), 'Apply percentage', (percentage) => api.impact(name, 'set', { percentage })),
         h(
           'div',
           { class: 'button-row' },

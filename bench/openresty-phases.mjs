@@ -1,0 +1,205 @@
+// Question: where does the nginx worker of graygate's OpenResty data plane spend its CPU per
+// request (seed rule: TOKEN → Redis uid, cache warm; range from Grayscale_Range), next to nginx
+// proxy_pass and the recipe tuned in the same run?
+//
+//   npm run build && node bench/openresty-phases.mjs                  # 3 × 5 s per row, interleaved
+//   node bench/openresty-phases.mjs --rows nginx,openresty --perf 5   # + `perf record` of each row's worker
+//   node bench/openresty-phases.mjs --rows nginx,part:full,part:no-log,part:no-header-filter,part:no-balancer,part:access-only
+//        # what each phase costs: graygate's conf with that phase's hook taken out
+//
+// The signal is CPU µs per request of the nginx worker processes alone (utime+stime from
+// /proc/<pid>/stat before and after a bounded wrk run), not req/s: the load tool, the backends and
+// the other engineers' work share the cores. To measure one part's cost, change that part and run
+// the same command again (the figures of one run are comparable; across runs compare the nginx row).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { createRun, freePort, has, median, root, runLoad, startBackends, startRedis, waitPort } from './lib/harness.mjs';
+import { probe, seedRedis, startGateway, TOKEN } from './lib/gateways.mjs';
+
+const { values: flags } = parseArgs({
+  options: {
+    rows: { type: 'string', default: 'nginx,recipe-tuned,openresty' },
+    duration: { type: 'string', default: '5' },
+    reps: { type: 'string', default: '3' },
+    conns: { type: 'string', default: '50' },
+    perf: { type: 'string' },
+    settings: { type: 'string', default: '{}' },
+    strace: { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (flags.help) {
+  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty,part:full,part:no-log,part:no-header-filter,part:no-balancer,part:access-only] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]');
+  process.exit(0);
+}
+const duration = Number(flags.duration);
+const reps = Number(flags.reps);
+const conns = Number(flags.conns);
+if (![duration, reps, conns].every((n) => Number.isInteger(n) && n > 0)) {
+  console.error('--duration, --reps and --conns take whole numbers above 0');
+  process.exit(2);
+}
+if (!has('nginx') || !has('wrk')) {
+  console.error('needs nginx (with libnginx-mod-http-lua) and wrk');
+  process.exit(1);
+}
+
+const LUA_MODULES = ['/usr/lib/nginx/modules/ndk_http_module.so', '/usr/lib/nginx/modules/ngx_http_lua_module.so'];
+const run = createRun('graygate-phases');
+const backends = await startBackends(run);
+const redis = await startRedis(run);
+seedRedis(redis);
+
+async function startNginx(name, access) {
+  const port = await freePort();
+  const conf = path.join(run.dir, `${name}.conf`);
+  const lua = access !== undefined;
+  writeFileSync(
+    conf,
+    `${lua ? LUA_MODULES.map((file) => `load_module ${file};`).join('\n') : ''}
+worker_processes 1; pid ${run.dir}/${name}.pid; error_log ${run.dir}/${name}-error.log warn;
+${lua ? 'env BENCH_REDIS_PORT;' : ''}
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  ${lua ? `lua_package_path "${root}bench/recipe/?.lua;/usr/share/lua/5.1/?.lua;;";` : ''}
+  upstream prod { server 127.0.0.1:${backends.stablePort}; keepalive 64; keepalive_requests 1000000; }
+  upstream gray { server 127.0.0.1:${backends.candidatePort}; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:${port} backlog=4096 reuseport;
+    location / { set $target prod; ${access ?? ''}
+      proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://$target; } } }
+`,
+  );
+  const child = run.start(name, 'env', [`BENCH_REDIS_PORT=${redis.port}`, 'nginx', '-p', `${run.dir}/`, '-c', conf, '-g', 'daemon off;']);
+  await waitPort(port);
+  return { port, pgid: child.pid };
+}
+
+// The parts rows: graygate's own conf (`graygate openresty conf`, the seed's config, reading the
+// routing the openresty row's gateway writes to Redis) in an nginx of their own, with one phase
+// hook taken out, to measure what that phase costs. Every part answers the gray caller as the full
+// plane does: without the balancer, the proxied location goes straight to the candidate's server.
+const PARTS = {
+  full: (conf) => conf,
+  'no-log': (conf) => conf.replace(/^\s*log_by_lua_block .*$/m, ''),
+  'no-header-filter': (conf) => conf.replace(/^\s*header_filter_by_lua_block .*$/m, ''),
+  'no-balancer': (conf) => conf.replace('proxy_pass $gg_scheme://graygate_upstream;', 'proxy_pass http://bench_candidate;'),
+  'access-only': (conf) => PARTS['no-balancer'](PARTS['no-header-filter'](PARTS['no-log'](conf))),
+};
+let seedGateway;
+async function openrestySeed() {
+  seedGateway ??= await startGateway(run, { workers: 1, kind: 'seed', backends, redis, extraArgs: ['--data-plane', 'openresty'], settings: JSON.parse(flags.settings) });
+  return seedGateway;
+}
+async function startPart(part) {
+  const edit = PARTS[part];
+  if (!edit) {
+    console.error(`unknown part ${part} (${Object.keys(PARTS).join(', ')})`);
+    process.exit(2);
+  }
+  const gateway = await openrestySeed();
+  const config = path.join(run.dir, `gw-node-1-seed-${gateway.port}.json`);
+  const out = path.join(run.dir, `part-${part}`);
+  execFileSync(process.execPath, [path.join(root, 'dist/cli/main.js'), 'openresty', 'conf', '--config', config, '--out', out], { encoding: 'utf8' });
+  const server = edit(readFileSync(path.join(out, 'graygate-server.conf'), 'utf8'));
+  writeFileSync(path.join(out, 'server-part.conf'), server);
+  const port = await freePort();
+  const conf = path.join(out, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `${LUA_MODULES.map((file) => `load_module ${file};`).join('\n')}
+worker_processes 1; pid ${out}/nginx.pid; error_log ${out}/error.log warn;
+events { worker_connections 4096; }
+http { keepalive_timeout 120s; keepalive_requests 1000000; lua_malloc_trim 0;
+  include ${out}/graygate-http.conf;
+  access_log ${out}/access.log graygate buffer=64k flush=1s;
+  upstream bench_candidate { server 127.0.0.1:${backends.candidatePort}; keepalive 64; }
+  server { listen 127.0.0.1:${port} backlog=4096; include ${out}/server-part.conf; } }
+`,
+  );
+  const child = run.start(`part ${part}`, 'nginx', ['-p', `${out}/`, '-c', conf, '-g', 'daemon off;']);
+  await waitPort(port);
+  return { port, pgid: child.pid };
+}
+
+/** The pids of the nginx worker processes in a process group. */
+function workerPids(pgid) {
+  const out = spawnSync('pgrep', ['-g', String(pgid), '-f', 'nginx: worker process'], { encoding: 'utf8' }).stdout;
+  return out.trim().split('\n').filter(Boolean).map(Number);
+}
+
+function cpuSeconds(pids) {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / 100;
+}
+
+const rows = [];
+for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
+  if (id === 'nginx') rows.push({ id, ...(await startNginx('nginx')), expect: 'prod' });
+  else if (id === 'recipe-tuned') rows.push({ id, ...(await startNginx('tuned', 'access_by_lua_block { require("tuned").route() }')), expect: 'gray' });
+  else if (id === 'openresty') {
+    const gateway = await openrestySeed();
+    rows.push({ id, port: gateway.port, pgid: gateway.pgid, expect: 'gray' });
+  } else if (id.startsWith('part:')) {
+    rows.push({ id, ...(await startPart(id.slice(5))), expect: 'gray' });
+  } else {
+    console.error(`unknown row ${id} (nginx, recipe-tuned, openresty, part:${Object.keys(PARTS).join('|part:')})`);
+    process.exit(2);
+  }
+}
+
+const results = [];
+for (let rep = 0; rep < reps; rep++) {
+  for (const row of rows) {
+    const headers = { TOKEN };
+    await probe(row.port, { headers, expect: row.expect });
+    runLoad(row.port, headers, { duration: 1, conns });
+    const pids = workerPids(row.pgid);
+    const before = cpuSeconds(pids);
+    const r = runLoad(row.port, headers, { duration, conns });
+    const cpu = cpuSeconds(pids) - before;
+    results.push({ row: row.id, rps: r.rps, p99: r.p99, errors: r.errors, us: (cpu * 1e6) / r.requests });
+    console.error(`  ${row.id.padEnd(13)} ${Math.round(r.rps)} req/s, p99 ${r.p99} ms, worker CPU ${((cpu * 1e6) / r.requests).toFixed(1)} µs/req${r.errors ? `, ${r.errors} errors` : ''}`);
+  }
+}
+
+const med = (id, key) => median(results.filter((r) => r.row === id).map((r) => r[key]));
+console.log('| row | req/s | p99 ms | nginx worker CPU µs/req | CPU × nginx |');
+console.log('|---|--:|--:|--:|--:|');
+for (const row of rows) {
+  console.log(`| ${row.id} | ${Math.round(med(row.id, 'rps'))} | ${med(row.id, 'p99').toFixed(2)} | ${med(row.id, 'us').toFixed(1)} | ${(med(row.id, 'us') / med('nginx', 'us')).toFixed(2)} |`);
+}
+
+if (flags.strace && has('strace')) {
+  // System calls per request of each row's worker: what the kernel side of the CPU figure is made of.
+  for (const row of rows) {
+    const pid = workerPids(row.pgid)[0];
+    const seconds = Number(flags.strace);
+    const out = execFileSync('bash', ['-c', `strace -c -f -p ${pid} -o ${run.dir}/strace-${row.id}.txt & sleep 0.5; wrk -t1 -c${conns} -d${seconds}s -H 'TOKEN: ${TOKEN}' http://127.0.0.1:${row.port}/ | grep 'requests in'; kill -INT %1; wait; cat ${run.dir}/strace-${row.id}.txt`], { encoding: 'utf8', timeout: 120_000 });
+    const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
+    console.log(`\nsystem calls per request, ${row.id} (${requests} requests):`);
+    for (const line of out.split('\n')) {
+      const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$/.exec(line);
+      if (m && Number(m[1]) / requests >= 0.01) console.log(`  ${m[2].padEnd(16)} ${(Number(m[1]) / requests).toFixed(2)}`);
+    }
+  }
+}
+
+if (flags.perf && has('perf')) {
+  // Where each row's worker spends its time, by binary (kernel, nginx, libc, LuaJIT, the Lua module)
+  // and by symbol (self time): the same load as the measurement, sampled for --perf seconds.
+  const seconds = Number(flags.perf);
+  for (const row of rows) {
+    const pid = workerPids(row.pgid)[0];
+    const data = path.join(run.dir, `perf-${row.id}.data`);
+    const out = execFileSync('bash', ['-c', `perf record -F 2000 -p ${pid} -o ${data} -- sleep ${seconds} >/dev/null 2>&1 & wrk -t1 -c${conns} -d${seconds}s -H 'TOKEN: ${TOKEN}' http://127.0.0.1:${row.port}/ | grep 'requests in'; wait; perf report -i ${data} --sort dso --stdio 2>/dev/null | grep '%' | head -12; perf report -i ${data} --sort dso,symbol --stdio 2>/dev/null | grep '%' | head -40`], { encoding: 'utf8', timeout: 120_000 });
+    console.log(`\nperf, ${row.id} worker:\n${out}`);
+  }
+}
+process.exit(0);
