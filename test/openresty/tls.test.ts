@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { copyFileSync, readFileSync, statSync } from 'node:fs';
+import { copyFileSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -10,7 +10,7 @@ import { mainConf } from '../../src/openresty/conf.js';
 import { splitCiphers } from '../../src/openresty/tls.js';
 import { startBackend, type Backend } from '../helpers/backend.js';
 import { eventually } from '../helpers/eventually.js';
-import { startOpenRestyGateway, type OpenRestyGateway } from '../helpers/openresty.js';
+import { runCli, startOpenRestyGateway, type OpenRestyGateway } from '../helpers/openresty.js';
 import { certFactory, h2Connect, h2Request, servedCertificate, type CertFactory, type CertFiles } from '../helpers/tls.js';
 
 // TLS through `graygate start --data-plane openresty`: nginx terminates it with the certificates
@@ -357,6 +357,16 @@ describe('the settings the OpenResty data plane takes', () => {
     // A list without TLS 1.3 suites means no TLS 1.3, as on Node.
     expect(noH2).toContain('ssl_protocols TLSv1.2;');
     expect(noH2).not.toContain('Ciphersuites');
+  });
+
+  it('`openresty conf` (for your own nginx) says it leaves tls to your server block', async () => {
+    const file = path.join(factory.dir, 'conf-tls.yaml');
+    writeFileSync(file, `tls: { listen: 8443, certificates: [{ cert: ${shop.cert}, key: ${shop.key} }] }\n`);
+    const out = path.join(factory.dir, 'conf-out');
+    const result = await runCli(['openresty', 'conf', '--config', file, '--out', out]);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/tls is not written into these files/);
+    expect(readFileSync(path.join(out, 'graygate-server.conf'), 'utf8')).not.toContain('ssl_certificate');
   });
 
   it('refuses a cipher list nginx could not take in a directive, naming the field', () => {
