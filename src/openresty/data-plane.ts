@@ -17,7 +17,7 @@ import type { ServicesFigures } from '../observe/version-figures.js';
 import { normalizeRouting, type NormalizedForm } from './normalize.js';
 import type { MetricsJson } from '../observe/metrics.js';
 import { RedisPublisher } from './redis-publisher.js';
-import { OpenRestyTlsCertificates, writePlaceholder, type TlsSetMessage } from './tls.js';
+import { OpenRestyTlsCertificates, TlsSetRefused, writePlaceholder, type TlsSetMessage } from './tls.js';
 
 /** A snapshot normalized, waiting to be delivered; `stamp` orders deliveries of one version. */
 interface Pending {
@@ -192,7 +192,8 @@ export class OpenRestyDataPlane implements DataPlane {
 
   private async pushTls(message: TlsSetMessage): Promise<void> {
     const answer = await control(this.socketPath, 'POST', '/graygate/tls', JSON.stringify(message));
-    if (answer.status !== 200) throw new GraygateError('GG_INTERNAL', `nginx refused the certificates: ${JSON.stringify(answer.json)}`);
+    if (answer.status === 400) throw new TlsSetRefused(JSON.stringify(answer.json));
+    if (answer.status !== 200) throw new GraygateError('GG_INTERNAL', `nginx could not store the certificates: ${JSON.stringify(answer.json)}`);
   }
 
   tlsReloads(): { applied: number; refused: number } {
@@ -272,7 +273,12 @@ export class OpenRestyDataPlane implements DataPlane {
     }
     if (this.certificates) {
       // Before graygate says it listens: every handshake from now on chooses by server name.
-      await this.pushTls(this.certificates.message());
+      try {
+        await this.pushTls(this.certificates.message());
+      } catch (error) {
+        this.kill();
+        throw new GraygateError('GG_INTERNAL', `nginx did not take the TLS certificates (tls.certificates): ${(error as Error).message}`);
+      }
       this.certificates.watch();
     }
     if (this.pending) this.deliver();

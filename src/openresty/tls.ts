@@ -100,6 +100,14 @@ export function clientCertificateMap(tls: TlsSettings): string {
   ].join('\n');
 }
 
+/** nginx answered that it cannot load a set (as opposed to not answering at all). */
+export class TlsSetRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TlsSetRefused';
+  }
+}
+
 /** Writes the first pair where nginx.conf names it, readable by its owner only (it holds the private key). */
 export function writePlaceholder(dir: string, pair: CertificatePair): void {
   for (const [file, text] of [
@@ -127,13 +135,15 @@ export class OpenRestyTlsCertificates {
   private version = 0;
   private watches: FileWatch[] = [];
   private reloadTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private closed = false;
   refusedReloads = 0;
   appliedReloads = 0;
 
   constructor(
     private readonly settings: TlsSettings,
     private readonly logger: Logger,
-    /** Delivers a set to nginx; rejects when nginx refused it. */
+    /** Delivers a set to nginx; rejects with TlsSetRefused when nginx refused it, with another error when it could not be reached. */
     private readonly push: (message: TlsSetMessage) => Promise<void>,
   ) {
     const issues: string[] = [];
@@ -249,6 +259,13 @@ export class OpenRestyTlsCertificates {
     try {
       await this.push(this.message());
     } catch (error) {
+      if (!(error instanceof TlsSetRefused)) {
+        // nginx did not answer (busy, or its control socket briefly gone): the files are good, so
+        // they stay current here and are pushed again until nginx takes them.
+        this.logger.warn({ event: 'tls-push-failed', err: error }, `could not hand the reloaded certificates to nginx, trying again: ${(error as Error).message}`);
+        this.retryPush();
+        return false;
+      }
       // nginx's OpenSSL refused what the checks let through (a key type it does not take): keep the old.
       this.pairs = before.pairs;
       this.ca = before.ca;
@@ -263,6 +280,24 @@ export class OpenRestyTlsCertificates {
     return true;
   }
 
+  private retryPush(): void {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      if (this.closed) return;
+      this.push(this.message()).then(
+        () => {
+          this.appliedReloads++;
+          this.logger.info({ event: 'tls-reloaded' }, 'TLS certificates reloaded in nginx: new connections use them, open ones keep theirs');
+        },
+        (error: unknown) => {
+          if (error instanceof TlsSetRefused) this.refuse(this.settings.certificates[0]!.cert, `nginx could not load the new certificates: ${error.message}`);
+          else this.retryPush();
+        },
+      );
+    }, 1_000);
+    this.retryTimer.unref();
+  }
+
   private refuse(file: string, message: string): void {
     this.refusedReloads++;
     this.logger.error({ event: 'tls-reload-refused', file }, `TLS reload refused, the previous certificate stays: ${message}`);
@@ -271,7 +306,9 @@ export class OpenRestyTlsCertificates {
   close(): void {
     for (const watch of this.watches) watch.close();
     this.watches = [];
+    this.closed = true;
     clearTimeout(this.reloadTimer);
+    clearTimeout(this.retryTimer);
   }
 }
 
