@@ -153,6 +153,9 @@ export class OpenRestyDataPlane implements DataPlane {
 
   /** An nginx started elsewhere: wait for its control socket, then deliver to it. */
   private async attach(): Promise<{ host: string; port: number }> {
+    if (this.settings.tls !== undefined) {
+      throw new ConfigError(['tls: with --nginx external the TLS listener is your own nginx server block (listen … ssl, ssl_certificate); remove tls, or let graygate run nginx'], { code: 'GG_OPENRESTY_UNSUPPORTED' });
+    }
     const deadline = Date.now() + 30_000;
     for (;;) {
       try {
@@ -162,9 +165,6 @@ export class OpenRestyDataPlane implements DataPlane {
         if (Date.now() > deadline) throw new GraygateError('GG_INTERNAL', `no nginx answers on ${this.socketPath} (include the files of \`graygate openresty conf --out ${this.prefixDir}\` and reload nginx): ${(error as Error).message}`);
         await sleep(200);
       }
-    }
-    if (this.settings.tls !== undefined) {
-      throw new ConfigError(['tls: with --nginx external the TLS listener is your own nginx server block (listen … ssl, ssl_certificate); remove tls, or let graygate run nginx'], { code: 'GG_OPENRESTY_UNSUPPORTED' });
     }
     this.attached = true;
     if (this.pending) this.deliver();
