@@ -369,6 +369,14 @@ describe('the settings the OpenResty data plane takes', () => {
     expect(readFileSync(path.join(out, 'graygate-server.conf'), 'utf8')).not.toContain('ssl_certificate');
   });
 
+  it('`start --nginx external` refuses tls, naming it (TLS is then your own server block)', async () => {
+    const file = path.join(factory.dir, 'external-tls.yaml');
+    writeFileSync(file, `listen: 127.0.0.1:0\ntls: { listen: 127.0.0.1:0, certificates: [{ cert: ${shop.cert}, key: ${shop.key} }] }\nupstreams: { a: { servers: [${stable.url}] } }\nservices: [{ name: app, stable: a }]\n`);
+    const result = await runCli(['start', '--config', file, '--data-plane', 'openresty', '--nginx', 'external', '--openresty-dir', path.join(factory.dir, 'external')]);
+    expect(result.code).not.toBe(0);
+    expect(`${result.stdout}${result.stderr}`).toMatch(/tls: with --nginx external the TLS listener is your own nginx server block/);
+  });
+
   it('refuses a cipher list nginx could not take in a directive, naming the field', () => {
     expect(() => mainConf({ settings: settings({ tls: { listen: 8443, ciphers: 'A B;', certificates: [{ cert: '/c.pem', key: '/k.pem' }] } }), outDir: '/tmp/gg', listen: undefined, tlsListen: { host: '127.0.0.1', port: 8443 }, workers: 1, metricsPort: 9 })).toThrow(/tls\.ciphers/);
   });
