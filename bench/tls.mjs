@@ -5,6 +5,9 @@
 //   npm run bench:tls -- --duration 3 --reps 1 --workers 2
 //   npm run bench:tls -- --only handshakes --reps 5   # only the new-connection rows
 //
+// graygate on OpenResty (`start --data-plane openresty`, the seed rule, --nginx-workers workers)
+// gets the keep-alive and handshake rows too when nginx's Lua module is installed.
+//
 // Measured, interleaved (every measurement once, then again for the next rep):
 // - keep-alive, the seed rule (TOKEN → Redis → uid in Grayscale_Range): graygate over TLS and
 //   plain, nginx proxy_pass over TLS and plain (wrk -t1 -c50; autocannon without wrk);
@@ -120,6 +123,27 @@ if (flags.baseline) {
   baseline = { tlsPort, pgid: started.pgid };
 }
 
+// ---- graygate on OpenResty: nginx terminates TLS with graygate's certificate (chosen in Lua) -----
+// The seed rule in graygate's Lua data plane, `--workers` nginx worker processes; left out when
+// nginx's Lua module is not installed.
+let openresty;
+if (has('nginx') && existsSync('/usr/lib/nginx/modules/ngx_http_lua_module.so')) {
+  const tlsPort = await freePort();
+  const started = await startGateway(run, {
+    workers: nginxWorkers,
+    kind: 'seed',
+    backends,
+    redis,
+    ...(flags.cli ? { cli: path.resolve(flags.cli) } : {}),
+    extraArgs: ['--data-plane', 'openresty'],
+    settings: { tls: { listen: `127.0.0.1:${tlsPort}`, certificates: [{ cert, key }], http2: { maxConcurrentStreams: 128 } } },
+  });
+  await waitPort(tlsPort);
+  openresty = { port: started.port, tlsPort, pgid: started.pgid };
+} else {
+  console.error('left out: graygate on OpenResty (nginx with libnginx-mod-http-lua not installed)');
+}
+
 // ---- nginx: proxy_pass on a plain and a TLS listener -------------------------------------------
 let nginx;
 if (has('nginx')) {
@@ -170,9 +194,10 @@ function negotiated(port) {
     socket.on('error', (error) => resolve(`failed: ${error.message}`));
   });
 }
-for (const [name, port] of [['graygate', ggTlsPort], ...(baseline ? [['baseline', baseline.tlsPort]] : []), ...(nginx ? [['nginx', nginx.secure]] : []), ['bare node https', barePort]]) console.error(`negotiated with ${name.padEnd(15)}: ${await negotiated(port)}`);
+for (const [name, port] of [['graygate', ggTlsPort], ...(openresty ? [['gg openresty', openresty.tlsPort]] : []), ...(baseline ? [['baseline', baseline.tlsPort]] : []), ...(nginx ? [['nginx', nginx.secure]] : []), ['bare node https', barePort]]) console.error(`negotiated with ${name.padEnd(15)}: ${await negotiated(port)}`);
 
 await probe(gateway.port, { headers: { TOKEN }, expect: 'gray' });
+if (openresty) await probe(openresty.port, { headers: { TOKEN }, expect: 'gray' });
 
 /** CPU seconds (user+system) used so far by one process. */
 function processCpuSeconds(pid) {
@@ -259,6 +284,13 @@ const all = [
         { id: 'nginx-tls', label: 'nginx TLS, keep-alive', run: (seconds) => runLoad(nginx.secure, { TOKEN }, { duration: seconds, conns, scheme: 'https' }) },
       ]
     : []),
+  ...(openresty
+    ? [
+        { id: 'or-plain', pgid: openresty.pgid, label: 'graygate on OpenResty plain, keep-alive', run: (seconds) => runLoad(openresty.port, { TOKEN }, { duration: seconds, conns }) },
+        { id: 'or-tls', pgid: openresty.pgid, label: 'graygate on OpenResty TLS, keep-alive', run: (seconds) => runLoad(openresty.tlsPort, { TOKEN }, { duration: seconds, conns, scheme: 'https' }) },
+        { id: 'or-handshakes', handshakes: true, pgid: openresty.pgid, label: 'graygate on OpenResty TLS, new connection per request', run: (seconds) => runLoad(openresty.tlsPort, { TOKEN, Connection: 'close' }, { duration: seconds, conns, scheme: 'https' }) },
+      ]
+    : []),
   { id: 'gg-handshakes', handshakes: true, pgid: gateway.pgid, label: 'graygate TLS, new connection per request', run: (seconds) => runLoad(ggTlsPort, { TOKEN, Connection: 'close' }, { duration: seconds, conns, scheme: 'https' }) },
   ...(nginx ? [{ id: 'nginx-handshakes', handshakes: true, pgid: nginx.pgid, label: 'nginx TLS, new connection per request', run: (seconds) => runLoad(nginx.secure, { TOKEN, Connection: 'close' }, { duration: seconds, conns, scheme: 'https' }) }] : []),
   ...(baseline ? [{ id: 'base-handshakes', handshakes: true, pgid: baseline.pgid, label: 'graygate TLS (--baseline build), new connection per request', run: (seconds) => runLoad(baseline.tlsPort, { TOKEN, Connection: 'close' }, { duration: seconds, conns, scheme: 'https' }) }] : []),
@@ -305,6 +337,8 @@ lines.push('', '| ratio (of medians) | value | target |', '|---|--:|---|');
 ratio('graygate TLS / graygate plain (keep-alive)', 'gg-tls', 'gg-plain', '≥ 0.85');
 ratio('nginx TLS / nginx plain (keep-alive)', 'nginx-tls', 'nginx-plain', '(reference)');
 ratio('graygate / nginx, new TLS connections per second', 'gg-handshakes', 'nginx-handshakes', '≥ 0.5');
+ratio('graygate on OpenResty TLS / plain (keep-alive)', 'or-tls', 'or-plain', '≥ 0.85');
+ratio('graygate on OpenResty / nginx, new TLS connections per second', 'or-handshakes', 'nginx-handshakes', '≥ 0.5');
 ratio('bare node:https / nginx, new TLS connections per second', 'bare-handshakes', 'nginx-handshakes', '(the ceiling)');
 ratio('graygate / bare node:https, new TLS connections per second', 'gg-handshakes', 'bare-handshakes', '(reference)');
 ratio('graygate / --baseline build, new TLS connections per second', 'gg-handshakes', 'base-handshakes', '(the change)');
@@ -317,6 +351,10 @@ ratio('HTTP/2 100 streams / HTTP/1.1 50 conns (graygate)', 'gg-h2', 'gg-h1-node'
 if (ran.has('nginx-handshakes')) {
   const perRep = Array.from({ length: reps }, (_, rep) => results.find((r) => r.rep === rep && r.id === 'gg-handshakes').rps / results.find((r) => r.rep === rep && r.id === 'nginx-handshakes').rps);
   lines.push('', `graygate / nginx handshakes per rep: ${perRep.map(fix).join(', ')} (median ${fix(median(perRep))})`);
+  if (ran.has('or-handshakes')) {
+    const orPerRep = Array.from({ length: reps }, (_, rep) => results.find((r) => r.rep === rep && r.id === 'or-handshakes').rps / results.find((r) => r.rep === rep && r.id === 'nginx-handshakes').rps);
+    lines.push(`graygate on OpenResty / nginx handshakes per rep: ${orPerRep.map(fix).join(', ')} (median ${fix(median(orPerRep))})`);
+  }
 }
 console.log(lines.join('\n'));
 console.log(`\ngraygate --workers ${workers}, nginx worker_processes ${nginxWorkers}, bare node ${workers} process(es). Medians of ${reps} interleaved run(s) of ${duration} s. The load tools, backends, Redis, nginx and graygate share this machine's cores: compare ratios of one run only.`);

@@ -46,6 +46,8 @@ async function runConf(options: ConfOptions): Promise<number> {
     }
     const outDir = path.resolve(options.out);
     const written = writeConf({ settings: config.settings, outDir });
+    // Certificates served from graygate (SNI, live reload) need the nginx graygate runs itself.
+    if (config.settings.tls !== undefined) process.stderr.write('graygate openresty conf: tls is not written into these files: in your own nginx, TLS is your server block\'s (listen … ssl, ssl_certificate); `graygate start --data-plane openresty` without --nginx external serves tls itself\n');
     process.stdout.write(
       `Wrote ${written.httpInclude} and ${written.serverInclude}. Add these two lines to nginx.conf:\n\n` +
         `    ${written.lines[0]}      # inside http { }\n` +

@@ -7,6 +7,7 @@ import { redisStoreKeys } from '../store/redis/names.js';
 import { accessLogFormat, accessLogVariableDeclarations } from './access-log.js';
 import { metricsInitLua } from './metrics.js';
 import { normalizeSettings } from './normalize.js';
+import { clientCertificateMap, tlsServerDirectives } from './tls.js';
 import { tokenDictSize } from './token-memory.js';
 
 /**
@@ -116,6 +117,8 @@ lua_shared_dict graygate_config 64m;
 lua_shared_dict graygate_health 1m;
 lua_shared_dict graygate_metrics 4m;
 lua_shared_dict graygate_tokens ${tokenDictSize(TOKEN_CAPACITY)};
+# The TLS certificates graygate pushes (PEM texts of every pair; a few KB each).
+lua_shared_dict graygate_tls 4m;
 
 # The access log line (service, served version, upstream, rule, identity source): use it with
 # access_log <file> graygate buffer=64k flush=1s;
@@ -159,6 +162,9 @@ server {
     }
     location = /graygate/metrics {
         content_by_lua_block { require("graygate.metrics").dump() }
+    }
+    location = /graygate/tls {
+        content_by_lua_block { require("graygate.tls").serve_control() }
     }
 }
 `;
@@ -221,9 +227,19 @@ export function writeConf(options: ConfOptions): WrittenConf {
 }
 
 /** A whole nginx.conf for `graygate start --data-plane openresty`: nginx in the foreground, its own prefix dir. */
-export function mainConf(options: ConfOptions & { readonly listen: { host: string; port: number }; readonly workers: number; readonly metricsPort: number }): string {
-  const { host, port } = options.listen;
-  const listen = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+export function mainConf(options: ConfOptions & { readonly listen: { host: string; port: number } | undefined; readonly tlsListen?: { host: string; port: number }; readonly workers: number; readonly metricsPort: number }): string {
+  const address = ({ host, port }: { host: string; port: number }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
+  const tls = options.settings.tls;
+  const listenLines = [
+    ...(options.listen ? [`listen ${address(options.listen)} backlog=4096;`] : []),
+    ...(tls && options.tlsListen
+      ? [
+          // nginx 1.22 spells HTTP/2 as a listen parameter; HTTP/1.1 stays on the same port (ALPN).
+          `listen ${address(options.tlsListen)} ssl${tls.http2.enabled ? ' http2' : ''} backlog=4096;`,
+          ...tlsServerDirectives(tls, options.outDir).split('\n'),
+        ]
+      : []),
+  ];
   const keepAlive = seconds(options.settings.proxy.keepAliveTimeoutMs);
   return `# Written by \`graygate start --data-plane openresty\`; rewritten at each start.
 ${loadModuleLines()}
@@ -243,6 +259,7 @@ http {
     uwsgi_temp_path ${path.join(options.outDir, 'uwsgi')};
     scgi_temp_path ${path.join(options.outDir, 'scgi')};
     include ${path.join(options.outDir, HTTP_INCLUDE)};
+    ${tls ? clientCertificateMap(tls).split('\n').join('\n    ') : ''}
     # lua-nginx-module's log phase otherwise calls malloc_trim() every 1000 requests: returning
     # freed memory to the system costs an madvise and a TLB flush on every core, each time.
     lua_malloc_trim 0;
@@ -260,7 +277,7 @@ http {
         }
     }
     server {
-        listen ${listen} backlog=4096;
+${listenLines.map((line) => `        ${line}`).join('\n')}
         include ${path.join(options.outDir, SERVER_INCLUDE)};
     }
 }

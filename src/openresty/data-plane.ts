@@ -5,7 +5,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Settings } from '../config/schema.js';
-import type { CreateDataPlane, DataPlane, DataPlaneOptions, DataPlaneStats, ServedReport, WorkerServing } from '../dataplane/runtime.js';
+import type { CreateDataPlane, DataPlane, DataPlaneOptions, ListenAddresses, DataPlaneStats, ServedReport, WorkerServing } from '../dataplane/runtime.js';
 import { ConfigError, GraygateError } from '../errors.js';
 import type { Logger } from '../observe/log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
@@ -17,6 +17,7 @@ import type { ServicesFigures } from '../observe/version-figures.js';
 import { normalizeRouting, type NormalizedForm } from './normalize.js';
 import type { MetricsJson } from '../observe/metrics.js';
 import { RedisPublisher } from './redis-publisher.js';
+import { OpenRestyTlsCertificates, TlsSetRefused, writePlaceholder, type TlsSetMessage } from './tls.js';
 
 /** A snapshot normalized, waiting to be delivered; `stamp` orders deliveries of one version. */
 interface Pending {
@@ -152,6 +153,9 @@ export class OpenRestyDataPlane implements DataPlane {
 
   /** An nginx started elsewhere: wait for its control socket, then deliver to it. */
   private async attach(): Promise<{ host: string; port: number }> {
+    if (this.settings.tls !== undefined) {
+      throw new ConfigError(['tls: with --nginx external the TLS listener is your own nginx server block (listen … ssl, ssl_certificate); remove tls, or let graygate run nginx'], { code: 'GG_OPENRESTY_UNSUPPORTED' });
+    }
     const deadline = Date.now() + 30_000;
     for (;;) {
       try {
@@ -176,19 +180,40 @@ export class OpenRestyDataPlane implements DataPlane {
 
   private attached = false;
 
-  /** nginx listens where `listen` says; `listen: off` (a TLS-only Node gateway) has no meaning here. */
+  /** The plain listener of an external nginx: the user's server block, where `listen` says. */
   private listenAddress(): { host: string; port: number } {
     const listen = this.settings.listen;
-    if (listen === null) throw new ConfigError(['listen: off: the OpenResty data plane listens where `listen` says (nginx terminates TLS in its own server block)'], { code: 'GG_OPENRESTY_UNSUPPORTED' });
+    if (listen === null) throw new ConfigError(['listen: off: with --nginx external the listeners are your own nginx server blocks; give `listen` the address nginx takes plain HTTP on'], { code: 'GG_OPENRESTY_UNSUPPORTED' });
     return listen;
   }
 
-  async listen(): Promise<{ host: string; port: number }> {
+  /** The TLS certificates nginx serves (read, checked and watched here; pushed to nginx). */
+  private certificates: OpenRestyTlsCertificates | undefined;
+
+  private async pushTls(message: TlsSetMessage): Promise<void> {
+    const answer = await control(this.socketPath, 'POST', '/graygate/tls', JSON.stringify(message));
+    if (answer.status === 400) throw new TlsSetRefused(JSON.stringify(answer.json));
+    if (answer.status !== 200) throw new GraygateError('GG_INTERNAL', `nginx could not store the certificates: ${JSON.stringify(answer.json)}`);
+  }
+
+  tlsReloads(): { applied: number; refused: number } {
+    return { applied: this.certificates?.appliedReloads ?? 0, refused: this.certificates?.refusedReloads ?? 0 };
+  }
+
+  async listen(): Promise<ListenAddresses> {
     if (this.external) return this.attach();
-    const listen = this.listenAddress();
-    const host = listen.host;
-    const port = listen.port === 0 ? await freePort(host) : listen.port;
+    const plain = this.settings.listen === null ? undefined : { host: this.settings.listen.host, port: this.settings.listen.port === 0 ? await freePort(this.settings.listen.host) : this.settings.listen.port };
+    const tlsSettings = this.settings.tls;
+    const tls = tlsSettings ? { host: tlsSettings.listen.host, port: tlsSettings.listen.port === 0 ? await freePort(tlsSettings.listen.host) : tlsSettings.listen.port } : undefined;
+    // The settings' check refuses a config with neither listener.
+    const { host, port } = (plain ?? tls)!;
     mkdirSync(this.prefixDir, { recursive: true });
+    if (tlsSettings) {
+      // Throws ConfigError naming each file that cannot be served, before nginx starts.
+      this.certificates = new OpenRestyTlsCertificates(tlsSettings, this.logger, (message) => this.pushTls(message));
+      // nginx's master reads it at start (before it drops to the workers' user): owner-only.
+      writePlaceholder(this.prefixDir, this.certificates.first);
+    }
     // nginx started as root runs its workers as `nobody`: they must be able to write temp files.
     for (const dir of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs']) {
       mkdirSync(path.join(this.prefixDir, dir), { recursive: true });
@@ -199,7 +224,7 @@ export class OpenRestyDataPlane implements DataPlane {
     const confPath = path.join(this.prefixDir, 'nginx.conf');
     const metricsPort = await freePort('127.0.0.1');
     this.dumpUrl = `http://127.0.0.1:${metricsPort}${METRICS_DUMP_PATH}`;
-    writeFileSync(confPath, mainConf({ ...confOptions, listen: { host, port }, metricsPort, workers: this.options.workers === 'auto' ? 0 : this.options.workers }).replace('worker_processes 0;', 'worker_processes auto;'));
+    writeFileSync(confPath, mainConf({ ...confOptions, listen: plain, ...(tls ? { tlsListen: tls } : {}), metricsPort, workers: this.options.workers === 'auto' ? 0 : this.options.workers }).replace('worker_processes 0;', 'worker_processes auto;'));
     rmSync(this.socketPath, { force: true });
     // Not detached: nginx is in graygate's process group, so whatever ends the group ends nginx.
     // And when graygate alone is killed outright (no SIGTERM handling runs), the kernel tells nginx's
@@ -246,6 +271,16 @@ export class OpenRestyDataPlane implements DataPlane {
         await sleep(50);
       }
     }
+    if (this.certificates) {
+      // Before graygate says it listens: every handshake from now on chooses by server name.
+      try {
+        await this.pushTls(this.certificates.message());
+      } catch (error) {
+        this.kill();
+        throw new GraygateError('GG_INTERNAL', `nginx did not take the TLS certificates (tls.certificates): ${(error as Error).message}`);
+      }
+      this.certificates.watch();
+    }
     if (this.pending) this.deliver();
     this.statusTimer = setInterval(() => void this.refreshStatus(), 1_000);
     this.statusTimer.unref();
@@ -254,7 +289,7 @@ export class OpenRestyDataPlane implements DataPlane {
       { event: 'nginx-started', pid: child.pid, prefix: this.prefixDir, ...(this.settings.log.access.enabled ? { accessLog: path.join(this.prefixDir, 'logs', 'access.log') } : {}) },
       `nginx (pid ${child.pid}) serves the traffic; its prefix directory is ${this.prefixDir}`,
     );
-    return { host, port };
+    return { host, port, ...(tls ? { tls } : {}) };
   }
 
   /**
@@ -391,6 +426,7 @@ export class OpenRestyDataPlane implements DataPlane {
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     this.load?.close();
+    this.certificates?.close();
     clearInterval(this.statusTimer);
     clearTimeout(this.retryTimer);
     const child = this.child;

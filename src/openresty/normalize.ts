@@ -1,6 +1,7 @@
 import { candidatesOf } from '../config/release-checks.js';
 import type { CacheMode, Condition, IdentitySourceConfig, Rule, RoutingDocument, Service, Settings, Upstream } from '../config/schema.js';
 import { normalizePathPrefix } from '../config/semantic.js';
+import { splitCiphers } from './tls.js';
 import { ConfigError } from '../errors.js';
 import { identitySources, type IdentitySourceKind } from '../identity/index.js';
 import { decisionOf, VaryBuilder, varyFor } from '../rules/cache-headers.js';
@@ -419,8 +420,13 @@ export function normalizeRouting(document: RoutingDocument, version: number, opt
  */
 export function openRestySettingsIssues(settings: Settings, document: RoutingDocument | undefined): string[] {
   const issues: string[] = [];
-  if (settings.listen === null) issues.push('listen: off: the OpenResty data plane listens where `listen` says; nginx terminates TLS in its own server block');
-  if (settings.tls !== undefined) issues.push('tls: on the OpenResty data plane nginx terminates TLS: put `listen … ssl`, ssl_certificate and http2 in the server block that includes graygate, and remove tls');
+  const tls = settings.tls;
+  if (tls !== undefined) {
+    const { suites } = splitCiphers(tls.ciphers);
+    if (tls.minVersion === 'TLSv1.3' && suites.length === 0) {
+      issues.push('tls.ciphers: minVersion is TLSv1.3 but the list holds no TLS 1.3 suite (TLS_…), so nginx could complete no handshake');
+    }
+  }
   if (settings.proxyProtocol !== undefined) issues.push('proxyProtocol: on the OpenResty data plane nginx reads the PROXY header: use `listen … proxy_protocol` with set_real_ip_from and real_ip_header proxy_protocol, and remove proxyProtocol');
   for (const [name, upstream] of Object.entries(document?.upstreams ?? {})) {
     if (upstream.protocol !== 'http1') issues.push(`upstreams.${name}.protocol: ${upstream.protocol} is not supported by the OpenResty data plane yet (its balancer proxies HTTP/1.1); use the Node data plane for gRPC upstreams`);
