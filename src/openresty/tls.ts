@@ -3,8 +3,8 @@ import path from 'node:path';
 import type { TlsSettings } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../observe/log.js';
-import { watchFile, type FileWatch } from '../store/file/watch-file.js';
-import { expiryProblem, readCaBundle, readCertificatePair, TlsFileError, type CertificatePair } from '../dataplane/tls-files.js';
+import type { CertificatePair } from '../dataplane/tls-files.js';
+import { WatchedTlsFiles } from '../dataplane/tls-watched-files.js';
 
 /**
  * TLS on the OpenResty data plane: nginx terminates it, graygate hands it the certificates.
@@ -127,52 +127,21 @@ export function writePlaceholder(dir: string, pair: CertificatePair): void {
  * loads (missing, unparsable, mismatched, expired) is refused with its file named and its previous
  * version stays; what loads is pushed to nginx by `push` for new handshakes.
  */
-export class OpenRestyTlsCertificates {
-  private pairs: CertificatePair[];
-  private ca: string | undefined;
+export class OpenRestyTlsCertificates extends WatchedTlsFiles {
   /** The pair written as nginx.conf's certificate. */
   private readonly placeholder: CertificatePair;
   private version = 0;
-  private watches: FileWatch[] = [];
-  private reloadTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  refusedReloads = 0;
-  appliedReloads = 0;
 
   constructor(
-    private readonly settings: TlsSettings,
-    private readonly logger: Logger,
+    settings: TlsSettings,
+    logger: Logger,
     /** Delivers a set to nginx; rejects with TlsSetRefused when nginx refused it, with another error when it could not be reached. */
     private readonly push: (message: TlsSetMessage) => Promise<void>,
   ) {
-    const issues: string[] = [];
-    const pairs: CertificatePair[] = [];
-    settings.certificates.forEach((entry, index) => {
-      try {
-        const pair = readCertificatePair(entry, index);
-        const problem = expiryProblem(pair, entry.cert, `tls.certificates[${index}].cert`);
-        if (problem?.level === 'error') issues.push(problem.message);
-        else if (problem) logger.warn({ event: 'tls-certificate-expiring', file: entry.cert, notAfter: pair.notAfter.toISOString() }, problem.message);
-        pairs.push(pair);
-      } catch (error) {
-        if (!(error instanceof TlsFileError)) throw error;
-        issues.push(error.message);
-      }
-    });
-    let ca: string | undefined;
-    if (settings.clientCertificates) {
-      try {
-        ca = readCaBundle(settings.clientCertificates.ca);
-      } catch (error) {
-        if (!(error instanceof TlsFileError)) throw error;
-        issues.push(error.message);
-      }
-    }
-    if (issues.length > 0) throw new ConfigError(issues);
-    this.ca = ca;
-    this.pairs = pairs;
-    this.placeholder = pairs[0]!;
+    super(settings, logger);
+    this.placeholder = this.pairs[0]!;
   }
 
   /** The pair nginx.conf names (the first). */
@@ -193,69 +162,18 @@ export class OpenRestyTlsCertificates {
     };
   }
 
-  /** Watches every certificate and key file; a change reloads once the burst of writes settles. */
+  /** Watches every certificate, key and CA file; a change reloads once the burst of writes settles. */
   watch(): void {
-    const files = new Set(this.settings.certificates.flatMap((entry) => [entry.cert, entry.key]));
-    if (this.settings.clientCertificates) files.add(this.settings.clientCertificates.ca);
-    for (const file of files) {
-      this.watches.push(
-        watchFile({
-          path: file,
-          // A renewal writes the certificate, then the key: wait for both before reading.
-          debounceMs: 200,
-          pollMs: this.settings.watchMs,
-          fsWatch: true,
-          logger: this.logger,
-          onChange: () => this.scheduleReload(),
-        }),
-      );
-    }
-  }
-
-  private scheduleReload(): void {
-    if (this.reloadTimer !== undefined) return;
-    this.reloadTimer = setTimeout(() => {
-      this.reloadTimer = undefined;
-      void this.reload();
-    }, 50);
-    this.reloadTimer.unref();
+    this.watchFiles();
   }
 
   /** Reads the files again and pushes what changed and loads; resolves with whether nginx took a new set. */
   async reload(): Promise<boolean> {
-    let changed = false;
-    const next = [...this.pairs];
-    this.settings.certificates.forEach((entry, index) => {
-      let pair: CertificatePair;
-      try {
-        pair = readCertificatePair(entry, index);
-        const problem = expiryProblem(pair, entry.cert, `tls.certificates[${index}].cert`);
-        if (problem?.level === 'error') throw new TlsFileError(entry.cert, `tls.certificates[${index}].cert`, problem.message.replace(/^\S+ \S+: /, ''));
-      } catch (error) {
-        if (!(error instanceof TlsFileError)) throw error;
-        this.refuse(error.file, error.message);
-        return;
-      }
-      const previous = this.pairs[index]!;
-      if (pair.certPem === previous.certPem && pair.keyPem === previous.keyPem && sameNames(pair.names, previous.names)) return;
-      next[index] = pair;
-      changed = true;
-    });
-    let ca = this.ca;
-    if (this.settings.clientCertificates) {
-      try {
-        ca = readCaBundle(this.settings.clientCertificates.ca);
-        if (ca !== this.ca) changed = true;
-      } catch (error) {
-        if (!(error instanceof TlsFileError)) throw error;
-        this.refuse(error.file, error.message);
-        ca = this.ca;
-      }
-    }
-    if (!changed) return false;
+    const next = this.reread();
+    if (next === undefined) return false;
     const before = { pairs: this.pairs, ca: this.ca };
-    this.pairs = next;
-    this.ca = ca;
+    this.pairs = next.pairs;
+    this.ca = next.ca;
     try {
       await this.push(this.message());
     } catch (error) {
@@ -272,11 +190,7 @@ export class OpenRestyTlsCertificates {
       this.refuse(this.settings.certificates[0]!.cert, `nginx could not load the new certificates: ${(error as Error).message}`);
       return false;
     }
-    this.appliedReloads++;
-    this.logger.info(
-      { event: 'tls-reloaded', certificates: this.pairs.map((pair, i) => ({ file: this.settings.certificates[i]!.cert, names: pair.names, notAfter: pair.notAfter.toISOString() })) },
-      'TLS certificates reloaded in nginx: new connections use them, open ones keep theirs',
-    );
+    this.reloaded('TLS certificates reloaded in nginx: new connections use them, open ones keep theirs');
     return true;
   }
 
@@ -298,20 +212,9 @@ export class OpenRestyTlsCertificates {
     this.retryTimer.unref();
   }
 
-  private refuse(file: string, message: string): void {
-    this.refusedReloads++;
-    this.logger.error({ event: 'tls-reload-refused', file }, `TLS reload refused, the previous certificate stays: ${message}`);
-  }
-
-  close(): void {
-    for (const watch of this.watches) watch.close();
-    this.watches = [];
+  override close(): void {
+    super.close();
     this.closed = true;
-    clearTimeout(this.reloadTimer);
     clearTimeout(this.retryTimer);
   }
-}
-
-function sameNames(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((name, i) => name === b[i]);
 }

@@ -3,10 +3,9 @@ import https from 'node:https';
 import tls, { type SecureContext, type SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ProxySettings, TlsSettings } from '../../config/schema.js';
-import { ConfigError } from '../../errors.js';
-import { watchFile, type FileWatch } from '../../store/file/watch-file.js';
 import { ticketKeys } from './ticket-keys.js';
-import { expiryProblem, readCaBundle, readCertificatePair, TlsFileError, type CertificatePair } from '../tls-files.js';
+import type { CertificatePair } from '../tls-files.js';
+import { WatchedTlsFiles } from '../tls-watched-files.js';
 
 /** The TLS listener's server: HTTP/2 with HTTP/1.1 fallback, or HTTPS alone when HTTP/2 is off. */
 export type TlsServer = Http2SecureServer | https.Server;
@@ -75,51 +74,15 @@ interface ContextBase {
  * certificate renewal that wrote a bad key never takes the listener down, and connections already
  * open keep the context they were made with.
  */
-export class TlsCertificates {
-  private pairs: CertificatePair[];
-  private ca: string | undefined;
+export class TlsCertificates extends WatchedTlsFiles {
   private exact = new Map<string, SecureContext>();
   private wildcard = new Map<string, SecureContext>();
   private fallback!: SecureContext;
   private server: TlsServer | undefined;
-  private watches: FileWatch[] = [];
-  private reloadTimer: NodeJS.Timeout | undefined;
-  /** Reloads refused since start (a pair or the CA failed to load). */
-  refusedReloads = 0;
-  /** Reloads that swapped in at least one changed file. */
-  appliedReloads = 0;
 
   /** Reads every file once; throws ConfigError naming each file that cannot be served. */
-  constructor(
-    private readonly settings: TlsSettings,
-    private readonly logger: Logger,
-  ) {
-    const issues: string[] = [];
-    const pairs: CertificatePair[] = [];
-    settings.certificates.forEach((entry, index) => {
-      try {
-        const pair = readCertificatePair(entry, index);
-        const problem = expiryProblem(pair, entry.cert, `tls.certificates[${index}].cert`);
-        if (problem?.level === 'error') issues.push(problem.message);
-        else if (problem) logger.warn({ event: 'tls-certificate-expiring', file: entry.cert, notAfter: pair.notAfter.toISOString() }, problem.message);
-        pairs.push(pair);
-      } catch (error) {
-        if (!(error instanceof TlsFileError)) throw error;
-        issues.push(error.message);
-      }
-    });
-    let ca: string | undefined;
-    if (settings.clientCertificates) {
-      try {
-        ca = readCaBundle(settings.clientCertificates.ca);
-      } catch (error) {
-        if (!(error instanceof TlsFileError)) throw error;
-        issues.push(error.message);
-      }
-    }
-    if (issues.length > 0) throw new ConfigError(issues);
-    this.pairs = pairs;
-    this.ca = ca;
+  constructor(settings: TlsSettings, logger: Logger) {
+    super(settings, logger);
     this.build();
   }
 
@@ -187,30 +150,7 @@ export class TlsCertificates {
   /** Watches every file; a change reloads (new handshakes only) once the burst of writes settles. */
   watch(server: TlsServer): void {
     this.server = server;
-    const files = this.settings.certificates.flatMap((entry) => [entry.cert, entry.key]);
-    if (this.settings.clientCertificates) files.push(this.settings.clientCertificates.ca);
-    for (const file of new Set(files)) {
-      this.watches.push(
-        watchFile({
-          path: file,
-          // A renewal writes the certificate, then the key: wait for both before reading.
-          debounceMs: 200,
-          pollMs: this.settings.watchMs,
-          fsWatch: true,
-          logger: this.logger,
-          onChange: () => this.scheduleReload(),
-        }),
-      );
-    }
-  }
-
-  private scheduleReload(): void {
-    if (this.reloadTimer !== undefined) return;
-    this.reloadTimer = setTimeout(() => {
-      this.reloadTimer = undefined;
-      this.reload();
-    }, 50);
-    this.reloadTimer.unref();
+    this.watchFiles();
   }
 
   /**
@@ -219,39 +159,11 @@ export class TlsCertificates {
    * anything changed.
    */
   reload(): boolean {
-    let changed = false;
-    const next = [...this.pairs];
-    this.settings.certificates.forEach((entry, index) => {
-      let pair: CertificatePair;
-      try {
-        pair = readCertificatePair(entry, index);
-        const problem = expiryProblem(pair, entry.cert, `tls.certificates[${index}].cert`);
-        if (problem?.level === 'error') throw new TlsFileError(entry.cert, `tls.certificates[${index}].cert`, problem.message.replace(/^\S+ \S+: /, ''));
-      } catch (error) {
-        if (!(error instanceof TlsFileError)) throw error;
-        this.refuse(error.file, error.message);
-        return;
-      }
-      const previous = this.pairs[index]!;
-      if (pair.certPem === previous.certPem && pair.keyPem === previous.keyPem && sameNames(pair.names, previous.names)) return;
-      next[index] = pair;
-      changed = true;
-    });
-    let ca = this.ca;
-    if (this.settings.clientCertificates) {
-      try {
-        ca = readCaBundle(this.settings.clientCertificates.ca);
-        if (ca !== this.ca) changed = true;
-      } catch (error) {
-        if (!(error instanceof TlsFileError)) throw error;
-        this.refuse(error.file, error.message);
-        ca = this.ca;
-      }
-    }
-    if (!changed) return false;
+    const next = this.reread();
+    if (next === undefined) return false;
     const before = { pairs: this.pairs, ca: this.ca, exact: this.exact, wildcard: this.wildcard, fallback: this.fallback };
-    this.pairs = next;
-    this.ca = ca;
+    this.pairs = next.pairs;
+    this.ca = next.ca;
     try {
       this.build();
       this.server?.setSecureContext(this.defaultOptions());
@@ -261,26 +173,7 @@ export class TlsCertificates {
       this.refuse(this.settings.certificates[0]!.cert, `the new certificates could not be loaded: ${(error as Error).message}`);
       return false;
     }
-    this.appliedReloads++;
-    this.logger.info(
-      { event: 'tls-reloaded', certificates: this.pairs.map((pair, i) => ({ file: this.settings.certificates[i]!.cert, names: pair.names, notAfter: pair.notAfter.toISOString() })) },
-      'TLS certificates reloaded: new connections use them, open ones keep theirs',
-    );
+    this.reloaded('TLS certificates reloaded: new connections use them, open ones keep theirs');
     return true;
   }
-
-  private refuse(file: string, message: string): void {
-    this.refusedReloads++;
-    this.logger.error({ event: 'tls-reload-refused', file }, `TLS reload refused, the previous certificate stays: ${message}`);
-  }
-
-  close(): void {
-    for (const watch of this.watches) watch.close();
-    this.watches = [];
-    clearTimeout(this.reloadTimer);
-  }
-}
-
-function sameNames(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((name, i) => name === b[i]);
 }
