@@ -465,8 +465,11 @@ export class NodeDataPlane implements DataPlane, ExchangeHost, UpgradeHost {
     }
     this.server?.closeAllConnections();
     for (const session of this.sessions) session.destroy();
+    // A destroyed socket emits 'close' a loop turn later, after the server has already counted it
+    // gone: wait for each, so a finished drain means no connection is open, as stats() then says.
+    const socketsClosed = [...this.sockets].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
     for (const socket of this.sockets) socket.destroy();
-    await closed;
+    await Promise.all([closed, ...socketsClosed]);
     await this.registry.close(Math.max(0, deadline - Date.now()));
     this.stopMemoryGuard?.();
   }
