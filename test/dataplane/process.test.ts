@@ -70,7 +70,11 @@ afterAll(async () => {
 });
 
 describe('gateway process memory', () => {
-  it('streams a 100 MB upload and a 100 MB download with peak RSS under 150 MB', async () => {
+  it('streams a 100 MB upload and a 100 MB download, its peak RSS growing by less than one body', async () => {
+    // The bound is on growth over the process's own peak before the transfer: a gateway that
+    // buffered a body would grow by at least its 100 MB, while the idle process's size (which
+    // changes as features are added) says nothing about streaming.
+    const peakBeforeKb = gateway.peakRssKb();
     const sentHash = createHash('sha256');
     const upload = await new Promise<{ length: number; sha256: string }>((resolve, reject) => {
       const req = http.request(`${gateway.url}/upload`, { method: 'POST', headers: { 'content-length': TOTAL }, agent: false }, (res) => {
@@ -105,8 +109,8 @@ describe('gateway process memory', () => {
     expect(download.sha256).toBe(expected.digest('hex'));
 
     const peakKb = gateway.peakRssKb();
-    console.log(`gateway peak RSS after 2 x 100 MB: ${(peakKb / 1024).toFixed(1)} MB`);
-    expect(peakKb).toBeLessThan(150 * 1024);
+    console.log(`gateway peak RSS after 2 x 100 MB: ${(peakKb / 1024).toFixed(1)} MB (before: ${(peakBeforeKb / 1024).toFixed(1)} MB)`);
+    expect(peakKb - peakBeforeKb).toBeLessThan(TOTAL / 1024);
   });
 
   it('drains and exits 0 on SIGTERM', async () => {
