@@ -6,13 +6,18 @@
 //   node bench/openresty-phases.mjs --rows nginx,openresty --perf 5   # + `perf record` of each row's worker
 //   node bench/openresty-phases.mjs --rows nginx,part:full,part:no-log,part:no-header-filter,part:no-balancer,part:access-only
 //        # what each phase costs: graygate's conf with that phase's hook taken out
+//   node bench/openresty-phases.mjs --rows part:full --reps 1 --jit 5 [--jit-mode Fl|vFl|fl|…]
+//        # + LuaJIT's own sampling profiler (jit.p) in each part row's worker under the same load:
+//        # where the Lua time goes by function and line (F/l), and in which VM state (v: N compiled,
+//        # I interpreted, C in C code, G garbage collector, J the JIT compiler); `--jit-mode v` alone
+//        # answers "is the hot path compiled?". Also writes jit.v's trace log (aborts, NYI) per row.
 //
 // The signal is CPU µs per request of the nginx worker processes alone (utime+stime from
 // /proc/<pid>/stat before and after a bounded wrk run), not req/s: the load tool, the backends and
 // the other engineers' work share the cores. To measure one part's cost, change that part and run
 // the same command again (the figures of one run are comparable; across runs compare the nginx row).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createRun, freePort, has, median, root, runLoad, startBackends, startRedis, waitPort } from './lib/harness.mjs';
@@ -27,6 +32,8 @@ const { values: flags } = parseArgs({
     perf: { type: 'string' },
     settings: { type: 'string', default: '{}' },
     strace: { type: 'string' },
+    jit: { type: 'string' },
+    'jit-mode': { type: 'string', default: 'Fl' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -115,7 +122,13 @@ http { keepalive_timeout 120s; keepalive_requests 1000000; lua_malloc_trim 0;
   include ${out}/graygate-http.conf;
   access_log ${out}/access.log graygate buffer=64k flush=1s;
   upstream bench_candidate { server 127.0.0.1:${backends.candidatePort}; keepalive 64; }
-  server { listen 127.0.0.1:${port} backlog=4096; include ${out}/server-part.conf; } }
+  server { listen 127.0.0.1:${port} backlog=4096; include ${out}/server-part.conf;
+    # Bench only: LuaJIT's profiler and trace log in this worker (started and stopped by --jit).
+    location = /__jit/start { allow 127.0.0.1; deny all; content_by_lua_block {
+      package.path = package.path .. ";/usr/share/luajit-2.1.0-beta3/?.lua"
+      local u = ngx.unescape_uri
+      require("jit.v").on(u(ngx.var.arg_v)) require("jit.p").start(u(ngx.var.arg_mode), u(ngx.var.arg_out)) ngx.say("started") } }
+    location = /__jit/stop { allow 127.0.0.1; deny all; content_by_lua_block { require("jit.p").stop() require("jit.v").off() ngx.say("stopped") } } } }
 `,
   );
   const child = run.start(`part ${part}`, 'nginx', ['-p', `${out}/`, '-c', conf, '-g', 'daemon off;']);
@@ -200,6 +213,29 @@ if (flags.perf && has('perf')) {
     const data = path.join(run.dir, `perf-${row.id}.data`);
     const out = execFileSync('bash', ['-c', `perf record -F 2000 -p ${pid} -o ${data} -- sleep ${seconds} >/dev/null 2>&1 & wrk -t1 -c${conns} -d${seconds}s -H 'TOKEN: ${TOKEN}' http://127.0.0.1:${row.port}/ | grep 'requests in'; wait; perf report -i ${data} --sort dso --stdio 2>/dev/null | grep '%' | head -12; perf report -i ${data} --sort dso,symbol --stdio 2>/dev/null | grep '%' | head -40`], { encoding: 'utf8', timeout: 120_000 });
     console.log(`\nperf, ${row.id} worker:\n${out}`);
+  }
+}
+if (flags.jit) {
+  const seconds = Number(flags.jit);
+  for (const row of rows.filter((r) => r.id.startsWith('part:'))) {
+    // nginx's worker runs as another user: it writes into a directory of its own.
+    const dir = path.join(run.dir, 'jit');
+    mkdirSync(dir, { recursive: true });
+    chmodSync(run.dir, 0o711);
+    chmodSync(dir, 0o777);
+    const out = path.join(dir, `profile-${row.id.slice(5)}.txt`);
+    const trace = path.join(dir, `traces-${row.id.slice(5)}.txt`);
+    const q = `mode=${encodeURIComponent(flags['jit-mode'])}&out=${encodeURIComponent(out)}&v=${encodeURIComponent(trace)}`;
+    execFileSync('curl', ['-sf', `http://127.0.0.1:${row.port}/__jit/start?${q}`]);
+    runLoad(row.port, { TOKEN }, { duration: seconds, conns });
+    execFileSync('curl', ['-sf', `http://127.0.0.1:${row.port}/__jit/stop`]);
+    if (!existsSync(out)) {
+      console.error(`no profile written; the worker's error log:\n${readFileSync(path.join(run.dir, `part-${row.id.slice(5)}`, 'error.log'), 'utf8').slice(-2000)}`);
+      continue;
+    }
+    console.log(`\nLuaJIT profile (jit.p ${flags['jit-mode']}), ${row.id} worker, ${seconds} s of load:\n${readFileSync(out, 'utf8').split('\n').slice(0, 60).join('\n')}`);
+    const aborts = readFileSync(trace, 'utf8').split('\n').filter((line) => /abort|NYI|blacklist/i.test(line));
+    console.log(`jit.v, ${row.id}: ${aborts.length} abort lines (all in ${trace})\n${[...new Set(aborts.map((l) => l.replace(/^\[TRACE\s+(--|\d+)\s*/, '')))].slice(0, 25).join('\n')}`);
   }
 }
 process.exit(0);
