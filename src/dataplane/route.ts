@@ -109,15 +109,24 @@ export function identify(service: CompiledService, facts: RequestFacts): Promise
  * with an identity is offered to the recent-identity sample here, where every runtime's requests
  * and upgrades pass once their identity is known.
  */
-export function decideOrStable(host: RouteHost, service: CompiledService, facts: RequestFacts): Decision {
+export function decideOrStable(host: Pick<RouteHost, 'identitySample' | 'fault'>, service: CompiledService, facts: RequestFacts): Decision {
+  let decision: Decision;
   try {
-    const decision = service.decide(facts);
-    if (host.identitySample !== undefined && facts.userId !== undefined) host.identitySample.offer(service, facts);
-    return decision;
+    decision = service.decide(facts);
   } catch (error) {
     host.fault('decide', { service: service.name, err: error }, 'deciding failed; routing to stable');
     return service.stableDecision;
   }
+  // Apart from deciding: the sample only feeds dry runs, so a fault in it must neither change the
+  // request's version nor be reported as a failure to decide.
+  if (host.identitySample !== undefined && facts.userId !== undefined) {
+    try {
+      host.identitySample.offer(service, facts);
+    } catch (error) {
+      host.fault('identity-sample', { service: service.name, err: error }, 'recording the caller in the identity sample failed; the request keeps its decision');
+    }
+  }
+  return decision;
 }
 
 /**

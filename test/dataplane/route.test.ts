@@ -2,8 +2,15 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { classifyUpstreamError, ServerHealth, type UpstreamFailure } from '../../src/dataplane/balancer.js';
 import { errorAnswer, rawErrorResponse, reasonPhrase } from '../../src/dataplane/error-response.js';
-import { hasRequestBody, nextStep } from '../../src/dataplane/route.js';
+import { decideOrStable, hasRequestBody, nextStep } from '../../src/dataplane/route.js';
+import { parseRoutingDocument } from '../../src/config/load.js';
 import { ErrorCodes, type ErrorCode } from '../../src/errors.js';
+import { identityCompiler } from '../../src/identity/request-identity.js';
+import { IdentitySample } from '../../src/observe/identity-sample.js';
+import { compileRouting } from '../../src/rules/compile.js';
+import type { RequestFacts } from '../../src/rules/facts.js';
+import type { CompiledService } from '../../src/rules/snapshot.js';
+import { makeFacts } from '../helpers/facts.js';
 
 // The decisions every runtime shares: the attempt policy, the body test, the error answer, and
 // when an ejection counts. The adapters' suites run them through the real processes.
@@ -102,5 +109,43 @@ describe('passive health', () => {
     expect(health.recordConnectFailure(50, policy)).toBe(false);
     expect(health.recordConnectFailure(200, policy)).toBe(false);
     expect(health.recordConnectFailure(201, policy)).toBe(true);
+  });
+});
+
+describe('decideOrStable', () => {
+  const snapshot = compileRouting(
+    parseRoutingDocument({
+      upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
+      identity: { sources: [{ header: { name: 'x-user-id' } }] },
+      services: [{ name: 'shop', stable: 'v1', release: { candidate: 'v2', rules: [{ name: 'first-users', uidRange: { from: 1, to: 100 } }] } }],
+    }),
+    1,
+    { identity: identityCompiler() },
+  );
+  const shop = snapshot.matchService('shop.example', '/')!;
+
+  /** A sample whose recording fails, as a bug or an exhausted heap would make it. */
+  class FailingSample extends IdentitySample {
+    override offer(_service: CompiledService, _facts: RequestFacts): void {
+      throw new Error('sample broke');
+    }
+  }
+
+  it('keeps the decision when recording the caller fails, and reports that fault under its own name', () => {
+    const faults: string[] = [];
+    const host = { identitySample: new FailingSample(), fault: (key: string) => faults.push(key) };
+    const facts = makeFacts({ userId: '50' });
+    const decision = decideOrStable(host, shop, facts);
+    expect(decision.version).toBe('candidate');
+    expect(decision.reason).toBe('first-users');
+    expect(faults).toEqual(['identity-sample']);
+  });
+
+  it('routes to stable, reported as a failure to decide, when deciding itself throws', () => {
+    const faults: string[] = [];
+    const host = { identitySample: undefined, fault: (key: string) => faults.push(key) };
+    const broken = { ...shop, decide: () => { throw new Error('rules broke'); } } as CompiledService;
+    expect(decideOrStable(host, broken, makeFacts({ userId: '50' }))).toBe(shop.stableDecision);
+    expect(faults).toEqual(['decide']);
   });
 });
