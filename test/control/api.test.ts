@@ -324,6 +324,21 @@ describe('admin API: two writers at once', () => {
     expect(newer[0].reason).toBe(a.status === 200 ? 'writer a' : 'writer b');
   });
 
+  it('without a precondition, changes made at the same moment all land, each once', async () => {
+    const before = await current();
+    const names = Array.from({ length: 6 }, (_, i) => `burst-${i}`);
+    const answers = await Promise.all(
+      names.map((name, i) => admin.api('PUT', `/v1/upstreams/${name}`, { body: { reason: `add ${name}`, upstream: { servers: [`http://127.0.0.1:${20 + i}`] } } })),
+    );
+    expect(answers.map((a) => a.status)).toEqual(names.map(() => 200));
+    // One version each, none lost to another: the latest document holds every upstream.
+    expect(new Set(answers.map((a) => a.body.version)).size).toBe(names.length);
+    expect(await current()).toBe(before + names.length);
+    const read = await admin.api('GET', '/v1/config');
+    names.forEach((name, i) => expect(read.body.document.upstreams[name].servers).toEqual([`http://127.0.0.1:${20 + i}`]));
+    for (const name of names) await admin.api('DELETE', `/v1/upstreams/${name}`, { body: { reason: 'clean up' } });
+  });
+
   it('two release actions at once on one version: one applies, the other is 409', async () => {
     const version = await current();
     const [a, b] = await Promise.all([

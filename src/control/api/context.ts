@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { setTimeout as delay } from 'node:timers/promises';
 import { parseRoutingDocument } from '../../config/load.js';
 import type { RoutingDocument } from '../../config/schema.js';
 import type { DataPlaneStats, WorkerServing } from '../../dataplane/runtime.js';
@@ -134,7 +135,10 @@ export interface WriteOutcome {
  * The one write path: reads the current version, refuses a stale precondition (409), lets
  * `mutate` build the next document, validates it with parseRoutingDocument (400 naming every
  * field) before the store sees it, and writes it as one compare-and-set version with actor and
- * reason. A concurrent writer that got in between the read and the write makes this one 409.
+ * reason. A concurrent writer that got in between the read and the write makes this one 409 when
+ * the caller named the version it read (it decided on that version); a caller that named none
+ * asked for its change on whatever is current, so the change is made again on the newer version
+ * (two operators changing two services at the same moment both land), within the same deadline.
  * `mutate` returning `changed: false` writes nothing. The read and the write share one deadline
  * (the store's `deadlineMs`), so a store outage answers within it; a write the store did not
  * confirm by then can no longer be applied later (see the store's write). It answers once this
@@ -147,21 +151,43 @@ export async function commitChange(
   mutate: (current: RoutingDocument) => { document: RoutingDocument; changed?: boolean },
 ): Promise<WriteOutcome> {
   const deadline = Date.now() + context.store.deadlineMs;
-  // Only a whole-document write may seed an empty store; the others need a document to change.
-  const current = write.allowEmpty ? await currentOrEmpty(context.store, deadline) : await context.store.current({ deadline });
-  const currentVersion = current?.version ?? 0;
-  if (write.expectedVersion !== undefined && write.expectedVersion !== currentVersion) {
-    throw new GraygateError(
-      'GG_VERSION_CONFLICT',
-      `the write named version ${write.expectedVersion}, but the current version is ${currentVersion}; read it again and retry`,
-    );
+  for (let attempt = 1; ; attempt++) {
+    // Only a whole-document write may seed an empty store; the others need a document to change.
+    const current = write.allowEmpty ? await currentOrEmpty(context.store, deadline) : await context.store.current({ deadline });
+    const currentVersion = current?.version ?? 0;
+    if (write.expectedVersion !== undefined && write.expectedVersion !== currentVersion) {
+      throw new GraygateError(
+        'GG_VERSION_CONFLICT',
+        `the write named version ${write.expectedVersion}, but the current version is ${currentVersion}; read it again and retry`,
+      );
+    }
+    const next = mutate(current?.document ?? { upstreams: {}, services: [], identity: { sources: [] } });
+    if (next.changed === false) {
+      return { changed: false, previousVersion: currentVersion, version: currentVersion, actor: write.actor, reason: write.reason };
+    }
+    const validated = parseRoutingDocument(next.document);
+    let written: StoredVersion;
+    try {
+      written = await context.store.write(validated, { expectedVersion: currentVersion, actor: write.actor, reason: write.reason, deadline });
+    } catch (error) {
+      const again = write.expectedVersion === undefined && attempt < WRITE_ATTEMPTS && Date.now() < deadline;
+      if (again && isGraygateError(error) && error.code === 'GG_VERSION_CONFLICT') {
+        // Another writer won this version: a short random pause keeps two retrying writers from
+        // meeting again in lockstep.
+        await delay(Math.random() * 5 * attempt);
+        continue;
+      }
+      throw error;
+    }
+    return await announceWritten(context, write, currentVersion, written);
   }
-  const next = mutate(current?.document ?? { upstreams: {}, services: [], identity: { sources: [] } });
-  if (next.changed === false) {
-    return { changed: false, previousVersion: currentVersion, version: currentVersion, actor: write.actor, reason: write.reason };
-  }
-  const validated = parseRoutingDocument(next.document);
-  const written = await context.store.write(validated, { expectedVersion: currentVersion, actor: write.actor, reason: write.reason, deadline });
+}
+
+/** How many times a change without a precondition is made again after losing to another writer. */
+const WRITE_ATTEMPTS = 10;
+
+/** Logs a write and answers once this gateway serves it (or says which processes do not yet). */
+async function announceWritten(context: AdminContext, write: { actor: string; reason: string }, currentVersion: number, written: StoredVersion): Promise<WriteOutcome> {
   context.logger.info(
     { event: 'admin-write', actor: write.actor, reason: write.reason, previousVersion: currentVersion, version: written.version },
     `routing version ${written.version} written by ${write.actor} (was ${currentVersion}): ${write.reason}`,
