@@ -12,6 +12,8 @@
 
 local identity = require("graygate.identity")
 
+local new_tab = require("table.new")
+
 local byte, sub, find, lower, gsub = string.byte, string.sub, string.find, string.lower, string.gsub
 
 local _M = {}
@@ -65,16 +67,35 @@ local req_meta = {
     end,
 }
 
+-- The last Host header and request target seen in this worker, and what was made of them:
+-- nginx hands a new Lua string per read, but equal strings are one object in LuaJIT, so a
+-- repeated host (nearly every request) costs one comparison instead of a lower-case copy.
+local last_raw_host, last_host = nil, ""
+local last_uri, last_path = "/", "/"
+
+-- The fields a request gets in the access phase (req, decide's results, the identity's, the
+-- header filter's), so the table is allocated once at its size instead of growing and rehashing.
+local REQ_FIELDS = 12
+
 -- A new req for the current request (access phase): host and path now, the rest when read.
 function _M.new()
     local var = ngx.var
+    local raw = var.http_host
+    if raw ~= last_raw_host then
+        last_raw_host, last_host = raw, host_without_port(raw)
+    end
     local uri = var.request_uri or "/"
-    local q = find(uri, "?", 1, true)
-    return setmetatable({
-        host = host_without_port(var.http_host),
-        path = q and sub(uri, 1, q - 1) or uri,
-        headers = headers,
-    }, req_meta)
+    if uri ~= last_uri then
+        local q = find(uri, "?", 1, true)
+        last_uri, last_path = uri, q and sub(uri, 1, q - 1) or uri
+    end
+    local req = new_tab(0, REQ_FIELDS)
+    req.host = last_host
+    req.path = last_path
+    req.headers = headers
+    -- Read by the header filter on every request: a value here spares the lazy lookup below.
+    req.set_cookie = false
+    return setmetatable(req, req_meta)
 end
 
 return _M
