@@ -409,10 +409,19 @@ _M.client_ip = client_ip
 
 local MAX_SAFE_INTEGER = 9007199254740991
 
+-- Verdicts on the ids and tokens of recent requests, per worker. A caller sends the same token
+-- (and so has the same id) request after request, and equal Lua strings are one object, so one
+-- table lookup answers in place of a scan. A scan is a loop, and a loop becomes a trace of its
+-- own whose exit returns into the caller's frame, which LuaJIT does not compile ("NYI: return to
+-- lower frame"): the rest of the request would then run in the interpreter. Each table is
+-- dropped when it holds MEMO_MAX verdicts, which bounds its memory.
+local MEMO_MAX = 4096
+local numeric_memo, numeric_n = {}, 0
+local canonical_memo, canonical_n = {}, 0
+local token_memo, token_n = {}, 0
+
 -- The id as a number only in canonical decimal form (7, not 007, 7.0 or -0), within 2^53 - 1.
--- Byte loops here and in the checks below, not string.find with a pattern: a pattern find is not
--- compiled by LuaJIT and ends the trace, and these run on every request that has an id.
-local function canonical_numeric_id(id)
+local function scan_numeric_id(id)
     local length = #id
     if length == 0 or length > 16 then return nil end
     local start = byte(id, 1) == 45 and 2 or 1
@@ -427,11 +436,21 @@ local function canonical_numeric_id(id)
     if value == 0 and start == 2 then return nil end
     return value
 end
+
+local function canonical_numeric_id(id)
+    local known = numeric_memo[id]
+    if known ~= nil then return known or nil end
+    local value = scan_numeric_id(id)
+    if numeric_n >= MEMO_MAX then numeric_memo, numeric_n = {}, 0 end
+    numeric_memo[id] = value or false
+    numeric_n = numeric_n + 1
+    return value
+end
 _M.canonical_numeric_id = canonical_numeric_id
 
 -- What a stored value must be to count as a user id: 1..256 printable ASCII characters, and a
 -- number only in canonical form (`007` would alias `7`). For token resolvers as well.
-local function is_canonical_user_id(value)
+local function scan_canonical_user_id(value)
     local length = #value
     if length == 0 or length > MAX_USER_ID_LENGTH then return false end
     local digits = true
@@ -443,24 +462,43 @@ local function is_canonical_user_id(value)
     if length > 1 and digits and byte(value, 1) == 48 then return false end
     return true
 end
+
+local function is_canonical_user_id(value)
+    local known = canonical_memo[value]
+    if known ~= nil then return known end
+    known = scan_canonical_user_id(value)
+    if canonical_n >= MEMO_MAX then canonical_memo, canonical_n = {}, 0 end
+    canonical_memo[value] = known
+    canonical_n = canonical_n + 1
+    return known
+end
 _M.is_canonical_user_id = is_canonical_user_id
 
--- The bytes of a token (RFC 6750 b64token plus "="), 1 at their code: an FFI array, whose
--- indexing compiles to one load.
+-- The bytes of a token (RFC 6750 b64token plus "="), 1 at their code.
 local TOKEN_BYTE = ffi.new("uint8_t[256]")
 for _, range in ipairs({ { 48, 57 }, { 65, 90 }, { 97, 122 } }) do
     for b = range[1], range[2] do TOKEN_BYTE[b] = 1 end
 end
 for b in ("-._~+/="):gmatch(".") do TOKEN_BYTE[byte(b)] = 1 end
 
+local function scan_token(token)
+    for i = 1, #token do
+        if TOKEN_BYTE[byte(token, i)] == 0 then return false end
+    end
+    return true
+end
+
 -- A token as tokenLookup accepts it: 1..max characters of RFC 6750 b64token plus "=".
 local function is_well_formed_token(token, max_length)
     local length = #token
     if length == 0 or length > max_length then return false end
-    for i = 1, length do
-        if TOKEN_BYTE[byte(token, i)] == 0 then return false end
-    end
-    return true
+    local known = token_memo[token]
+    if known ~= nil then return known end
+    known = scan_token(token)
+    if token_n >= MEMO_MAX then token_memo, token_n = {}, 0 end
+    token_memo[token] = known
+    token_n = token_n + 1
+    return known
 end
 _M.is_well_formed_token = is_well_formed_token
 

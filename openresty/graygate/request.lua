@@ -1,6 +1,6 @@
 -- The `req` table decide.evaluate reads (fields in decide.lua), filled from nginx for the current
 -- request. Header values are read on demand through one table shared by every request, whose
--- lookups go to ngx.var (request-scoped by itself), so a request allocates only its own `req`.
+-- lookups go to nginx variables (request-scoped by themselves), so a request allocates only its own `req`.
 --
 -- How the fields follow what Node sees:
 --   host    the Host header (nginx keeps HTTP/2's :authority there too) without its port, lower case
@@ -18,6 +18,40 @@ local byte, sub, find, lower, gsub = string.byte, string.sub, string.find, strin
 
 local _M = {}
 
+-- Reading an nginx variable, as ngx.var does (lua-resty-core's var.lua, the same C function)
+-- but in a form LuaJIT compiles. ngx.var's reader ends in `return ffi.string(...)`: a tail call
+-- to a function with side effects, which the trace recorder cannot return from into the
+-- caller's frame ("NYI: return to lower frame"). After a few such aborts LuaJIT blacklists that
+-- reader, and from then on EVERY trace that reads a variable through ngx.var aborts as well, so
+-- the whole request path runs in the interpreter. Here the string is made, kept in a local and
+-- returned: no tail call.
+require("resty.core.var") -- declares ngx_http_lua_ffi_var_get to the FFI
+local base = require("resty.core.base")
+local ffi = require("ffi")
+local C = ffi.C
+local ffi_str = ffi.string
+local get_request = base.get_request
+local get_string_buf = base.get_string_buf
+local get_size_ptr = base.get_size_ptr
+local value_ptr = ffi.new("char *[1]")
+local errmsg = base.get_errmsg_ptr()
+
+--- The value of nginx variable `name` for the current request, or nil when it has none.
+local function var_get(name)
+    local r = get_request()
+    if not r then error("graygate: no request found") end
+    local name_len = #name
+    local value_len = get_size_ptr()
+    local rc = C.ngx_http_lua_ffi_var_get(r, name, name_len, get_string_buf(name_len), 0, value_ptr, value_len, errmsg)
+    if rc == 0 then
+        local value = ffi_str(value_ptr[0], value_len[0])
+        return value
+    end
+    if rc == -5 then return nil end
+    error(ffi_str(errmsg[0]), 2)
+end
+_M.var = var_get
+
 -- ngx.var names of headers, by lower-case header name: built once per name per worker.
 local var_names = setmetatable({}, {
     __index = function(self, name)
@@ -28,7 +62,10 @@ local var_names = setmetatable({}, {
 })
 
 local headers = setmetatable({}, {
-    __index = function(_, name) return ngx.var[var_names[name]] end,
+    __index = function(_, name)
+        local value = var_get(var_names[name])
+        return value
+    end,
     __newindex = function() error("graygate: request headers are read-only") end,
 })
 _M.headers = headers
@@ -53,15 +90,15 @@ _M.host_without_port = host_without_port
 -- hash lookup and a Lua string): the query string, the peer address, TLS. A value read as nil
 -- (no query string) is read again if asked again, which only costs that lookup.
 local lazy = {
-    args = function(var) return var.args end,
-    peer_ip = function(var) return identity.unwrap_mapped(var.remote_addr or "") end,
-    is_tls = function(var) return var.https == "on" end,
+    args = function() return var_get("args") end,
+    peer_ip = function() return identity.unwrap_mapped(var_get("remote_addr") or "") end,
+    is_tls = function() return var_get("https") == "on" end,
 }
 local req_meta = {
     __index = function(req, key)
         local read = lazy[key]
         if read == nil then return nil end
-        local value = read(ngx.var)
+        local value = read()
         rawset(req, key, value)
         return value
     end,
@@ -79,12 +116,11 @@ local REQ_FIELDS = 12
 
 -- A new req for the current request (access phase): host and path now, the rest when read.
 function _M.new()
-    local var = ngx.var
-    local raw = var.http_host
+    local raw = var_get("http_host")
     if raw ~= last_raw_host then
         last_raw_host, last_host = raw, host_without_port(raw)
     end
-    local uri = var.request_uri or "/"
+    local uri = var_get("request_uri") or "/"
     if uri ~= last_uri then
         local q = find(uri, "?", 1, true)
         last_uri, last_path = uri, q and sub(uri, 1, q - 1) or uri
