@@ -277,7 +277,7 @@ function _M.init_worker(json)
     -- these are the values already in force.
     local jit_ok, jit = pcall(require, "jit")
     if jit_ok and jit and jit.opt then
-        jit.opt.start("maxtrace=8000", "maxrecord=16000", "minstitch=3", "maxmcode=40960")
+        jit.opt.start("maxtrace=8000", "maxrecord=16000", "maxirconst=1000", "minstitch=3", "maxmcode=40960")
     end
     settings = cjson.decode(json) or {}
     dict = shared[DICT]

@@ -82,7 +82,8 @@ local function host_without_port(host)
         if colon then stop = colon - 1 end
     end
     if stop ~= #host then host = sub(host, 1, stop) end
-    return lower(host)
+    host = lower(host)
+    return host
 end
 _M.host_without_port = host_without_port
 
@@ -131,7 +132,10 @@ function _M.new()
     req.headers = headers
     -- Read by the header filter on every request: a value here spares the lazy lookup below.
     req.set_cookie = false
-    return setmetatable(req, req_meta)
+    -- Not `return setmetatable(...)`: a tail call to a built-in ends the compiled trace as it
+    -- returns into the access phase's frame ("leaving loop in root trace").
+    setmetatable(req, req_meta)
+    return req
 end
 
 return _M
