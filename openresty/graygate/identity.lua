@@ -28,10 +28,24 @@ for b = 128, 255 do
     LATIN1[char(b)] = char(bor(0xc0, rshift(b, 6)), bor(0x80, band(b, 63)))
 end
 
+-- What short values (ids, compared header values) became, per worker: they repeat from request
+-- to request, and a table lookup is compiled where a pattern find is not (it splits the trace).
+-- Emptied when it holds LATIN1_MEMO_MAX values; longer strings are not kept.
+local LATIN1_MEMO_MAX, LATIN1_MEMO_LENGTH = 4096, 256
+local utf8_of, utf8_n = {}, 0
+
 -- The UTF-8 of a string read as Latin-1 (what Node hashes and compares for a header value).
 local function latin1_to_utf8(s)
-    if not find(s, "[\128-\255]") then return s end
-    return (gsub(s, "[\128-\255]", LATIN1))
+    local known = utf8_of[s]
+    if known ~= nil then return known end
+    local out = s
+    if find(s, "[\128-\255]") then out = gsub(s, "[\128-\255]", LATIN1) end
+    if #s <= LATIN1_MEMO_LENGTH then
+        if utf8_n >= LATIN1_MEMO_MAX then utf8_of, utf8_n = {}, 0 end
+        utf8_of[s] = out
+        utf8_n = utf8_n + 1
+    end
+    return out
 end
 _M.latin1_to_utf8 = latin1_to_utf8
 
@@ -415,7 +429,7 @@ local MAX_SAFE_INTEGER = 9007199254740991
 -- own whose exit returns into the caller's frame, which LuaJIT does not compile ("NYI: return to
 -- lower frame"): the rest of the request would then run in the interpreter. Each table is
 -- dropped when it holds MEMO_MAX verdicts, which bounds its memory.
-local MEMO_MAX = 4096
+local MEMO_MAX, MEMO_LENGTH = 4096, 512
 local numeric_memo, numeric_n = {}, 0
 local canonical_memo, canonical_n = {}, 0
 local token_memo, token_n = {}, 0
@@ -438,6 +452,7 @@ local function scan_numeric_id(id)
 end
 
 local function canonical_numeric_id(id)
+    if #id > 16 then return nil end
     local known = numeric_memo[id]
     if known ~= nil then return known or nil end
     local value = scan_numeric_id(id)
@@ -464,6 +479,8 @@ local function scan_canonical_user_id(value)
 end
 
 local function is_canonical_user_id(value)
+    local length = #value
+    if length == 0 or length > MAX_USER_ID_LENGTH then return false end
     local known = canonical_memo[value]
     if known ~= nil then return known end
     known = scan_canonical_user_id(value)
@@ -495,9 +512,11 @@ local function is_well_formed_token(token, max_length)
     local known = token_memo[token]
     if known ~= nil then return known end
     known = scan_token(token)
-    if token_n >= MEMO_MAX then token_memo, token_n = {}, 0 end
-    token_memo[token] = known
-    token_n = token_n + 1
+    if length <= MEMO_LENGTH then
+        if token_n >= MEMO_MAX then token_memo, token_n = {}, 0 end
+        token_memo[token] = known
+        token_n = token_n + 1
+    end
     return known
 end
 _M.is_well_formed_token = is_well_formed_token
