@@ -1,6 +1,7 @@
 -- The `req` table decide.evaluate reads (fields in decide.lua), filled from nginx for the current
 -- request. Header values are read on demand through one table shared by every request, whose
--- lookups go to nginx variables (request-scoped by themselves), so a request allocates only its own `req`.
+-- lookups go to nginx variables (request-scoped by themselves), so a request allocates only its
+-- own `req`.
 --
 -- How the fields follow what Node sees:
 --   host    the Host header (nginx keeps HTTP/2's :authority there too) without its port, lower case
