@@ -221,17 +221,23 @@ function _M.balance()
 end
 
 --- log_by_lua: the last attempt's outcome counts for its server's health (earlier ones were
---- counted when the balancer moved on).
+--- counted when the balancer moved on). `g.responded` is set by the header filter when the
+--- upstream's response headers arrived: the usual request is known to have succeeded without
+--- reading (and parsing) $upstream_bytes_received, a lookup by name and a pattern match the JIT
+--- cannot compile.
 function _M.log(g)
-    if not g or not g.server then return end
+    if not g then return end
+    local server = g.server
+    if not server then return end
+    if g.responded then return succeeded(server) end
     local received = last_number(ngx.var.upstream_bytes_received) or 0
     if received > 0 then
-        succeeded(g.server)
+        succeeded(server)
         return
     end
     local sent = last_number(ngx.var.upstream_bytes_sent) or 0
     local status = last_number(ngx.var.upstream_status)
-    if sent == 0 and status and status >= 502 and status ~= 503 then connect_failed(g.up, g.server, now_ms()) end
+    if sent == 0 and status and status >= 502 and status ~= 503 then connect_failed(g.up, server, now_ms()) end
 end
 
 function _M.init_worker()
