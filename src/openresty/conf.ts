@@ -174,7 +174,14 @@ server {
 export function serverConf(settings: Settings): string {
   return `# Written by \`graygate openresty conf\`: include it inside the server { } that takes the traffic
 # (it defines location /).
-${accessLogVariableDeclarations().split(' set ').join('\nset ')}
+# The variables the phases write, read by the access log line, the error location and the metrics.
+# Declared in a location no request enters: nginx knows them (Lua can write only a declared
+# variable), and no request pays for setting them empty. One never written reads as empty (nil in
+# Lua, "" in the access log line), without a warning.
+uninitialized_variable_warn off;
+location @graygate_variables {
+    ${accessLogVariableDeclarations().split(' set ').join('\n    set ')}
+}
 set $gg_scheme "http";
 set $gg_xff $remote_addr;
 set $gg_host $http_host;
