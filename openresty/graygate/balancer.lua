@@ -176,12 +176,20 @@ function _M.choose(view, g, upstream_name, stable_name, is_candidate)
     return up
 end
 
+-- The timeouts (seconds) the proxied location has (the config's defaults, given to init_worker by
+-- the conf graygate writes); nil: unknown, every attempt sets its upstream's.
+local default_connect, default_send, default_read
+
 local function set_peer(g, up, index)
     local server = up.servers[index]
     g.server = server
     g.index = index
     local t = up.timeouts
-    ngx_balancer.set_timeouts(t.connect, t.send, t.read)
+    -- Setting timeouts makes nginx copy its whole upstream configuration for the request: only
+    -- for an upstream whose timeouts are not the location's.
+    if t.connect ~= default_connect or t.send ~= default_send or t.read ~= default_read then
+        ngx_balancer.set_timeouts(t.connect, t.send, t.read)
+    end
     local ok, err = ngx_balancer.set_current_peer(server.ip, server.port)
     if not ok then
         ngx.log(ngx.ERR, "graygate: cannot set peer ", server.origin, ": ", err)
@@ -286,8 +294,14 @@ function _M.log(g)
     if sent == 0 and status and status >= 502 and status ~= 503 then connect_failed(g.up, server, now_ms()) end
 end
 
-function _M.init_worker()
+--- init_worker_by_lua. `default_timeouts` ({ connect, send, read } in seconds): the proxied
+--- location's proxy_connect/send/read_timeout, when the conf sets them (graygate's does, to the
+--- config's defaults).
+function _M.init_worker(default_timeouts)
     health = shared.graygate_health
+    if default_timeouts then
+        default_connect, default_send, default_read = default_timeouts.connect, default_timeouts.send, default_timeouts.read
+    end
 end
 
 return _M
