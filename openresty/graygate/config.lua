@@ -270,6 +270,15 @@ end
 
 --- init_worker_by_lua: `json` is the settings graygate wrote into the conf.
 function _M.init_worker(json)
+    -- LuaJIT's trace limits as OpenResty's own LuaJIT sets them (stock LuaJIT's are 1000 traces of
+    -- 4000 IR instructions, 512 KB of machine code): the access phase inlines the decision, the
+    -- identity and the token cache into one trace, which the stock limit aborts as "trace too
+    -- long" and then blacklists, so the request path would run in the interpreter. On OpenResty
+    -- these are the values already in force.
+    local jit_ok, jit = pcall(require, "jit")
+    if jit_ok and jit and jit.opt then
+        jit.opt.start("maxtrace=8000", "maxrecord=16000", "maxirconst=1000", "minstitch=3", "maxmcode=40960")
+    end
     settings = cjson.decode(json) or {}
     dict = shared[DICT]
     worker_version_key = "worker:" .. ngx.worker.id() .. ":version"
