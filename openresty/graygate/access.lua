@@ -14,7 +14,8 @@ local var = ngx.var
 local header = ngx.header
 
 -- Fields of a request's state (ngx.ctx.graygate) in the usual request: the decision's, the
--- balancer's (up, stable, server, index, attempts) and the metrics' marks.
+-- balancer's (up, stable, server, index, attempts), the metrics' marks and the header filter's
+-- (responded).
 local G_FIELDS = 12
 
 local _M = {}
