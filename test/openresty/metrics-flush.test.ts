@@ -55,6 +55,16 @@ const counted = (metrics: MetricsJson) =>
     (v) => v.labels.service === 'app' && v.labels.version === 'candidate' && v.labels.status_class === '2xx' && v.labels.upstream === 'app-v2',
   )?.value ?? 0;
 
+/** Whether process `pid` exists (signal 0: no signal is sent). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
 describe("metrics.lua's per-worker counts", () => {
   it('are never more than were served, the in-flight figure never below what is open, and a reload loses none of them', async () => {
     const pids = new Set<string>();
@@ -75,6 +85,11 @@ describe("metrics.lua's per-worker counts", () => {
 
     // A reload: the old workers exit, each adding what it counted on its way out.
     process.kill(nginx.child.pid!, 'SIGHUP');
+    // Read once the old workers are gone: a dump an old worker answered on its way out would add
+    // that worker's counts itself.
+    await eventually(() => {
+      for (const pid of pids) expect(alive(Number(pid))).toBe(false);
+    });
     const after = await eventually(async () => {
       const dump = await readOpenrestyDump(dumpUrl);
       expect(counted(dump.metrics)).toBe(REQUESTS);
