@@ -14,7 +14,8 @@ local var = ngx.var
 local header = ngx.header
 
 -- Fields of a request's state (ngx.ctx.graygate) in the usual request: the decision's, the
--- balancer's (up, stable, server, index, attempts) and the metrics' marks.
+-- balancer's (up, stable, server, index, attempts), the metrics' marks and the header filter's
+-- (responded).
 local G_FIELDS = 12
 
 local _M = {}
@@ -86,10 +87,13 @@ function _M.access()
 end
 
 --- header_filter_by_lua: the headers the decision calls for (Vary or Cache-Control: private, the
---- anonymous id cookie, the version header), as decide.lua writes them.
+--- anonymous id cookie, the version header), as decide.lua writes them. `g` survives only when
+--- no internal redirect happened, so these are the upstream's response headers: the log phase
+--- reads `g.responded` as "the attempt got an answer" (no $upstream_bytes_received to parse).
 function _M.header_filter()
     local g = ngx.ctx.graygate
     if g == nil then return end
+    g.responded = true
     -- The upstream that served it: after a fail-safe from the candidate, stable's.
     decide.apply_headers(g.compiled, g.decision, g.req, g.up and g.up.name or var.gg_upstream, header)
 end
