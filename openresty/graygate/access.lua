@@ -78,9 +78,15 @@ function _M.access()
     if source then var.gg_identity = source end
     metrics.started(up.name, g, d)
     if up.scheme ~= "http" then var.gg_scheme = up.scheme end
-    -- X-Forwarded-For: a trusted proxy's value is appended to; anyone else's is replaced ($gg_xff's default).
+    -- X-Forwarded-For: a trusted proxy's value is appended to; anyone else's is replaced ($gg_xff's
+    -- default). Built here rather than read from $proxy_add_x_forwarded_for: nginx does not let
+    -- that variable be looked up by name (ngx.var gives nil), so it cannot be read from Lua.
     local trusted = compiled.trusted
-    if trusted.n4 + trusted.n6 > 0 and identity.peer_trusted(trusted, req) then var.gg_xff = var.proxy_add_x_forwarded_for end
+    if trusted.n4 + trusted.n6 > 0 and identity.peer_trusted(trusted, req) then
+        local forwarded = req.headers["x-forwarded-for"]
+        local peer = request.var("remote_addr")
+        var.gg_xff = forwarded and forwarded .. ", " .. peer or peer
+    end
     if not settings.preserve_host then var.gg_host = up.host_header end
     -- Whether the request may be sent again after a failure is worked out by the balancer, only
     -- when an attempt fails (balancer.replayable).
