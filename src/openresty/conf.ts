@@ -227,6 +227,9 @@ location / {
 
 location @graygate_error {
     content_by_lua_block { require("graygate.access").error_page() }
+    # The log phase runs the handlers of the location that answered: without it here, a request
+    # answered by this location would stay in flight forever (a drain would never end) and count nowhere.
+    log_by_lua_block { require("graygate.access").log() }
 }
 `;
 }

@@ -266,6 +266,11 @@ describe('the OpenResty data plane: upstream failures', () => {
       expect(text).toMatch(/graygate_upstream_ejections_total\{upstream="pair"\} [1-9]/);
       expect(text).toMatch(/graygate_fallback_total\{service="fallback",from="all-dead",to="stable",reason="(connect_failure|unhealthy)"\} [1-9]/);
       expect(text).toMatch(/graygate_upstream_errors_total\{upstream="slow",kind="timeout"\} [1-9]/);
+      // A request the error location answered is counted too, and leaves nothing in flight.
+      expect(text).toMatch(/graygate_requests_total\{service="slow",version="stable",status_class="5xx",upstream="slow"\} [1-9]/);
+      expect(text).toMatch(/graygate_requests_total\{service="reset",version="stable",status_class="5xx",upstream="reset"\} [1-9]/);
+      expect(text).toContain('graygate_upstream_in_flight_requests{upstream="slow"} 0');
+      expect(text).toContain('graygate_upstream_in_flight_requests{upstream="reset"} 0');
     });
   });
 });
