@@ -6,6 +6,8 @@
 //   node bench/openresty-phases.mjs --rows nginx,openresty --perf 5   # + `perf record` of each row's worker
 //   node bench/openresty-phases.mjs --rows nginx,part:full,part:no-log,part:no-header-filter,part:no-balancer,part:access-only
 //        # what each phase costs: graygate's conf with that phase's hook taken out
+//   BASE_LUA=/tmp/base/openresty node bench/openresty-phases.mjs --rows nginx,part:base,part:full
+//        # part:base: graygate's conf with another checkout's Lua (before/after a Lua change in one run)
 //   node bench/openresty-phases.mjs --rows part:full --reps 1 --jit 5 [--jit-mode Fl|vFl|fl|…]
 //        # + LuaJIT's own sampling profiler (jit.p) in each part row's worker under the same load:
 //        # where the Lua time goes by function and line (F/l), and in which VM state (v: N compiled,
@@ -92,6 +94,9 @@ const PARTS = {
   'no-log': (conf) => conf.replace(/^\s*log_by_lua_block .*$/m, ''),
   'no-header-filter': (conf) => conf.replace(/^\s*header_filter_by_lua_block .*$/m, ''),
   'no-balancer': (conf) => conf.replace('proxy_pass $gg_scheme://graygate_upstream;', 'proxy_pass http://bench_candidate;'),
+  // graygate's conf as part:full, but its Lua from BASE_LUA (another checkout's openresty/ directory,
+  // e.g. `git archive <commit> openresty | tar -x -C /tmp/base`): a change's before and after in one run.
+  base: (conf) => conf,
   'access-only': (conf) => PARTS['no-balancer'](PARTS['no-header-filter'](PARTS['no-log'](conf))),
 };
 let seedGateway;
@@ -109,6 +114,14 @@ async function startPart(part) {
   const config = path.join(run.dir, `gw-node-1-seed-${gateway.port}.json`);
   const out = path.join(run.dir, `part-${part}`);
   execFileSync(process.execPath, [path.join(root, 'dist/cli/main.js'), 'openresty', 'conf', '--config', config, '--out', out], { encoding: 'utf8' });
+  if (part === 'base') {
+    if (!process.env.BASE_LUA || !existsSync(path.join(process.env.BASE_LUA, 'graygate', 'access.lua'))) {
+      console.error('part:base needs BASE_LUA: an openresty/ directory holding graygate/*.lua (readable by nginx workers)');
+      process.exit(2);
+    }
+    const http = path.join(out, 'graygate-http.conf');
+    writeFileSync(http, readFileSync(http, 'utf8').replace(/lua_package_path "[^?]*\?\.lua;/, `lua_package_path "${process.env.BASE_LUA}/?.lua;`));
+  }
   const server = edit(readFileSync(path.join(out, 'graygate-server.conf'), 'utf8'));
   writeFileSync(path.join(out, 'server-part.conf'), server);
   const port = await freePort();

@@ -8,9 +8,15 @@ local balancer = require "graygate.balancer"
 local decide = require "graygate.decide"
 local request = require "graygate.request"
 local identity = require "graygate.identity"
+local new_tab = require "table.new"
 local ngx = ngx
 local var = ngx.var
 local header = ngx.header
+
+-- Fields of a request's state (ngx.ctx.graygate) in the usual request: the decision's, the
+-- balancer's (up, stable, server, index, attempts), the metrics' marks and the header filter's
+-- (responded).
+local G_FIELDS = 12
 
 local _M = {}
 
@@ -45,11 +51,16 @@ function _M.access()
         return answer_error("GG_NOT_READY", 503, "the gateway serves no routing snapshot yet")
     end
     local req = request.new()
-    local d = decide.evaluate(view.compiled, req, config.settings().redis and token.resolver or no_token)
+    local settings = config.settings()
+    local compiled = view.compiled
+    local d = decide.evaluate(compiled, req, settings.redis and token.resolver or no_token)
     if d == nil then
         return answer_error("GG_NO_SERVICE", 404, "no service matches the request host and path")
     end
-    local g = { decision = d, req = req, compiled = view.compiled }
+    -- Allocated at the size the phases fill it to (the balancer's and metrics' fields too), so it
+    -- never grows and rehashes on the way.
+    local g = new_tab(0, G_FIELDS)
+    g.decision, g.req, g.compiled = d, req, compiled
     ngx.ctx.graygate = g
     var.gg_service = d.service
     var.gg_version = d.version
@@ -67,19 +78,28 @@ function _M.access()
     if source then var.gg_identity = source end
     metrics.started(up.name, g, d)
     if up.scheme ~= "http" then var.gg_scheme = up.scheme end
-    -- X-Forwarded-For: a trusted proxy's value is appended to; anyone else's is replaced ($gg_xff's default).
-    local trusted = view.compiled.trusted
-    if trusted.n4 + trusted.n6 > 0 and identity.peer_trusted(trusted, req) then var.gg_xff = var.proxy_add_x_forwarded_for end
-    if not config.settings().preserve_host then var.gg_host = up.host_header end
+    -- X-Forwarded-For: a trusted proxy's value is appended to; anyone else's is replaced ($gg_xff's
+    -- default). Built here rather than read from $proxy_add_x_forwarded_for: nginx does not let
+    -- that variable be looked up by name (ngx.var gives nil), so it cannot be read from Lua.
+    local trusted = compiled.trusted
+    if trusted.n4 + trusted.n6 > 0 and identity.peer_trusted(trusted, req) then
+        local forwarded = req.headers["x-forwarded-for"]
+        local peer = request.var("remote_addr")
+        var.gg_xff = forwarded and forwarded .. ", " .. peer or peer
+    end
+    if not settings.preserve_host then var.gg_host = up.host_header end
     -- Whether the request may be sent again after a failure is worked out by the balancer, only
     -- when an attempt fails (balancer.replayable).
 end
 
 --- header_filter_by_lua: the headers the decision calls for (Vary or Cache-Control: private, the
---- anonymous id cookie, the version header), as decide.lua writes them.
+--- anonymous id cookie, the version header), as decide.lua writes them. `g` survives only when
+--- no internal redirect happened, so these are the upstream's response headers: the log phase
+--- reads `g.responded` as "the attempt got an answer" (no $upstream_bytes_received to parse).
 function _M.header_filter()
     local g = ngx.ctx.graygate
     if g == nil then return end
+    g.responded = true
     -- The upstream that served it: after a fail-safe from the candidate, stable's.
     decide.apply_headers(g.compiled, g.decision, g.req, g.up and g.up.name or var.gg_upstream, header)
 end

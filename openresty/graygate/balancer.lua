@@ -26,21 +26,55 @@ local function now_ms()
     return ngx.now() * 1000
 end
 
+-- The health dict holds, per server, "e:<origin>" (ejected until, ms) and "f:<origin>" (connect
+-- failures in a row), and GEN, a number every change of those increments (after making it). Each
+-- worker keeps a copy of its servers' state (server.until_ms, server.failing) taken when GEN was
+-- `known_gen`: the usual request reads GEN only (one shared-dict read, where reading each
+-- server's keys in the access, balancer and log phases took three), and the copy is taken again
+-- when another worker changed something.
+local GEN = "gen"
+local known_gen = false
+-- Every server of the current envelope (this worker's copy of their state).
+local all_servers = {}
+
 -- Per worker, per envelope: the upstreams with their round-robin cursor.
 config.on_view(function(view)
+    local servers = {}
     for name, up in pairs(view.upstreams) do
         up.name = name
         up.cursor = 0
         for _, server in ipairs(up.servers) do
             server.ejected_key = "e:" .. server.origin
             server.failures_key = "f:" .. server.origin
+            server.until_ms = 0
+            server.failing = false
+            servers[#servers + 1] = server
         end
     end
+    all_servers = servers
+    -- No GEN equals false: the next request takes the copy.
+    known_gen = false
 end)
 
+--- Brings this worker's copy of the servers' health up to date when any worker changed it.
+local function sync()
+    local gen = health:get(GEN)
+    if gen == known_gen then return end
+    known_gen = gen
+    for i = 1, #all_servers do
+        local server = all_servers[i]
+        server.until_ms = health:get(server.ejected_key) or 0
+        server.failing = health:get(server.failures_key) ~= nil
+    end
+end
+
+--- After this worker changed a server's health: the other workers take a new copy.
+local function changed()
+    health:incr(GEN, 1, 0)
+end
+
 local function is_available(server, now)
-    local until_ms = health:get(server.ejected_key)
-    return until_ms == nil or until_ms <= now
+    return server.until_ms <= now
 end
 
 --- True when at least one server of `up` is not ejected.
@@ -62,8 +96,8 @@ local function pick(up, tried, now)
     for k = 0, n - 1 do
         local i = (up.cursor + k) % n + 1
         if not (tried and tried[i]) then
-            local until_ms = health:get(servers[i].ejected_key)
-            if until_ms == nil or until_ms <= now then
+            local until_ms = servers[i].until_ms
+            if until_ms <= now then
                 up.cursor = i % n
                 return i
             end
@@ -80,22 +114,31 @@ local function connect_failed(up, server, now)
     local until_ms = health:get(server.ejected_key)
     if until_ms and until_ms > now then return end
     local failures = health:incr(server.failures_key, 1, 0)
+    server.failing = true
     if failures and failures >= up.eject_after then
-        health:set(server.ejected_key, now + up.eject_for_ms)
+        server.until_ms = now + up.eject_for_ms
+        health:set(server.ejected_key, server.until_ms)
         health:set(server.failures_key, 0)
+        changed()
         metrics.ejected(up.name)
         ngx.log(ngx.WARN, "graygate: server ", server.origin, " of upstream \"", up.name, "\" refused ", failures,
             " connection(s) in a row; ejected for ", up.eject_for_ms, " ms")
+    else
+        changed()
     end
 end
 
 --- A response from `server`: its failures count no more, and an ejection ends. A healthy server
 --- has no failure count at all (connect_failed creates it, and sets it when it ejects), so the
---- usual request costs one shared-dict read here.
+--- usual request costs nothing here: this worker's copy says so (a failure another worker counted
+--- while this request was under way is cleared by this worker's next success, which takes the copy again).
 local function succeeded(server)
-    if health:get(server.failures_key) == nil then return end
+    if not server.failing then return end
+    server.failing = false
+    server.until_ms = 0
     health:delete(server.failures_key)
     health:delete(server.ejected_key)
+    changed()
 end
 
 local function last_number(text)
@@ -107,6 +150,7 @@ end
 --- that cannot take the request (no server, every server ejected). Returns the upstream to use, or
 --- nil when there is none. `g` is the request's state (ngx.ctx.graygate).
 function _M.choose(view, g, upstream_name, stable_name, is_candidate)
+    sync()
     local upstreams = view.upstreams
     local up = upstreams[upstream_name]
     if is_candidate then
@@ -132,12 +176,20 @@ function _M.choose(view, g, upstream_name, stable_name, is_candidate)
     return up
 end
 
+-- The timeouts (seconds) the proxied location has (the config's defaults, given to init_worker by
+-- the conf graygate writes); nil: unknown, every attempt sets its upstream's.
+local default_connect, default_send, default_read
+
 local function set_peer(g, up, index)
     local server = up.servers[index]
     g.server = server
     g.index = index
     local t = up.timeouts
-    ngx_balancer.set_timeouts(t.connect, t.send, t.read)
+    -- Setting timeouts makes nginx copy its whole upstream configuration for the request: only
+    -- for an upstream whose timeouts are not the location's.
+    if t.connect ~= default_connect or t.send ~= default_send or t.read ~= default_read then
+        ngx_balancer.set_timeouts(t.connect, t.send, t.read)
+    end
     local ok, err = ngx_balancer.set_current_peer(server.ip, server.port)
     if not ok then
         ngx.log(ngx.ERR, "graygate: cannot set peer ", server.origin, ": ", err)
@@ -183,6 +235,8 @@ function _M.balance()
         return set_peer(g, up, index)
     end
     g.attempts = g.attempts + 1
+    -- A failed attempt: what every worker counted since, exactly.
+    sync()
     local _, status = ngx_balancer.get_last_failure()
     local sent = last_number(ngx.var.upstream_bytes_sent) or 0
     local server = g.server
@@ -221,21 +275,33 @@ function _M.balance()
 end
 
 --- log_by_lua: the last attempt's outcome counts for its server's health (earlier ones were
---- counted when the balancer moved on).
+--- counted when the balancer moved on). `g.responded` is set by the header filter when the
+--- upstream's response headers arrived: the usual request is known to have succeeded without
+--- reading (and parsing) $upstream_bytes_received, a lookup by name and a pattern match the JIT
+--- cannot compile.
 function _M.log(g)
-    if not g or not g.server then return end
+    if not g then return end
+    local server = g.server
+    if not server then return end
+    if g.responded then return succeeded(server) end
     local received = last_number(ngx.var.upstream_bytes_received) or 0
     if received > 0 then
-        succeeded(g.server)
+        succeeded(server)
         return
     end
     local sent = last_number(ngx.var.upstream_bytes_sent) or 0
     local status = last_number(ngx.var.upstream_status)
-    if sent == 0 and status and status >= 502 and status ~= 503 then connect_failed(g.up, g.server, now_ms()) end
+    if sent == 0 and status and status >= 502 and status ~= 503 then connect_failed(g.up, server, now_ms()) end
 end
 
-function _M.init_worker()
+--- init_worker_by_lua. `default_timeouts` ({ connect, send, read } in seconds): the proxied
+--- location's proxy_connect/send/read_timeout, when the conf sets them (graygate's does, to the
+--- config's defaults).
+function _M.init_worker(default_timeouts)
     health = shared.graygate_health
+    if default_timeouts then
+        default_connect, default_send, default_read = default_timeouts.connect, default_timeouts.send, default_timeouts.read
+    end
 end
 
 return _M

@@ -270,6 +270,15 @@ end
 
 --- init_worker_by_lua: `json` is the settings graygate wrote into the conf.
 function _M.init_worker(json)
+    -- LuaJIT's trace limits as OpenResty's own LuaJIT ships them (stock LuaJIT's are 1000 traces of
+    -- 4000 IR instructions, 512 KB of machine code), and 1000 constants a trace instead of both
+    -- builds' 500: the access phase inlines the decision, the identity and the token cache into
+    -- one trace, which the lower limits abort as "trace too long" until LuaJIT blacklists it, and
+    -- the request path then runs in the interpreter.
+    local jit_ok, jit = pcall(require, "jit")
+    if jit_ok and jit and jit.opt then
+        jit.opt.start("maxtrace=8000", "maxrecord=16000", "maxirconst=1000", "minstitch=3", "maxmcode=40960")
+    end
     settings = cjson.decode(json) or {}
     dict = shared[DICT]
     worker_version_key = "worker:" .. ngx.worker.id() .. ":version"

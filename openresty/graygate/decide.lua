@@ -24,7 +24,7 @@
 -- and written by evaluate (per request results; read them after it returns):
 --   user_id          string  the caller's id as the rules saw it (UTF-8), or nil
 --   identity_source  string  which source gave it (`header:x-user-id`, `anonymous`...), or nil
---   set_cookie       string  Set-Cookie value of a newly minted anonymous id, or nil
+--   set_cookie       string  Set-Cookie value of a newly minted anonymous id, or nil/false
 --   client_ip        string  the caller's address as graygate trusts it (computed when read)
 --
 -- resolve_token(source, token) -> user id string or nil: the tokenLookup source (the form's
@@ -182,6 +182,15 @@ function compile_condition(c, trusted)
         return never
     elseif kind == "uidRange" then
         local from, to = c.from, c.to
+        if #from == 1 then
+            -- One range (the usual case, e.g. a range read from a store key): two comparisons,
+            -- no search loop for the JIT to unroll.
+            local low, high = from[1], to[1]
+            return function(req)
+                local id = req.numeric_user_id
+                return id ~= nil and id >= low and id <= high
+            end
+        end
         return function(req)
             local id = req.numeric_user_id
             if id == nil then return false end

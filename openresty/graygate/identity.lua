@@ -28,10 +28,24 @@ for b = 128, 255 do
     LATIN1[char(b)] = char(bor(0xc0, rshift(b, 6)), bor(0x80, band(b, 63)))
 end
 
+-- What short values (ids, compared header values) became, per worker: they repeat from request
+-- to request, and a table lookup is compiled where a pattern find is not (it splits the trace).
+-- Emptied when it holds LATIN1_MEMO_MAX values; longer strings are not kept.
+local LATIN1_MEMO_MAX, LATIN1_MEMO_LENGTH = 4096, 256
+local utf8_of, utf8_n = {}, 0
+
 -- The UTF-8 of a string read as Latin-1 (what Node hashes and compares for a header value).
 local function latin1_to_utf8(s)
-    if not find(s, "[\128-\255]") then return s end
-    return (gsub(s, "[\128-\255]", LATIN1))
+    local known = utf8_of[s]
+    if known ~= nil then return known end
+    local out = s
+    if find(s, "[\128-\255]") then out = gsub(s, "[\128-\255]", LATIN1) end
+    if #s <= LATIN1_MEMO_LENGTH then
+        if utf8_n >= LATIN1_MEMO_MAX then utf8_of, utf8_n = {}, 0 end
+        utf8_of[s] = out
+        utf8_n = utf8_n + 1
+    end
+    return out
 end
 _M.latin1_to_utf8 = latin1_to_utf8
 
@@ -409,36 +423,101 @@ _M.client_ip = client_ip
 
 local MAX_SAFE_INTEGER = 9007199254740991
 
+-- Verdicts on the ids and tokens of recent requests, per worker. A caller sends the same token
+-- (and so has the same id) request after request, and equal Lua strings are one object, so one
+-- table lookup answers in place of a scan. A scan is a loop, and a loop becomes a trace of its
+-- own whose exit returns into the caller's frame, which LuaJIT does not compile ("NYI: return to
+-- lower frame"): the rest of the request would then run in the interpreter. Each table is
+-- dropped when it holds MEMO_MAX verdicts, which bounds its memory.
+local MEMO_MAX, MEMO_LENGTH = 4096, 512
+local numeric_memo, numeric_n = {}, 0
+local canonical_memo, canonical_n = {}, 0
+local token_memo, token_n = {}, 0
+
 -- The id as a number only in canonical decimal form (7, not 007, 7.0 or -0), within 2^53 - 1.
-local function canonical_numeric_id(id)
+local function scan_numeric_id(id)
     local length = #id
     if length == 0 or length > 16 then return nil end
-    if not find(id, "^%-?[0-9]+$") then return nil end
     local start = byte(id, 1) == 45 and 2 or 1
+    if start > length then return nil end
+    for i = start, length do
+        local c = byte(id, i)
+        if c < 48 or c > 57 then return nil end
+    end
     if byte(id, start) == 48 and length > start then return nil end
     local value = tonumber(id)
     if value == nil or value > MAX_SAFE_INTEGER or value < -MAX_SAFE_INTEGER then return nil end
     if value == 0 and start == 2 then return nil end
     return value
 end
+
+local function canonical_numeric_id(id)
+    if #id > 16 then return nil end
+    local known = numeric_memo[id]
+    if known ~= nil then return known or nil end
+    local value = scan_numeric_id(id)
+    if numeric_n >= MEMO_MAX then numeric_memo, numeric_n = {}, 0 end
+    numeric_memo[id] = value or false
+    numeric_n = numeric_n + 1
+    return value
+end
 _M.canonical_numeric_id = canonical_numeric_id
 
 -- What a stored value must be to count as a user id: 1..256 printable ASCII characters, and a
 -- number only in canonical form (`007` would alias `7`). For token resolvers as well.
+local function scan_canonical_user_id(value)
+    local length = #value
+    if length == 0 or length > MAX_USER_ID_LENGTH then return false end
+    local digits = true
+    for i = 1, length do
+        local c = byte(value, i)
+        if c < 33 or c > 126 then return false end
+        if c < 48 or c > 57 then digits = false end
+    end
+    if length > 1 and digits and byte(value, 1) == 48 then return false end
+    return true
+end
+
 local function is_canonical_user_id(value)
     local length = #value
     if length == 0 or length > MAX_USER_ID_LENGTH then return false end
-    if find(value, "[^\33-\126]") then return false end
-    if length > 1 and byte(value, 1) == 48 and not find(value, "[^0-9]") then return false end
-    return true
+    local known = canonical_memo[value]
+    if known ~= nil then return known end
+    known = scan_canonical_user_id(value)
+    if canonical_n >= MEMO_MAX then canonical_memo, canonical_n = {}, 0 end
+    canonical_memo[value] = known
+    canonical_n = canonical_n + 1
+    return known
 end
 _M.is_canonical_user_id = is_canonical_user_id
+
+-- The bytes of a token (RFC 6750 b64token plus "="), 1 at their code.
+local TOKEN_BYTE = ffi.new("uint8_t[256]")
+for _, range in ipairs({ { 48, 57 }, { 65, 90 }, { 97, 122 } }) do
+    for b = range[1], range[2] do TOKEN_BYTE[b] = 1 end
+end
+for b in ("-._~+/="):gmatch(".") do TOKEN_BYTE[byte(b)] = 1 end
+
+local function scan_token(token)
+    for i = 1, #token do
+        if TOKEN_BYTE[byte(token, i)] == 0 then return false end
+    end
+    return true
+end
 
 -- A token as tokenLookup accepts it: 1..max characters of RFC 6750 b64token plus "=".
 local function is_well_formed_token(token, max_length)
     local length = #token
     if length == 0 or length > max_length then return false end
-    return not find(token, "[^A-Za-z0-9%-%._~%+/=]")
+    local known = token_memo[token]
+    if known ~= nil then return known end
+    known = scan_token(token)
+    if length <= MEMO_LENGTH then
+        if token_n >= MEMO_MAX then token_memo, token_n = {}, 0 end
+        token_memo[token] = known
+        token_n = token_n + 1
+    end
+    return known
 end
 _M.is_well_formed_token = is_well_formed_token
 

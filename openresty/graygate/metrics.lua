@@ -26,9 +26,11 @@
 -- graygate's rollout analysis reads per-version figures from the same dump (`figures`: requests,
 -- 5xx, fallbacks as candidate failures, and a latency histogram in the analysis's own buckets).
 --
--- Per request: six shared-dict increments (in flight +1 and -1; status class, duration bucket,
--- duration sum, rollout latency bucket) with keys built once per (service, version, upstream, bucket)
--- and kept in nested tables; no string is built and nothing is decoded per request.
+-- Per request: one shared-dict increment (in flight +1, in the access phase). The rest (in flight
+-- -1, status class, duration bucket, duration sum, rollout latency bucket) are counted in this
+-- worker's tables and added to the dict by a timer every FLUSH_INTERVAL (flush): a shared-dict
+-- increment locks the dict and hashes its key, and the log phase's five cost more than all of its
+-- other work. No string is built and nothing is decoded per request.
 local cjson = require "cjson.safe"
 
 local ngx = ngx
@@ -61,9 +63,18 @@ local dict
 -- E upstream error, J ejection, I in flight, T token lookups. A histogram's count is the sum of its
 -- B buckets (one increment fewer per request).
 
--- keys[service][version][upstream] = { R = { per class }, B = { per bucket + 1 }, S =,
---   L = { per rollout bucket + 1, made on first use }, Lbase = } (no L for unmatched requests).
+-- keys[service][version][upstream] = a series: its request counts, kept in this worker and added
+-- to the shared dict by flush() (see count). A series holds
+--   n    = { counts by slot }: slots 1-5 the status classes, R_SLOTS + 1 .. the duration buckets,
+--          S_SLOT the duration sum, L_SLOT + 1 + b the rollout latency bucket b (0-based)
+--   keys = { the shared-dict key of each slot, made on first use by flush, off the request path }
+--   base = "service\31version", upstream, L (whether rollout latencies are kept), dirty
 local keys = {}
+-- Every series, for flush().
+local all_series = {}
+local R_SLOTS = 5
+local S_SLOT = R_SLOTS + NBUCKETS + 2
+local L_SLOT = S_SLOT
 
 local function series_keys(service, version, upstream)
     local by_version = keys[service]
@@ -78,20 +89,48 @@ local function series_keys(service, version, upstream)
     end
     local k = by_upstream[upstream]
     if k then return k end
-    local base = service .. SEP .. version
-    k = { R = {}, B = {} }
-    for i, class in ipairs(CLASSES) do k.R[i] = "R" .. base .. SEP .. class .. SEP .. upstream end
-    for i = 1, NBUCKETS + 1 do k.B[i] = "B" .. base .. SEP .. i end
-    k.S = "S" .. base
-    if service ~= "" then
-        k.L = {}
-        k.Lbase = "L" .. base .. SEP
-    end
+    local n = {}
+    -- Every slot made now (zeros), so counting never grows the table.
+    local last = S_SLOT + ((service ~= "" and NLAT > 0) and NLAT + 1 or 0)
+    for i = 1, last do n[i] = 0 end
+    k = { n = n, keys = {}, base = service .. SEP .. version, upstream = upstream, L = service ~= "" and NLAT > 0, dirty = false }
     by_upstream[upstream] = k
+    all_series[#all_series + 1] = k
     return k
 end
 
-local simple = { F = {}, E = {}, J = {}, I = {} }
+-- The shared-dict key of slot i of series k.
+local function slot_key(k, i)
+    local key = k.keys[i]
+    if key then return key end
+    if i <= R_SLOTS then
+        key = "R" .. k.base .. SEP .. CLASSES[i] .. SEP .. k.upstream
+    elseif i < S_SLOT then
+        key = "B" .. k.base .. SEP .. (i - R_SLOTS)
+    elseif i == S_SLOT then
+        key = "S" .. k.base
+    else
+        key = "L" .. k.base .. SEP .. (i - L_SLOT - 1)
+    end
+    k.keys[i] = key
+    return key
+end
+
+-- Requests in flight per upstream: the shared-dict key of each upstream, made once; and the
+-- requests this worker saw close since its last flush, per key (negative, added by flush).
+local inflight_keys = {}
+local inflight_closed = {}
+local function inflight_key(upstream)
+    local key = inflight_keys[upstream]
+    if key == nil then
+        key = "I" .. upstream
+        inflight_keys[upstream] = key
+    end
+    return key
+end
+
+-- The rare counters (fallbacks, upstream errors, ejections): their keys, made once per label set.
+local simple = { F = {}, E = {}, J = {} }
 local function simple_key(kind, ...)
     local n = select("#", ...)
     local t = simple[kind]
@@ -131,10 +170,17 @@ local function decode_bounds(octave, ulps)
     return bounds
 end
 
+-- How often each worker adds its counts to the shared dict (seconds). The dump, /metrics, the
+-- rollout analysis and the drain see a worker's closed requests up to this late (a request that
+-- starts is in flight at once). 100 ms: far below any scrape or analysis interval, and ten timer
+-- runs a second per worker cost nothing measurable.
+local FLUSH_INTERVAL = 0.1
+
 --- Called once per worker (init_worker): the shared dict's name, the rollout analysis's latency
 --- bounds (`latency_octave_ms` + `latency_ulps`, as graygate's conf writes them, or
 --- `latency_bounds_ms`: the ascending array itself); starts the timer that adds this worker's
---- token lookup counts to the dict every `flush_interval` seconds (default 1).
+--- request and token lookup counts to the dict every `flush_interval` seconds (default 0.1), and
+--- once more when the worker exits (a reload or stop loses no count).
 function _M.init(opts)
     opts = opts or {}
     local bounds = opts.latency_bounds_ms
@@ -147,9 +193,8 @@ function _M.init(opts)
         LAT, NLAT = nil, 0
     end
     dict = assert(ngx.shared[opts.dict or "graygate_metrics"], "graygate metrics: lua_shared_dict " .. tostring(opts.dict or "graygate_metrics") .. " is not declared")
-    local ok, err = ngx.timer.every(opts.flush_interval or 1, function(premature)
-        if not premature then _M.flush() end
-    end)
+    -- `premature` is the worker exiting: the last flush.
+    local ok, err = ngx.timer.every(opts.flush_interval or FLUSH_INTERVAL, function() _M.flush() end)
     if not ok then ngx.log(ngx.ERR, "graygate metrics: no flush timer: ", err) end
 end
 
@@ -157,10 +202,31 @@ local TOKEN_FIELDS = { "hits", "staleHits", "negativeHits", "lookups", "refreshe
 local token_keys = {}
 for i, f in ipairs(TOKEN_FIELDS) do token_keys[i] = "T" .. f end
 
---- Adds this worker's token lookup counts to the shared dict and zeroes them.
+--- Adds this worker's request and token lookup counts to the shared dict and zeroes them.
 function _M.flush()
+    if not dict then return end
+    for key, n in pairs(inflight_closed) do
+        if n ~= 0 then
+            inflight_closed[key] = 0
+            dict:incr(key, n, 0)
+        end
+    end
+    for s = 1, #all_series do
+        local k = all_series[s]
+        if k.dirty then
+            k.dirty = false
+            local n = k.n
+            for i = 1, #n do
+                local v = n[i]
+                if v ~= 0 then
+                    n[i] = 0
+                    dict:incr(slot_key(k, i), v, 0)
+                end
+            end
+        end
+    end
     local ok, token = pcall(require, "graygate.token")
-    if not ok or not dict then return end
+    if not ok then return end
     local stats = token.stats
     for i, f in ipairs(TOKEN_FIELDS) do
         local v = stats[f]
@@ -190,29 +256,26 @@ local function latency_bucket(ms)
 end
 _M.latency_bucket = latency_bucket
 
--- Counts one finished request in the series of (service, served version, upstream): four
--- shared-dict increments (status class, duration bucket, duration sum, rollout latency bucket).
+-- Counts one finished request in series k: status class, duration bucket, duration sum and rollout
+-- latency bucket, in this worker's tables (flush adds them to the shared dict). A shared-dict
+-- increment locks the dict and hashes its key; four per request cost more than the rest of the
+-- log phase, and here they are table stores the JIT compiles.
 local function count(k)
-    local status = ngx.status
-    local class = floor(status / 100)
+    local n = k.n
+    local class = floor(ngx.status / 100)
     if class < 1 or class > 5 then class = 5 end
-    dict:incr(k.R[class], 1, 0)
+    n[class] = n[class] + 1
     local seconds = now() - req_start()
     if seconds < 0 then seconds = 0 end
     local i = 1
     while i <= NBUCKETS and seconds > BUCKETS[i] do i = i + 1 end
-    dict:incr(k.B[i], 1, 0)
-    dict:incr(k.S, seconds, 0)
-    local L = k.L
-    if L and NLAT > 0 then
-        local b = latency_bucket(seconds * 1000) + 1
-        local key = L[b]
-        if not key then
-            key = k.Lbase .. (b - 1)
-            L[b] = key
-        end
-        dict:incr(key, 1, 0)
+    n[R_SLOTS + i] = n[R_SLOTS + i] + 1
+    n[S_SLOT] = n[S_SLOT] + seconds
+    if k.L then
+        local b = L_SLOT + 1 + latency_bucket(seconds * 1000)
+        n[b] = n[b] + 1
     end
+    k.dirty = true
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -220,31 +283,33 @@ end
 -- counted, so the usual request costs no nginx variable read in the log phase (a variable read is
 -- a hash lookup by name, ~10x a table field). But ngx.ctx does not survive nginx's internal
 -- redirect to an error page, so what the log phase needs is also in variables, read only then:
---   $gg_service, $gg_version (decided), $gg_upstream (the upstream that served: stable's after a
---   fallback), $gg_fallback (the fallback's reason, or empty) — which the access and balancer
---   phases set for the access log line anyway — and $gg_inflight, metrics.lua's own.
+--   $gg_service, $gg_version (decided), $gg_upstream (the upstream that served, which is the one
+--   counted in flight: stable's after a fallback), $gg_fallback (the fallback's reason, or empty),
+--   which the access and balancer phases set for the access log line anyway.
 -- Upstream errors, ejections and fallbacks are counted by the balancer as they happen
 -- (upstream_failed, ejected, fallback): each failed attempt counts, as on Node.
+-- A request in flight is added to the shared dict at once, and taken off by the next flush after
+-- it closed: the figure is never below the truth (a drain that reads none in flight can trust
+-- it), and at most one flush interval above it.
 
---- Access phase, once the upstream is chosen: the request is in flight to it. `g` is the
---- request's state table (kept in ngx.ctx); `decision` the decision it serves.
+--- Access phase, once the upstream is chosen (and $gg_upstream set to it): the request is in
+--- flight to it. `g` is the request's state table (kept in ngx.ctx); `decision` the decision it serves.
 function _M.started(upstream, g, decision)
-    ngx.var.gg_inflight = upstream
-    dict:incr(simple_key("I", upstream), 1, 0)
+    dict:incr(inflight_key(upstream), 1, 0)
     if g then
         g.m_inflight = upstream
         g.m_decision = decision
     end
 end
 
---- Balancer phase, when an attempt goes to another upstream than counted (a fallback to stable).
+--- Balancer phase, when an attempt goes to another upstream than counted (a fallback to stable;
+--- the caller sets $gg_upstream to it).
 function _M.moved(upstream, g)
     local was = g and g.m_inflight
-    if was == nil then was = ngx.var.gg_inflight end
+    if was == nil then was = ngx.var.gg_upstream end
     if was == upstream then return end
-    if was and was ~= "" then dict:incr(simple_key("I", was), -1, 0) end
-    dict:incr(simple_key("I", upstream), 1, 0)
-    ngx.var.gg_inflight = upstream
+    if was and was ~= "" then dict:incr(inflight_key(was), -1, 0) end
+    dict:incr(inflight_key(upstream), 1, 0)
     if g then g.m_inflight = upstream end
 end
 
@@ -264,28 +329,40 @@ function _M.ejected(upstream)
     dict:incr(simple_key("J", upstream), 1, 0)
 end
 
-
 --- Log phase. `g` is the request's state table when the request kept it (no internal redirect):
 --- then nothing is read from variables.
 function _M.log_vars(g)
     local d = g and g.m_decision
     if d then
         local up = g.m_inflight
-        dict:incr(simple_key("I", up), -1, 0)
-        g.m_inflight = nil
-        local served = version_served(d, up)
-        -- After a fallback the access log line (written after this phase) names what served it.
-        if served ~= d.version then ngx.var.gg_version = served end
-        return count(series_keys(d.service, served, up))
+        g.m_decision = nil
+        local key = inflight_key(up)
+        inflight_closed[key] = (inflight_closed[key] or 0) - 1
+        -- The series of the usual request (the decided upstream served it) is kept on the
+        -- decision: no lookup by three names.
+        local k
+        if up == d.upstream then
+            k = d.m_series
+            if k == nil then
+                k = series_keys(d.service, d.version, up)
+                d.m_series = k
+            end
+        else
+            local served = version_served(d, up)
+            -- After a fallback the access log line (written after this phase) names what served it.
+            if served ~= d.version then ngx.var.gg_version = served end
+            k = series_keys(d.service, served, up)
+        end
+        return count(k)
     end
     local var = ngx.var
-    local inflight = var.gg_inflight
-    if inflight and inflight ~= "" then
-        dict:incr(simple_key("I", inflight), -1, 0)
-        var.gg_inflight = ""
-    end
     local service = var.gg_service
     if service and service ~= "" then
+        local upstream = var.gg_upstream or ""
+        if upstream ~= "" then
+            local key = inflight_key(upstream)
+            inflight_closed[key] = (inflight_closed[key] or 0) - 1
+        end
         local version = var.gg_version or ""
         local reason = var.gg_fallback
         if reason and reason ~= "" then
@@ -293,7 +370,7 @@ function _M.log_vars(g)
             -- The access log line (written after this phase) names what served the request.
             var.gg_version = version
         end
-        return count(series_keys(service, version, var.gg_upstream or ""))
+        return count(series_keys(service, version, upstream))
     end
     return count(series_keys("", "", ""))
 end

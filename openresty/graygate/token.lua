@@ -227,7 +227,7 @@ local function remember(st, key, token, value)
         local n = #value
         if n > 0 and n <= MAX_USER_ID_LENGTH and re_find(value, USER_ID_RE, "jo") and not re_find(value, LEADING_ZERO_RE, "jo") then
             dict:set(key, value, st.fresh_ttl + st.max_stale)
-            st.lru:set(key, value, st.fresh_ttl)
+            st.lru:set(token, value, st.fresh_ttl)
             return value
         end
         stats.garbage = stats.garbage + 1
@@ -240,10 +240,10 @@ local function remember(st, key, token, value)
     -- refreshed entry never keeps its old id.
     if st.negative_ttl > 0 then
         dict:set(key, false, st.negative_ttl + st.max_stale)
-        st.lru:set(key, false, st.negative_ttl)
+        st.lru:set(token, false, st.negative_ttl)
     else
         dict:delete(key)
-        st.lru:delete(key)
+        st.lru:delete(token)
     end
     return nil
 end
@@ -319,12 +319,14 @@ function _M.resolve(source, value)
     end
     local st = compiled[source] or compile(source)
     local n = #value
-    if n == 0 or n > st.max_len or not re_find(value, TOKEN_RE, "jo") then
+    if n == 0 or n > st.max_len then
         stats.refused = stats.refused + 1
         return nil
     end
-    local key = st.ns == "" and value or st.ns .. value
-    local cached = st.lru:get(key)
+    -- The warm path first: this worker's lrucache, keyed by the token itself (one lrucache per
+    -- key template, so no key is built). It only holds tokens whose characters passed the check
+    -- below, so a hit needs no regex and no string built per request.
+    local cached = st.lru:get(value)
     if cached ~= nil then
         if cached == false then
             stats.negativeHits = stats.negativeHits + 1
@@ -333,13 +335,18 @@ function _M.resolve(source, value)
         stats.hits = stats.hits + 1
         return cached
     end
+    if not re_find(value, TOKEN_RE, "jo") then
+        stats.refused = stats.refused + 1
+        return nil
+    end
+    local key = st.ns == "" and value or st.ns .. value
     -- Not fresh in this worker: the shared dict has it if any worker resolved it.
     local shared = dict:get(key)
     if shared ~= nil then
         local left = dict:ttl(key) or 0
         local fresh_left = left - st.max_stale
         if fresh_left > 0 then
-            st.lru:set(key, shared, fresh_left)
+            st.lru:set(value, shared, fresh_left)
         else
             stats.staleHits = stats.staleHits + 1
             refresh(st, key, value, shared or nil)

@@ -42,9 +42,9 @@ export function accessLogFormat(name = 'graygate'): string {
 
 /**
  * What metrics.lua's log phase reads besides those after an internal redirect (see
- * openresty/graygate/metrics.lua): the fallback's reason and its own in-flight mark.
+ * openresty/graygate/metrics.lua): the fallback's reason.
  */
-export const METRICS_VARIABLES = ['gg_fallback', 'gg_inflight'] as const;
+export const METRICS_VARIABLES = ['gg_fallback'] as const;
 
 /** The data plane's own: graygate's error code, set by the balancer for the error location. */
 export const DATA_PLANE_VARIABLES = ['gg_error'] as const;

@@ -9,6 +9,8 @@ import { metricsInitLua } from './metrics.js';
 import { normalizeSettings } from './normalize.js';
 import { clientCertificateMap, tlsServerDirectives } from './tls.js';
 import { tokenDictSize } from './token-memory.js';
+import { nginxTimeouts } from './envelope.js';
+import { Upstream } from '../config/schema.js';
 
 /**
  * What graygate writes for nginx: two files an existing nginx.conf includes (one in `http {}`,
@@ -95,6 +97,15 @@ function checkedDir(dir: string, what: string): string {
   return dir;
 }
 
+/**
+ * The timeouts of an upstream that keeps the config's defaults, as nginx's: the conf's proxied
+ * location has them, and balancer.lua sets an upstream's own only when they differ (setting them
+ * makes nginx copy its upstream settings for the request).
+ */
+export function defaultUpstreamTimeouts(): { connect: number; send: number; read: number } {
+  return nginxTimeouts(Upstream.shape.timeouts.parse({}));
+}
+
 const seconds = (ms: number) => `${Math.max(1, Math.ceil(ms / 1000))}s`;
 
 /** The `http {}` part: Lua paths, shared dicts, worker init, the balancer's upstream, the control socket. */
@@ -128,7 +139,10 @@ ${accessLogFormat()}
 
 init_worker_by_lua_block {
     require("graygate.config").init_worker(${luaLongString(JSON.stringify(settings))})
-    require("graygate.balancer").init_worker()
+    require("graygate.balancer").init_worker(${(() => {
+      const t = defaultUpstreamTimeouts();
+      return `{ connect = ${t.connect}, send = ${t.send}, read = ${t.read} }`;
+    })()})
     -- Loaded now rather than by the first request: each worker then prepares every new routing
     -- version as soon as it arrives, off the request path.
     require("graygate.access")
@@ -174,7 +188,14 @@ server {
 export function serverConf(settings: Settings): string {
   return `# Written by \`graygate openresty conf\`: include it inside the server { } that takes the traffic
 # (it defines location /).
-${accessLogVariableDeclarations().split(' set ').join('\nset ')}
+# The variables the phases write, read by the access log line, the error location and the metrics.
+# Declared in a location no request enters: nginx knows them (Lua can write only a declared
+# variable), and no request pays for setting them empty. One never written reads as empty (nil in
+# Lua, "" in the access log line), without a warning.
+uninitialized_variable_warn off;
+location @graygate_variables {
+    ${accessLogVariableDeclarations().split(' set ').join('\n    set ')}
+}
 set $gg_scheme "http";
 set $gg_xff $remote_addr;
 set $gg_host $http_host;
@@ -192,6 +213,12 @@ location / {
     # Attempts: balancer.lua decides each one (the next server, stable, or none).
     proxy_next_upstream error timeout;
     proxy_next_upstream_tries 0;
+    # An upstream with the config's default timeouts; balancer.lua sets other ones per attempt.
+    ${(() => {
+      const t = defaultUpstreamTimeouts();
+      const ms = (x: number) => `${Math.round(x * 1000)}ms`;
+      return `proxy_connect_timeout ${ms(t.connect)}; proxy_send_timeout ${ms(t.send)}; proxy_read_timeout ${ms(t.read)};`;
+    })()}
     proxy_buffering off;
     proxy_request_buffering off;
     proxy_pass $gg_scheme://graygate_upstream;
@@ -200,6 +227,9 @@ location / {
 
 location @graygate_error {
     content_by_lua_block { require("graygate.access").error_page() }
+    # The log phase runs the handlers of the location that answered: without it here, a request
+    # answered by this location would stay in flight forever (a drain would never end) and count nowhere.
+    log_by_lua_block { require("graygate.access").log() }
 }
 `;
 }

@@ -53,6 +53,11 @@ async function addressOf(host: string): Promise<string> {
   return address;
 }
 
+/** An upstream's timeouts as nginx's (seconds): connect; send and read (nginx has no response-headers timeout of its own). */
+export function nginxTimeouts(t: { readonly connectMs: number; readonly responseHeadersMs: number; readonly idleMs: number }): { connect: number; send: number; read: number } {
+  return { connect: t.connectMs / 1000, send: t.idleMs / 1000, read: Math.max(t.responseHeadersMs, t.idleMs) / 1000 };
+}
+
 /**
  * The envelope for `form`. Upstream timeouts map to nginx's: connect → connect; nginx has one
  * read timeout (between two reads) for the response headers and the body, so it takes the larger
@@ -91,7 +96,7 @@ function envelopeOf(form: NormalizedForm, stamp: number, epoch: string, addressO
       scheme: servers[0]?.scheme ?? 'http',
       host_header: servers[0]?.host_header ?? '',
       servers,
-      timeouts: { connect: t.connectMs / 1000, send: t.idleMs / 1000, read: Math.max(t.responseHeadersMs, t.idleMs) / 1000 },
+      timeouts: nginxTimeouts(t),
       eject_after: upstream.health.ejectAfterFailures,
       eject_for_ms: upstream.health.ejectForMs,
     };

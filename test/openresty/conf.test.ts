@@ -7,6 +7,10 @@ import { startBackend, type Backend } from '../helpers/backend.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
 import { runCli, send, startUserNginx, type NginxProcess } from '../helpers/openresty.js';
+import { RoutingDocument, Settings } from '../../src/config/schema.js';
+import { httpConf, serverConf } from '../../src/openresty/conf.js';
+import { buildEnvelope } from '../../src/openresty/envelope.js';
+import { normalizeRouting } from '../../src/openresty/normalize.js';
 
 // `graygate openresty conf`: the two files an existing nginx.conf includes, used by a real nginx
 // configured the way a user would (their nginx.conf plus the two printed lines), with graygate
@@ -33,6 +37,17 @@ describe('graygate openresty conf', () => {
     // The routing is not in the files: it arrives at run time.
     expect(http).not.toContain('127.0.0.1:9');
     expect(existsSync(path.join(out, 'graygate-server.conf'))).toBe(true);
+  });
+
+  it("gives the proxied location an upstream's default timeouts, and tells balancer.lua the same (it sets only other ones per attempt)", async () => {
+    const settings = Settings.parse({});
+    // An upstream that keeps the config's defaults, as the envelope carries it.
+    const form = normalizeRouting(RoutingDocument.parse({ upstreams: { v1: { servers: ['http://127.0.0.1:9'] } }, services: [{ name: 'app', stable: 'v1' }] }), 1);
+    const { envelope } = await buildEnvelope(form, 1);
+    const t = envelope.upstreams.v1!.timeouts;
+    const ms = (seconds: number) => `${Math.round(seconds * 1000)}ms`;
+    expect(serverConf(settings)).toContain(`proxy_connect_timeout ${ms(t.connect)}; proxy_send_timeout ${ms(t.send)}; proxy_read_timeout ${ms(t.read)};`);
+    expect(httpConf({ settings, outDir: dir })).toContain(`require("graygate.balancer").init_worker({ connect = ${t.connect}, send = ${t.send}, read = ${t.read} })`);
   });
 
   it('refuses a config file that does not validate, naming the field', async () => {

@@ -126,6 +126,37 @@ describe('conformance: decide.lua against the TypeScript evaluator', () => {
     for (const key of ['minted', 'split', 'rules', 'candidate', 'noService', 'identified', 'tokens'] as const) expect(seen[key], key).toBeGreaterThan(0);
   });
 
+  it('answers an id seen before as it did the first time, also past the per-worker memory of id checks', async () => {
+    // decide.lua remembers per worker what an id (and a short header value) was found to be, up to
+    // 4096 values per check, then starts afresh: 5000 distinct ids, twice, cross that bound, so
+    // the second pass is answered partly from memory and partly by a new scan.
+    const document = validated({
+      raw: {
+        upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
+        services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [{ uidModulo: { modulo: 2, remainders: [0] } }] } }],
+        identity: { sources: [{ header: { name: 'x-user-id' } }] },
+      },
+      rangeValue: undefined,
+      settings: { trustedProxies: [] },
+    })!;
+    // Canonical numbers (even ones go to the candidate), numbers with a leading zero (not numbers
+    // for the rules), and Latin-1 ids (widened to UTF-8).
+    const ids = Array.from({ length: 5000 }, (_, i) => (i % 3 === 0 ? String(i) : i % 3 === 1 ? `0${i}` : Buffer.from(`é${i}`, 'utf8').toString('latin1')));
+    const requests: GeneratedRequest[] = [...ids, ...ids].map((id) => ({ path: '/', query: undefined, headers: { host: 'x', 'x-user-id': id }, peer: '127.0.0.1', tls: false, upstreamHeaders: {} }));
+    const [lua] = await luaDecide([{ form: normalizeRouting(document.document, 1), settings: normalizeSettings(document.settings), tokens: {}, cases: requests.map(wireCase) }]);
+    const ts = tsEvaluator(document.document, document.settings, undefined);
+    let candidates = 0;
+    for (let i = 0; i < requests.length; i++) {
+      const ours = (await ts.evaluate(requests[i]!)) as Outcome;
+      const theirs = lua![i] as Outcome;
+      expect({ version: theirs.version, userId: theirs.userId }, `case ${i}: ${JSON.stringify(requests[i]!.headers)}`).toEqual({ version: ours.version, userId: ours.userId });
+      if (ours.version === 'candidate') candidates++;
+    }
+    // Both answers occur: the check cannot pass by routing everything one way.
+    expect(candidates).toBeGreaterThan(1000);
+    expect(candidates).toBeLessThan(requests.length - 1000);
+  });
+
   it('puts the golden bucket vectors exactly at the cut: in at bucket + 1, out at bucket', async () => {
     // Golden buckets of the release seed "checkout" (src/rules/hash.ts pins them too).
     const golden: Record<string, number> = { '1': 4145, '7': 4448, '42': 5473, alice: 9565, 'user-1000': 3352, 'émile': 449, '😀': 8372 };

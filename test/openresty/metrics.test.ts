@@ -39,7 +39,7 @@ const COUNTS = { gray: 37, prod: 23, anonymous: 11, unmatched: 5 };
  */
 const FALLBACK_LOCATION = `
     location = /fallback {
-      set $gg_service ""; set $gg_version ""; set $gg_upstream ""; set $gg_rule ""; set $gg_identity ""; set $gg_inflight "";
+      set $gg_service ""; set $gg_version ""; set $gg_upstream ""; set $gg_rule ""; set $gg_identity "";
       access_by_lua_block {
         local metrics = require "graygate.metrics"
         local d = DECISIONS.candidate
@@ -70,7 +70,7 @@ const FALLBACKS = 3;
 const VARS_LOCATIONS = `
     location = /vars-error {
       set $gg_service ""; set $gg_version ""; set $gg_rule ""; set $gg_upstream ""; set $gg_fallback "";
-      set $gg_ejected ""; set $gg_error ""; set $gg_inflight "";
+      set $gg_ejected ""; set $gg_error "";
       access_by_lua_block {
         local var = ngx.var
         var.gg_service = "vars"; var.gg_version = "candidate"; var.gg_rule = "r"; var.gg_upstream = "vars-v2"
@@ -87,7 +87,7 @@ const VARS_LOCATIONS = `
       log_by_lua_block { require("graygate.metrics").log_vars(ngx.ctx.graygate) }
     }
     location = /vars-fast {
-      set $gg_service ""; set $gg_version ""; set $gg_rule ""; set $gg_upstream ""; set $gg_fallback ""; set $gg_inflight "";
+      set $gg_service ""; set $gg_version ""; set $gg_rule ""; set $gg_upstream ""; set $gg_fallback "";
       set $gg_target shop-v2;
       access_by_lua_block {
         local metrics = require "graygate.metrics"
@@ -189,18 +189,18 @@ const record = (d: Decision | undefined, status: number): ExchangeRecord => ({
 
 describe('metrics.lua', () => {
   it("graygate's /metrics shows exactly the requests per version, status class and upstream, and their durations", async () => {
-    const text = await eventually(async () => {
-      const body = await scrape(new Registry(), '/metrics');
-      // The token lookup counts reach the dict on each worker's next flush.
-      expect(body).toContain('graygate_identity_lookups_total{source="tokenLookup",result="miss"} 2');
-      return body;
-    });
     const gray = COUNTS.gray;
     // A candidate decision that stable served counts as stable (the version that served it).
     const stableCount = COUNTS.prod + COUNTS.anonymous + FALLBACKS;
-    expect(text).toContain(`graygate_requests_total{service="shop",version="candidate",status_class="2xx",upstream="shop-v2"} ${gray}`);
-    expect(text).toContain(`graygate_requests_total{service="shop",version="stable",status_class="2xx",upstream="shop-v1"} ${stableCount}`);
-    expect(text).toContain(`graygate_requests_total{service="",version="",status_class="4xx",upstream=""} ${COUNTS.unmatched}`);
+    const text = await eventually(async () => {
+      const body = await scrape(new Registry(), '/metrics');
+      // Each worker adds its request and token lookup counts to the dict on its next flush.
+      expect(body).toContain('graygate_identity_lookups_total{source="tokenLookup",result="miss"} 2');
+      expect(body).toContain(`graygate_requests_total{service="shop",version="candidate",status_class="2xx",upstream="shop-v2"} ${gray}`);
+      expect(body).toContain(`graygate_requests_total{service="shop",version="stable",status_class="2xx",upstream="shop-v1"} ${stableCount}`);
+      expect(body).toContain(`graygate_requests_total{service="",version="",status_class="4xx",upstream=""} ${COUNTS.unmatched}`);
+      return body;
+    });
     expect(text).toContain(`graygate_request_duration_seconds_count{service="shop",version="candidate"} ${gray}`);
     expect(text).toContain(`graygate_request_duration_seconds_bucket{service="shop",version="stable",le="+Inf"} ${stableCount}`);
     // Every lookup after the first of each token answered from a cache.
@@ -305,9 +305,13 @@ describe('metrics.lua', () => {
       expect(poller.stats().upstreams['shop-v2']?.openConnections).toBe(0);
       const text = await scrape(new Registry(), '/metrics');
       expect(text).toContain('graygate_upstream_in_flight_requests{upstream="shop-v2"} 1');
+      // The request is in the counts only once it closed (within a flush interval after).
+      const candidate = async () => find(valuesOf((await readOpenrestyDump(nginx.dumpUrl)).metrics, 'graygate_requests_total'), { service: 'shop', version: 'candidate', status_class: '2xx', upstream: 'shop-v2' });
+      expect(await candidate()).toBe(COUNTS.gray);
       releaseSlow!();
       expect((await slow).body).toBe('slow');
       await eventually(() => expect(poller.stats().upstreams['shop-v2']?.inFlightRequests).toBe(0));
+      await eventually(async () => expect(await candidate()).toBe(COUNTS.gray + 1));
     } finally {
       poller.close();
     }
@@ -347,10 +351,14 @@ describe('metrics.lua', () => {
       const response = await nginx.get('/vars-error');
       expect(response).toMatchObject({ status: 502, body: 'error page\n' });
     }
+    // Upstream errors are in the dict at once; the closed requests within a flush interval.
     const dump = await readOpenrestyDump(nginx.dumpUrl);
-    expect(find(valuesOf(dump.metrics, 'graygate_requests_total'), { service: 'vars', version: 'candidate', status_class: '5xx', upstream: 'vars-v2' })).toBe(VARS_ERRORS);
     expect(find(valuesOf(dump.metrics, 'graygate_upstream_errors_total'), { upstream: 'vars-v2', kind: 'connect' })).toBe(VARS_ERRORS);
-    expect(dump.load.upstreams['vars-v2']?.inFlightRequests).toBe(0);
+    await eventually(async () => {
+      const counted = await readOpenrestyDump(nginx.dumpUrl);
+      expect(find(valuesOf(counted.metrics, 'graygate_requests_total'), { service: 'vars', version: 'candidate', status_class: '5xx', upstream: 'vars-v2' })).toBe(VARS_ERRORS);
+      expect(counted.load.upstreams['vars-v2']?.inFlightRequests).toBe(0);
+    });
   });
 
   it('the usual request (its state table kept) is counted from it: candidate, or stable after a fallback, nothing left in flight', async () => {
@@ -359,12 +367,15 @@ describe('metrics.lua', () => {
       find(valuesOf(dump.metrics, 'graygate_requests_total'), { service: 'shop', version, status_class: '2xx', upstream }) ?? 0;
     for (let i = 0; i < 3; i++) expect(JSON.parse((await nginx.get('/vars-fast')).body).version).toBe('shop-v2');
     for (let i = 0; i < 2; i++) expect(JSON.parse((await nginx.get('/vars-fast?fallback=1')).body).version).toBe('shop-v1');
-    const after = await readOpenrestyDump(nginx.dumpUrl);
-    expect(requests(after, 'candidate', 'shop-v2') - requests(before, 'candidate', 'shop-v2')).toBe(3);
-    expect(requests(after, 'stable', 'shop-v1') - requests(before, 'stable', 'shop-v1')).toBe(2);
+    const after = await eventually(async () => {
+      const dump = await readOpenrestyDump(nginx.dumpUrl);
+      expect(requests(dump, 'candidate', 'shop-v2') - requests(before, 'candidate', 'shop-v2')).toBe(3);
+      expect(requests(dump, 'stable', 'shop-v1') - requests(before, 'stable', 'shop-v1')).toBe(2);
+      expect(dump.load.upstreams['shop-v1']?.inFlightRequests).toBe(0);
+      expect(dump.load.upstreams['shop-v2']?.inFlightRequests).toBe(0);
+      return dump;
+    });
     expect(find(valuesOf(after.metrics, 'graygate_fallback_total'), { service: 'shop', from: 'shop-v2', to: 'shop-v1', reason: 'unhealthy' })).toBe(2);
-    expect(after.load.upstreams['shop-v1']?.inFlightRequests).toBe(0);
-    expect(after.load.upstreams['shop-v2']?.inFlightRequests).toBe(0);
   });
 
   it('the dump is read the same over nginx\'s unix socket', async () => {

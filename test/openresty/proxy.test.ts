@@ -26,6 +26,44 @@ function resetting(): (req: http.IncomingMessage, res: http.ServerResponse) => b
   };
 }
 
+describe('the OpenResty data plane behind a trusted proxy', () => {
+  let stable: Backend;
+  let candidate: Backend;
+  let gateway: OpenRestyGateway;
+
+  beforeAll(async () => {
+    [stable, candidate] = await Promise.all([startBackend('stable'), startBackend('candidate')]);
+    gateway = await startOpenRestyGateway({
+      config: {
+        log: { level: 'info', format: 'json' },
+        admin: { listen: '127.0.0.1:0' },
+        // The test client (127.0.0.1) plays a trusted proxy: X-Forwarded-For names the caller.
+        trustedProxies: ['127.0.0.1/32'],
+        upstreams: { 'shop-v1': { servers: [stable.url] }, 'shop-v2': { servers: [candidate.url] } },
+        services: [{ name: 'shop', stable: 'shop-v1', release: { candidate: 'shop-v2', state: 'canary', rules: [{ name: 'office', cidr: { cidrs: ['203.0.113.0/24'] } }] } }],
+      },
+      workers: 1,
+    });
+  });
+  afterAll(async () => {
+    await gateway?.stop();
+    await Promise.all([stable?.close(), candidate?.close()]);
+  });
+
+  it("appends the peer to a trusted proxy's X-Forwarded-For and routes by the caller it names", async () => {
+    const office = await send(gateway.url, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+    expect(office.version).toBe('candidate');
+    expect((office.json?.headers as Record<string, string>)['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1');
+    const elsewhere = await send(gateway.url, { headers: { 'x-forwarded-for': '198.51.100.4' } });
+    expect(elsewhere.version).toBe('stable');
+    expect((elsewhere.json?.headers as Record<string, string>)['x-forwarded-for']).toBe('198.51.100.4, 127.0.0.1');
+    // Without the header the peer itself is the caller, and the upstream sees it alone.
+    const direct = await send(gateway.url);
+    expect(direct.version).toBe('stable');
+    expect((direct.json?.headers as Record<string, string>)['x-forwarded-for']).toBe('127.0.0.1');
+  });
+});
+
 describe('the OpenResty data plane: routing and live changes', () => {
   let stable: Backend;
   let candidate: Backend;
@@ -228,6 +266,11 @@ describe('the OpenResty data plane: upstream failures', () => {
       expect(text).toMatch(/graygate_upstream_ejections_total\{upstream="pair"\} [1-9]/);
       expect(text).toMatch(/graygate_fallback_total\{service="fallback",from="all-dead",to="stable",reason="(connect_failure|unhealthy)"\} [1-9]/);
       expect(text).toMatch(/graygate_upstream_errors_total\{upstream="slow",kind="timeout"\} [1-9]/);
+      // A request the error location answered is counted too, and leaves nothing in flight.
+      expect(text).toMatch(/graygate_requests_total\{service="slow",version="stable",status_class="5xx",upstream="slow"\} [1-9]/);
+      expect(text).toMatch(/graygate_requests_total\{service="reset",version="stable",status_class="5xx",upstream="reset"\} [1-9]/);
+      expect(text).toContain('graygate_upstream_in_flight_requests{upstream="slow"} 0');
+      expect(text).toContain('graygate_upstream_in_flight_requests{upstream="reset"} 0');
     });
   });
 });
