@@ -9,11 +9,10 @@
 // the peer (keepalive pool as graygate's), every hook together, and `vars` (an access hook writing
 // four nginx variables, as a decision's log fields) and `ctx` (an access hook creating ngx.ctx).
 // The signal is CPU µs per request of the nginx worker (utime+stime from /proc), not req/s.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createRun, freePort, has, median, runLoad, startBackends, waitPort } from './lib/harness.mjs';
+import { createRun, freePort, has, median, nginxWorkerPids, processesCpuSeconds, runLoad, startBackends, waitPort } from './lib/harness.mjs';
 
 const { values: flags } = parseArgs({
   options: {
@@ -77,19 +76,6 @@ http { access_log off; keepalive_requests 1000000; lua_malloc_trim 0;
   return { id, port, pgid: child.pid };
 }
 
-function workerPids(pgid) {
-  const out = spawnSync('pgrep', ['-g', String(pgid), '-f', 'nginx: worker process'], { encoding: 'utf8' }).stdout;
-  return out.trim().split('\n').filter(Boolean).map(Number);
-}
-function cpuSeconds(pids) {
-  let ticks = 0;
-  for (const pid of pids) {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(fields[11]) + Number(fields[12]);
-  }
-  return ticks / 100;
-}
 
 const rows = [];
 for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) rows.push(await startRow(id));
@@ -97,10 +83,10 @@ const results = [];
 for (let rep = 0; rep < reps; rep++) {
   for (const row of rows) {
     runLoad(row.port, {}, { duration: 1, conns });
-    const pids = workerPids(row.pgid);
-    const before = cpuSeconds(pids);
+    const pids = nginxWorkerPids(row.pgid);
+    const before = processesCpuSeconds(pids);
     const r = runLoad(row.port, {}, { duration, conns });
-    const us = ((cpuSeconds(pids) - before) * 1e6) / r.requests;
+    const us = ((processesCpuSeconds(pids) - before) * 1e6) / r.requests;
     // Per rep, against the nginx row of the same rep: the box's drift cancels out.
     results.push({ row: row.id, rep, rps: r.rps, us });
     console.error(`  ${row.id.padEnd(14)} ${Math.round(r.rps)} req/s, worker CPU ${us.toFixed(1)} µs/req${r.errors ? `, ${r.errors} errors` : ''}`);

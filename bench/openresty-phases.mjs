@@ -18,11 +18,11 @@
 // /proc/<pid>/stat before and after a bounded wrk run), not req/s: the load tool, the backends and
 // the other engineers' work share the cores. To measure one part's cost, change that part and run
 // the same command again (the figures of one run are comparable; across runs compare the nginx row).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createRun, freePort, has, median, root, runLoad, startBackends, startRedis, waitPort } from './lib/harness.mjs';
+import { createRun, freePort, has, median, nginxWorkerPids, processesCpuSeconds, root, runLoad, startBackends, startRedis, waitPort } from './lib/harness.mjs';
 import { probe, seedRedis, startGateway, TOKEN } from './lib/gateways.mjs';
 
 const { values: flags } = parseArgs({
@@ -40,7 +40,7 @@ const { values: flags } = parseArgs({
   },
 });
 if (flags.help) {
-  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty,part:full,part:no-log,part:no-header-filter,part:no-balancer,part:access-only] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]');
+  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty,part:full,part:base,part:no-log,part:no-header-filter,part:no-balancer,part:access-only] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--strace SECONDS] [--jit SECONDS [--jit-mode Fl|v|…]] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]; part:base needs BASE_LUA (see the head of this file)');
   process.exit(0);
 }
 const duration = Number(flags.duration);
@@ -149,21 +149,6 @@ http { keepalive_timeout 120s; keepalive_requests 1000000; lua_malloc_trim 0;
   return { port, pgid: child.pid };
 }
 
-/** The pids of the nginx worker processes in a process group. */
-function workerPids(pgid) {
-  const out = spawnSync('pgrep', ['-g', String(pgid), '-f', 'nginx: worker process'], { encoding: 'utf8' }).stdout;
-  return out.trim().split('\n').filter(Boolean).map(Number);
-}
-
-function cpuSeconds(pids) {
-  let ticks = 0;
-  for (const pid of pids) {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(fields[11]) + Number(fields[12]);
-  }
-  return ticks / 100;
-}
 
 const rows = [];
 for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
@@ -186,10 +171,10 @@ for (let rep = 0; rep < reps; rep++) {
     const headers = { TOKEN };
     await probe(row.port, { headers, expect: row.expect });
     runLoad(row.port, headers, { duration: 1, conns });
-    const pids = workerPids(row.pgid);
-    const before = cpuSeconds(pids);
+    const pids = nginxWorkerPids(row.pgid);
+    const before = processesCpuSeconds(pids);
     const r = runLoad(row.port, headers, { duration, conns });
-    const cpu = cpuSeconds(pids) - before;
+    const cpu = processesCpuSeconds(pids) - before;
     results.push({ row: row.id, rps: r.rps, p99: r.p99, errors: r.errors, us: (cpu * 1e6) / r.requests });
     console.error(`  ${row.id.padEnd(13)} ${Math.round(r.rps)} req/s, p99 ${r.p99} ms, worker CPU ${((cpu * 1e6) / r.requests).toFixed(1)} µs/req${r.errors ? `, ${r.errors} errors` : ''}`);
   }
@@ -205,7 +190,7 @@ for (const row of rows) {
 if (flags.strace && has('strace')) {
   // System calls per request of each row's worker: what the kernel side of the CPU figure is made of.
   for (const row of rows) {
-    const pid = workerPids(row.pgid)[0];
+    const pid = nginxWorkerPids(row.pgid)[0];
     const seconds = Number(flags.strace);
     const out = execFileSync('bash', ['-c', `strace -c -f -p ${pid} -o ${run.dir}/strace-${row.id}.txt & sleep 0.5; wrk -t1 -c${conns} -d${seconds}s -H 'TOKEN: ${TOKEN}' http://127.0.0.1:${row.port}/ | grep 'requests in'; kill -INT %1; wait; cat ${run.dir}/strace-${row.id}.txt`], { encoding: 'utf8', timeout: 120_000 });
     const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
@@ -222,7 +207,7 @@ if (flags.perf && has('perf')) {
   // and by symbol (self time): the same load as the measurement, sampled for --perf seconds.
   const seconds = Number(flags.perf);
   for (const row of rows) {
-    const pid = workerPids(row.pgid)[0];
+    const pid = nginxWorkerPids(row.pgid)[0];
     const data = path.join(run.dir, `perf-${row.id}.data`);
     const out = execFileSync('bash', ['-c', `perf record -F 2000 -p ${pid} -o ${data} -- sleep ${seconds} >/dev/null 2>&1 & wrk -t1 -c${conns} -d${seconds}s -H 'TOKEN: ${TOKEN}' http://127.0.0.1:${row.port}/ | grep 'requests in'; wait; perf report -i ${data} --sort dso --stdio 2>/dev/null | grep '%' | head -12; perf report -i ${data} --sort dso,symbol --stdio 2>/dev/null | grep '%' | head -40`], { encoding: 'utf8', timeout: 120_000 });
     console.log(`\nperf, ${row.id} worker:\n${out}`);

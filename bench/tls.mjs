@@ -29,7 +29,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import tls from 'node:tls';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createRun, freePort, groupCpuSeconds, has, loadTool, median, root, runLoad, startBackends, startRedis, waitPort } from './lib/harness.mjs';
+import { createRun, freePort, groupCpuSeconds, has, loadTool, median, processesCpuSeconds, root, runLoad, startBackends, startRedis, waitPort } from './lib/harness.mjs';
 import { probe, seedRedis, startGateway, TOKEN } from './lib/gateways.mjs';
 
 const { values: flags } = parseArgs({
@@ -199,16 +199,6 @@ for (const [name, port] of [['graygate', ggTlsPort], ...(openresty ? [['gg openr
 await probe(gateway.port, { headers: { TOKEN }, expect: 'gray' });
 if (openresty) await probe(openresty.port, { headers: { TOKEN }, expect: 'gray' });
 
-/** CPU seconds (user+system) used so far by one process. */
-function processCpuSeconds(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
 
 /**
  * A node client opening `conns` connections at a time, one request each (`Connection: close`),
@@ -315,12 +305,12 @@ for (let rep = 0; rep < reps; rep++) {
     // Warm-up: the JIT, the pools and the token cache settle before the figure is taken.
     if (warmup > 0) m.run(warmup);
     const cpuBefore = groupCpuSeconds(m.pgid);
-    const leaderBefore = processCpuSeconds(m.pgid);
+    const leaderBefore = processesCpuSeconds([m.pgid]);
     const r = m.run(duration);
     // The server's CPU per request: for the handshake rows, mostly the handshake itself.
     const cpuMs = ((groupCpuSeconds(m.pgid) - cpuBefore) * 1000) / r.requests;
     // With workers, the part of it the primary (node:cluster's accepting process) spent.
-    const leaderMs = ((processCpuSeconds(m.pgid) - leaderBefore) * 1000) / r.requests;
+    const leaderMs = ((processesCpuSeconds([m.pgid]) - leaderBefore) * 1000) / r.requests;
     results.push({ rep, id: m.id, ...r, cpuMs, leaderMs });
     console.error(`  ${m.id.padEnd(17)} ${Math.round(r.rps)} req/s, ${cpuMs.toFixed(3)} CPU ms/request${r.resumed !== undefined ? `, ${(100 * r.resumed).toFixed(0)} % resumed` : ''}${workers > 1 ? ` (${leaderMs.toFixed(3)} of it in the primary/master)` : ''}${r.errors ? `, ${r.errors} errors` : ''}`);
   }

@@ -1,7 +1,7 @@
 // What every bench script needs: free ports, processes started in their own process group and
 // all stopped at exit, loopback backends, a bounded load run (wrk when installed, else
 // autocannon), CPU time of a process group, and medians. Nothing here listens beyond 127.0.0.1.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -100,12 +100,8 @@ export function createRun(prefix) {
   return { dir, workers, start, stopAll, groups };
 }
 
-/** CPU seconds (user+system) used so far by the processes of a process group. */
-export function groupCpuSeconds(pgid) {
-  let pids = [];
-  try {
-    pids = execFileSync('pgrep', ['-g', String(pgid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
-  } catch {}
+/** CPU seconds (user+system) used so far by these processes; one that is gone counts 0. */
+export function processesCpuSeconds(pids) {
   let ticks = 0;
   for (const pid of pids) {
     try {
@@ -115,6 +111,21 @@ export function groupCpuSeconds(pgid) {
     } catch {}
   }
   return ticks / 100;
+}
+
+/** CPU seconds (user+system) used so far by the processes of a process group. */
+export function groupCpuSeconds(pgid) {
+  let pids = [];
+  try {
+    pids = execFileSync('pgrep', ['-g', String(pgid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
+  } catch {}
+  return processesCpuSeconds(pids);
+}
+
+/** The pids of the nginx worker processes in a process group (not its master). */
+export function nginxWorkerPids(pgid) {
+  const out = spawnSync('pgrep', ['-g', String(pgid), '-f', 'nginx: worker process'], { encoding: 'utf8' }).stdout;
+  return out.trim().split('\n').filter(Boolean).map(Number);
 }
 
 /**
