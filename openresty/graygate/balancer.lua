@@ -119,13 +119,11 @@ local function connect_failed(up, server, now)
         server.until_ms = now + up.eject_for_ms
         health:set(server.ejected_key, server.until_ms)
         health:set(server.failures_key, 0)
-        changed()
         metrics.ejected(up.name)
         ngx.log(ngx.WARN, "graygate: server ", server.origin, " of upstream \"", up.name, "\" refused ", failures,
             " connection(s) in a row; ejected for ", up.eject_for_ms, " ms")
-    else
-        changed()
     end
+    changed()
 end
 
 --- A response from `server`: its failures count no more, and an ejection ends. A healthy server

@@ -106,6 +106,9 @@ export function defaultUpstreamTimeouts(): { connect: number; send: number; read
   return nginxTimeouts(Upstream.shape.timeouts.parse({}));
 }
 
+/** nginx's spelling of a time in seconds, to the millisecond. */
+const ms = (secondsValue: number) => `${Math.round(secondsValue * 1000)}ms`;
+
 const seconds = (ms: number) => `${Math.max(1, Math.ceil(ms / 1000))}s`;
 
 /** The `http {}` part: Lua paths, shared dicts, worker init, the balancer's upstream, the control socket. */
@@ -114,6 +117,7 @@ export function httpConf(options: ConfOptions): string {
   checkedDir(options.outDir, '--out');
   const settings = luaSettings(options.settings);
   const socket = path.join(options.outDir, CONTROL_SOCKET);
+  const timeouts = defaultUpstreamTimeouts();
   return `# Written by \`graygate openresty conf\`: include it once inside http { }.
 # Routing (services, rules, upstream servers, timeouts) is not in here: graygate delivers it at run
 # time to every worker (${settings.redis ? `read from Redis key ${settings.redis.key}, announced on ${settings.redis.channel}` : 'pushed to the control socket below'}), so a change needs no reload.
@@ -139,10 +143,7 @@ ${accessLogFormat()}
 
 init_worker_by_lua_block {
     require("graygate.config").init_worker(${luaLongString(JSON.stringify(settings))})
-    require("graygate.balancer").init_worker(${(() => {
-      const t = defaultUpstreamTimeouts();
-      return `{ connect = ${t.connect}, send = ${t.send}, read = ${t.read} }`;
-    })()})
+    require("graygate.balancer").init_worker({ connect = ${timeouts.connect}, send = ${timeouts.send}, read = ${timeouts.read} })
     -- Loaded now rather than by the first request: each worker then prepares every new routing
     -- version as soon as it arrives, off the request path.
     require("graygate.access")
@@ -186,6 +187,7 @@ server {
 
 /** The `server {}` part: the variables the phases write, the proxied location and the error location. */
 export function serverConf(settings: Settings): string {
+  const timeouts = defaultUpstreamTimeouts();
   return `# Written by \`graygate openresty conf\`: include it inside the server { } that takes the traffic
 # (it defines location /).
 # The variables the phases write, read by the access log line, the error location and the metrics.
@@ -214,11 +216,7 @@ location / {
     proxy_next_upstream error timeout;
     proxy_next_upstream_tries 0;
     # An upstream with the config's default timeouts; balancer.lua sets other ones per attempt.
-    ${(() => {
-      const t = defaultUpstreamTimeouts();
-      const ms = (x: number) => `${Math.round(x * 1000)}ms`;
-      return `proxy_connect_timeout ${ms(t.connect)}; proxy_send_timeout ${ms(t.send)}; proxy_read_timeout ${ms(t.read)};`;
-    })()}
+    proxy_connect_timeout ${ms(timeouts.connect)}; proxy_send_timeout ${ms(timeouts.send)}; proxy_read_timeout ${ms(timeouts.read)};
     proxy_buffering off;
     proxy_request_buffering off;
     proxy_pass $gg_scheme://graygate_upstream;
