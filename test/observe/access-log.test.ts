@@ -33,9 +33,13 @@ describe('access log with token identity (Redis)', () => {
         store: { kind: 'redis', url: redis.url },
         admin: { listen: '127.0.0.1:0' },
         upstreams: { 'app-v1': { servers: [stable.url] }, 'app-v2': { servers: [candidate.url] } },
-        // A TTL longer than any run: the counts below are one lookup per request, and a TTL passing
+        // TTLs longer than any run: the counts below are one lookup per request, and a TTL passing
         // mid-test (a loaded box) would add background refreshes, which count as store answers.
-        identity: { sources: [{ tokenLookup: { header: 'TOKEN', keyTemplate: 'TOKEN_{token}', cacheTtlMs: 600_000 } }] },
+        // The deadline is generous for the same reason: the 50 ms default can pass on a loaded CI
+        // box, and a timeout would be counted (and send the caller to stable) though nothing failed.
+        identity: {
+          sources: [{ tokenLookup: { header: 'TOKEN', keyTemplate: 'TOKEN_{token}', cacheTtlMs: 600_000, negativeTtlMs: 600_000, deadlineMs: 10_000 } }],
+        },
         services: [
           {
             name: 'app',
