@@ -1,4 +1,5 @@
-import type { AccessLogSettings } from '../config/schema.js';
+import { pino } from 'pino';
+import type { AccessLogSettings, Settings } from '../config/schema.js';
 import type { Logger } from './log.js';
 import { NO_OBSERVER, servedVersion, type ExchangeRecord, type RequestObserver } from './request-observer.js';
 
@@ -57,4 +58,14 @@ export function createAccessLog(logger: Logger, settings: AccessLogSettings): Re
     serverEjected() {},
     fellBack() {},
   };
+}
+
+/**
+ * Whether any access line is written under these log settings: the same test `createAccessLog`
+ * makes against its logger, for a data plane that writes the lines itself (nginx on OpenResty),
+ * so one config gives the same access log on every data plane.
+ */
+export function accessLogWritten(log: Settings['log']): boolean {
+  const { enabled, sample, level } = log.access;
+  return enabled && sample > 0 && pino.levels.values[level]! >= (log.level === 'silent' ? Infinity : pino.levels.values[log.level]!);
 }

@@ -5,6 +5,7 @@ import type { Settings } from '../config/schema.js';
 import { GraygateError } from '../errors.js';
 import { redisStoreKeys } from '../store/redis/names.js';
 import { accessLogFormat, accessLogVariableDeclarations } from './access-log.js';
+import { accessLogWritten } from '../observe/access-log.js';
 import { metricsInitLua } from './metrics.js';
 import { normalizeSettings } from './normalize.js';
 import { clientCertificateMap, tlsServerDirectives } from './tls.js';
@@ -254,6 +255,21 @@ export function writeConf(options: ConfOptions): WrittenConf {
   return { httpInclude, serverInclude, lines: [`include ${httpInclude};`, `include ${serverInclude};`] };
 }
 
+/**
+ * The access log of graygate's own nginx, under the same settings as the Node data plane's: off
+ * when disabled, sampled to nothing or written below `log.level`; `log.access.sample` is nginx's
+ * `split_clients` on `$request_id` (random per request, made only when a sampled log asks for it),
+ * whose shares are whole hundredths of a percent, so a sample under 0.0001 is one in ten thousand.
+ */
+function accessLogDirectives(log: Settings['log'], file: string): string {
+  if (!accessLogWritten(log)) return '# No access log (log.access: disabled, sample 0, or its level below log.level).\naccess_log off;';
+  const buffered = `access_log ${file} graygate buffer=64k flush=1s`;
+  const why = '# One JSON line per request (log.access), written in 64 KiB batches and at least once a\n# second: an unbuffered access log costs a write() system call per request.';
+  if (log.access.sample >= 1) return `${why}\n${buffered};`;
+  const percent = Math.max(0.01, Math.round(log.access.sample * 10_000) / 100);
+  return `${why}\n# log.access.sample: ${String(log.access.sample)}.\nsplit_clients "$request_id" $graygate_access_sampled {\n    ${String(percent)}% 1;\n    * "";\n}\n${buffered} if=$graygate_access_sampled;`;
+}
+
 /** A whole nginx.conf for `graygate start --data-plane openresty`: nginx in the foreground, its own prefix dir. */
 export function mainConf(options: ConfOptions & { readonly listen: { host: string; port: number } | undefined; readonly tlsListen?: { host: string; port: number }; readonly workers: number; readonly metricsPort: number }): string {
   const address = ({ host, port }: { host: string; port: number }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
@@ -291,9 +307,7 @@ http {
     # lua-nginx-module's log phase otherwise calls malloc_trim() every 1000 requests: returning
     # freed memory to the system costs an madvise and a TLB flush on every core, each time.
     lua_malloc_trim 0;
-    ${options.settings.log.access.enabled ? `# One JSON line per request (log.access.enabled), written in 64 KiB batches and at least once a
-    # second: an unbuffered access log costs a write() system call per request.
-    access_log ${path.join(options.outDir, 'logs', 'access.log')} graygate buffer=64k flush=1s;` : 'access_log off;'}
+    ${accessLogDirectives(options.settings.log, path.join(options.outDir, 'logs', 'access.log')).split('\n').join('\n    ')}
     # graygate reads nginx's metrics here (loopback only).
     server {
         listen 127.0.0.1:${options.metricsPort};

@@ -8,6 +8,7 @@ import type { Settings } from '../config/schema.js';
 import type { CreateDataPlane, DataPlane, DataPlaneOptions, ListenAddresses, DataPlaneStats, ServedReport, WorkerServing } from '../dataplane/runtime.js';
 import { ConfigError, GraygateError } from '../errors.js';
 import type { Logger } from '../observe/log.js';
+import { accessLogWritten } from '../observe/access-log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
 import { CONTROL_SOCKET, mainConf, writeConf } from './conf.js';
 import { buildEnvelope, buildEnvelopeNow, type Envelope } from './envelope.js';
@@ -286,7 +287,7 @@ export class OpenRestyDataPlane implements DataPlane {
     this.statusTimer.unref();
     this.startPolling();
     this.logger.info(
-      { event: 'nginx-started', pid: child.pid, prefix: this.prefixDir, ...(this.settings.log.access.enabled ? { accessLog: path.join(this.prefixDir, 'logs', 'access.log') } : {}) },
+      { event: 'nginx-started', pid: child.pid, prefix: this.prefixDir, ...(accessLogWritten(this.settings.log) ? { accessLog: path.join(this.prefixDir, 'logs', 'access.log') } : {}) },
       `nginx (pid ${child.pid}) serves the traffic; its prefix directory is ${this.prefixDir}`,
     );
     return { host, port, ...(tls ? { tls } : {}) };
