@@ -20,9 +20,10 @@
 // and lua-resty-lrucache come from Debian (apt-get install nginx libnginx-mod-http-lua
 // lua-resty-core lua-resty-lrucache lua-cjson); rows whose parts are missing are left out with a
 // line saying why. Everything listens on 127.0.0.1 and stops when the bench ends.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { createRun, gitCommit, groupCpuSeconds, has, loadTool, median, root, runLoad, startBackends, startRedis, freePort, waitPort } from './lib/harness.mjs';
 import { CALLERS, probe, seedRedis, startGateway, TOKEN } from './lib/gateways.mjs';
@@ -36,11 +37,13 @@ const { values: flags } = parseArgs({
     conns: { type: 'string', default: '50' },
     'nginx-workers': { type: 'string', default: '1' },
     baseline: { type: 'string' },
+    pin: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (flags.help) {
-  console.log('usage: node bench/compare.mjs [--rows direct,nginx,recipe,recipe-tuned,node:1,node:2,bun:1,bun:2,lua-parts,openresty[:N],openresty-none,openresty-typical,openresty-large,base:1] [--duration 5] [--warmup 1] [--reps 2] [--conns 50] [--nginx-workers 1] [--baseline DIR]');
+  console.log('usage: node bench/compare.mjs [--rows direct,nginx,recipe,recipe-tuned,node:1,node:2,bun:1,bun:2,lua-parts,openresty[:N],openresty-none,openresty-typical,openresty-large,base:1] [--duration 5] [--warmup 1] [--reps 2] [--conns 50] [--nginx-workers 1] [--baseline DIR] [--pin]');
+  console.log('  --pin: the proxy under test on the last core, everything else (wrk, the backends, Redis, this script) on the others, so a row is bound by its own CPU and the ratios are its CPU per request (needs taskset and 2+ cores)');
   process.exit(0);
 }
 const duration = Number(flags.duration);
@@ -61,6 +64,21 @@ const LUA_MODULES = ['/usr/lib/nginx/modules/ndk_http_module.so', '/usr/lib/ngin
 const hasLua = () => LUA_MODULES.every((file) => existsSync(file)) && existsSync('/usr/share/lua/5.1/resty/lrucache.lua');
 
 const readLoad = () => (existsSync('/proc/loadavg') ? readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') : 'unknown');
+
+// --pin: on a small box the load tool, the backends and the proxy share the cores, so a slower proxy
+// also slows its load and the ratios compress towards 1 (they moved between 0.7 and 1.0 from run to
+// run). Pinned, each proxy row has a core of its own that nothing else uses, and its throughput is
+// set by its own CPU per request.
+const cores = availableParallelism();
+const pin = flags.pin ? { proxy: String(cores - 1), rest: `0-${String(cores - 2)}` } : undefined;
+if (pin) {
+  if (cores < 2 || !has('taskset')) {
+    console.error('--pin needs taskset (util-linux) and at least 2 cores');
+    process.exit(2);
+  }
+  // Every thread of this process, so wrk, the backends and Redis (started from here) inherit it.
+  execFileSync('taskset', ['-a', '-p', '-c', pin.rest, String(process.pid)], { stdio: 'ignore' });
+}
 
 const run = createRun('graygate-compare');
 const backends = await startBackends(run);
@@ -91,7 +109,8 @@ http { access_log off; keepalive_requests 1000000;
       proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://$target; } } }
 `,
   );
-  const child = run.start(name, 'env', [`BENCH_REDIS_PORT=${redis.port}`, 'nginx', '-p', `${run.dir}/`, '-c', conf, '-g', 'daemon off;']);
+  const command = ['env', `BENCH_REDIS_PORT=${redis.port}`, 'nginx', '-p', `${run.dir}/`, '-c', conf, '-g', 'daemon off;'];
+  const child = pin ? run.start(name, 'taskset', ['-c', pin.proxy, ...command]) : run.start(name, command[0], command.slice(1));
   await waitPort(port);
   return { port, pgid: child.pid };
 }
@@ -146,7 +165,7 @@ for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
       skipped.push(`${id}: ${missing}`);
       continue;
     }
-    const gateway = await startGateway(run, { workers, kind, backends, redis, extraArgs: ['--data-plane', 'openresty'] });
+    const gateway = await startGateway(run, { cpus: pin?.proxy, workers, kind, backends, redis, extraArgs: ['--data-plane', 'openresty'] });
     rows.push({
       id,
       kind,
@@ -162,7 +181,7 @@ for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
       console.error(`${id}: --baseline must name a checkout of graygate with dist/ built (npm run build there)`);
       process.exit(2);
     }
-    const gateway = await startGateway(run, { workers: Number(id.split(':')[1]), kind: 'seed', backends, redis, cli });
+    const gateway = await startGateway(run, { cpus: pin?.proxy, workers: Number(id.split(':')[1]), kind: 'seed', backends, redis, cli });
     rows.push({ id, label: `graygate at ${path.basename(path.resolve(flags.baseline))}, Node, --workers ${id.split(':')[1]}`, port: gateway.port, pgid: gateway.pgid });
   } else if (/^(node|bun):\d+$/.test(id)) {
     const [runtime, n] = id.split(':');
@@ -170,7 +189,7 @@ for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
       skipped.push(`${id}: no node_modules/.bin/bun (the optional dependency bun is not installed)`);
       continue;
     }
-    const gateway = await startGateway(run, { runtime, workers: Number(n), kind: 'seed', backends, redis });
+    const gateway = await startGateway(run, { cpus: pin?.proxy, runtime, workers: Number(n), kind: 'seed', backends, redis });
     rows.push({ id, label: `graygate on ${runtime === 'bun' ? 'Bun' : 'Node'}, --workers ${n}`, port: gateway.port, pgid: gateway.pgid });
   } else {
     console.error(`unknown row ${id}`);
@@ -182,7 +201,7 @@ for (const line of skipped) console.error(`left out: ${line}`);
 // ---- measure, interleaved --------------------------------------------------------------------
 const results = [];
 const startedAt = new Date().toISOString();
-console.error(`load: ${loadTool()} -c${conns}, ${duration} s × ${reps} per row and mode (+${warmup} s warm-up); load average ${readLoad()}`);
+console.error(`load: ${loadTool()} -c${conns}, ${duration} s × ${reps} per row and mode (+${warmup} s warm-up); load average ${readLoad()}${pin ? `; proxies pinned to core ${pin.proxy}, the rest to ${pin.rest}` : ''}`);
 for (let rep = 0; rep < reps; rep++) {
   for (const row of rows) {
     for (const [mode, spec] of Object.entries(row.modes ?? MODES)) {
@@ -238,14 +257,14 @@ targets.push(
 if (targets.some(Boolean)) lines.push('', 'Targets (OpenResty data plane):', ...targets.filter(Boolean));
 console.log(lines.join('\n'));
 console.log(
-  `\n${loadTool()} -t1 -c${conns}, ${duration} s × ${reps} interleaved, medians; load average after: ${readLoad()}. ` +
+  `\n${loadTool()} -t1 -c${conns}, ${duration} s × ${reps} interleaved, medians; load average after: ${readLoad()}${pin ? `; the proxy under test alone on core ${pin.proxy}, the load, backends and Redis on ${pin.rest}` : ''}. ` +
     'gray: the token of user 1234 (in the range); prod: no token. nginx proxy_pass sends both to prod. ' +
     'Compare ratios of one run only: on a small box the load tool, the backends and the gateways share the cores.',
 );
 const outDir = path.join(root, 'bench/results');
 mkdirSync(outDir, { recursive: true });
 const file = path.join(outDir, `compare-${startedAt.replace(/[:.]/g, '-')}.json`);
-writeFileSync(file, JSON.stringify({ startedAt, commit: gitCommit(), tool: loadTool(), conns, duration, reps, nginxWorkers, rows: rows.map(({ id, label }) => ({ id, label })), skipped, results }, null, 2));
+writeFileSync(file, JSON.stringify({ startedAt, commit: gitCommit(), tool: loadTool(), conns, duration, reps, nginxWorkers, pinned: pin ?? null, rows: rows.map(({ id, label }) => ({ id, label })), skipped, results }, null, 2));
 console.error(`raw figures: ${path.relative(process.cwd(), file)}`);
 process.exit(0);
 
