@@ -100,7 +100,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * logs it and the worker stays up answering 500), or a worker died at start (nginx does not
  * restart one that exits with its fatal code).
  */
-const WORKER_START_FAILED = /init_worker_by_lua error|init_by_lua error|exited with fatal code|\[emerg\]/;
+const WORKER_START_FAILED = /init_worker_by_lua error|exited with fatal code/;
 
 /**
  * The reason in nginx's error log: the first line at error level or worse and the lines that
@@ -108,7 +108,8 @@ const WORKER_START_FAILED = /init_worker_by_lua error|init_by_lua error|exited w
  */
 export function nginxErrorReason(log: string, maxLines = 6): string | undefined {
   const lines = log.split('\n');
-  const first = lines.findIndex((line) => WORKER_START_FAILED.test(line)) >= 0 ? lines.findIndex((line) => WORKER_START_FAILED.test(line)) : lines.findIndex((line) => /\[(error|crit|alert|emerg)\]/.test(line));
+  const workers = lines.findIndex((line) => WORKER_START_FAILED.test(line));
+  const first = workers >= 0 ? workers : lines.findIndex((line) => /\[(error|crit|alert|emerg)\]/.test(line));
   if (first < 0) return undefined;
   const reason = [lines[first]!.replace(/^\S+ \S+ \[\w+\] \d+#\d+: (\*\d+ )?/, '')];
   for (const line of lines.slice(first + 1)) {
@@ -151,6 +152,8 @@ export class OpenRestyDataPlane implements DataPlane {
   private child: ChildProcess | undefined;
   private exited: Promise<void> | undefined;
   private stderrTail = '';
+  /** Whether nginx answered once: from then on, nginx exiting stops graygate. */
+  private ready = false;
   /** What nginx wrote to stderr since it was started, until it was ready (bounded). */
   private startLog = '';
   /** The newest envelope built, and whether nginx has acknowledged it. */
@@ -286,8 +289,10 @@ export class OpenRestyDataPlane implements DataPlane {
       for (const line of chunk.split('\n')) if (line.trim()) this.logger.warn({ event: 'nginx', line }, `nginx: ${line}`);
     });
     child.once('exit', (code, signal) => {
-      if (!this.draining) this.logger.error({ event: 'nginx-exited', code, signal }, `nginx exited (${code ?? signal}); graygate stops as well`);
-      if (!this.draining) setTimeout(() => process.kill(process.pid, 'SIGTERM'), 0).unref();
+      // Before nginx is ready, the start-up below says why it exited and fails the start.
+      if (this.draining || !this.ready) return;
+      this.logger.error({ event: 'nginx-exited', code, signal }, `nginx exited (${code ?? signal}); graygate stops as well`);
+      setTimeout(() => process.kill(process.pid, 'SIGTERM'), 0).unref();
     });
     // Ready once the control socket answers and the listen port takes connections. nginx's
     // master may start while its workers cannot serve (their Lua init failed, or they died at
@@ -326,7 +331,7 @@ export class OpenRestyDataPlane implements DataPlane {
         // does not run in them.
         if (error instanceof SyntaxError) broken = `its control location did not answer with JSON (${error.message})`;
         else if (Date.now() > deadline) {
-          this.kill();
+          await this.stopAfterFailedStart();
           throw new GraygateError('GG_INTERNAL', `nginx did not answer on ${this.socketPath} and ${host}:${port} within 30 s: ${(error as Error).message}`);
         }
       }
@@ -337,6 +342,9 @@ export class OpenRestyDataPlane implements DataPlane {
       }
       await sleep(50);
     }
+    // Checked and flagged at once (no await between): an exit seen later stops graygate instead.
+    if (child.exitCode !== null || child.signalCode !== null) await refuse(`nginx (${this.options.nginx}) did not start`, `exit ${child.exitCode ?? child.signalCode}`);
+    this.ready = true;
     this.startLog = '';
     if (this.certificates) {
       // Before graygate says it listens: every handshake from now on chooses by server name.

@@ -91,7 +91,8 @@ export interface NginxProcess {
 /**
  * An nginx the way a user runs one: their own nginx.conf, with graygate's two include lines
  * (from `graygate openresty conf --out confDir`) added; `daemon off`, its own prefix directory,
- * in a process group of its own that dies with the test.
+ * in a process group of its own that dies with the test. `httpLines`: the user's own directives
+ * in http { } (e.g. an init_by_lua_block of theirs).
  */
 export async function startUserNginx(confDir: string, options: { workers?: number; httpLines?: string } = {}): Promise<NginxProcess> {
   const dir = mkdtempSync(path.join(tmpdir(), 'graygate-user-nginx-'));

@@ -151,6 +151,34 @@ describe("graygate start --data-plane openresty when nginx's workers cannot star
   });
 });
 
+describe('graygate start --data-plane openresty when a Lua module cannot be loaded', () => {
+  let copy: ReturnType<typeof copyPackage>;
+  let stable: Backend;
+  beforeAll(async () => {
+    copy = copyPackage('graygate-preload-broken-');
+    stable = await startBackend('stable');
+  });
+  afterAll(async () => {
+    await stable?.close();
+    if (copy) rmSync(copy.dir, { recursive: true, force: true });
+  });
+
+  it('exits non-zero naming the module and the line, even one the request path loads only for TLS', async () => {
+    // nginx's master loads every module before it serves: a broken one stops nginx at start.
+    const file = path.join(copy.pkg, 'openresty/graygate/tls.lua');
+    writeFileSync(file, `${readFileSync(file, 'utf8')}\nlocal broken = = 1\n`);
+    const failure = await startOpenRestyGateway({ cli: copy.cli, config: { upstreams: { v1: { servers: [stable.url] } }, services: [{ name: 'app', stable: 'v1' }] }, workers: 1 }).then(
+      async (gateway) => {
+        await gateway.kill();
+        return undefined;
+      },
+      (error: Error) => error.message,
+    );
+    expect(failure).toMatch(/gateway exited \(1\) before listening/);
+    expect(failure).toMatch(/graygate: cannot start: nginx \(.*\) did not start: init_by_lua error: error loading module 'graygate\.tls' .*tls\.lua:\d+: .*expected near/);
+  });
+});
+
 describe("graygate openresty conf from an owner-only directory", () => {
   let copy: ReturnType<typeof copyPackage>;
   let config: string;
