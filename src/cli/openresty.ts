@@ -53,11 +53,11 @@ async function runConf(options: ConfOptions): Promise<number> {
     const access = luaAccessProblem();
     if (access) {
       process.stderr.write(
-        `graygate openresty conf: warning: ${describeLuaAccess(access)}, so nginx's workers, which run as another user when nginx starts as root (nobody, or the user directive's), cannot read graygate's Lua files in ${path.join(LUA_DIR, 'graygate')}. ` +
+        `graygate openresty conf: warning: ${describeLuaAccess(access)}: nginx's workers, which run as another user when nginx starts as root (nobody, or the user directive's), cannot read graygate's Lua files in ${path.join(LUA_DIR, 'graygate')}.\n` +
           (options.initByLua
-            ? `They work only through the preload in ${written.httpInclude} (init_by_lua_block, in nginx's master): keep it, or, if your nginx.conf has its own init_by_lua*, call ${PRELOAD_CALL} from it. `
-            : `They work only if your init_by_lua* calls ${PRELOAD_CALL} (in nginx's master). `) +
-          `Or install graygate where others can read it (chmod o+x on the directories, o+r on the files).\n`,
+            ? `  They get the modules only from nginx's master, through the preload in ${written.httpInclude} (init_by_lua_block): keep it (with an init_by_lua* of your own, call ${PRELOAD_CALL} from it instead), `
+            : `  They get the modules only from nginx's master, if your init_by_lua* calls ${PRELOAD_CALL}: add it, `) +
+          `or install graygate where every user can read it (o+x on its directories, o+r on its files).\n`,
       );
     }
     // Certificates served from graygate (SNI, live reload) need the nginx graygate runs itself.
