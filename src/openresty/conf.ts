@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Settings } from '../config/schema.js';
@@ -50,6 +50,12 @@ export interface ConfOptions {
   readonly outDir: string;
   /** Where the `openresty/` Lua directory is (default: this package's). */
   readonly luaDir?: string;
+  /**
+   * Whether the http include loads graygate's Lua modules in nginx's master (its own
+   * `init_by_lua_block`; default true). Off for an nginx.conf that has an init_by_lua* of its own
+   * (nginx takes one per http block), which then calls `require("graygate.preload")()` itself.
+   */
+  readonly initByLua?: boolean;
 }
 
 /** The settings config.lua reads at init_worker (written into the conf as JSON). */
@@ -142,6 +148,8 @@ lua_shared_dict graygate_tls 4m;
 # nginx also sets \`lua_malloc_trim 0;\` (no malloc_trim() every 1000 requests in the log phase).
 ${accessLogFormat()}
 
+${preloadLines(options.initByLua ?? true)}
+
 init_worker_by_lua_block {
     require("graygate.config").init_worker(${luaLongString(JSON.stringify(settings))})
     require("graygate.balancer").init_worker({ connect = ${timeouts.connect}, send = ${timeouts.send}, read = ${timeouts.read} })
@@ -184,6 +192,25 @@ server {
     }
 }
 `;
+}
+
+/** The Lua call that loads every graygate module (in an init_by_lua* of nginx's master). */
+export const PRELOAD_CALL = 'require("graygate.preload")()';
+
+/** The http include's preload: an init_by_lua_block, or how to call it from the operator's own. */
+function preloadLines(initByLua: boolean): string {
+  const why = `# Every graygate Lua module is loaded in nginx's master, before it forks its workers: they inherit
+# them and never open graygate's files, which nginx's workers cannot read when nginx starts as root
+# (they run as another user, e.g. nobody or www-data) and graygate sits in an owner-only directory.`;
+  return initByLua
+    ? `${why}
+# nginx takes one init_by_lua* per http block: if your nginx.conf has its own, write these files
+# with \`graygate openresty conf --no-init-by-lua\` and call ${PRELOAD_CALL} from yours.
+init_by_lua_block {
+    ${PRELOAD_CALL}
+}`
+    : `${why}
+# Written with --no-init-by-lua: call ${PRELOAD_CALL} from your own init_by_lua* (in http { }).`;
 }
 
 /** The `server {}` part: the variables the phases write, the proxied location and the error location. */
@@ -324,4 +351,47 @@ ${listenLines.map((line) => `        ${line}`).join('\n')}
     }
 }
 `;
+}
+
+/** A path on the way to graygate's Lua files that users other than its owner cannot pass. */
+export interface LuaAccessProblem {
+  readonly path: string;
+  /** Its permission bits (e.g. 0o700). */
+  readonly mode: number;
+  /** What others lack: searching a directory (x), or reading a Lua file (r). */
+  readonly lacks: 'search' | 'read';
+}
+
+/**
+ * The first directory from `/` down to `<luaDir>/graygate` that others cannot search, else the
+ * first Lua file there others cannot read; undefined when every user can read the Lua files.
+ * nginx started as root runs its workers as another user, who reads them only this way (unless
+ * the master preloads them). The real path is checked: a symlink's target is what is opened.
+ */
+export function luaAccessProblem(luaDir: string = LUA_DIR): LuaAccessProblem | undefined {
+  let dir: string;
+  try {
+    dir = realpathSync(path.join(luaDir, 'graygate'));
+  } catch {
+    return undefined;
+  }
+  const chain: string[] = [];
+  for (let at = dir; ; at = path.dirname(at)) {
+    chain.unshift(at);
+    if (path.dirname(at) === at) break;
+  }
+  for (const at of chain) {
+    const mode = statSync(at).mode & 0o7777;
+    if ((mode & 0o001) === 0) return { path: at, mode, lacks: 'search' };
+  }
+  for (const file of readdirSync(dir).filter((name) => name.endsWith('.lua')).sort()) {
+    const mode = statSync(path.join(dir, file)).mode & 0o7777;
+    if ((mode & 0o004) === 0) return { path: path.join(dir, file), mode, lacks: 'read' };
+  }
+  return undefined;
+}
+
+/** `problem` in words: "/root is not searchable by other users (mode 0700)". */
+export function describeLuaAccess(problem: LuaAccessProblem): string {
+  return `${problem.path} is not ${problem.lacks === 'search' ? 'searchable' : 'readable'} by other users (mode 0${problem.mode.toString(8)})`;
 }

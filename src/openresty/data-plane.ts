@@ -10,7 +10,7 @@ import { ConfigError, GraygateError } from '../errors.js';
 import type { Logger } from '../observe/log.js';
 import { accessLogWritten } from '../observe/access-log.js';
 import type { RoutingSnapshot } from '../rules/snapshot.js';
-import { CONTROL_SOCKET, mainConf, writeConf } from './conf.js';
+import { CONTROL_SOCKET, describeLuaAccess, luaAccessProblem, mainConf, writeConf } from './conf.js';
 import { buildEnvelope, buildEnvelopeNow, type Envelope } from './envelope.js';
 import { METRICS_DUMP_PATH, pollOpenrestyLoad, readOpenrestyDump, type DumpLocation, type OpenrestyLoadPoller } from './metrics.js';
 import { FLEET_LOAD_STALE_MS } from '../gateway/load-reporter.js';
@@ -97,6 +97,45 @@ const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'];
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
+ * Error-log lines that mean nginx's workers cannot serve: the worker init failed (lua-nginx-module
+ * logs it and the worker stays up answering 500), or a worker died at start (nginx does not
+ * restart one that exits with its fatal code).
+ */
+const WORKER_START_FAILED = /init_worker_by_lua error|exited with fatal code/;
+
+/**
+ * The reason in nginx's error log: the first line at error level or worse and the lines that
+ * continue it (indented), without Lua's stack traceback; at most `maxLines` lines.
+ */
+export function nginxErrorReason(log: string, maxLines = 6): string | undefined {
+  const lines = log.split('\n');
+  const workers = lines.findIndex((line) => WORKER_START_FAILED.test(line));
+  const first = workers >= 0 ? workers : lines.findIndex((line) => /\[(error|crit|alert|emerg)\]/.test(line));
+  if (first < 0) return undefined;
+  const reason = [lines[first]!.replace(/^\S+ \S+ \[\w+\] \d+#\d+: (\*\d+ )?/, '')];
+  for (const line of lines.slice(first + 1)) {
+    if (!/^\s/.test(line) || reason.length >= maxLines) break;
+    reason.push(line.trim());
+  }
+  return reason.join(' | ').replace(/ \| stack traceback:.*$/, '');
+}
+
+/**
+ * Why nginx's workers may have failed, in the terms of the file system, when it names a path:
+ * the directory the worker user cannot enter or write (nginx's `(13: Permission denied)`), or the
+ * one that hides graygate's Lua files from it (a module not found).
+ */
+function workerFailureHint(reason: string): string {
+  const denied = /"(\/[^"]+)" failed \(13: Permission denied\)/.exec(reason);
+  if (denied) return ` nginx's workers cannot use ${path.dirname(denied[1]!)}: they run as another user when nginx starts as root (nobody); make that directory writable and searchable by them, or give another --openresty-dir.`;
+  if (/module 'graygate\.[\w.]+' not found/.test(reason)) {
+    const problem = luaAccessProblem();
+    if (problem) return ` ${describeLuaAccess(problem)}: nginx's workers, which run as another user when nginx starts as root, cannot read graygate's Lua files there unless nginx's master preloads them.`;
+  }
+  return '';
+}
+
+/**
  * The OpenResty data plane: nginx (with lua-nginx-module) serves the traffic, graygate stays the
  * control plane. `listen` writes the conf into nginx's prefix directory and runs nginx in the
  * foreground as graygate's child (same process group; nginx also stops by itself when graygate is
@@ -114,6 +153,10 @@ export class OpenRestyDataPlane implements DataPlane {
   private child: ChildProcess | undefined;
   private exited: Promise<void> | undefined;
   private stderrTail = '';
+  /** Whether nginx answered once: from then on, nginx exiting stops graygate. */
+  private ready = false;
+  /** What nginx wrote to stderr since it was started, until it was ready (bounded). */
+  private startLog = '';
   /** The newest envelope built, and whether nginx has acknowledged it. */
   private latest: Envelope | undefined;
   private latestSince = 0;
@@ -242,36 +285,68 @@ export class OpenRestyDataPlane implements DataPlane {
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (chunk: string) => {
       this.stderrTail = (this.stderrTail + chunk).slice(-4_000);
+      // Kept from the start (the first error is the reason; later lines repeat it), until ready.
+      if (this.startLog.length < 64_000) this.startLog += chunk;
       for (const line of chunk.split('\n')) if (line.trim()) this.logger.warn({ event: 'nginx', line }, `nginx: ${line}`);
     });
     child.once('exit', (code, signal) => {
-      if (!this.draining) this.logger.error({ event: 'nginx-exited', code, signal }, `nginx exited (${code ?? signal}); graygate stops as well`);
-      if (!this.draining) setTimeout(() => process.kill(process.pid, 'SIGTERM'), 0).unref();
+      // Before nginx is ready, the start-up below says why it exited and fails the start.
+      if (this.draining || !this.ready) return;
+      this.logger.error({ event: 'nginx-exited', code, signal }, `nginx exited (${code ?? signal}); graygate stops as well`);
+      setTimeout(() => process.kill(process.pid, 'SIGTERM'), 0).unref();
     });
-    // Ready once the control socket answers and the listen port takes connections.
+    // Ready once the control socket answers and the listen port takes connections. nginx's
+    // master may start while its workers cannot serve (their Lua init failed, or they died at
+    // start): that is refused at once, with the error log's reason, rather than after the wait.
     const deadline = Date.now() + 30_000;
+    const refuse = async (what: string, fallback: string): Promise<never> => {
+      const reason = nginxErrorReason(this.startLog) ?? fallback;
+      // Said the same way however it was noticed first (the log line, or the control location's answer).
+      const heading = child.exitCode === null && child.signalCode === null && WORKER_START_FAILED.test(this.startLog) ? `nginx's workers could not start` : what;
+      await this.stopAfterFailedStart();
+      throw new GraygateError('GG_INTERNAL', `${heading}: ${reason}.${workerFailureHint(reason)}`);
+    };
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) {
-        throw new GraygateError('GG_INTERNAL', `nginx (${this.options.nginx}) did not start: ${this.stderrTail.trim().split('\n').slice(-5).join(' | ') || `exit ${child.exitCode ?? child.signalCode}`}`);
+        await refuse(`nginx (${this.options.nginx}) did not start`, this.stderrTail.trim().split('\n').slice(-5).join(' | ') || `exit ${child.exitCode ?? child.signalCode}`);
       }
+      if (WORKER_START_FAILED.test(this.startLog)) await refuse(`nginx's workers could not start`, 'see the nginx lines above');
+      let broken: string | undefined;
       try {
-        this.status = (await control(this.socketPath, 'GET', '/graygate/status', undefined, 1_000)).json as NginxStatus;
-        await new Promise<void>((resolve, reject) => {
-          const socket = net.connect({ host, port }, () => {
-            socket.destroy();
-            resolve();
+        const answer = await control(this.socketPath, 'GET', '/graygate/status', undefined, 1_000);
+        if (answer.status >= 500) {
+          broken = `its control location answered ${answer.status}`;
+        } else {
+          this.status = answer.json as NginxStatus;
+          await new Promise<void>((resolve, reject) => {
+            const socket = net.connect({ host, port }, () => {
+              socket.destroy();
+              resolve();
+            });
+            socket.once('error', reject);
           });
-          socket.once('error', reject);
-        });
-        break;
+          break;
+        }
       } catch (error) {
-        if (Date.now() > deadline) {
-          this.kill();
+        // An answer that is not graygate's JSON: the workers take requests, but graygate's Lua
+        // does not run in them.
+        if (error instanceof SyntaxError) broken = `its control location did not answer with JSON (${error.message})`;
+        else if (Date.now() > deadline) {
+          await this.stopAfterFailedStart();
           throw new GraygateError('GG_INTERNAL', `nginx did not answer on ${this.socketPath} and ${host}:${port} within 30 s: ${(error as Error).message}`);
         }
-        await sleep(50);
       }
+      if (broken !== undefined) {
+        // The error log's line about it may still be on its way.
+        await sleep(200);
+        await refuse(`nginx's workers cannot run graygate's Lua`, broken);
+      }
+      await sleep(50);
     }
+    // Checked and flagged at once (no await between): an exit seen later stops graygate instead.
+    if (child.exitCode !== null || child.signalCode !== null) await refuse(`nginx (${this.options.nginx}) did not start`, `exit ${child.exitCode ?? child.signalCode}`);
+    this.ready = true;
+    this.startLog = '';
     if (this.certificates) {
       // Before graygate says it listens: every handshake from now on chooses by server name.
       try {
@@ -443,6 +518,22 @@ export class OpenRestyDataPlane implements DataPlane {
     }
     await this.publisher?.close();
     if (this.ownsPrefix && !this.external) rmSync(this.prefixDir, { recursive: true, force: true });
+  }
+
+  /**
+   * Stops an nginx that will not serve: SIGTERM, so that its master stops its workers too (killed
+   * outright, it would leave them holding the listen port), then SIGKILL if it lingers.
+   */
+  private async stopAfterFailedStart(): Promise<void> {
+    this.draining = true;
+    const child = this.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const stopped = await Promise.race([this.exited!.then(() => true), sleep(5_000).then(() => false)]);
+      if (!stopped) this.kill();
+    }
+    this.certificates?.close();
+    if (this.ownsPrefix) rmSync(this.prefixDir, { recursive: true, force: true });
   }
 
   private kill(): void {

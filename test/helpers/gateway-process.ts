@@ -77,6 +77,8 @@ export async function startGatewayProcess(options: {
   dir?: string;
   /** The runtime that runs the CLI: node (this one) by default, or e.g. node_modules/.bin/bun. */
   runtime?: string;
+  /** The CLI script: this checkout's dist/cli/main.js by default, or that of a copy of the package. */
+  cli?: string;
   /**
    * Process count (GRAYGATE_WORKERS). Unset: the CLI's default, one worker per core, unless
    * GG_TEST_WORKERS forces a count. A test about one process (its pid, its memory, its exact
@@ -91,7 +93,7 @@ export async function startGatewayProcess(options: {
     writeFileSync(configPath, stringify({ listen: '127.0.0.1:0', ...options.config }));
   }
   // Its own process group: a failed or interrupted test kills it together with its workers.
-  const child = spawnTracked(options.runtime ?? process.execPath, [cliPath, 'start', ...(options.config ? ['--config', configPath] : []), ...args], {
+  const child = spawnTracked(options.runtime ?? process.execPath, [options.cli ?? cliPath, 'start', ...(options.config ? ['--config', configPath] : []), ...args], {
     cwd: dir,
     env: gatewayEnv(options.env, options.workers),
     stdio: ['ignore', 'pipe', 'pipe'],

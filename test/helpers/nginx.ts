@@ -76,7 +76,11 @@ export async function startNginx(options: NginxOptions): Promise<Nginx> {
   const prefix = mkdtempSync(path.join(tmpdir(), 'graygate-nginx-'));
   for (const dir of ['logs', 'tmp']) mkdirSync(path.join(prefix, dir), { recursive: true });
   const temp = (name: string) => path.join(prefix, 'tmp', name);
+  // nginx started as root runs its workers as `nobody`, who cannot read the Lua files of a
+  // checkout in an owner-only directory (a CI clone inside `mktemp -d`); these tests load them
+  // lazily from the workers, so the workers keep root's user there.
   const conf = `${luaModuleLines()}
+${process.getuid?.() === 0 ? 'user root;' : ''}
 worker_processes ${options.workers ?? 1};
 daemon off;
 pid ${path.join(prefix, 'nginx.pid')};

@@ -32,13 +32,14 @@ function commandOf(pid: number): string {
 }
 
 /** `graygate start --data-plane openresty` with `config` (a config file) and `workers` nginx workers. */
-export async function startOpenRestyGateway(options: { config?: Record<string, unknown>; args?: string[]; workers?: number; env?: NodeJS.ProcessEnv }): Promise<OpenRestyGateway> {
+export async function startOpenRestyGateway(options: { config?: Record<string, unknown>; args?: string[]; workers?: number; env?: NodeJS.ProcessEnv; cli?: string }): Promise<OpenRestyGateway> {
   if (!hasLuaModule()) throw new Error('nginx with lua-nginx-module is not installed (apt-get install nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson; .ci/run does)');
   const gateway = await startGatewayProcess({
     ...(options.config ? { config: options.config } : {}),
     args: ['--data-plane', 'openresty', '--nginx', NGINX, ...(options.args ?? [])],
     workers: options.workers ?? 2,
     ...(options.env ? { env: options.env } : {}),
+    ...(options.cli ? { cli: options.cli } : {}),
   });
   const nginxPids = () => groupMembers(gateway.pid).filter((pid) => pid !== gateway.pid && commandOf(pid).startsWith('nginx'));
   return {
@@ -90,9 +91,10 @@ export interface NginxProcess {
 /**
  * An nginx the way a user runs one: their own nginx.conf, with graygate's two include lines
  * (from `graygate openresty conf --out confDir`) added; `daemon off`, its own prefix directory,
- * in a process group of its own that dies with the test.
+ * in a process group of its own that dies with the test. `httpLines`: the user's own directives
+ * in http { } (e.g. an init_by_lua_block of theirs).
  */
-export async function startUserNginx(confDir: string, options: { workers?: number } = {}): Promise<NginxProcess> {
+export async function startUserNginx(confDir: string, options: { workers?: number; httpLines?: string } = {}): Promise<NginxProcess> {
   const dir = mkdtempSync(path.join(tmpdir(), 'graygate-user-nginx-'));
   const port = await freePort();
   const modules = ['/usr/lib/nginx/modules/ndk_http_module.so', '/usr/lib/nginx/modules/ngx_http_lua_module.so'].filter((file) => existsSync(file));
@@ -107,6 +109,7 @@ error_log stderr warn;
 events { worker_connections 1024; }
 http {
     access_log off;
+    ${options.httpLines ?? ''}
     include ${confDir}/graygate-http.conf;
     server {
         listen 127.0.0.1:${port};
