@@ -257,6 +257,63 @@ local function make_decision(name, d, stable_upstream)
     }
 end
 
+-- The rules in order as ONE function without a loop: `if m1(req) then return d1 end if m2(req)
+-- ...`, generated once per form version. A loop over the rules calls a different function on
+-- each turn, so LuaJIT records it as a trace of its own, and that trace cannot return into the
+-- access phase's frame ("NYI: return to lower frame"): past a few rules the rest of every request
+-- then ran in the interpreter. Straight-line code is recorded into the request's trace as it is.
+-- A generated function reaches its matchers and decisions as upvalues (LuaJIT allows 60), so long
+-- lists are cut into blocks of RULES_PER_BLOCK, chained the same way.
+local RULES_PER_BLOCK = 24
+
+local function chain_source(n, of_blocks)
+    local out = { "local m, d = ...\n" }
+    for i = 1, n do
+        out[#out + 1] = "local m" .. i .. " = m[" .. i .. "]\n"
+        if not of_blocks then out[#out + 1] = "local d" .. i .. " = d[" .. i .. "]\n" end
+    end
+    out[#out + 1] = "return function(req)\n"
+    for i = 1, n do
+        if of_blocks then
+            out[#out + 1] = "local found = m" .. i .. "(req) if found ~= nil then return found end\n"
+        else
+            out[#out + 1] = "if m" .. i .. "(req) then return d" .. i .. " end\n"
+        end
+    end
+    out[#out + 1] = "return nil\nend\n"
+    return table.concat(out)
+end
+
+local function chain(fns, results)
+    local f = assert(load(chain_source(#fns, results == nil), "=graygate.rules"))
+    return f(fns, results)
+end
+
+--- A function of req returning the decision of the first rule that matches, or nil.
+local function first_match(matchers, decisions)
+    local n = #matchers
+    if n <= RULES_PER_BLOCK then return chain(matchers, decisions) end
+    local blocks = {}
+    for from = 1, n, RULES_PER_BLOCK do
+        local m, d = {}, {}
+        for i = from, math.min(n, from + RULES_PER_BLOCK - 1) do
+            m[#m + 1], d[#d + 1] = matchers[i], decisions[i]
+        end
+        blocks[#blocks + 1] = chain(m, d)
+    end
+    while #blocks > RULES_PER_BLOCK do
+        local outer = {}
+        for from = 1, #blocks, RULES_PER_BLOCK do
+            local part = {}
+            for i = from, math.min(#blocks, from + RULES_PER_BLOCK - 1) do part[#part + 1] = blocks[i] end
+            outer[#outer + 1] = chain(part)
+        end
+        blocks = outer
+    end
+    return chain(blocks)
+end
+_M.first_match = first_match
+
 local function compile_service(s, trusted)
     local stable = make_decision(s.name, s.stableDecision, s.stable)
     local function decision(d)
@@ -275,7 +332,7 @@ local function compile_service(s, trusted)
         matchers[i] = compile_condition(s.rules[i].when, trusted)
         decisions[i] = decision(s.rules[i].decision)
     end
-    service.matchers, service.decisions, service.count = matchers, decisions, #s.rules
+    service.first_match = first_match(matchers, decisions)
     service.no_match = decision(s.noMatch)
     local split = s.split
     if split then
@@ -377,10 +434,8 @@ local function decide_service(compiled, service, req, resolve_token)
     if service.needs_identity then
         identity.resolve(compiled.identity, compiled.trusted, req, resolve_token, true)
     end
-    local matchers = service.matchers
-    for i = 1, service.count do
-        if matchers[i](req) then return service.decisions[i] end
-    end
+    local matched = service.first_match(req)
+    if matched ~= nil then return matched end
     local split = service.split
     if split == nil then return service.no_match end
     local id = req.user_id
