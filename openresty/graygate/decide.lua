@@ -154,6 +154,25 @@ local function compile_all(children, is_all)
     end
 end
 
+-- The bucket of an id under one seed, remembered for recent ids (BUCKET_MEMO_MAX, then emptied;
+-- ids are at most 256 characters, so a few MB at most): a caller sends the same id request after
+-- request, and hashing is a loop over the id's bytes, which ends the request's trace
+-- ("loop unroll limit reached") where a table lookup does not.
+local BUCKET_MEMO_MAX = 4096
+
+local function bucket_memo(seed)
+    local memo, n = {}, 0
+    return function(id)
+        local bucket = memo[id]
+        if bucket ~= nil then return bucket end
+        bucket = bucket_of(id, seed)
+        if n >= BUCKET_MEMO_MAX then memo, n = {}, 0 end
+        memo[id] = bucket
+        n = n + 1
+        return bucket
+    end
+end
+
 -- Index of the last element of sorted that is <= value; 0 when every element is above it.
 local function last_at_or_below(sorted, value)
     local low, high, found = 1, #sorted, 0
@@ -211,7 +230,7 @@ function compile_condition(c, trusted)
             return id ~= nil and remainders[fmod(abs(id), modulo)] == true
         end
     elseif kind == "percentage" then
-        local cut, seed = c.cut, c.seed
+        local cut, bucket = c.cut, bucket_memo(c.seed)
         if cut >= BUCKETS then
             -- 100 % needs no hash, but still an identity.
             return function(req)
@@ -223,7 +242,7 @@ function compile_condition(c, trusted)
             local id = req.user_id
             -- Never hash an empty key: every such caller would share one bucket.
             if id == nil or id == "" then return false end
-            return bucket_of(id, seed) < cut
+            return bucket(id) < cut
         end
     elseif kind == "header" or kind == "cookie" or kind == "query" then
         return compile_value_test(c)
@@ -338,7 +357,7 @@ local function compile_service(s, trusted)
     if split then
         local parts = {}
         for i = 1, #split.decisions do parts[i] = decision(split.decisions[i]) end
-        service.split = { seed = split.seed, from = split.from, to = split.to, parts = parts, n = #parts, stable = decision(split.stable) }
+        service.split = { seed = split.seed, bucket = bucket_memo(split.seed), from = split.from, to = split.to, parts = parts, n = #parts, stable = decision(split.stable) }
     end
     return service
 end
@@ -440,7 +459,7 @@ local function decide_service(compiled, service, req, resolve_token)
     if split == nil then return service.no_match end
     local id = req.user_id
     if id == nil or id == "" then return service.no_match end
-    local bucket = bucket_of(id, split.seed)
+    local bucket = split.bucket(id)
     local from, to = split.from, split.to
     for i = 1, split.n do
         if bucket >= from[i] and bucket < to[i] then return split.parts[i] end

@@ -126,14 +126,17 @@ describe('conformance: decide.lua against the TypeScript evaluator', () => {
     for (const key of ['minted', 'split', 'rules', 'candidate', 'noService', 'identified', 'tokens'] as const) expect(seen[key], key).toBeGreaterThan(0);
   });
 
-  it('answers an id seen before as it did the first time, also past the per-worker memory of id checks', async () => {
+  it.each([
+    ['uidModulo', { uidModulo: { modulo: 2, remainders: [0] } }],
+    ['percentage (the bucket of an id is remembered too)', { percentage: { percent: 50 } }],
+  ])('answers an id seen before as it did the first time, also past the per-worker memory of id checks: %s', async (_, rule) => {
     // decide.lua remembers per worker what an id (and a short header value) was found to be, up to
     // 4096 values per check, then starts afresh: 5000 distinct ids, twice, cross that bound, so
     // the second pass is answered partly from memory and partly by a new scan.
     const document = validated({
       raw: {
         upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
-        services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [{ uidModulo: { modulo: 2, remainders: [0] } }] } }],
+        services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [rule] } }],
         identity: { sources: [{ header: { name: 'x-user-id' } }] },
       },
       rangeValue: undefined,
