@@ -44,11 +44,12 @@ const { values: flags } = parseArgs({
     jit: { type: 'string' },
     'jit-mode': { type: 'string', default: 'Fl' },
     'jit-keep': { type: 'string' },
+    vs: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 if (flags.help) {
-  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty,openresty-none,openresty-typical,openresty-large,part:full,part:base,part:no-log,part:no-header-filter,part:no-balancer,part:access-only; a part row of another shape: part:full@large] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--strace SECONDS] [--jit SECONDS [--jit-mode Fl|v|…] [--jit-keep DIR: copy the profiles and trace logs there]] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]; part:base needs BASE_LUA (see the head of this file)');
+  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty,openresty-none,openresty-typical,openresty-large,part:full,part:base,part:no-log,part:no-header-filter,part:no-balancer,part:access-only; a part row of another shape: part:full@large] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--strace SECONDS] [--jit SECONDS [--jit-mode Fl|v|…] [--jit-keep DIR: copy the profiles and trace logs there]] [--vs ROW: the row every other row is compared with in each repetition, default nginx or the first row] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]; part:base needs BASE_LUA (see the head of this file)');
   process.exit(0);
 }
 const duration = Number(flags.duration);
@@ -195,20 +196,26 @@ for (let rep = 0; rep < reps; rep++) {
     const before = processesCpuSeconds(pids);
     const r = runLoad(row.port, headers, { duration, conns });
     const cpu = processesCpuSeconds(pids) - before;
-    results.push({ row: row.id, rps: r.rps, p99: r.p99, errors: r.errors, us: (cpu * 1e6) / r.requests });
+    results.push({ rep, row: row.id, rps: r.rps, p99: r.p99, errors: r.errors, us: (cpu * 1e6) / r.requests });
     console.error(`  ${row.id.padEnd(17)} ${Math.round(r.rps)} req/s, p99 ${r.p99} ms, worker CPU ${((cpu * 1e6) / r.requests).toFixed(1)} µs/req${r.errors ? `, ${r.errors} errors` : ''}`);
   }
 }
 
 const med = (id, key) => median(results.filter((r) => r.row === id).map((r) => r[key]));
-console.log('| row | req/s | p99 ms | nginx worker CPU µs/req | CPU × nginx |');
+// The box's speed drifts within a run: a row's CPU is also compared with the --vs row of the same
+// repetition (measured seconds apart), and the median of those ratios is reported.
+const vs = flags.vs ?? (rows.some((r) => r.id === 'nginx') ? 'nginx' : rows[0].id);
+const pairedRatio = (id) =>
+  median(
+    results
+      .filter((r) => r.row === id)
+      .map((r) => r.us / (results.find((o) => o.row === vs && o.rep === r.rep)?.us ?? NaN)),
+  );
+console.log(`| row | req/s | p99 ms | nginx worker CPU µs/req | CPU × ${vs} (median of each repetition's ratio) |`);
 console.log('|---|--:|--:|--:|--:|');
 for (const row of rows) {
-  console.log(`| ${row.id} | ${Math.round(med(row.id, 'rps'))} | ${med(row.id, 'p99').toFixed(2)} | ${med(row.id, 'us').toFixed(1)} | ${(med(row.id, 'us') / med('nginx', 'us')).toFixed(2)} |`);
+  console.log(`| ${row.id} | ${Math.round(med(row.id, 'rps'))} | ${med(row.id, 'p99').toFixed(2)} | ${med(row.id, 'us').toFixed(1)} | ${pairedRatio(row.id).toFixed(3)} |`);
 }
-
-/** A row's caller as wrk's -H arguments (the shapes' header values need no shell quoting). */
-const wrkHeaders = (headers) => Object.entries(headers).map(([name, value]) => `-H '${name}: ${value}'`).join(' ');
 
 if (flags.strace && has('strace')) {
   // System calls per request of each row's worker: what the kernel side of the CPU figure is made of.
