@@ -154,11 +154,11 @@ local function compile_all(children, is_all)
     end
 end
 
--- The bucket of an id under one seed, remembered for recent ids (BUCKET_MEMO_MAX, then emptied;
--- ids are at most 256 characters, so a few MB at most): a caller sends the same id request after
--- request, and hashing is a loop over the id's bytes, which ends the request's trace
--- ("loop unroll limit reached") where a table lookup does not.
-local BUCKET_MEMO_MAX = 4096
+-- The bucket of an id under one seed, remembered for recent ids (BUCKET_MEMO_MAX ids of at most
+-- BUCKET_MEMO_LENGTH bytes, then emptied: well under a MB per rule): a caller sends the same id
+-- request after request, and hashing is a loop over the id's bytes, which ends the request's
+-- trace ("loop unroll limit reached") where a table lookup does not.
+local BUCKET_MEMO_MAX, BUCKET_MEMO_LENGTH = 4096, 64
 
 local function bucket_memo(seed)
     local memo, n = {}, 0
@@ -166,9 +166,11 @@ local function bucket_memo(seed)
         local bucket = memo[id]
         if bucket ~= nil then return bucket end
         bucket = bucket_of(id, seed)
-        if n >= BUCKET_MEMO_MAX then memo, n = {}, 0 end
-        memo[id] = bucket
-        n = n + 1
+        if #id <= BUCKET_MEMO_LENGTH then
+            if n >= BUCKET_MEMO_MAX then memo, n = {}, 0 end
+            memo[id] = bucket
+            n = n + 1
+        end
         return bucket
     end
 end
