@@ -217,6 +217,9 @@ for (const row of rows) {
   console.log(`| ${row.id} | ${Math.round(med(row.id, 'rps'))} | ${med(row.id, 'p99').toFixed(2)} | ${med(row.id, 'us').toFixed(1)} | ${pairedRatio(row.id).toFixed(3)} |`);
 }
 
+/** A row's caller as wrk's -H arguments (the shapes' header values need no shell quoting). */
+const wrkHeaders = (headers) => Object.entries(headers).map(([name, value]) => `-H '${name}: ${value}'`).join(' ');
+
 if (flags.strace && has('strace')) {
   // System calls per request of each row's worker: what the kernel side of the CPU figure is made of.
   for (const row of rows) {
