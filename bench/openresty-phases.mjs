@@ -13,17 +13,24 @@
 //        # where the Lua time goes by function and line (F/l), and in which VM state (v: N compiled,
 //        # I interpreted, C in C code, G garbage collector, J the JIT compiler); `--jit-mode v` alone
 //        # answers "is the hot path compiled?". Also writes jit.v's trace log (aborts, NYI) per row.
+//   node bench/openresty-phases.mjs --rows nginx,openresty-none,openresty-typical,openresty-large
+//        # the release shapes of bench/lib/gateways.mjs (no release, identity + 3 rules, 100k-id list +
+//        # 50 CIDRs + 10 header rules), each measured with its caller (CALLERS there); their routing
+//        # is kept in this run's Redis so that part rows can read it too
+//   node bench/openresty-phases.mjs --rows part:full@large --reps 1 --jit 5
+//        # a part row of a shape (part:<part>@<shape>, default the seed): graygate's conf for that
+//        # shape's config, with --jit's profiler and trace log
 //
 // The signal is CPU µs per request of the nginx worker processes alone (utime+stime from
 // /proc/<pid>/stat before and after a bounded wrk run), not req/s: the load tool, the backends and
 // the other engineers' work share the cores. To measure one part's cost, change that part and run
 // the same command again (the figures of one run are comparable; across runs compare the nginx row).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createRun, freePort, has, median, nginxWorkerPids, processesCpuSeconds, root, runLoad, startBackends, startRedis, waitPort } from './lib/harness.mjs';
-import { probe, seedRedis, startGateway, TOKEN } from './lib/gateways.mjs';
+import { CALLERS, probe, seedRedis, startGateway, TOKEN } from './lib/gateways.mjs';
 
 const { values: flags } = parseArgs({
   options: {
@@ -36,11 +43,13 @@ const { values: flags } = parseArgs({
     strace: { type: 'string' },
     jit: { type: 'string' },
     'jit-mode': { type: 'string', default: 'Fl' },
+    'jit-keep': { type: 'string' },
+    vs: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 if (flags.help) {
-  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty,part:full,part:base,part:no-log,part:no-header-filter,part:no-balancer,part:access-only] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--strace SECONDS] [--jit SECONDS [--jit-mode Fl|v|…]] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]; part:base needs BASE_LUA (see the head of this file)');
+  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty,openresty-none,openresty-typical,openresty-large,part:full,part:base,part:no-log,part:no-header-filter,part:no-balancer,part:access-only; a part row of another shape: part:full@large] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--strace SECONDS] [--jit SECONDS [--jit-mode Fl|v|…] [--jit-keep DIR: copy the profiles and trace logs there]] [--vs ROW: the row every other row is compared with in each repetition, default nginx or the first row] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]; part:base needs BASE_LUA (see the head of this file)');
   process.exit(0);
 }
 const duration = Number(flags.duration);
@@ -99,20 +108,26 @@ const PARTS = {
   base: (conf) => conf,
   'access-only': (conf) => PARTS['no-balancer'](PARTS['no-header-filter'](PARTS['no-log'](conf))),
 };
-let seedGateway;
-async function openrestySeed() {
-  seedGateway ??= await startGateway(run, { workers: 1, kind: 'seed', backends, redis, extraArgs: ['--data-plane', 'openresty'], settings: JSON.parse(flags.settings) });
-  return seedGateway;
+// One graygate gateway per shape (`graygate start --data-plane openresty`), started on first use.
+// Every shape keeps its routing in this run's Redis (the seed's must; the others' would otherwise be
+// on the file store, pushed to that gateway's own nginx only), so a part row's nginx reads it too.
+const shapeGateways = new Map();
+async function openrestyShape(kind) {
+  if (!shapeGateways.has(kind)) {
+    const store = kind === 'seed' ? {} : { store: { kind: 'redis', url: redis.url, namespace: `bench-${kind}-${Math.random().toString(36).slice(2, 8)}` } };
+    shapeGateways.set(kind, await startGateway(run, { workers: 1, kind, backends, redis, extraArgs: ['--data-plane', 'openresty'], settings: { ...store, ...JSON.parse(flags.settings) } }));
+  }
+  return shapeGateways.get(kind);
 }
-async function startPart(part) {
+async function startPart(part, kind) {
   const edit = PARTS[part];
   if (!edit) {
     console.error(`unknown part ${part} (${Object.keys(PARTS).join(', ')})`);
     process.exit(2);
   }
-  const gateway = await openrestySeed();
-  const config = path.join(run.dir, `gw-node-1-seed-${gateway.port}.json`);
-  const out = path.join(run.dir, `part-${part}`);
+  const gateway = await openrestyShape(kind);
+  const config = path.join(run.dir, `gw-node-1-${kind}-${gateway.port}.json`);
+  const out = path.join(run.dir, kind === 'seed' ? `part-${part}` : `part-${part}@${kind}`);
   execFileSync(process.execPath, [path.join(root, 'dist/cli/main.js'), 'openresty', 'conf', '--config', config, '--out', out], { encoding: 'utf8' });
   if (part === 'base') {
     if (!process.env.BASE_LUA || !existsSync(path.join(process.env.BASE_LUA, 'graygate', 'access.lua'))) {
@@ -152,15 +167,21 @@ http { keepalive_timeout 120s; keepalive_requests 1000000; lua_malloc_trim 0;
 
 const rows = [];
 for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
-  if (id === 'nginx') rows.push({ id, ...(await startNginx('nginx')), expect: 'prod' });
-  else if (id === 'recipe-tuned') rows.push({ id, ...(await startNginx('tuned', 'access_by_lua_block { require("tuned").route() }')), expect: 'gray' });
-  else if (id === 'openresty') {
-    const gateway = await openrestySeed();
-    rows.push({ id, port: gateway.port, pgid: gateway.pgid, expect: 'gray' });
+  if (id === 'nginx') rows.push({ id, ...(await startNginx('nginx')), headers: { TOKEN }, expect: 'prod' });
+  else if (id === 'recipe-tuned') rows.push({ id, ...(await startNginx('tuned', 'access_by_lua_block { require("tuned").route() }')), headers: { TOKEN }, expect: 'gray' });
+  else if (/^openresty(-none|-typical|-large)?$/.test(id)) {
+    const kind = id === 'openresty' ? 'seed' : id.slice('openresty-'.length);
+    const gateway = await openrestyShape(kind);
+    rows.push({ id, port: gateway.port, pgid: gateway.pgid, ...CALLERS[kind] });
   } else if (id.startsWith('part:')) {
-    rows.push({ id, ...(await startPart(id.slice(5))), expect: 'gray' });
+    const [part, kind = 'seed'] = id.slice(5).split('@');
+    if (!CALLERS[kind]) {
+      console.error(`unknown shape ${kind} in ${id} (${Object.keys(CALLERS).join(', ')})`);
+      process.exit(2);
+    }
+    rows.push({ id, ...(await startPart(part, kind)), ...CALLERS[kind] });
   } else {
-    console.error(`unknown row ${id} (nginx, recipe-tuned, openresty, part:${Object.keys(PARTS).join('|part:')})`);
+    console.error(`unknown row ${id} (nginx, recipe-tuned, openresty, openresty-none|typical|large, part:${Object.keys(PARTS).join('|part:')}[@none|typical|large])`);
     process.exit(2);
   }
 }
@@ -168,31 +189,43 @@ for (const id of flags.rows.split(',').map((s) => s.trim()).filter(Boolean)) {
 const results = [];
 for (let rep = 0; rep < reps; rep++) {
   for (const row of rows) {
-    const headers = { TOKEN };
+    const headers = row.headers;
     await probe(row.port, { headers, expect: row.expect });
     runLoad(row.port, headers, { duration: 1, conns });
     const pids = nginxWorkerPids(row.pgid);
     const before = processesCpuSeconds(pids);
     const r = runLoad(row.port, headers, { duration, conns });
     const cpu = processesCpuSeconds(pids) - before;
-    results.push({ row: row.id, rps: r.rps, p99: r.p99, errors: r.errors, us: (cpu * 1e6) / r.requests });
-    console.error(`  ${row.id.padEnd(13)} ${Math.round(r.rps)} req/s, p99 ${r.p99} ms, worker CPU ${((cpu * 1e6) / r.requests).toFixed(1)} µs/req${r.errors ? `, ${r.errors} errors` : ''}`);
+    results.push({ rep, row: row.id, rps: r.rps, p99: r.p99, errors: r.errors, us: (cpu * 1e6) / r.requests });
+    console.error(`  ${row.id.padEnd(17)} ${Math.round(r.rps)} req/s, p99 ${r.p99} ms, worker CPU ${((cpu * 1e6) / r.requests).toFixed(1)} µs/req${r.errors ? `, ${r.errors} errors` : ''}`);
   }
 }
 
 const med = (id, key) => median(results.filter((r) => r.row === id).map((r) => r[key]));
-console.log('| row | req/s | p99 ms | nginx worker CPU µs/req | CPU × nginx |');
+// The box's speed drifts within a run: a row's CPU is also compared with the --vs row of the same
+// repetition (measured seconds apart), and the median of those ratios is reported.
+const vs = flags.vs ?? (rows.some((r) => r.id === 'nginx') ? 'nginx' : rows[0].id);
+const pairedRatio = (id) =>
+  median(
+    results
+      .filter((r) => r.row === id)
+      .map((r) => r.us / (results.find((o) => o.row === vs && o.rep === r.rep)?.us ?? NaN)),
+  );
+console.log(`| row | req/s | p99 ms | nginx worker CPU µs/req | CPU × ${vs} (median of each repetition's ratio) |`);
 console.log('|---|--:|--:|--:|--:|');
 for (const row of rows) {
-  console.log(`| ${row.id} | ${Math.round(med(row.id, 'rps'))} | ${med(row.id, 'p99').toFixed(2)} | ${med(row.id, 'us').toFixed(1)} | ${(med(row.id, 'us') / med('nginx', 'us')).toFixed(2)} |`);
+  console.log(`| ${row.id} | ${Math.round(med(row.id, 'rps'))} | ${med(row.id, 'p99').toFixed(2)} | ${med(row.id, 'us').toFixed(1)} | ${pairedRatio(row.id).toFixed(3)} |`);
 }
+
+/** A row's caller as wrk's -H arguments (the shapes' header values need no shell quoting). */
+const wrkHeaders = (headers) => Object.entries(headers).map(([name, value]) => `-H '${name}: ${value}'`).join(' ');
 
 if (flags.strace && has('strace')) {
   // System calls per request of each row's worker: what the kernel side of the CPU figure is made of.
   for (const row of rows) {
     const pid = nginxWorkerPids(row.pgid)[0];
     const seconds = Number(flags.strace);
-    const out = execFileSync('bash', ['-c', `strace -c -f -p ${pid} -o ${run.dir}/strace-${row.id}.txt & sleep 0.5; wrk -t1 -c${conns} -d${seconds}s -H 'TOKEN: ${TOKEN}' http://127.0.0.1:${row.port}/ | grep 'requests in'; kill -INT %1; wait; cat ${run.dir}/strace-${row.id}.txt`], { encoding: 'utf8', timeout: 120_000 });
+    const out = execFileSync('bash', ['-c', `strace -c -f -p ${pid} -o ${run.dir}/strace-${row.id}.txt & sleep 0.5; wrk -t1 -c${conns} -d${seconds}s ${wrkHeaders(row.headers)} http://127.0.0.1:${row.port}/ | grep 'requests in'; kill -INT %1; wait; cat ${run.dir}/strace-${row.id}.txt`], { encoding: 'utf8', timeout: 120_000 });
     const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
     console.log(`\nsystem calls per request, ${row.id} (${requests} requests):`);
     for (const line of out.split('\n')) {
@@ -209,7 +242,7 @@ if (flags.perf && has('perf')) {
   for (const row of rows) {
     const pid = nginxWorkerPids(row.pgid)[0];
     const data = path.join(run.dir, `perf-${row.id}.data`);
-    const out = execFileSync('bash', ['-c', `perf record -F 2000 -p ${pid} -o ${data} -- sleep ${seconds} >/dev/null 2>&1 & wrk -t1 -c${conns} -d${seconds}s -H 'TOKEN: ${TOKEN}' http://127.0.0.1:${row.port}/ | grep 'requests in'; wait; perf report -i ${data} --sort dso --stdio 2>/dev/null | grep '%' | head -12; perf report -i ${data} --sort dso,symbol --stdio 2>/dev/null | grep '%' | head -40`], { encoding: 'utf8', timeout: 120_000 });
+    const out = execFileSync('bash', ['-c', `perf record -F 2000 -p ${pid} -o ${data} -- sleep ${seconds} >/dev/null 2>&1 & wrk -t1 -c${conns} -d${seconds}s ${wrkHeaders(row.headers)} http://127.0.0.1:${row.port}/ | grep 'requests in'; wait; perf report -i ${data} --sort dso --stdio 2>/dev/null | grep '%' | head -12; perf report -i ${data} --sort dso,symbol --stdio 2>/dev/null | grep '%' | head -40`], { encoding: 'utf8', timeout: 120_000 });
     console.log(`\nperf, ${row.id} worker:\n${out}`);
   }
 }
@@ -225,7 +258,7 @@ if (flags.jit) {
     const trace = path.join(dir, `traces-${row.id.slice(5)}.txt`);
     const q = `mode=${encodeURIComponent(flags['jit-mode'])}&out=${encodeURIComponent(out)}&v=${encodeURIComponent(trace)}`;
     execFileSync('curl', ['-sf', `http://127.0.0.1:${row.port}/__jit/start?${q}`]);
-    runLoad(row.port, { TOKEN }, { duration: seconds, conns });
+    runLoad(row.port, row.headers, { duration: seconds, conns });
     execFileSync('curl', ['-sf', `http://127.0.0.1:${row.port}/__jit/stop`]);
     if (!existsSync(out)) {
       console.error(`no profile written; the worker's error log:\n${readFileSync(path.join(run.dir, `part-${row.id.slice(5)}`, 'error.log'), 'utf8').slice(-2000)}`);
@@ -233,7 +266,12 @@ if (flags.jit) {
     }
     console.log(`\nLuaJIT profile (jit.p ${flags['jit-mode']}), ${row.id} worker, ${seconds} s of load:\n${readFileSync(out, 'utf8').split('\n').slice(0, 60).join('\n')}`);
     const aborts = readFileSync(trace, 'utf8').split('\n').filter((line) => /abort|NYI|blacklist/i.test(line));
-    console.log(`jit.v, ${row.id}: ${aborts.length} abort lines (all in ${trace})\n${[...new Set(aborts.map((l) => l.replace(/^\[TRACE\s+(--|\d+)\s*/, '')))].slice(0, 25).join('\n')}`);
+    // The run's directory is removed at exit: keep the files where asked.
+    if (flags['jit-keep']) {
+      mkdirSync(flags['jit-keep'], { recursive: true });
+      for (const file of [out, trace]) copyFileSync(file, path.join(flags['jit-keep'], path.basename(file)));
+    }
+    console.log(`jit.v, ${row.id}: ${aborts.length} abort lines (all in ${flags['jit-keep'] ? path.join(flags['jit-keep'], path.basename(trace)) : trace})\n${[...new Set(aborts.map((l) => l.replace(/^\[TRACE\s+(--|\d+)\s*/, '')))].slice(0, 25).join('\n')}`);
   }
 }
 process.exit(0);

@@ -180,6 +180,21 @@ end
 
 local resp
 
+-- The last envelope text read from Redis by this worker, and the dict's sequence number after it
+-- was offered: the poll reads the same text every few seconds, and deciding it is not newer meant
+-- decoding all of it (a large release's lists make that tens of milliseconds of the worker's time,
+-- a latency spike for the requests it serves meanwhile). The same text again, with nothing
+-- accepted since, is skipped; anything else is offered as before.
+local last_raw, last_raw_seq
+
+local function offer_from_redis(raw)
+    local seq = dict:get("seq")
+    if raw == last_raw and seq ~= nil and seq == last_raw_seq then return true end
+    local ok, err = _M.accept(raw, "redis")
+    if ok ~= nil then last_raw, last_raw_seq = raw, dict:get("seq") end
+    return ok, err
+end
+
 local function redis_fetch(premature)
     if premature then return end
     local r = settings.redis
@@ -198,7 +213,7 @@ local function redis_fetch(premature)
     dict:delete("redis_error")
     -- ngx.null: graygate has not written it yet; the last good one stays.
     if type(raw) ~= "string" then return end
-    local ok, aerr = _M.accept(raw, "redis")
+    local ok, aerr = offer_from_redis(raw)
     if ok == nil then ngx.log(ngx.WARN, "graygate: ignoring the envelope in ", r.key, ": ", aerr) end
 end
 

@@ -154,6 +154,27 @@ local function compile_all(children, is_all)
     end
 end
 
+-- The bucket of an id under one seed, remembered for recent ids (BUCKET_MEMO_MAX ids of at most
+-- BUCKET_MEMO_LENGTH bytes, then emptied: well under a MB per rule): a caller sends the same id
+-- request after request, and hashing is a loop over the id's bytes, which ends the request's
+-- trace ("loop unroll limit reached") where a table lookup does not.
+local BUCKET_MEMO_MAX, BUCKET_MEMO_LENGTH = 4096, 64
+
+local function bucket_memo(seed)
+    local memo, n = {}, 0
+    return function(id)
+        local bucket = memo[id]
+        if bucket ~= nil then return bucket end
+        bucket = bucket_of(id, seed)
+        if #id <= BUCKET_MEMO_LENGTH then
+            if n >= BUCKET_MEMO_MAX then memo, n = {}, 0 end
+            memo[id] = bucket
+            n = n + 1
+        end
+        return bucket
+    end
+end
+
 -- Index of the last element of sorted that is <= value; 0 when every element is above it.
 local function last_at_or_below(sorted, value)
     local low, high, found = 1, #sorted, 0
@@ -211,7 +232,7 @@ function compile_condition(c, trusted)
             return id ~= nil and remainders[fmod(abs(id), modulo)] == true
         end
     elseif kind == "percentage" then
-        local cut, seed = c.cut, c.seed
+        local cut, bucket = c.cut, bucket_memo(c.seed)
         if cut >= BUCKETS then
             -- 100 % needs no hash, but still an identity.
             return function(req)
@@ -223,7 +244,7 @@ function compile_condition(c, trusted)
             local id = req.user_id
             -- Never hash an empty key: every such caller would share one bucket.
             if id == nil or id == "" then return false end
-            return bucket_of(id, seed) < cut
+            return bucket(id) < cut
         end
     elseif kind == "header" or kind == "cookie" or kind == "query" then
         return compile_value_test(c)
@@ -257,6 +278,63 @@ local function make_decision(name, d, stable_upstream)
     }
 end
 
+-- The rules in order as ONE function without a loop: `if m1(req) then return d1 end if m2(req)
+-- ...`, generated once per form version. A loop over the rules calls a different function on
+-- each turn, so LuaJIT records it as a trace of its own, and that trace cannot return into the
+-- access phase's frame ("NYI: return to lower frame"): past a few rules the rest of every request
+-- then ran in the interpreter. Straight-line code is recorded into the request's trace as it is.
+-- A generated function reaches its matchers and decisions as upvalues (LuaJIT allows 60), so long
+-- lists are cut into blocks of RULES_PER_BLOCK, chained the same way.
+local RULES_PER_BLOCK = 24
+
+local function chain_source(n, of_blocks)
+    local out = { "local m, d = ...\n" }
+    for i = 1, n do
+        out[#out + 1] = "local m" .. i .. " = m[" .. i .. "]\n"
+        if not of_blocks then out[#out + 1] = "local d" .. i .. " = d[" .. i .. "]\n" end
+    end
+    out[#out + 1] = "return function(req)\n"
+    for i = 1, n do
+        if of_blocks then
+            out[#out + 1] = "local found = m" .. i .. "(req) if found ~= nil then return found end\n"
+        else
+            out[#out + 1] = "if m" .. i .. "(req) then return d" .. i .. " end\n"
+        end
+    end
+    out[#out + 1] = "return nil\nend\n"
+    return table.concat(out)
+end
+
+local function chain(fns, results)
+    local f = assert(load(chain_source(#fns, results == nil), "=graygate.rules"))
+    return f(fns, results)
+end
+
+--- A function of req returning the decision of the first rule that matches, or nil.
+local function first_match(matchers, decisions)
+    local n = #matchers
+    if n <= RULES_PER_BLOCK then return chain(matchers, decisions) end
+    local blocks = {}
+    for from = 1, n, RULES_PER_BLOCK do
+        local m, d = {}, {}
+        for i = from, math.min(n, from + RULES_PER_BLOCK - 1) do
+            m[#m + 1], d[#d + 1] = matchers[i], decisions[i]
+        end
+        blocks[#blocks + 1] = chain(m, d)
+    end
+    while #blocks > RULES_PER_BLOCK do
+        local outer = {}
+        for from = 1, #blocks, RULES_PER_BLOCK do
+            local part = {}
+            for i = from, math.min(#blocks, from + RULES_PER_BLOCK - 1) do part[#part + 1] = blocks[i] end
+            outer[#outer + 1] = chain(part)
+        end
+        blocks = outer
+    end
+    return chain(blocks)
+end
+_M.first_match = first_match
+
 local function compile_service(s, trusted)
     local stable = make_decision(s.name, s.stableDecision, s.stable)
     local function decision(d)
@@ -275,13 +353,13 @@ local function compile_service(s, trusted)
         matchers[i] = compile_condition(s.rules[i].when, trusted)
         decisions[i] = decision(s.rules[i].decision)
     end
-    service.matchers, service.decisions, service.count = matchers, decisions, #s.rules
+    service.first_match = first_match(matchers, decisions)
     service.no_match = decision(s.noMatch)
     local split = s.split
     if split then
         local parts = {}
         for i = 1, #split.decisions do parts[i] = decision(split.decisions[i]) end
-        service.split = { seed = split.seed, from = split.from, to = split.to, parts = parts, n = #parts, stable = decision(split.stable) }
+        service.split = { seed = split.seed, bucket = bucket_memo(split.seed), from = split.from, to = split.to, parts = parts, n = #parts, stable = decision(split.stable) }
     end
     return service
 end
@@ -377,15 +455,13 @@ local function decide_service(compiled, service, req, resolve_token)
     if service.needs_identity then
         identity.resolve(compiled.identity, compiled.trusted, req, resolve_token, true)
     end
-    local matchers = service.matchers
-    for i = 1, service.count do
-        if matchers[i](req) then return service.decisions[i] end
-    end
+    local matched = service.first_match(req)
+    if matched ~= nil then return matched end
     local split = service.split
     if split == nil then return service.no_match end
     local id = req.user_id
     if id == nil or id == "" then return service.no_match end
-    local bucket = bucket_of(id, split.seed)
+    local bucket = split.bucket(id)
     local from, to = split.from, split.to
     for i = 1, split.n do
         if bucket >= from[i] and bucket < to[i] then return split.parts[i] end

@@ -343,22 +343,53 @@ function _M.is_ip_address(s)
     return parse_address(s, scratch_words) ~= 0
 end
 
--- A compiled CIDR list (the form's { v4 = {net, mask, ...}, v6 = {8 words per entry} }).
+-- A compiled CIDR list, from the form's { v4 = {net, mask, ...}, v6 = {8 words per entry} }.
+-- IPv4 networks are grouped by mask: masks[i] is a mask and nets[i] the set of networks with it
+-- (net -> true), so an IPv4 address costs one table lookup per distinct prefix length (usually
+-- one or two) rather than one comparison per network. That is cheaper with many networks, and it
+-- keeps the request's trace whole: a loop over every network is one the trace recorder must
+-- unroll when a side trace runs into it, which it gives up on past 15 iterations (the rest of the
+-- request then runs in the interpreter). IPv6 entries that can hold an IPv4-mapped address (their
+-- first three words admit ::ffff:) join the IPv4 groups with their last word's net and mask, so
+-- an IPv4 caller never walks the IPv6 list. n4 and n6 still count the form's entries.
 function _M.compile_cidrs(cidr)
-    return { v4 = cidr.v4 or {}, v6 = cidr.v6 or {}, n4 = #(cidr.v4 or {}), n6 = #(cidr.v6 or {}) }
+    local v4, v6 = cidr.v4 or {}, cidr.v6 or {}
+    local masks, nets, by_mask = {}, {}, {}
+    local function add(net, mask)
+        -- An entry whose net has bits outside its mask matches no address (as compared below).
+        if band(net, mask) ~= net then return end
+        local set = by_mask[mask]
+        if set == nil then
+            set = {}
+            by_mask[mask] = set
+            masks[#masks + 1] = mask
+            nets[#masks] = set
+        end
+        set[net] = true
+    end
+    for k = 1, #v4, 2 do add(tobit(v4[k]), tobit(v4[k + 1])) end
+    for k = 1, #v6, 8 do
+        if band(0, v6[k + 4]) == v6[k] and band(0, v6[k + 5]) == v6[k + 1] and band(MAPPED_WORD2, v6[k + 6]) == v6[k + 2] then
+            add(tobit(v6[k + 3]), tobit(v6[k + 7]))
+        end
+    end
+    return { v4 = v4, v6 = v6, n4 = #v4, n6 = #v6, masks = masks, nets = nets, n_masks = #masks, memo = {}, memo_n = 0 }
 end
 
--- True when the address `ip` is inside one of the compiled networks (false for anything that is not an address).
-local function cidr_match(list, ip)
-    if ip == nil then return false end
+local CIDR_MEMO_MAX = 4096
+
+-- The answer for an address, from its text: parsing it is a loop over its characters.
+local function scan_cidrs(list, ip)
     local words = scratch_words
     if parse_address(ip, words) == 0 then return false end
     local w1, w2, w3, w4 = words[1], words[2], words[3], words[4]
     if w1 == 0 and w2 == 0 and w3 == MAPPED_WORD2 then
-        local v4 = list.v4
-        for k = 1, list.n4, 2 do
-            if band(w4, v4[k + 1]) == v4[k] then return true end
+        -- IPv4 (or IPv4-mapped): only the groups can hold it.
+        local masks, nets = list.masks, list.nets
+        for i = 1, list.n_masks do
+            if nets[i][band(w4, masks[i])] then return true end
         end
+        return false
     end
     local v6 = list.v6
     for k = 1, list.n6, 8 do
@@ -368,6 +399,28 @@ local function cidr_match(list, ip)
         end
     end
     return false
+end
+
+-- True when the address `ip` is inside one of the compiled networks (false for anything that is
+-- not an address). The answer per address text is remembered per list (CIDR_MEMO_MAX addresses, then
+-- emptied): the peer (a proxy, a load balancer) and a returning caller's address repeat from
+-- request to request, and a table lookup keeps the request's trace whole where the parsing loop
+-- ends it ("NYI: return to lower frame"), which sent the rest of the request to the interpreter.
+local function cidr_match(list, ip)
+    if ip == nil then return false end
+    local memo = list.memo
+    local known = memo[ip]
+    if known ~= nil then return known end
+    known = scan_cidrs(list, ip)
+    if #ip <= 64 then
+        if list.memo_n >= CIDR_MEMO_MAX then
+            memo = {}
+            list.memo, list.memo_n = memo, 0
+        end
+        memo[ip] = known
+        list.memo_n = list.memo_n + 1
+    end
+    return known
 end
 _M.cidr_match = cidr_match
 

@@ -126,14 +126,17 @@ describe('conformance: decide.lua against the TypeScript evaluator', () => {
     for (const key of ['minted', 'split', 'rules', 'candidate', 'noService', 'identified', 'tokens'] as const) expect(seen[key], key).toBeGreaterThan(0);
   });
 
-  it('answers an id seen before as it did the first time, also past the per-worker memory of id checks', async () => {
+  it.each([
+    ['uidModulo', { uidModulo: { modulo: 2, remainders: [0] } }],
+    ['percentage (the bucket of an id is remembered too)', { percentage: { percent: 50 } }],
+  ])('answers an id seen before as it did the first time, also past the per-worker memory of id checks: %s', async (_, rule) => {
     // decide.lua remembers per worker what an id (and a short header value) was found to be, up to
     // 4096 values per check, then starts afresh: 5000 distinct ids, twice, cross that bound, so
     // the second pass is answered partly from memory and partly by a new scan.
     const document = validated({
       raw: {
         upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
-        services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [{ uidModulo: { modulo: 2, remainders: [0] } }] } }],
+        services: [{ name: 'checkout', stable: 'v1', release: { candidate: 'v2', rules: [rule] } }],
         identity: { sources: [{ header: { name: 'x-user-id' } }] },
       },
       rangeValue: undefined,
@@ -184,5 +187,117 @@ describe('conformance: decide.lua against the TypeScript evaluator', () => {
       expect(ts, `golden ${i}`).toBe(want);
       expect((outcome as Outcome).version, `golden ${i}`).toBe(want);
     });
+  });
+  // decide.lua runs a service's rules as generated straight-line code in blocks (nested past 24
+  // rules), and IPv4 networks as sets per prefix length (IPv6 networks that admit IPv4-mapped
+  // addresses joined to them), with each address's answer remembered per list: long rule lists
+  // and CIDR lists of mixed prefix lengths must still decide exactly as graygate does, in order.
+  const octet = fc.constantFrom(0, 1, 10, 127, 128, 192, 255);
+  const v4Arb = fc.tuple(octet, octet, octet, octet).map((parts) => parts.join('.'));
+  const v4CidrArb = fc.tuple(octet, octet, octet, octet, fc.constantFrom(0, 1, 8, 9, 12, 16, 24, 31, 32)).map(([a, b, c, d, prefix]) => {
+    const value = (((a << 24) | (b << 16) | (c << 8) | d) >>> 0) & (prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0);
+    return `${[value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join('.')}/${prefix}`;
+  });
+  const v6CidrArb = fc.constantFrom('::/0', '::/64', '::ffff:0:0/96', '::ffff:10.0.0.0/104', '::fffe:0:0/95', '2001:db8::/32', '2001:db8:1::/48', '::1', 'fe80::/10', '0:0:0:0:0:ffff:7f00:1/128');
+  const peerArb = fc.oneof(v4Arb, v4Arb.map((ip) => `::ffff:${ip}`), fc.constantFrom('::1', '2001:db8::5', '2001:db8:1::9', 'fe80::1', '::ffff:7f00:1', '::2'));
+  const flag = fc.integer({ min: 0, max: 9 }).map((i) => `x-flag-${i}`);
+  const longRuleArb = fc.oneof(
+    fc.tuple(flag, fc.constantFrom('a', 'b')).map(([name, equals]) => ({ header: { name, equals } })),
+    fc.uniqueArray(fc.oneof(v4CidrArb, v4CidrArb, v6CidrArb), { minLength: 1, maxLength: 30 }).map((cidrs) => ({ cidr: { cidrs } })),
+    fc.tuple(flag, fc.uniqueArray(fc.oneof(v4CidrArb, v6CidrArb), { minLength: 1, maxLength: 8 })).map(([name, cidrs]) => ({ all: [{ header: { name, present: true } }, { cidr: { cidrs } }] })),
+  );
+  // Rules that seldom match (narrow networks), so that a list's later rules get to decide too.
+  const narrowRuleArb = fc.oneof(
+    fc.tuple(flag, fc.constantFrom('a', 'd', 'd', 'd')).map(([name, equals]) => ({ header: { name, equals } })),
+    fc.uniqueArray(fc.oneof(v4CidrArb.filter((c) => Number(c.split('/')[1]) >= 24), fc.constantFrom('2001:db8:1::/48', '::1', '::ffff:10.0.0.0/120')), { minLength: 1, maxLength: 30, size: 'max' }).map((cidrs) => ({ cidr: { cidrs } })),
+  );
+  const longRulesArb = fc.tuple(fc.array(narrowRuleArb, { maxLength: 60, size: 'max' }), fc.array(longRuleArb, { minLength: 1, maxLength: 20 })).map(([narrow, any]) => [...narrow, ...any]);
+  const longCaseArb = fc.record({ peer: peerArb, flags: fc.dictionary(flag, fc.constantFrom('a', 'b', 'c'), { maxKeys: 3 }) });
+
+  it('decides long rule lists and CIDR lists of mixed prefix lengths in order, as graygate does', async () => {
+    let matchedLate = 0;
+    let decided = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(longRulesArb, fc.array(longCaseArb, { minLength: 20, maxLength: 40 })), { minLength: 4, maxLength: 4 }), async (generated) => {
+        const prepared = [];
+        for (const [rules, cases] of generated) {
+          const document = validated({
+            raw: {
+              upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
+              services: [{ name: 'app', stable: 'v1', release: { candidate: 'v2', rules: rules.map((rule, i) => ({ name: `r${i}`, ...(i % 2 === 1 ? { to: 'stable' } : {}), ...rule })) } }],
+            },
+            rangeValue: undefined,
+            settings: { trustedProxies: [] },
+          });
+          expect(document, JSON.stringify(rules)).toBeDefined();
+          const requests: GeneratedRequest[] = cases.map((c) => ({ path: '/', query: undefined, headers: { host: 'x', ...c.flags }, peer: c.peer, tls: false, upstreamHeaders: {} }));
+          prepared.push({ document: document!, requests, group: { form: normalizeRouting(document!.document, 1), settings: normalizeSettings(document!.settings), tokens: {}, cases: requests.map(wireCase) } });
+        }
+        const lua = await luaDecide(prepared.map((p) => p.group));
+        for (let g = 0; g < prepared.length; g++) {
+          const { document, requests } = prepared[g]!;
+          const ts = tsEvaluator(document.document, document.settings, undefined);
+          for (let i = 0; i < requests.length; i++) {
+            const ours = (await ts.evaluate(requests[i]!)) as Outcome;
+            const theirs = lua[g]![i] as Outcome;
+            expect({ reason: theirs.reason, version: theirs.version }, JSON.stringify({ rules: document.document.services[0]!.release, request: requests[i] })).toEqual({ reason: ours.reason, version: ours.version });
+            if (ours.reason.startsWith('r')) decided++;
+            if (/^r(2[4-9]|[3-9]\d)$/.test(ours.reason)) matchedLate++;
+          }
+        }
+      }),
+      { numRuns: 10, endOnFailure: true },
+    );
+    // Rules past the first block of 24 decided some requests: the chained blocks were exercised.
+    expect(matchedLate).toBeGreaterThan(0);
+    expect(decided).toBeGreaterThan(100);
+  });
+
+  it('decides by the right rule in a list longer than a block of blocks (700 rules)', async () => {
+    // 700 rules are chained in three levels (24 rules a block, 24 blocks a chain).
+    const rules = Array.from({ length: 700 }, (_, i) => ({ name: `r${i}`, ...(i % 3 === 0 ? { to: 'stable' } : {}), header: { name: `x-flag-${i % 10}`, equals: `v${i}` } }));
+    const document = validated({
+      raw: { upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } }, services: [{ name: 'app', stable: 'v1', release: { candidate: 'v2', rules } }] },
+      rangeValue: undefined,
+      settings: { trustedProxies: [] },
+    })!;
+    const picks = [0, 1, 23, 24, 25, 575, 576, 577, 600, 699, 700, 5000];
+    const request = (headers: Record<string, string>): GeneratedRequest => ({ path: '/', query: undefined, headers: { host: 'x', ...headers }, peer: '127.0.0.1', tls: false, upstreamHeaders: {} });
+    // Each pick's header matches only rule `r<pick>`; the last request matches r13 and r600: the earlier decides.
+    const requests = [...picks.map((i) => request({ [`x-flag-${i % 10}`]: `v${i}` })), request({ 'x-flag-0': 'v600', 'x-flag-3': 'v13' })];
+    const [lua] = await luaDecide([{ form: normalizeRouting(document.document, 1), settings: normalizeSettings(document.settings), tokens: {}, cases: requests.map(wireCase) }]);
+    const ts = tsEvaluator(document.document, document.settings, undefined);
+    const reasons = [];
+    for (let i = 0; i < requests.length; i++) {
+      const ours = (await ts.evaluate(requests[i]!)) as Outcome;
+      expect((lua![i] as Outcome).reason, `request ${i}`).toBe(ours.reason);
+      expect((lua![i] as Outcome).version, `request ${i}`).toBe(ours.version);
+      reasons.push(ours.reason);
+    }
+    expect(reasons).toEqual(['r0', 'r1', 'r23', 'r24', 'r25', 'r575', 'r576', 'r577', 'r600', 'r699', 'no rule matched', 'no rule matched', 'r13']);
+  });
+
+  it('answers an address seen before as it did the first time, also past the per-list memory of addresses', async () => {
+    // 5000 distinct peers, twice, cross the 4096 addresses a CIDR list remembers.
+    const document = validated({
+      raw: {
+        upstreams: { v1: { servers: ['http://127.0.0.1:1'] }, v2: { servers: ['http://127.0.0.1:2'] } },
+        services: [{ name: 'app', stable: 'v1', release: { candidate: 'v2', rules: [{ cidr: { cidrs: ['10.0.0.0/20', '10.0.32.0/19', '::ffff:10.0.64.0/116', '2001:db8::/112'] } }] } }],
+      },
+      rangeValue: undefined,
+      settings: { trustedProxies: [] },
+    })!;
+    const peers = Array.from({ length: 5000 }, (_, i) => (i % 4 === 3 ? `2001:db8::${(i * 7).toString(16)}` : `10.0.${(i * 13) % 256}.${i % 256}`));
+    const requests: GeneratedRequest[] = [...peers, ...peers].map((peer) => ({ path: '/', query: undefined, headers: { host: 'x' }, peer, tls: false, upstreamHeaders: {} }));
+    const [lua] = await luaDecide([{ form: normalizeRouting(document.document, 1), settings: normalizeSettings(document.settings), tokens: {}, cases: requests.map(wireCase) }]);
+    const ts = tsEvaluator(document.document, document.settings, undefined);
+    let candidates = 0;
+    for (let i = 0; i < requests.length; i++) {
+      const ours = (await ts.evaluate(requests[i]!)) as Outcome;
+      expect((lua![i] as Outcome).version, `case ${i}: ${requests[i]!.peer}`).toBe(ours.version);
+      if (ours.version === 'candidate') candidates++;
+    }
+    expect(candidates).toBeGreaterThan(1000);
+    expect(candidates).toBeLessThan(requests.length - 1000);
   });
 });

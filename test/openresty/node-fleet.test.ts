@@ -146,4 +146,21 @@ describe('a fleet of Node gateways only, and a user nginx that reads Redis', () 
     // No request reaches nginx meanwhile: every worker prepares the new envelope by itself.
     await eventually(async () => (await status()).workers!.forEach((w, i) => expect(w.at ?? 0).toBeGreaterThan(swappedAt[i]!)));
   });
+  it('finds by its poll an envelope written to the key without a message, the same text polled before or not', async () => {
+    const key = `{${namespace}}:openresty`;
+    const envelope = JSON.parse((await client.get(key))!) as { stamp: number; digest: string };
+    const before = await status();
+    // The poll (every 500 ms) reads this same text a few times meanwhile; each read changes nothing.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect((await status()).seq).toBe(before.seq);
+    // A new text in the key, announced to no one: only the poll can find it.
+    await client.set(key, JSON.stringify({ ...envelope, stamp: envelope.stamp + 5_000, digest: `${envelope.digest}-polled` }));
+    const found = await eventually(async () => {
+      const now = await status();
+      expect(now.digest).toBe(`${envelope.digest}-polled`);
+      return now;
+    });
+    expect(found.source).toBe('redis');
+    expect(found.seq).toBe((before.seq ?? 0) + 1);
+  });
 });
