@@ -46,6 +46,7 @@
 local ffi = require("ffi")
 local identity = require("graygate.identity")
 local murmur3 = require("graygate.murmur3")
+local memo = require("graygate.memo")
 
 local byte, sub, find = string.byte, string.sub, string.find
 local re_find = ngx.re.find
@@ -154,25 +155,11 @@ local function compile_all(children, is_all)
     end
 end
 
--- The bucket of an id under one seed, remembered for recent ids (BUCKET_MEMO_MAX ids of at most
--- BUCKET_MEMO_LENGTH bytes, then emptied: well under a MB per rule): a caller sends the same id
--- request after request, and hashing is a loop over the id's bytes, which ends the request's
--- trace ("loop unroll limit reached") where a table lookup does not.
-local BUCKET_MEMO_MAX, BUCKET_MEMO_LENGTH = 4096, 64
-
+-- The bucket of an id under one seed, remembered for recent ids of at most 64 bytes
+-- (graygate.memo): a caller sends the same id request after request, and hashing is a loop over
+-- the id's bytes, which ends the request's trace ("loop unroll limit reached").
 local function bucket_memo(seed)
-    local memo, n = {}, 0
-    return function(id)
-        local bucket = memo[id]
-        if bucket ~= nil then return bucket end
-        bucket = bucket_of(id, seed)
-        if #id <= BUCKET_MEMO_LENGTH then
-            if n >= BUCKET_MEMO_MAX then memo, n = {}, 0 end
-            memo[id] = bucket
-            n = n + 1
-        end
-        return bucket
-    end
+    return memo(function(id) return bucket_of(id, seed) end, 64)
 end
 
 -- Index of the last element of sorted that is <= value; 0 when every element is above it.

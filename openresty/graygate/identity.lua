@@ -11,6 +11,7 @@
 
 local bit = require("bit")
 local ffi = require("ffi")
+local memo = require("graygate.memo")
 
 local band, bor, lshift, rshift, tobit = bit.band, bit.bor, bit.lshift, bit.rshift, bit.tobit
 local byte, sub, find, gsub, char, format = string.byte, string.sub, string.find, string.gsub, string.char, string.format
@@ -28,25 +29,13 @@ for b = 128, 255 do
     LATIN1[char(b)] = char(bor(0xc0, rshift(b, 6)), bor(0x80, band(b, 63)))
 end
 
--- What short values (ids, compared header values) became, per worker: they repeat from request
--- to request, and a table lookup is compiled where a pattern find is not (it splits the trace).
--- Emptied when it holds LATIN1_MEMO_MAX values; longer strings are not kept.
-local LATIN1_MEMO_MAX, LATIN1_MEMO_LENGTH = 4096, 256
-local utf8_of, utf8_n = {}, 0
-
--- The UTF-8 of a string read as Latin-1 (what Node hashes and compares for a header value).
-local function latin1_to_utf8(s)
-    local known = utf8_of[s]
-    if known ~= nil then return known end
+-- The UTF-8 of a string read as Latin-1 (what Node hashes and compares for a header value), per
+-- worker for short values (ids, compared header values): a pattern find splits the trace.
+local latin1_to_utf8 = memo(function(s)
     local out = s
     if find(s, "[\128-\255]") then out = gsub(s, "[\128-\255]", LATIN1) end
-    if #s <= LATIN1_MEMO_LENGTH then
-        if utf8_n >= LATIN1_MEMO_MAX then utf8_of, utf8_n = {}, 0 end
-        utf8_of[s] = out
-        utf8_n = utf8_n + 1
-    end
     return out
-end
+end, 256)
 _M.latin1_to_utf8 = latin1_to_utf8
 
 -- JavaScript's String.prototype.trim over Latin-1 characters: tab, LF, VT, FF, CR, space, NBSP.
@@ -343,6 +332,29 @@ function _M.is_ip_address(s)
     return parse_address(s, scratch_words) ~= 0
 end
 
+-- The answer for an address, from its text: parsing it is a loop over its characters.
+local function scan_cidrs(list, ip)
+    local words = scratch_words
+    if parse_address(ip, words) == 0 then return false end
+    local w1, w2, w3, w4 = words[1], words[2], words[3], words[4]
+    if w1 == 0 and w2 == 0 and w3 == MAPPED_WORD2 then
+        -- IPv4 (or IPv4-mapped): only the groups can hold it.
+        local masks, nets = list.masks, list.nets
+        for i = 1, list.n_masks do
+            if nets[i][band(w4, masks[i])] then return true end
+        end
+        return false
+    end
+    local v6 = list.v6
+    for k = 1, list.n6, 8 do
+        if band(w1, v6[k + 4]) == v6[k] and band(w2, v6[k + 5]) == v6[k + 1]
+            and band(w3, v6[k + 6]) == v6[k + 2] and band(w4, v6[k + 7]) == v6[k + 3] then
+            return true
+        end
+    end
+    return false
+end
+
 -- A compiled CIDR list, from the form's { v4 = {net, mask, ...}, v6 = {8 words per entry} }.
 -- IPv4 networks are grouped by mask: masks[i] is a mask and nets[i] the set of networks with it
 -- (net -> true), so an IPv4 address costs one table lookup per distinct prefix length (usually
@@ -373,54 +385,18 @@ function _M.compile_cidrs(cidr)
             add(tobit(v6[k + 3]), tobit(v6[k + 7]))
         end
     end
-    return { v4 = v4, v6 = v6, n4 = #v4, n6 = #v6, masks = masks, nets = nets, n_masks = #masks, memo = {}, memo_n = 0 }
-end
-
-local CIDR_MEMO_MAX = 4096
-
--- The answer for an address, from its text: parsing it is a loop over its characters.
-local function scan_cidrs(list, ip)
-    local words = scratch_words
-    if parse_address(ip, words) == 0 then return false end
-    local w1, w2, w3, w4 = words[1], words[2], words[3], words[4]
-    if w1 == 0 and w2 == 0 and w3 == MAPPED_WORD2 then
-        -- IPv4 (or IPv4-mapped): only the groups can hold it.
-        local masks, nets = list.masks, list.nets
-        for i = 1, list.n_masks do
-            if nets[i][band(w4, masks[i])] then return true end
-        end
-        return false
-    end
-    local v6 = list.v6
-    for k = 1, list.n6, 8 do
-        if band(w1, v6[k + 4]) == v6[k] and band(w2, v6[k + 5]) == v6[k + 1]
-            and band(w3, v6[k + 6]) == v6[k + 2] and band(w4, v6[k + 7]) == v6[k + 3] then
-            return true
-        end
-    end
-    return false
+    local list = { v4 = v4, v6 = v6, n4 = #v4, n6 = #v6, masks = masks, nets = nets, n_masks = #masks }
+    -- The answer per address text (a proxy's or a returning caller's address repeats): parsing
+    -- an address is a loop over its characters.
+    list.match = memo(function(ip) return scan_cidrs(list, ip) end, 64)
+    return list
 end
 
 -- True when the address `ip` is inside one of the compiled networks (false for anything that is
--- not an address). The answer per address text is remembered per list (CIDR_MEMO_MAX addresses, then
--- emptied): the peer (a proxy, a load balancer) and a returning caller's address repeat from
--- request to request, and a table lookup keeps the request's trace whole where the parsing loop
--- ends it ("NYI: return to lower frame"), which sent the rest of the request to the interpreter.
+-- not an address).
 local function cidr_match(list, ip)
     if ip == nil then return false end
-    local memo = list.memo
-    local known = memo[ip]
-    if known ~= nil then return known end
-    known = scan_cidrs(list, ip)
-    if #ip <= 64 then
-        if list.memo_n >= CIDR_MEMO_MAX then
-            memo = {}
-            list.memo, list.memo_n = memo, 0
-        end
-        memo[ip] = known
-        list.memo_n = list.memo_n + 1
-    end
-    return known
+    return list.match(ip)
 end
 _M.cidr_match = cidr_match
 
@@ -476,16 +452,9 @@ _M.client_ip = client_ip
 
 local MAX_SAFE_INTEGER = 9007199254740991
 
--- Verdicts on the ids and tokens of recent requests, per worker. A caller sends the same token
--- (and so has the same id) request after request, and equal Lua strings are one object, so one
--- table lookup answers in place of a scan. A scan is a loop, and a loop becomes a trace of its
--- own whose exit returns into the caller's frame, which LuaJIT does not compile ("NYI: return to
--- lower frame"): the rest of the request would then run in the interpreter. Each table is
--- dropped when it holds MEMO_MAX verdicts, which bounds its memory.
-local MEMO_MAX, MEMO_LENGTH = 4096, 512
-local numeric_memo, numeric_n = {}, 0
-local canonical_memo, canonical_n = {}, 0
-local token_memo, token_n = {}, 0
+-- Verdicts on the ids and tokens of recent requests are remembered per worker (graygate.memo):
+-- a caller sends the same token (and so has the same id) request after request, and each check
+-- is a scan of the value's bytes.
 
 -- The id as a number only in canonical decimal form (7, not 007, 7.0 or -0), within 2^53 - 1.
 local function scan_numeric_id(id)
@@ -504,15 +473,11 @@ local function scan_numeric_id(id)
     return value
 end
 
+local numeric_id_verdict = memo(function(id) return scan_numeric_id(id) or false end, 16)
+
 local function canonical_numeric_id(id)
     if #id > 16 then return nil end
-    local known = numeric_memo[id]
-    if known ~= nil then return known or nil end
-    local value = scan_numeric_id(id)
-    if numeric_n >= MEMO_MAX then numeric_memo, numeric_n = {}, 0 end
-    numeric_memo[id] = value or false
-    numeric_n = numeric_n + 1
-    return value
+    return numeric_id_verdict(id) or nil
 end
 _M.canonical_numeric_id = canonical_numeric_id
 
@@ -531,16 +496,12 @@ local function scan_canonical_user_id(value)
     return true
 end
 
+local canonical_user_id_verdict = memo(scan_canonical_user_id, MAX_USER_ID_LENGTH)
+
 local function is_canonical_user_id(value)
     local length = #value
     if length == 0 or length > MAX_USER_ID_LENGTH then return false end
-    local known = canonical_memo[value]
-    if known ~= nil then return known end
-    known = scan_canonical_user_id(value)
-    if canonical_n >= MEMO_MAX then canonical_memo, canonical_n = {}, 0 end
-    canonical_memo[value] = known
-    canonical_n = canonical_n + 1
-    return known
+    return canonical_user_id_verdict(value)
 end
 _M.is_canonical_user_id = is_canonical_user_id
 
@@ -559,18 +520,12 @@ local function scan_token(token)
 end
 
 -- A token as tokenLookup accepts it: 1..max characters of RFC 6750 b64token plus "=".
+local token_verdict = memo(scan_token, 512)
+
 local function is_well_formed_token(token, max_length)
     local length = #token
     if length == 0 or length > max_length then return false end
-    local known = token_memo[token]
-    if known ~= nil then return known end
-    known = scan_token(token)
-    if length <= MEMO_LENGTH then
-        if token_n >= MEMO_MAX then token_memo, token_n = {}, 0 end
-        token_memo[token] = known
-        token_n = token_n + 1
-    end
-    return known
+    return token_verdict(token)
 end
 _M.is_well_formed_token = is_well_formed_token
 

@@ -16,6 +16,7 @@
 -- Every file of openresty/graygate/ is listed, also those the request path loads only when a
 -- feature is used (tls, token, resp), dependencies first.
 local MODULES = {
+    "memo",
     "murmur3",
     "identity",
     "request",
