@@ -43,6 +43,9 @@ local tonumber = tonumber
 local tostring = tostring
 local concat = table.concat
 local insert = table.insert
+local byte = string.byte
+-- The first byte of a request-count key (see the key kinds below).
+local R_BYTE = 82
 
 local _M = {}
 
@@ -216,7 +219,11 @@ function _M.flush()
         if k.dirty then
             k.dirty = false
             local n = k.n
-            for i = 1, #n do
+            -- Backwards: the request counts (slots 1..R_SLOTS) are added after their durations and
+            -- latencies. collect reads every request count before the rest, so a request it counts
+            -- is in the histograms it reads too (the rollout analysis expects as many latencies as
+            -- requests), whatever worker flushes meanwhile.
+            for i = #n, 1, -1 do
                 local v = n[i]
                 if v ~= 0 then
                     n[i] = 0
@@ -425,7 +432,16 @@ function _M.collect()
     local token = {}
     local upstreams = {}
     local total_inflight = 0
-    for _, key in ipairs(dict:get_keys(0)) do
+    -- The request counts first, then the rest (see flush: a worker adds its counts last).
+    local all_keys = dict:get_keys(0)
+    local ordered = {}
+    for _, key in ipairs(all_keys) do
+        if byte(key, 1) == R_BYTE then ordered[#ordered + 1] = key end
+    end
+    for _, key in ipairs(all_keys) do
+        if byte(key, 1) ~= R_BYTE then ordered[#ordered + 1] = key end
+    end
+    for _, key in ipairs(ordered) do
         local value = dict:get(key)
         if value then
             local kind = key:sub(1, 1)
