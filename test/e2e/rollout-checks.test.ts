@@ -112,7 +112,10 @@ describe('external rollout checks against a real Prometheus and real webhooks', 
 
   it('a Prometheus query over the candidate\'s 5xx counter above its threshold rolls the rollout back, naming the query, its value and the threshold', async () => {
     loadOn('prom-fail');
-    await start('prom-fail', 'app-v2-broken', { prometheus: { url: prometheus.url, query: candidate5xx('prom-fail'), op: '<=', threshold: 3 } });
+    // A long hold: the query sees the 5xx only once Prometheus has scraped them (every second, later
+    // on a loaded box), while the built-in checks have their samples within a second or two; a
+    // short hold could end with a query that had not seen them yet. The rollback ends it early.
+    await start('prom-fail', 'app-v2-broken', { prometheus: { url: prometheus.url, query: candidate5xx('prom-fail'), op: '<=', threshold: 3 } }, { steps: [{ percent: 50, holdMs: 30_000 }] });
     const status = await ended('prom-fail', 'rolled-back');
     const record = status.run.records.at(-1);
     expect(record.event).toBe('rollback');
