@@ -49,7 +49,7 @@ const { values: flags } = parseArgs({
   },
 });
 if (flags.help) {
-  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty,openresty-none,openresty-typical,openresty-large,part:full,part:base,part:no-log,part:no-header-filter,part:no-balancer,part:access-only; a part row of another shape: part:full@large] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--strace SECONDS] [--jit SECONDS [--jit-mode Fl|v|…] [--jit-keep DIR: copy the profiles and trace logs there]] [--vs ROW: the row every other row is compared with in each repetition, default nginx or the first row] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]; part:base needs BASE_LUA (see the head of this file)');
+  console.log('usage: node bench/openresty-phases.mjs [--rows nginx,recipe-tuned,openresty,openresty-none,openresty-typical,openresty-large,part:full,part:base,part:no-log,part:no-header-filter,part:no-balancer,part:static-scheme,part:no-upgrade-headers,part:access-only; a part row of another shape: part:full@large] [--duration 5] [--reps 3] [--conns 50] [--perf SECONDS] [--strace SECONDS] [--jit SECONDS [--jit-mode Fl|v|…] [--jit-keep DIR: copy the profiles and trace logs there]] [--vs ROW: the row every other row is compared with in each repetition, default nginx or the first row] [--settings JSON added to the gateway config, e.g. {"log":{"access":{"enabled":false}}}]; part:base needs BASE_LUA (see the head of this file)');
   process.exit(0);
 }
 const duration = Number(flags.duration);
@@ -103,6 +103,10 @@ const PARTS = {
   'no-log': (conf) => conf.replace(/^\s*log_by_lua_block .*$/m, ''),
   'no-header-filter': (conf) => conf.replace(/^\s*header_filter_by_lua_block .*$/m, ''),
   'no-balancer': (conf) => conf.replace('proxy_pass $gg_scheme://graygate_upstream;', 'proxy_pass http://bench_candidate;'),
+  // What the proxied location's own directives cost: proxy_pass through a variable (the scheme),
+  // and the headers for WebSocket upgrades (Upgrade, and Connection through a map).
+  'static-scheme': (conf) => conf.replace('proxy_pass $gg_scheme://graygate_upstream;', 'proxy_pass http://graygate_upstream;'),
+  'no-upgrade-headers': (conf) => conf.replace(/^\s*proxy_set_header Connection \$graygate_connection;$/m, '    proxy_set_header Connection "";').replace(/^\s*proxy_set_header Upgrade \$http_upgrade;$/m, ''),
   // graygate's conf as part:full, but its Lua from BASE_LUA (another checkout's openresty/ directory,
   // e.g. `git archive <commit> openresty | tar -x -C /tmp/base`): a change's before and after in one run.
   base: (conf) => conf,
