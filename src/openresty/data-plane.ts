@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -95,6 +95,15 @@ async function freePort(host: string): Promise<number> {
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'];
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The pids of a process's children (Linux's /proc; none where it cannot be read). */
+function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
 
 /**
  * Error-log lines that mean nginx's workers cannot serve: the worker init failed (lua-nginx-module
@@ -536,11 +545,20 @@ export class OpenRestyDataPlane implements DataPlane {
     if (this.ownsPrefix) rmSync(this.prefixDir, { recursive: true, force: true });
   }
 
+  /**
+   * Kills nginx outright: its master and its workers. A master killed alone cannot stop its
+   * workers, which would go on serving (and holding the listen port) with no graygate behind them.
+   */
   private kill(): void {
-    try {
-      if (this.child?.pid) process.kill(this.child.pid, 'SIGKILL');
-    } catch {
-      // gone
+    const pid = this.child?.pid;
+    if (!pid) return;
+    const workers = childPids(pid);
+    for (const target of [pid, ...workers]) {
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch {
+        // gone
+      }
     }
   }
 
