@@ -116,7 +116,7 @@ const WORKER_START_FAILED = /init_worker_by_lua error|exited with fatal code/;
  * The reason in nginx's error log: the first line at error level or worse and the lines that
  * continue it (indented), without Lua's stack traceback; at most `maxLines` lines.
  */
-export function nginxErrorReason(log: string, maxLines = 6): string | undefined {
+function nginxErrorReason(log: string, maxLines = 6): string | undefined {
   const lines = log.split('\n');
   const workers = lines.findIndex((line) => WORKER_START_FAILED.test(line));
   const first = workers >= 0 ? workers : lines.findIndex((line) => /\[(error|crit|alert|emerg)\]/.test(line));
@@ -550,8 +550,10 @@ export class OpenRestyDataPlane implements DataPlane {
    * workers, which would go on serving (and holding the listen port) with no graygate behind them.
    */
   private kill(): void {
-    const pid = this.child?.pid;
-    if (!pid) return;
+    const child = this.child;
+    // Not once it has exited: its pid (and so the children read for it) may be another process's by now.
+    if (!child?.pid || child.exitCode !== null || child.signalCode !== null) return;
+    const pid = child.pid;
     const workers = childPids(pid);
     for (const target of [pid, ...workers]) {
       try {
