@@ -48,9 +48,13 @@ describe('stopping an nginx that does not stop', () => {
 
   it('kills the master and its workers when the master answers neither SIGQUIT nor SIGTERM', async () => {
     await eventually(async () => expect((await send(gateway.url)).version).toBe('stable'));
-    const workers = gateway.workerPids();
+    // The first answer can come before the master has forked (and named) its second worker.
+    const workers = await eventually(() => {
+      const now = gateway.workerPids();
+      expect(now).toHaveLength(2);
+      return now;
+    });
     const master = gateway.nginxPids().find((pid) => !workers.includes(pid));
-    expect(workers).toHaveLength(2);
     expect(master).toBeDefined();
     pids = [master!, ...workers];
     // A stopped process takes no signal but SIGKILL: the master cannot stop its workers any more.
